@@ -1,0 +1,32 @@
+# `make run` and `make test` do all set-up themselves on a fresh Debian machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench bench-quick docs clean
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	@echo "ugate: shared port 127.0.0.1:15008 (every installed protocol), admin http://127.0.0.1:15000/metrics"
+	$(VENV)/bin/ugate run
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check ugate_core plugins tests bench docs/examples
+	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(wildcard plugins/*/ugate_*)
+
+bench: setup
+	$(PY) bench/run.py
+
+bench-quick: setup
+	$(PY) bench/run.py --quick
+
+docs: setup
+	$(PY) docs/gen_hooks.py > docs/hooks.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

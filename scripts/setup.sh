@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything `make run` / `make test` need on a fresh Debian machine:
+# the real peers from apt (only when missing, and only as root), then .venv with core,
+# every plugin under plugins/ (editable) and the dev tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(curl socat haproxy openssh-client openssh-server nghttp2-client iperf3 openssl
+              knot bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps)
+
+want=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want+=("$p")
+done
+if ((${#want[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: apt-get install ${want[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
+  else
+    echo "setup: missing apt packages (tests that need them will skip): ${want[*]}" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.ugate-setup
+inputs=$(cat requirements-dev.txt ugate_core/pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  args=(-e "./ugate_core[fast]")
+  for d in plugins/*/; do
+    [ -f "$d/pyproject.toml" ] && args+=(-e "$d")
+  done
+  .venv/bin/pip install -q -r requirements-dev.txt "${args[@]}"
+  echo "$inputs" > "$stamp"
+fi

@@ -1,0 +1,54 @@
+"""Core's own plugin: the ``tcp`` forward listener and dialer, and ``local`` discovery.
+
+Registered through the same hooks as external plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from .hookspecs import hookimpl
+from .router import LocalDiscovery
+from .stream import StreamMeta, TcpStream
+from .types import DialerType, DialRequest, Discovery, ListenerContext, ListenerType
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .stream import Stream
+
+
+async def _serve_tcp(stream: Stream, ctx: ListenerContext) -> None:
+    await ctx.gateway.forward(stream, ctx.config.target)
+
+
+async def dial_tcp(req: DialRequest) -> Stream:
+    """Open a kernel TCP connection to the endpoint (the system resolver resolves names)."""
+    loop = asyncio.get_running_loop()
+    meta = StreamMeta(protocol="tcp")
+    _, proto = await loop.create_connection(
+        lambda: TcpStream(meta), req.host, req.target_port
+    )
+    return proto
+
+
+@hookimpl
+def ugate_listener_types() -> list[ListenerType]:
+    return [
+        ListenerType(
+            name="tcp",
+            serve=_serve_tcp,
+            relays=False,
+            description="forward every connection to the fixed 'target' host:port",
+        )
+    ]
+
+
+@hookimpl
+def ugate_dialer_types() -> list[DialerType]:
+    return [DialerType("tcp", dial_tcp, "plain TCP connection")]
+
+
+@hookimpl
+def ugate_discovery(gateway: Gateway) -> list[Discovery]:
+    return [LocalDiscovery(gateway.config.hosts)]

@@ -1,0 +1,358 @@
+"""Configuration: one TOML file, validated into frozen dataclasses.
+
+Every error names the key path and the value: ``listeners.main.listen: '1.2.3.4:99999' port
+99999 is not a port (1-65535)``. Keys a section does not know are errors too (typos are the
+most common config bug), except inside a listener, where unknown keys are the protocol
+plugin's ``options`` and the plugin checks them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .types import Endpoint, ExpectedIdentity
+
+
+def parse_hostport(value: str, path: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` (with ``default_port``) → (host, port)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"{value!r} is not host:port")
+    host, port_s = value, None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ConfigError(path, f"{value!r}: missing ']'")
+        host = value[1:end]
+        rest = value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(path, f"{value!r} is not host:port")
+            port_s = rest[1:]
+    elif value.count(":") == 1:
+        host, port_s = value.split(":")
+    elif value.count(":") > 1:
+        raise ConfigError(path, f"{value!r}: IPv6 addresses need brackets, [addr]:port")
+    if port_s is None:
+        if default_port is None:
+            raise ConfigError(path, f"{value!r} has no port")
+        return host, default_port
+    if not port_s.isdigit():
+        raise ConfigError(path, f"{value!r}: port {port_s!r} is not a number")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ConfigError(path, f"{value!r}: port {port} is not a port (0-65535)")
+    if not host:
+        raise ConfigError(path, f"{value!r} has no host")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    state_dir: str = ""
+    drain_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    idle_timeout: float = 3600.0
+    max_connections: int = 10000
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: str = "127.0.0.1:15000"
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    #: names no discovery knows, and IP literals, are dialed with the system resolver
+    direct: bool = True
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    order: tuple[str, ...] = ("xds", "k8s", "dns", "local")
+    timeout: float = 2.0
+    cache_min_ttl: float = 0.0
+    cache_max_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    enable: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    name: str
+    listen: str
+    host: str
+    port: int
+    protocols: tuple[str, ...]
+    sniff_timeout: float = 3.0
+    sniff_max: int = 4096
+    default: str = ""
+    allow: tuple[str, ...] = ()
+    target: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def path(self) -> str:
+        return f"listeners.{self.name}"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    protocol: str = "tcp"
+    identity: ExpectedIdentity | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewaySettings = GatewaySettings()
+    admin: AdminConfig = AdminConfig()
+    routing: RoutingConfig = RoutingConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    listeners: tuple[ListenerConfig, ...] = ()
+    hosts: tuple[HostConfig, ...] = ()
+    #: top-level tables not known to core: plugin settings (``[ssh]``, ``[dns]``, ...)
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "<embedded default>"
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A plugin's own top-level table, ``{}`` if absent."""
+        v = self.sections.get(name, {})
+        return v if isinstance(v, Mapping) else {}
+
+
+# ------------------------------------------------------------------------------- validation
+def _table(v: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise ConfigError(path, f"{v!r} is not a table")
+    return v
+
+
+def _check_keys(t: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    for k in t:
+        if k not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"{path}.{k}" if path else k, f"unknown key (known: {known})")
+
+
+def _num(t: Mapping[str, Any], key: str, path: str, default: float, lo: float = 0) -> float:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not a number")
+    if v < lo:
+        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo}")
+    return float(v)
+
+
+def _int(t: Mapping[str, Any], key: str, path: str, default: int, lo: int = 0) -> int:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not an integer")
+    if v < lo:
+        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo}")
+    return v
+
+
+def _str(t: Mapping[str, Any], key: str, path: str, default: str) -> str:
+    v = t.get(key, default)
+    if not isinstance(v, str):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not a string")
+    return v
+
+
+def _bool(t: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    v = t.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not true or false")
+    return v
+
+
+def _strs(t: Mapping[str, Any], key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = t.get(key, list(default))
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not a list of strings")
+    return tuple(v)
+
+
+def parse_identity(value: str, path: str) -> ExpectedIdentity:
+    kind, sep, rest = value.partition(":")
+    kinds = ("id", "spki_sha256", "spiffe", "ca")
+    if not sep or kind not in kinds or not rest:
+        raise ConfigError(path, f"{value!r} is not KIND:VALUE with KIND one of {', '.join(kinds)}")
+    if kind == "spiffe":
+        rest = value  # keep the full URI
+    return ExpectedIdentity(kind, rest)
+
+
+def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
+    path = f"listeners.{name}"
+    listen = _str(t, "listen", path, "")
+    if not listen:
+        raise ConfigError(f"{path}.listen", "missing (e.g. '127.0.0.1:15008')")
+    host, port = parse_hostport(listen, f"{path}.listen")
+    protocols = _strs(t, "protocols", path, ("*",))
+    if not protocols:
+        raise ConfigError(f"{path}.protocols", "empty: name at least one protocol or '*'")
+    target = _str(t, "target", path, "")
+    if target:
+        parse_hostport(target, f"{path}.target")
+    core = {
+        "listen", "protocols", "sniff_timeout", "sniff_max", "default", "allow", "target",
+    }
+    return ListenerConfig(
+        name=name,
+        listen=listen,
+        host=host,
+        port=port,
+        protocols=protocols,
+        sniff_timeout=_num(t, "sniff_timeout", path, 3.0, 0.01),
+        sniff_max=_int(t, "sniff_max", path, 4096, 16),
+        default=_str(t, "default", path, ""),
+        allow=_strs(t, "allow", path, ()),
+        target=target,
+        options={k: v for k, v in t.items() if k not in core},
+    )
+
+
+def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
+    path = f"hosts.{name!r}" if "." in name else f"hosts.{name}"
+    _check_keys(t, {"endpoints", "protocol", "identity", "labels"}, path)
+    eps = []
+    for i, e in enumerate(_strs(t, "endpoints", path, ())):
+        p = f"{path}.endpoints[{i}]"
+        if e.startswith("[") or e.count(":") == 1:
+            h, port = parse_hostport(e, p)
+            eps.append(Endpoint(h, port))
+        else:
+            eps.append(Endpoint(e.strip("[]"), None))
+    if not eps:
+        raise ConfigError(f"{path}.endpoints", "missing: list at least one 'host:port'")
+    ident = _str(t, "identity", path, "")
+    labels = _table(t.get("labels", {}), f"{path}.labels")
+    for k, v in labels.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{path}.labels.{k}", f"{v!r} is not a string")
+    return HostConfig(
+        name=name.lower().rstrip("."),
+        endpoints=tuple(eps),
+        protocol=_str(t, "protocol", path, "tcp"),
+        identity=parse_identity(ident, f"{path}.identity") if ident else None,
+        labels=dict(labels),
+    )
+
+
+CORE_SECTIONS = {"gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts"}
+
+
+def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Validate a decoded TOML document into a :class:`Config`."""
+    g = _table(data.get("gateway", {}), "gateway")
+    _check_keys(g, set(GatewaySettings.__dataclass_fields__), "gateway")
+    d = GatewaySettings()
+    gateway = GatewaySettings(
+        state_dir=_str(g, "state_dir", "gateway", d.state_dir),
+        drain_timeout=_num(g, "drain_timeout", "gateway", d.drain_timeout),
+        handshake_timeout=_num(g, "handshake_timeout", "gateway", d.handshake_timeout, 0.01),
+        connect_timeout=_num(g, "connect_timeout", "gateway", d.connect_timeout, 0.01),
+        idle_timeout=_num(g, "idle_timeout", "gateway", d.idle_timeout),
+        max_connections=_int(g, "max_connections", "gateway", d.max_connections, 1),
+    )
+    a = _table(data.get("admin", {}), "admin")
+    _check_keys(a, {"listen"}, "admin")
+    admin_listen = _str(a, "listen", "admin", AdminConfig.listen)
+    if admin_listen:
+        parse_hostport(admin_listen, "admin.listen")
+    r = _table(data.get("routing", {}), "routing")
+    _check_keys(r, {"direct"}, "routing")
+    dc = _table(data.get("discovery", {}), "discovery")
+    _check_keys(dc, set(DiscoveryConfig.__dataclass_fields__), "discovery")
+    dd = DiscoveryConfig()
+    p = _table(data.get("plugins", {}), "plugins")
+    _check_keys(p, {"enable", "disable"}, "plugins")
+    ls = _table(data.get("listeners", {}), "listeners")
+    listeners = tuple(_listener(n, _table(v, f"listeners.{n}")) for n, v in ls.items())
+    seen: dict[tuple[str, int], str] = {}
+    for lc in listeners:
+        key = (lc.host, lc.port)
+        if lc.port and key in seen:
+            raise ConfigError(
+                f"{lc.path}.listen", f"{lc.listen!r} is also used by listeners.{seen[key]}"
+            )
+        seen[key] = lc.name
+    hs = _table(data.get("hosts", {}), "hosts")
+    hosts = tuple(_host(n, _table(v, f"hosts.{n}")) for n, v in hs.items())
+    return Config(
+        gateway=gateway,
+        admin=AdminConfig(listen=admin_listen),
+        routing=RoutingConfig(direct=_bool(r, "direct", "routing", True)),
+        discovery=DiscoveryConfig(
+            order=_strs(dc, "order", "discovery", dd.order),
+            timeout=_num(dc, "timeout", "discovery", dd.timeout, 0.01),
+            cache_min_ttl=_num(dc, "cache_min_ttl", "discovery", dd.cache_min_ttl),
+            cache_max_ttl=_num(dc, "cache_max_ttl", "discovery", dd.cache_max_ttl),
+        ),
+        plugins=PluginsConfig(
+            enable=_strs(p, "enable", "plugins", ()), disable=_strs(p, "disable", "plugins", ())
+        ),
+        listeners=listeners,
+        hosts=hosts,
+        sections={k: v for k, v in data.items() if k not in CORE_SECTIONS},
+        source=source,
+        raw=dict(data),
+    )
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"{source}: not valid TOML: {e}") from None
+    return parse(data, source)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError("", f"{p}: cannot read: {e.strerror}") from None
+    return loads(text, str(p))
+
+
+def default_text() -> str:
+    return resources.files("ugate_core").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load_default() -> Config:
+    return loads(default_text(), "<embedded default>")

@@ -1,0 +1,557 @@
+"""The gateway runtime: plugins, listeners, routing, dialing, relaying, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import plugins as _plugins
+from .config import Config, ListenerConfig, load_default
+from .errors import AuthError, ConfigError, DialError, ProtocolError, UgateError
+from .metrics import Metrics
+from .relay import RelayStats, relay
+from .router import Router, match_name, split_address
+from .sniff import sniff_stream
+from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
+from .types import (
+    Destination,
+    DialerType,
+    DialRequest,
+    Discovery,
+    ListenerContext,
+    ListenerType,
+    RunningListener,
+)
+
+log = logging.getLogger("ugate")
+
+
+@dataclass
+class StreamRecord:
+    """One relayed stream, as ``/streams`` and the stream hooks see it."""
+
+    listener: str
+    client: StreamMeta
+    upstream: StreamMeta
+    stats: RelayStats = field(default_factory=RelayStats)
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.client.id,
+            "listener": self.listener,
+            "client": self.client.as_dict(),
+            "upstream": self.upstream.as_dict(),
+            "bytes_up": self.stats.up,
+            "bytes_down": self.stats.down,
+            "age": round(time.monotonic() - self.started, 3),
+            "end": self.stats.end,
+        }
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("UGATE_STATE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(xdg) / "ugate"
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-files limit to the hard limit (many relayed connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+class _Listener:
+    """A bound TCP listener of the gateway (dedicated protocol or shared port)."""
+
+    def __init__(self, gw: Gateway, cfg: ListenerConfig, types: list[ListenerType]) -> None:
+        self.gw = gw
+        self.cfg = cfg
+        self.types = types
+        self.sniffing = len(types) != 1 or cfg.protocols == ("*",)
+        self.default = next((t for t in types if t.name == cfg.default), None)
+        self.ctx = ListenerContext(gw, cfg)
+        self.server: asyncio.Server | None = None
+        self.active = 0
+
+    def make_protocol(self) -> TcpStream:
+        return _Accepted(self)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        if self.server is None:
+            return []
+        return [s.getsockname()[:2] for s in self.server.sockets]
+
+    async def handle(self, stream: TcpStream) -> None:
+        gw, cfg = self.gw, self.cfg
+        stream.meta.listener = cfg.name
+        try:
+            if self.sniffing:
+                res = await sniff_stream(
+                    stream,
+                    self.types,
+                    timeout=cfg.sniff_timeout,
+                    max_bytes=cfg.sniff_max,
+                    default=self.default,
+                )
+                lt = res.listener
+                if lt is None:
+                    gw.reject(cfg.name, f"sniff_{res.reason}", f"first bytes {res.prefix[:16]!r}",
+                              stream.meta)
+                    stream.abort()
+                    return
+            else:
+                lt = self.types[0]
+            stream.meta.protocol = lt.name
+            gw.metrics.connections.labels(cfg.name, lt.name).inc()
+            assert lt.serve is not None
+            await lt.serve(stream, self.ctx)
+        except (ProtocolError, AuthError) as e:
+            gw.reject(cfg.name, e.reason, str(e), stream.meta)
+        except DialError as e:
+            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r",
+                     cfg.name, _peer(stream.meta), stream.meta.target, e.reason, str(e))
+        except TimeoutError:
+            gw.reject(cfg.name, "handshake_timeout", "", stream.meta)
+        except (StreamClosedError, ConnectionError) as e:
+            gw.reject(cfg.name, "client_closed", str(e), stream.meta)
+        except asyncio.CancelledError:
+            stream.abort()
+            raise
+        except Exception:
+            gw.metrics.reject(cfg.name, "internal")
+            log.exception("listener_error listener=%s client=%s", cfg.name, _peer(stream.meta))
+        finally:
+            if not stream.is_closing():
+                stream.close()
+
+
+def _peer(meta: StreamMeta) -> str:
+    return f"{meta.remote[0]}:{meta.remote[1]}" if meta.remote else "-"
+
+
+class _Accepted(TcpStream):
+    """An accepted TCP connection; starts its handler task on connection_made."""
+
+    def __init__(self, listener: _Listener) -> None:
+        super().__init__()
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        ln = self._listener
+        if ln.gw._stopping or ln.active >= ln.gw.config.gateway.max_connections:
+            ln.gw.metrics.reject(ln.cfg.name, "max_connections")
+            self.abort()
+            return
+        ln.active += 1
+        ln.gw._spawn(ln.handle(self), self._done)
+
+    def _done(self, _t: asyncio.Task[None]) -> None:
+        self._listener.active -= 1
+
+
+class Gateway:
+    """One ugate instance. ``async with Gateway(config) as gw:`` starts and stops it."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        pm: pluggy.PluginManager | None = None,
+    ) -> None:
+        self.config = config if config is not None else load_default()
+        if state_dir is not None:
+            self.state_dir = Path(state_dir)
+        elif self.config.gateway.state_dir:
+            self.state_dir = Path(self.config.gateway.state_dir).expanduser()
+        else:
+            self.state_dir = default_state_dir()
+        self.metrics = Metrics()
+        self.pm = pm if pm is not None else _plugins.create_manager()
+        self._pm_given = pm is not None
+        self.plugins: list[_plugins.PluginInfo] = []
+        self.listener_types: dict[str, ListenerType] = {}
+        self.dialer_types: dict[str, DialerType] = {}
+        self.discoveries: list[Discovery] = []
+        self.router: Router | None = None
+        self.identity: Any = None
+        self.listeners: dict[str, _Listener] = {}
+        self.running: dict[str, RunningListener] = {}
+        self.streams: dict[int, StreamRecord] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._started = False
+        self._stopped: asyncio.Event | None = None
+        self.ready = False
+        self._admin: Any = None
+
+    # ------------------------------------------------------------------------- set-up
+    def load(self) -> None:
+        """Load plugins and collect their types (no sockets). Idempotent."""
+        if self.plugins:
+            return
+        pc = self.config.plugins
+        if not self._pm_given:
+            self.plugins = _plugins.load_plugins(self.pm, pc.enable, pc.disable)
+        else:
+            self.plugins = [
+                _plugins.PluginInfo(n or "?", "", "", "", True)
+                for n, _ in self.pm.list_name_plugin()
+            ]
+        for p in self.plugins:
+            if not p.loaded:
+                self.metrics.plugin_load_failures.labels(p.name).inc()
+        self.metrics.plugins_loaded.set(sum(1 for p in self.plugins if p.loaded))
+        self.listener_types = self._collect(self.pm.hook.ugate_listener_types, "listener type")
+        self.dialer_types = self._collect(self.pm.hook.ugate_dialer_types, "dialer type")
+        discoveries: list[Discovery] = []
+        for _plugin, lst in self._results(self.pm.hook.ugate_discovery):
+            for d in lst or []:
+                discoveries.append(d)
+        self.discoveries = discoveries
+        self.router = Router(self.config, discoveries, self.metrics)
+        src = self.pm.hook.ugate_identity(gateway=self)
+        if src is not None:
+            self.identity = src.load(self)
+
+    def _results(self, caller: Any) -> list[tuple[str, Any]]:
+        out = []
+        for impl in reversed(caller.get_hookimpls()):
+            res = impl.function(*[{"gateway": self}[a] for a in impl.argnames])
+            out.append((impl.plugin_name, res))
+        return out
+
+    def _collect(self, caller: Any, what: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for plugin, lst in self._results(caller):
+            for t in lst or []:
+                if t.name in found:
+                    raise ConfigError(
+                        "", f"{what} {t.name!r} is given by plugins {found[t.name].plugin!r} "
+                        f"and {plugin!r}; disable one (plugins.disable)"
+                    )
+                t.plugin = plugin
+                found[t.name] = t
+        return found
+
+    def _types_for(self, lc: ListenerConfig) -> list[ListenerType]:
+        if lc.protocols == ("*",):
+            return [t for t in self.listener_types.values() if t.sniff is not None]
+        out = []
+        for i, name in enumerate(lc.protocols):
+            t = self.listener_types.get(name)
+            if t is None:
+                have = ", ".join(sorted(self.listener_types)) or "none"
+                raise ConfigError(
+                    f"{lc.path}.protocols[{i}]",
+                    f"{name!r} is not an installed protocol (installed: {have})",
+                )
+            if len(lc.protocols) > 1 and t.sniff is None and t.start is None:
+                raise ConfigError(
+                    f"{lc.path}.protocols[{i}]",
+                    f"{name!r} cannot share a port (it has no sniffer); give it its own listener",
+                )
+            out.append(t)
+        return out
+
+    def check(self) -> None:
+        """Validate the config against the loaded plugins (``ugate config check``)."""
+        self.load()
+        for lc in self.config.listeners:
+            types = self._types_for(lc)
+            if lc.default and lc.default not in {t.name for t in types}:
+                raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
+                                  f"listener's protocols")
+            for t in types:
+                if t.check_options is not None:
+                    t.check_options(lc.options, lc.path)
+                elif lc.options:
+                    k = next(iter(lc.options))
+                    if len(types) == 1 or lc.protocols != ("*",):
+                        raise ConfigError(f"{lc.path}.{k}", "unknown key")
+            if len(types) == 1 and types[0].name == "tcp" and not lc.target:
+                raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
+                                  "a fixed 'host:port'")
+            if not lc.loopback and not lc.allow:
+                for t in types:
+                    if t.relays and not t.has_auth(lc.options):
+                        raise ConfigError(
+                            f"{lc.path}.listen",
+                            f"{lc.listen!r} is reachable beyond loopback and protocol "
+                            f"{t.name!r} has no client authentication and no 'allow' rule: "
+                            "refusing to run an open relay",
+                        )
+        for name in {h.protocol for h in self.config.hosts}:
+            if name not in self.dialer_types:
+                have = ", ".join(sorted(self.dialer_types))
+                raise ConfigError("hosts", f"protocol {name!r} has no installed dialer "
+                                  f"(installed: {have})")
+
+    # ------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._stopped = asyncio.Event()
+        raise_nofile_limit()
+        self.check()
+        try:
+            for lc in self.config.listeners:
+                types = self._types_for(lc)
+                if len(types) == 1 and types[0].start is not None:
+                    self.running[lc.name] = await types[0].start(lc, self)
+                    continue
+                types = [t for t in types if t.serve is not None]
+                ln = _Listener(self, lc, types)
+                if not types:
+                    log.warning("listener=%s no protocol plugins installed that can share a "
+                                "port; install e.g. ugate-socks or ugate-http", lc.name)
+                try:
+                    ln.server = await asyncio.get_running_loop().create_server(
+                        ln.make_protocol, lc.host, lc.port, backlog=4096, reuse_address=True
+                    )
+                except OSError as e:
+                    raise ConfigError(f"{lc.path}.listen", f"cannot listen on {lc.listen!r}: "
+                                      f"{e.strerror or e}") from None
+                self.listeners[lc.name] = ln
+                log.info("listening listener=%s address=%s protocols=%s", lc.name,
+                         ",".join(f"{h}:{p}" for h, p in ln.addresses()),
+                         ",".join(t.name for t in types) or "-")
+            if self.config.admin.listen:
+                from .admin import AdminServer
+
+                self._admin = AdminServer(self)
+                await self._admin.start(self.config.admin.listen)
+            for res in self.pm.hook.ugate_startup(gateway=self):
+                if isinstance(res, Awaitable):
+                    await res
+        except BaseException:
+            await self.shutdown(0)
+            raise
+        names = [p.name for p in self.plugins if p.loaded and not p.builtin]
+        if not names:
+            log.warning("no protocol plugins installed: only the built-in tcp forward works; "
+                        "pip install ugate-socks ugate-http ...")
+        self.ready = True
+
+    def addresses(self, listener: str) -> list[tuple[str, int]]:
+        """Where ``listener`` is bound (read back a port 0)."""
+        if listener in self.listeners:
+            return self.listeners[listener].addresses()
+        if listener in self.running:
+            return self.running[listener].addresses()
+        if listener == "admin" and self._admin is not None:
+            return list(self._admin.addresses())
+        raise KeyError(listener)
+
+    def port(self, listener: str) -> int:
+        return self.addresses(listener)[0][1]
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let streams finish within ``drain_timeout``, then close them."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.ready = False
+        timeout = self.config.gateway.drain_timeout if drain_timeout is None else drain_timeout
+        for ln in self.listeners.values():
+            if ln.server is not None:
+                ln.server.close()
+        for rl in self.running.values():
+            with contextlib.suppress(Exception):
+                await rl.aclose()
+        for res in self.pm.hook.ugate_shutdown(gateway=self):
+            if isinstance(res, Awaitable):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(res, max(timeout, 0.1))
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            log.info("draining streams=%d deadline=%.1fs", len(pending), timeout)
+            if timeout > 0:
+                await asyncio.wait(pending, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._admin is not None:
+            await self._admin.aclose()
+        for ln in self.listeners.values():
+            if ln.server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ln.server.wait_closed(), 1)
+        if self._stopped is not None:
+            self._stopped.set()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        """Ask ``serve()`` to shut down (safe from a signal handler)."""
+        self._spawn(self.shutdown())
+
+    async def serve(self, *, signals: bool = True) -> None:
+        """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        if signals:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(s, self.stop)
+        assert self._stopped is not None
+        try:
+            await self._stopped.wait()
+        finally:
+            if signals:
+                for s in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(s)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _spawn(
+        self, coro: Any, done: Callable[[asyncio.Task[Any]], None] | None = None
+    ) -> asyncio.Task[Any]:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        if done is not None:
+            t.add_done_callback(done)
+        return t
+
+    # ------------------------------------------------------------------------- policy
+    def reject(self, listener: str, reason: str, detail: str = "",
+               meta: StreamMeta | None = None) -> None:
+        """Log and count one refusal."""
+        self.metrics.reject(listener, reason)
+        log.info("rejected listener=%s reason=%s client=%s detail=%r", listener, reason,
+                 _peer(meta) if meta else "-", detail)
+
+    def authorize(self, source: StreamMeta, dest: Destination) -> bool:
+        res = self.pm.hook.ugate_authorize(gateway=self, peer=source, destination=dest)
+        if res is not None:
+            return bool(res)
+        ln = self.listeners.get(source.listener)
+        cfg = ln.cfg if ln else None
+        if cfg is not None and cfg.allow and any(match_name(p, dest.name) for p in cfg.allow):
+            return True
+        if source.authenticated:
+            return True
+        return cfg is None or (cfg.loopback and not cfg.allow)
+
+    # ------------------------------------------------------------------------- dial
+    async def resolve(self, address: str) -> tuple[Destination, int]:
+        """Discovery only: ``name:port`` → (Destination, port)."""
+        self.load()
+        host, port = split_address(address)
+        assert self.router is not None
+        return await self.router.resolve(host, port), port
+
+    async def dial(
+        self, address: str, *, source: StreamMeta | None = None, timeout: float | None = None
+    ) -> Stream:
+        """Reach ``address`` (``name:port``) through discovery, policy and a dialer.
+
+        ``source`` is the client's metadata when dialing on a client's behalf: it is checked
+        by the authorize policy. Raises :class:`DialError` with a ``reason``.
+        """
+        try:
+            dest, port = await self.resolve(address)
+            if source is not None:
+                source.target = address
+                if not self.authorize(source, dest):
+                    raise DialError("denied", f"{address}: not allowed for this client "
+                                    f"(listener {source.listener!r})")
+            return await self.dial_destination(dest, port, source=source, timeout=timeout)
+        except DialError as e:
+            self.metrics.dial_errors.labels(e.reason).inc()
+            raise
+
+    async def dial_destination(
+        self, dest: Destination, port: int, *, source: StreamMeta | None = None,
+        timeout: float | None = None,
+    ) -> Stream:
+        dialer = self.dialer_types.get(dest.protocol)
+        if dialer is None:
+            raise DialError("no_dialer", f"{dest.name}: protocol {dest.protocol!r} has no "
+                            "installed dialer")
+        t = self.config.gateway.connect_timeout if timeout is None else timeout
+        last: DialError | None = None
+        for ep in dest.endpoints:
+            req = DialRequest(self, dest, ep, port, t, source)
+            try:
+                s = await asyncio.wait_for(dialer.dial(req), t)
+            except TimeoutError:
+                last = DialError("timeout", f"{dest.name}: {ep} did not answer within {t:g}s")
+            except DialError as e:
+                last = e
+            except OSError as e:
+                last = DialError("refused" if isinstance(e, ConnectionRefusedError)
+                                 else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")
+            else:
+                self.metrics.dials.labels(dialer.name, "ok").inc()
+                if s.meta.target is None:
+                    s.meta.target = f"{dest.name}:{req.target_port}"
+                return s
+            self.metrics.dials.labels(dialer.name, last.reason).inc()
+        assert last is not None
+        raise last
+
+    async def relay(self, client: Stream, upstream: Stream) -> RelayStats:
+        """Relay ``client`` ⇄ ``upstream`` with the configured timeouts; visible on /streams."""
+        listener = client.meta.listener or "-"
+        rec = StreamRecord(listener, client.meta, upstream.meta)
+        self.streams[client.meta.id] = rec
+        self.metrics.streams_active.labels(listener).inc()
+        self.pm.hook.ugate_stream_opened(gateway=self, record=rec)
+        try:
+            idle = self.config.gateway.idle_timeout or None
+            await relay(client, upstream, idle_timeout=idle, stats=rec.stats)
+        finally:
+            self.streams.pop(client.meta.id, None)
+            self.metrics.streams_active.labels(listener).dec()
+            st = rec.stats
+            self.metrics.bytes.labels(listener, "up").inc(st.up)
+            self.metrics.bytes.labels(listener, "down").inc(st.down)
+            self.metrics.streams.labels(listener, st.end or "cancelled").inc()
+            self.pm.hook.ugate_stream_closed(gateway=self, record=rec)
+            log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
+                     "age=%.3f", listener, _peer(client.meta), client.meta.target, st.up,
+                     st.down, st.end, time.monotonic() - rec.started)
+        return rec.stats
+
+    async def forward(self, client: Stream, address: str) -> RelayStats:
+        """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy."""
+        up = await self.dial(address, source=client.meta)
+        return await self.relay(client, up)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config, **kw: Any) -> AsyncIterator[Gateway]:
+    gw = Gateway(config, **kw)
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.shutdown(1.0)
+
+
+__all__ = ["Gateway", "StreamRecord", "UgateError", "running"]

@@ -1,0 +1,131 @@
+"""The plugin contract: every hook a ugate plugin may implement.
+
+Hooks are plain, synchronous functions that return objects whose methods are async. An
+implementation may accept fewer arguments than the spec names, so specs can grow. Plugins are
+found through the ``ugate`` entry-point group; each entry point names a module whose
+``@hookimpl`` functions implement these specs. The reference in ``docs/hooks.md`` is generated
+from these docstrings (``make docs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .gateway import Gateway, StreamRecord
+    from .stream import StreamMeta
+    from .types import Destination, DialerType, Discovery, IdentitySource, ListenerType
+
+PROJECT = "ugate"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorator for plugin implementations: ``from ugate_core import hookimpl``.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols: what the gateway accepts and how it reaches destinations
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ugate_listener_types(gateway: Gateway) -> list[ListenerType] | None:
+    """Return the protocols this plugin can accept.
+
+    Called once at start-up, after config is loaded and before any listener starts. Each
+    :class:`~ugate_core.ListenerType` has a ``name`` that listeners name in
+    ``listeners.<x>.protocols``. A stream protocol gives ``serve(stream, ctx)``; if it also gives
+    ``sniff(prefix) -> Sniff`` it can share a port with other protocols. A protocol that owns its
+    socket (UDP, QUIC) gives ``start(config, gateway)`` instead. Two plugins giving the same name
+    is a start-up error naming both.
+    """
+
+
+@hookspec
+def ugate_dialer_types(gateway: Gateway) -> list[DialerType] | None:
+    """Return the ways this plugin can reach a destination.
+
+    Called once at start-up. The router picks the dialer whose ``name`` equals the
+    ``protocol`` of the :class:`~ugate_core.Destination` that discovery returned, and awaits
+    ``dial(request) -> Stream``; a dial raises :class:`~ugate_core.DialError` with a reason
+    on failure. Core provides ``tcp``.
+    """
+
+
+@hookspec
+def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
+    """Return metadata systems that map names to destinations.
+
+    Called once at start-up. ``discovery.order`` in config lists the names to ask, first
+    answer wins; a discovery not named there is asked after the named ones, in load order.
+    ``resolve(fqdn, port)`` returns a :class:`~ugate_core.Destination` or ``None``; it must
+    return within ``discovery.timeout`` seconds or it is skipped for that name. Core provides
+    ``local`` (the ``hosts`` table of the config).
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and policy
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ugate_identity(gateway: Gateway) -> IdentitySource | None:
+    """Return where this workload's key and certificates come from.
+
+    First non-``None`` answer wins; core's default keeps the key in the state directory.
+    Called once at start-up, before listeners start.
+    """
+
+
+@hookspec(firstresult=True)
+def ugate_authorize(
+    gateway: Gateway, peer: StreamMeta, destination: Destination
+) -> bool | None:
+    """Decide whether ``peer`` may reach ``destination``.
+
+    Called for every dial that a listener makes on behalf of a client, after discovery and
+    before dialing. Return ``True`` to allow, ``False`` to deny, ``None`` to leave the decision
+    to the next plugin and finally to the built-in policy (authenticated peers and loopback
+    listeners may dial; others only destinations in the listener's ``allow`` list).
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle and observation
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ugate_startup(gateway: Gateway) -> Awaitable[None] | None:
+    """Called once when the gateway starts, after listeners are bound.
+
+    May return an awaitable, which the gateway awaits before it reports ready.
+    """
+
+
+@hookspec
+def ugate_shutdown(gateway: Gateway) -> Awaitable[None] | None:
+    """Called once when the gateway stops, after listeners stopped accepting.
+
+    May return an awaitable, awaited within the drain deadline.
+    """
+
+
+@hookspec
+def ugate_stream_opened(gateway: Gateway, record: StreamRecord) -> None:
+    """Called when a relayed stream starts: ``record`` holds both ends' metadata.
+
+    Must be cheap and must not block: it runs on the hot path of every connection.
+    """
+
+
+@hookspec
+def ugate_stream_closed(gateway: Gateway, record: StreamRecord) -> None:
+    """Called when a relayed stream ends, with byte counts and the reason it ended.
+
+    Use it for access logs and audit. Must be cheap and must not block.
+    """

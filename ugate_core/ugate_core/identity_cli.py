@@ -1,0 +1,1 @@
+"""``ugate id``: registered by the identity module (placeholder until identity lands)."""

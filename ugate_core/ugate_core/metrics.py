@@ -1,0 +1,55 @@
+"""Prometheus metrics, one registry per gateway (several gateways can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    """The counters every part of the gateway shares. Plugins may add their own on ``registry``."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Counter(
+            "ugate_connections", "Accepted connections", ["listener", "protocol"], registry=r
+        )
+        self.rejections = Counter(
+            "ugate_rejections",
+            "Connections or requests refused, by listener and reason",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.dials = Counter(
+            "ugate_dials", "Dial attempts by dialer and result", ["dialer", "result"], registry=r
+        )
+        self.dial_errors = Counter(
+            "ugate_dial_errors", "Failed dials by reason", ["reason"], registry=r
+        )
+        self.bytes = Counter(
+            "ugate_relay_bytes",
+            "Bytes relayed, by listener and direction (up: client to destination)",
+            ["listener", "direction"],
+            registry=r,
+        )
+        self.streams_active = Gauge(
+            "ugate_streams_active", "Relayed streams now open", ["listener"], registry=r
+        )
+        self.streams = Counter(
+            "ugate_streams", "Relayed streams by how they ended", ["listener", "end"], registry=r
+        )
+        self.plugin_load_failures = Counter(
+            "ugate_plugin_load_failures", "Plugins that failed to load", ["plugin"], registry=r
+        )
+        self.plugins_loaded = Gauge("ugate_plugins_loaded", "Plugins loaded", registry=r)
+        self.discovery = Counter(
+            "ugate_discovery_lookups",
+            "Name lookups by discovery and result (hit, miss, error, timeout, cached)",
+            ["discovery", "result"],
+            registry=r,
+        )
+
+    def reject(self, listener: str, reason: str) -> None:
+        self.rejections.labels(listener, reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

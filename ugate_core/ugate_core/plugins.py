@@ -1,0 +1,151 @@
+"""Finding and loading plugins: stevedore over the ``ugate`` entry-point group, into pluggy.
+
+A plugin that fails to import is logged with its name and error, recorded (``ugate plugins``,
+``/plugins``, the ``ugate_plugin_load_failures_total`` counter) and skipped: the gateway starts
+without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from stevedore import NamedExtensionManager
+
+from . import hookspecs
+
+log = logging.getLogger("ugate.plugins")
+
+GROUP = "ugate"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    distribution: str
+    version: str
+    loaded: bool
+    error: str = ""
+    builtin: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "loaded": self.loaded,
+            "error": self.error,
+            "builtin": self.builtin,
+        }
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    d = ep.dist
+    if d is None:
+        return "", ""
+    return d.metadata["Name"] or "", d.version or ""
+
+
+def selected_names(
+    available: list[str], enable: tuple[str, ...] = (), disable: tuple[str, ...] = ()
+) -> list[str]:
+    """Apply ``UGATE_PLUGINS`` (comma-separated allow-list), config enable and disable."""
+    env = os.environ.get("UGATE_PLUGINS")
+    allow: set[str] | None = None
+    if env is not None:
+        allow = {n.strip() for n in env.split(",") if n.strip()}
+    if enable:
+        allow = set(enable) if allow is None else allow & set(enable)
+    return [n for n in available if (allow is None or n in allow) and n not in disable]
+
+
+def create_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_plugins(
+    pm: pluggy.PluginManager, enable: tuple[str, ...] = (), disable: tuple[str, ...] = ()
+) -> list[PluginInfo]:
+    """Register core built-ins and every selected entry point with ``pm``."""
+    from . import _builtin
+
+    infos = [
+        PluginInfo("core", _builtin.__name__, "ugate-core", _core_version(), True, builtin=True)
+    ]
+    pm.register(_builtin, name="core")
+    eps = {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+    names = selected_names(sorted(eps), enable, disable)
+    failures: dict[str, str] = {}
+
+    def on_fail(_mgr: Any, ep: Any, exc: BaseException) -> None:
+        msg = f"{type(exc).__name__}: {exc}"
+        failures[ep.name] = msg
+        log.error("plugin_load_failed plugin=%s module=%s error=%r", ep.name, ep.value, msg)
+
+    mgr = (
+        NamedExtensionManager(
+            GROUP,
+            names=names,
+            name_order=True,
+            on_load_failure_callback=on_fail,
+            on_missing_entrypoints_callback=lambda _n: None,
+        )
+        if names
+        else None
+    )
+    loaded: dict[str, Any] = {}
+    if mgr is not None:
+        for ext in mgr.extensions:
+            loaded[ext.name] = ext.plugin
+    for name in names:
+        ep = eps[name]
+        dist, version = _dist_of(ep)
+        if name in loaded:
+            obj = loaded[name]
+            if not isinstance(obj, ModuleType) and not hasattr(obj, "__dict__"):
+                failures[name] = f"entry point {ep.value!r} is not a module or object"
+            elif unknown := _unknown_hooks(obj):
+                failures[name] = f"implements unknown hooks (typo?): {', '.join(unknown)}"
+                log.error("plugin_load_failed plugin=%s error=%r", name, failures[name])
+            else:
+                try:
+                    pm.register(obj, name=name)
+                except (ValueError, pluggy.PluginValidationError) as e:
+                    failures[name] = f"{type(e).__name__}: {e}"
+                    log.error("plugin_load_failed plugin=%s error=%r", name, failures[name])
+        if name in failures:
+            infos.append(PluginInfo(name, ep.value, dist, version, False, failures[name]))
+        else:
+            infos.append(PluginInfo(name, ep.value, dist, version, True))
+    pm.check_pending()
+    return infos
+
+
+_SPEC_NAMES = {n for n in dir(hookspecs) if n.startswith("ugate_")}
+
+
+def _unknown_hooks(obj: Any) -> list[str]:
+    """``@hookimpl`` functions whose name is not a hook spec: rejected before registering."""
+    out = []
+    for attr in dir(obj):
+        if attr.startswith("ugate_") and attr not in _SPEC_NAMES:
+            fn = getattr(obj, attr, None)
+            if callable(fn) and hasattr(fn, hookspecs.PROJECT + "_impl"):
+                out.append(attr)
+    return out
+
+
+def _core_version() -> str:
+    try:
+        return metadata.version("ugate-core")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,193 @@
+"""FQDN routing: ask the discoveries in order, cache by TTL, fall back to the system resolver."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from .config import Config, HostConfig
+from .errors import ConfigError, DialError
+from .metrics import Metrics
+from .types import Destination, Discovery, Endpoint
+
+log = logging.getLogger("ugate.router")
+
+
+def split_address(address: str, default_port: int | None = None) -> tuple[str, int]:
+    """``name:port`` / ``[v6]:port`` → (name, port), as a DialError on bad input."""
+    from .config import parse_hostport
+
+    try:
+        host, port = parse_hostport(address, "address", default_port)
+    except ConfigError as e:
+        raise DialError("bad_address", f"bad address {address!r}: {e}") from None
+    if not 1 <= port <= 65535:
+        raise DialError("bad_address", f"bad address {address!r}: port {port} out of range")
+    return normalize_name(host), port
+
+
+def normalize_name(host: str) -> str:
+    h = host.strip().rstrip(".").lower()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    return h
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def match_name(pattern: str, name: str) -> bool:
+    """Exact name, ``*.suffix`` (any depth below suffix), or ``*`` for all."""
+    pattern = pattern.lower().rstrip(".")
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    if any(c in pattern for c in "?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern
+
+
+class LocalDiscovery:
+    """The ``hosts`` table of the config: exact names first, then the longest ``*.suffix``."""
+
+    name = "local"
+
+    def __init__(self, hosts: Iterable[HostConfig]) -> None:
+        self.exact: dict[str, HostConfig] = {}
+        self.wild: list[HostConfig] = []
+        for h in hosts:
+            if h.name.startswith("*."):
+                self.wild.append(h)
+            else:
+                self.exact[h.name] = h
+        self.wild.sort(key=lambda h: len(h.name), reverse=True)
+
+    def lookup(self, fqdn: str) -> HostConfig | None:
+        h = self.exact.get(fqdn)
+        if h is None:
+            h = next((w for w in self.wild if match_name(w.name, fqdn)), None)
+        return h
+
+    async def resolve(self, fqdn: str, port: int) -> Destination | None:
+        h = self.lookup(fqdn)
+        if h is None:
+            return None
+        return Destination(
+            name=fqdn,
+            endpoints=h.endpoints,
+            protocol=h.protocol,
+            identity=h.identity,
+            labels=h.labels,
+            ttl=3600.0,
+            source="local",
+        )
+
+
+class Router:
+    """Turns a name into a :class:`Destination`."""
+
+    def __init__(
+        self, config: Config, discoveries: Sequence[Discovery], metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        order = list(config.discovery.order)
+        by_name = {d.name: d for d in discoveries}
+        named = [by_name[n] for n in order if n in by_name]
+        rest = [d for d in discoveries if d.name not in order]
+        self.discoveries: list[Discovery] = named + rest
+        self._cache: dict[str, tuple[float, Destination | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Destination | None]] = {}
+
+    def invalidate(self, name: str | None = None) -> None:
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(name, None)
+
+    def routes(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        out: list[dict[str, object]] = []
+        for name, (exp, d) in sorted(self._cache.items()):
+            out.append(
+                {
+                    "name": name,
+                    "expires_in": round(exp - now, 1),
+                    "protocol": d.protocol if d else None,
+                    "endpoints": [str(e) for e in d.endpoints] if d else [],
+                    "source": d.source if d else None,
+                }
+            )
+        return out
+
+    async def resolve(self, host: str, port: int) -> Destination:
+        """The destination for ``host``; DialError(``no_route``) if nobody knows it."""
+        name = normalize_name(host)
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        dest: Destination | None
+        if hit is not None and hit[0] > now:
+            self.metrics.discovery.labels("cache", "cached").inc()
+            dest = hit[1]
+        else:
+            fut = self._inflight.get(name)
+            if fut is None:
+                fut = asyncio.get_running_loop().create_future()
+                self._inflight[name] = fut
+                try:
+                    dest = await self._lookup(name, port)
+                    fut.set_result(dest)
+                except BaseException as e:
+                    fut.set_exception(e)
+                    fut.exception()  # mark retrieved
+                    raise
+                finally:
+                    del self._inflight[name]
+            else:
+                dest = await asyncio.shield(fut)
+        if dest is not None:
+            return dest
+        if self.config.routing.direct:
+            return Destination(name=name, endpoints=(Endpoint(name),), source="direct", ttl=0)
+        raise DialError("no_route", f"no route to {name!r}: no discovery knows it")
+
+    async def _lookup(self, name: str, port: int) -> Destination | None:
+        timeout = self.config.discovery.timeout
+        for d in self.discoveries:
+            try:
+                dest = await asyncio.wait_for(d.resolve(name, port), timeout)
+            except TimeoutError:
+                self.metrics.discovery.labels(d.name, "timeout").inc()
+                log.warning("discovery_timeout discovery=%s name=%s timeout=%s", d.name, name,
+                            timeout)
+                continue
+            except Exception as e:
+                self.metrics.discovery.labels(d.name, "error").inc()
+                log.warning("discovery_error discovery=%s name=%s error=%r", d.name, name, e)
+                continue
+            if dest is not None:
+                self.metrics.discovery.labels(d.name, "hit").inc()
+                self._store(name, dest, dest.ttl)
+                return dest
+            self.metrics.discovery.labels(d.name, "miss").inc()
+        if not is_ip(name):
+            self._store(name, None, 5.0)
+        return None
+
+    def _store(self, name: str, dest: Destination | None, ttl: float) -> None:
+        c = self.config.discovery
+        ttl = min(max(ttl, c.cache_min_ttl), c.cache_max_ttl)
+        if ttl > 0:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[name] = (time.monotonic() + ttl, dest)

@@ -1,0 +1,86 @@
+"""Protocol sniffing on the shared port.
+
+:func:`choose` is pure: given the bytes read so far and the candidate listener types, it says
+which matched, that none can, or that more bytes are needed. :func:`sniff_stream` drives it on
+a stream within a byte bound and a deadline, and puts the bytes it read back in front of the
+stream, so the chosen protocol sees the connection from its first byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .stream import Stream
+from .types import ListenerType, Sniff
+
+log = logging.getLogger("ugate.sniff")
+
+
+@dataclass(frozen=True)
+class SniffResult:
+    """``listener`` chosen, or ``None`` with ``reason``: ``no_match``, ``timeout``,
+    ``too_long``, ``closed``."""
+
+    listener: ListenerType | None
+    reason: str = ""
+    prefix: bytes = b""
+
+
+def choose(prefix: bytes, candidates: Sequence[ListenerType]) -> tuple[ListenerType | None, Sniff]:
+    """First candidate that MATCHes; else NEED_MORE if any might; else NO.
+
+    A sniffer that raises is treated as NO for that prefix (and logged): one broken plugin
+    must not take the shared port down.
+    """
+    need_more = False
+    for lt in candidates:
+        if lt.sniff is None:
+            continue
+        try:
+            r = lt.sniff(prefix)
+        except Exception as e:
+            log.error("sniffer_error protocol=%s error=%r", lt.name, e)
+            continue
+        if r is Sniff.MATCH:
+            return lt, Sniff.MATCH
+        if r is Sniff.NEED_MORE:
+            need_more = True
+    return None, Sniff.NEED_MORE if need_more else Sniff.NO
+
+
+async def sniff_stream(
+    stream: Stream,
+    candidates: Sequence[ListenerType],
+    *,
+    timeout: float,
+    max_bytes: int,
+    default: ListenerType | None = None,
+) -> SniffResult:
+    """Read a bounded prefix within ``timeout``; choose a listener; put the prefix back."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    prefix = b""
+    while True:
+        want = len(prefix) + 1
+        prefix = await stream.read_some_into(want, deadline)
+        prefix = prefix[:max_bytes]
+        if not prefix:
+            if stream.at_eof:
+                return SniffResult(None, "closed")
+            if default is not None:
+                return SniffResult(default, "", b"")
+            return SniffResult(None, "timeout")
+        lt, r = choose(prefix, candidates)
+        if lt is not None:
+            return SniffResult(lt, "", prefix)
+        if r is Sniff.NO:
+            return SniffResult(None, "no_match", prefix)
+        if len(prefix) >= max_bytes:
+            return SniffResult(None, "too_long", prefix)
+        if stream.saw_eof:
+            return SniffResult(None, "closed", prefix)
+        if loop.time() >= deadline:
+            return SniffResult(None, "timeout", prefix)

@@ -1,0 +1,518 @@
+"""The one byte-stream interface every protocol adapts to.
+
+A :class:`Stream` has two ways to read:
+
+* pull: ``await read()`` / ``readexactly()`` / ``readuntil()``, used by handshakes;
+* push: ``set_receiver(r)`` hands every later chunk straight to ``r.data_received`` with no
+  buffering, used by :func:`ugate_core.relay.relay` on the hot path.
+
+Adapters (TCP, SSH channels, HTTP/2 streams, QUIC streams, ...) subclass :class:`Stream`,
+implement the ``_do_*`` methods and call ``_on_data`` / ``_on_eof`` / ``_on_lost`` /
+``_pause_writing`` / ``_resume_writing`` as their transport reports events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ProtocolError
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class StreamMeta:
+    """What is known about one end of a stream. Mutable: handshakes fill it in."""
+
+    protocol: str = ""
+    listener: str = ""
+    local: tuple[str, int] | None = None
+    remote: tuple[str, int] | None = None
+    sni: str | None = None
+    alpn: str | None = None
+    original_dst: tuple[str, int] | None = None
+    #: Verified identity of the peer (mesh ID, SPIFFE URI, ...), ``None`` if unauthenticated.
+    peer_id: str | None = None
+    #: Authenticated user name (SOCKS5/HTTP proxy auth, SSH user), ``None`` if none.
+    user: str | None = None
+    #: Requested destination as the client named it (``host:port``).
+    target: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    created: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.peer_id is not None or self.user is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        def addr(a: tuple[str, int] | None) -> str | None:
+            return None if a is None else format_hostport(a[0], a[1])
+
+        return {
+            "id": self.id,
+            "protocol": self.protocol,
+            "listener": self.listener,
+            "local": addr(self.local),
+            "remote": addr(self.remote),
+            "sni": self.sni,
+            "alpn": self.alpn,
+            "peer_id": self.peer_id,
+            "user": self.user,
+            "target": self.target,
+        }
+
+
+def format_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Receiver(Protocol):
+    """Push-mode consumer of a stream (see :meth:`Stream.set_receiver`)."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+
+class StreamClosedError(ConnectionError):
+    """Raised by read helpers when the stream ends before the expected bytes."""
+
+
+class Stream:
+    """A bidirectional byte stream with half-close.
+
+    Subclasses implement ``_do_write``, ``_do_write_eof``, ``_do_close``, ``_do_abort``,
+    ``_do_pause_reading``, ``_do_resume_reading`` and may override ``can_write_eof`` and
+    ``get_write_buffer_size``.
+    """
+
+    #: pull-mode buffer above which the source is paused
+    read_limit: int = 256 * 1024
+
+    def __init__(self, meta: StreamMeta | None = None) -> None:
+        self.meta = meta if meta is not None else StreamMeta()
+        self._buf = bytearray()
+        self._eof = False
+        self._lost = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._receiver: Receiver | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed_fut: asyncio.Future[None] | None = None
+        self._eof_written = False
+        self._closing = False
+        #: called once each time the write side becomes writable again (relay backpressure)
+        self.on_resume_writing: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ subclass interface
+    def _do_write(self, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError
+
+    def _do_write_eof(self) -> None:
+        raise NotImplementedError
+
+    def _do_close(self) -> None:
+        raise NotImplementedError
+
+    def _do_abort(self) -> None:
+        self._do_close()
+
+    def _do_pause_reading(self) -> None:
+        pass
+
+    def _do_resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------------ events from below
+    def _on_data(self, data: bytes) -> None:
+        if not data:
+            return
+        r = self._receiver
+        if r is not None:
+            r.data_received(data)
+            return
+        self._buf += data
+        self._wake()
+        if len(self._buf) > self.read_limit:
+            self.pause_reading()
+
+    def _on_eof(self) -> None:
+        if self._eof:  # uvloop may report EOF twice after resume_reading()
+            return
+        self._eof = True
+        r = self._receiver
+        if r is not None:
+            r.eof_received()
+        else:
+            self._wake()
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if exc is not None and self._exc is None:
+            self._exc = exc
+        was_eof = self._eof
+        self._eof = True
+        r = self._receiver
+        if r is not None:
+            if not was_eof and exc is None:
+                r.eof_received()
+            r.connection_lost(exc)
+        else:
+            self._wake()
+        for w in self._drain_waiters:
+            if not w.done():
+                if exc is not None:
+                    w.set_exception(ConnectionResetError(str(exc)))
+                else:
+                    w.set_result(None)
+        self._drain_waiters.clear()
+        if self._closed_fut is not None and not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+        cb = self.on_resume_writing
+        if cb is not None:
+            cb()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buf
+
+    @property
+    def saw_eof(self) -> bool:
+        """True once the peer half-closed (bytes may still be buffered)."""
+        return self._eof
+
+    @property
+    def is_lost(self) -> bool:
+        """True once the underlying connection is gone."""
+        return self._lost
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and not self._lost:
+            self._reading_paused = True
+            self._do_pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self._lost:
+            self._reading_paused = False
+            self._do_resume_reading()
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of the buffer (the shared-port sniffer hands them on)."""
+        if data:
+            self._buf[0:0] = data
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def set_receiver(self, receiver: Receiver | None) -> None:
+        """Switch to push mode: buffered bytes, then every new chunk, go to ``receiver``."""
+        self._receiver = receiver
+        if receiver is None:
+            return
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            receiver.data_received(data)
+        if self._eof:
+            receiver.eof_received()
+            if self._lost:
+                receiver.connection_lost(self._exc)
+        elif self._reading_paused:
+            self.resume_reading()
+
+    async def _wait(self) -> None:
+        if self._receiver is not None:
+            raise RuntimeError("read() while a receiver is set")
+        if self._reading_paused and len(self._buf) <= self.read_limit:
+            self.resume_reading()
+        fut = asyncio.get_running_loop().create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        if self._reading_paused and len(self._buf) <= self.read_limit // 2:
+            self.resume_reading()
+        return data
+
+    async def read(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes; ``b""`` at EOF."""
+        while not self._buf:
+            if self._eof:
+                return b""
+            await self._wait()
+        return self._take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if self._eof:
+                got = len(self._buf)
+                raise StreamClosedError(f"stream ended after {got} of {n} bytes")
+            await self._wait()
+        return self._take(n)
+
+    async def readuntil(self, sep: bytes, limit: int) -> bytes:
+        """Bytes up to and including ``sep``; ProtocolError beyond ``limit`` bytes."""
+        start = 0
+        while True:
+            i = self._buf.find(sep, start)
+            if i >= 0:
+                if i + len(sep) > limit:
+                    raise ProtocolError(f"line longer than {limit} bytes", "too_long")
+                return self._take(i + len(sep))
+            if len(self._buf) > limit:
+                raise ProtocolError(f"line longer than {limit} bytes", "too_long")
+            if self._eof:
+                raise StreamClosedError(f"stream ended before {sep!r}")
+            start = max(0, len(self._buf) - len(sep) + 1)
+            await self._wait()
+
+    async def read_some_into(self, minimum: int, deadline: float) -> bytes:
+        """Wait until at least ``minimum`` bytes are buffered or EOF/deadline; peek them."""
+        loop = asyncio.get_running_loop()
+        while len(self._buf) < minimum and not self._eof:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._wait(), left)
+            except TimeoutError:
+                break
+        return bytes(self._buf)
+
+    # ------------------------------------------------------------------ writing
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof_written or self._closing:
+            return
+        if data:
+            self._do_write(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for c in chunks:
+            self.write(c)
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    async def drain(self) -> None:
+        if self._lost:
+            if self._exc is not None:
+                raise ConnectionResetError(str(self._exc))
+            return
+        if not self._write_paused:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(fut)
+        await fut
+
+    def write_eof(self) -> None:
+        """Half-close: no more bytes from us; the peer may still send."""
+        if self._eof_written or self._lost:
+            return
+        self._eof_written = True
+        if self.can_write_eof():
+            self._do_write_eof()
+        else:
+            self.close()
+
+    # ------------------------------------------------------------------ closing
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._do_close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._do_abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._lost
+
+    async def wait_closed(self) -> None:
+        if self._lost:
+            return
+        if self._closed_fut is None:
+            self._closed_fut = asyncio.get_running_loop().create_future()
+        await self._closed_fut
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        self.close()
+        try:
+            await asyncio.wait_for(self.wait_closed(), timeout)
+        except TimeoutError:
+            self.abort()
+
+
+class TcpStream(Stream, asyncio.Protocol):
+    """A kernel TCP socket driven by an asyncio transport (no StreamReader copies)."""
+
+    transport: asyncio.Transport | None
+
+    def __init__(self, meta: StreamMeta | None = None) -> None:
+        Stream.__init__(self, meta)
+        self.transport = None
+        self._connected: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple):
+            self.meta.remote = (str(peer[0]), int(peer[1]))
+        if isinstance(local, tuple):
+            self.meta.local = (str(local[0]), int(local[1]))
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def eof_received(self) -> bool:
+        self._on_eof()
+        return True  # keep the write side open: half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._pause_writing()
+
+    def resume_writing(self) -> None:
+        self._resume_writing()
+
+    # Stream
+    def _do_write(self, data: bytes | bytearray | memoryview) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def _do_write_eof(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if self._eof:
+                # both directions done: a normal close flushes and sends FIN
+                self.close()
+            else:
+                t.write_eof()
+
+    def can_write_eof(self) -> bool:
+        t = self.transport
+        return t is not None and t.can_write_eof()
+
+    def _do_close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _do_abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _do_pause_reading(self) -> None:
+        t = self.transport
+        if t is not None and t.is_reading():
+            t.pause_reading()
+
+    def _do_resume_reading(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_reading() and not t.is_closing():
+            t.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        t = self.transport
+        return 0 if t is None else t.get_write_buffer_size()
+
+    def get_socket(self) -> socket.socket | None:
+        t = self.transport
+        if t is None:
+            return None
+        s = t.get_extra_info("socket")
+        return s if isinstance(s, socket.socket) or hasattr(s, "fileno") else None
+
+
+class MemoryStream(Stream):
+    """One end of an in-memory pipe (tests, embedding, adapters)."""
+
+    peer: MemoryStream | None
+
+    def __init__(self, meta: StreamMeta | None = None) -> None:
+        super().__init__(meta)
+        self.peer = None
+
+    def _do_write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.peer is not None and not self.peer._lost:
+            self.peer._on_data(bytes(data))
+
+    def _do_write_eof(self) -> None:
+        if self.peer is not None:
+            self.peer._on_eof()
+            if self._eof:
+                self._finish()
+
+    def _finish(self) -> None:
+        p = self.peer
+        self._on_lost(None)
+        if p is not None:
+            p._on_lost(None)
+
+    def _do_close(self) -> None:
+        loop = asyncio.get_event_loop()
+        loop.call_soon(self._finish)
+
+
+def stream_pair(
+    a: StreamMeta | None = None, b: StreamMeta | None = None
+) -> tuple[MemoryStream, MemoryStream]:
+    """Two connected in-memory streams: bytes written to one are read from the other."""
+    x, y = MemoryStream(a), MemoryStream(b)
+    x.peer, y.peer = y, x
+    return x, y

@@ -1,0 +1,194 @@
+"""Shared pytest fixtures for core and plugin tests (loaded with ``-p ugate_core.testing``).
+
+* ``require_peer("curl", apt="curl")``: the path of a real peer program; in CI (``CI=true``)
+  a missing peer fails the test, locally it skips and says what to install.
+* ``start_gateway(toml_text)``: start a :class:`Gateway` on the running loop with a temporary
+  state dir; stopped at the end of the test.
+* ``http_upstream``: a small HTTP/1.1 server on 127.0.0.1:0 that answers ``GET /bytes/N`` with
+  N deterministic bytes, ``POST /echo`` with the body, anything else with ``hello <path>``.
+* ``echo_server``: TCP echo on 127.0.0.1:0 that half-closes after echoing EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import loads
+from .gateway import Gateway
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_peer(name: str, apt: str | None = None, hint: str = "") -> str:
+    """Path of program ``name``; fail in CI, skip locally (saying what to install)."""
+    path = shutil.which(name) or (name if os.path.isabs(name) and os.path.exists(name) else None)
+    if path:
+        return path
+    how = hint or f"apt-get install -y {apt or name}"
+    msg = f"real peer {name!r} is not installed: {how}"
+    if IN_CI:
+        pytest.fail(msg + " (CI must install every peer: see .ci/run)")
+    pytest.skip(msg)
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free right now (for peers that need a port in their config file)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    """N deterministic pseudo-random bytes (a shifted, dropped or repeated chunk shows)."""
+    return random.Random(seed).randbytes(n)
+
+
+@dataclass
+class Upstream:
+    host: str
+    port: int
+    requests: list[tuple[str, str, dict[str, str]]]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+async def _http_handler(
+    up: Upstream, r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    try:
+        while True:
+            try:
+                head = await r.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers: dict[str, str] = {}
+            for ln in lines[1:]:
+                if ":" in ln:
+                    k, v = ln.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            up.requests.append((method, target, headers))
+            body = b""
+            if "content-length" in headers:
+                body = await r.readexactly(int(headers["content-length"]))
+            elif headers.get("transfer-encoding", "").lower() == "chunked":
+                while True:
+                    size = int((await r.readuntil(b"\r\n")).split(b";")[0], 16)
+                    chunk = await r.readexactly(size + 2)
+                    body += chunk[:-2]
+                    if size == 0:
+                        break
+            if target.startswith("/bytes/"):
+                payload = pattern(int(target.split("/")[2]))
+            elif target == "/echo":
+                payload = body
+            else:
+                payload = f"hello {target}\n".encode()
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n"
+            )
+            if method != "HEAD":
+                w.write(payload)
+            await w.drain()
+            if headers.get("connection", "").lower() == "close":
+                return
+    finally:
+        w.close()
+
+
+@pytest.fixture
+async def http_upstream() -> AsyncIterator[Upstream]:
+    up = Upstream("127.0.0.1", 0, [])
+    server = await asyncio.start_server(
+        lambda r, w: _http_handler(up, r, w), "127.0.0.1", 0, limit=1 << 20
+    )
+    up.port = server.sockets[0].getsockname()[1]
+    try:
+        yield up
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[tuple[str, int]]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+            w.write_eof()
+            await w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+    gws: list[Gateway] = []
+
+    async def start(text: str, **kw: Any) -> Gateway:
+        n = len(gws)
+        cfg = loads(text, f"<test config {n}>")
+        kw.setdefault("state_dir", tmp_path / f"state{n}")
+        gw = Gateway(cfg, **kw)
+        gws.append(gw)
+        await gw.start()
+        return gw
+
+    try:
+        yield start
+    finally:
+        for gw in gws:
+            await gw.shutdown(0.5)
+
+
+async def run(*cmd: str, timeout: float = 60, input: bytes | None = None,
+              check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """Run a peer program without blocking the loop; kill it at ``timeout``."""
+    p = await asyncio.create_subprocess_exec(
+        *cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(p.communicate(input), timeout)
+    except TimeoutError:
+        p.kill()
+        await p.wait()
+        raise AssertionError(f"{cmd[0]} did not finish within {timeout}s") from None
+    res = subprocess.CompletedProcess(list(cmd), p.returncode or 0, out, err)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}: {err.decode()[-2000:]}")
+    return res
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    """Current value of a metric sample (0 if absent)."""
+    v = gw.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else float(v)

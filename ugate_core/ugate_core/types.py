@@ -1,0 +1,171 @@
+"""The objects plugins return from hooks: listener and dialer types, discoveries, destinations."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .config import ListenerConfig
+    from .gateway import Gateway
+    from .stream import Stream, StreamMeta
+
+
+class Sniff(enum.Enum):
+    """Answer of a listener type's ``sniff(prefix)`` on the shared port."""
+
+    MATCH = "match"
+    NO = "no"
+    NEED_MORE = "need_more"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address a destination can be reached at. ``port=None`` keeps the requested port."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port is None else f"{h}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ExpectedIdentity:
+    """Who must be on the other end of a dial.
+
+    ``kind`` is ``"id"`` (a mesh ID: the key's hash), ``"spki_sha256"`` (hex SHA-256 of the
+    SubjectPublicKeyInfo, as DANE ``3 1 1``), ``"spiffe"`` (a SPIFFE URI) or ``"ca"`` (PEM CA
+    bundle in ``value``).
+    """
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What discovery knows about a name: where it lives and how to reach it."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    #: dialer type name: ``tcp``, ``ssh``, ``hbone``, ...
+    protocol: str = "tcp"
+    identity: ExpectedIdentity | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: seconds this answer may be cached
+    ttl: float = 30.0
+    #: which discovery produced it
+    source: str = ""
+
+
+@runtime_checkable
+class Discovery(Protocol):
+    """A metadata system that maps names to destinations."""
+
+    name: str
+
+    async def resolve(self, fqdn: str, port: int) -> Destination | None:
+        """The destination for ``fqdn`` (lower-case, no trailing dot), or ``None``."""
+        ...
+
+
+@dataclass
+class ListenerContext:
+    """What a listener's ``serve`` gets besides the stream."""
+
+    gateway: Gateway
+    config: ListenerConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        return self.config.options
+
+    def reject(self, reason: str, detail: str = "", meta: StreamMeta | None = None) -> None:
+        """Log and count a refused connection or request."""
+        self.gateway.reject(self.config.name, reason, detail, meta)
+
+
+Serve = Callable[["Stream", ListenerContext], Awaitable[None]]
+Starter = Callable[["ListenerConfig", "Gateway"], Awaitable["RunningListener"]]
+
+
+class RunningListener(Protocol):
+    """A listener that owns its own socket (UDP/QUIC, ...)."""
+
+    def addresses(self) -> list[tuple[str, int]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class ListenerType:
+    """A protocol the gateway can accept.
+
+    Stream protocols give ``serve``; they run on a dedicated TCP port or on the shared port,
+    where ``sniff`` chooses them from the first bytes. Protocols that own their socket give
+    ``start`` instead.
+    """
+
+    name: str
+    serve: Serve | None = None
+    sniff: Callable[[bytes], Sniff] | None = None
+    start: Starter | None = None
+    #: True if it forwards to destinations chosen by the client (SOCKS, HTTP proxy, ...):
+    #: then a listener beyond loopback needs auth or an allow rule (no open relay).
+    relays: bool = True
+    #: returns True if ``options`` configure client authentication
+    has_auth: Callable[[Mapping[str, Any]], bool] = lambda options: False
+    #: validates ``options``; raises ConfigError naming ``path``
+    check_options: Callable[[Mapping[str, Any], str], None] | None = None
+    description: str = ""
+    #: filled in by the plugin loader
+    plugin: str = ""
+
+
+Dial = Callable[["DialRequest"], Awaitable["Stream"]]
+
+
+@dataclass
+class DialRequest:
+    """One attempt to reach ``endpoint`` of ``destination`` on ``port``."""
+
+    gateway: Gateway
+    destination: Destination
+    endpoint: Endpoint
+    port: int
+    timeout: float
+    source: StreamMeta | None = None
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.host
+
+    @property
+    def target_port(self) -> int:
+        return self.endpoint.port if self.endpoint.port is not None else self.port
+
+
+@dataclass
+class DialerType:
+    """A way to reach a destination (``tcp``, ``ssh``, ``hbone``, ...)."""
+
+    name: str
+    dial: Dial
+    description: str = ""
+    plugin: str = ""
+
+
+class IdentitySource(Protocol):
+    """Where this workload's key comes from (file by default)."""
+
+    def load(self, gateway: Gateway) -> Any:
+        """Return the workload identity (see :mod:`ugate_core.identity`)."""
+        ...
