@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .types import Endpoint, ExpectedIdentity
+from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
 
 
 def parse_hostport(value: str, path: str, default_port: int | None = None) -> tuple[str, int]:
@@ -126,7 +126,7 @@ class HostConfig:
     name: str
     endpoints: tuple[Endpoint, ...]
     protocol: str = "tcp"
-    identity: ExpectedIdentity | None = None
+    identities: tuple[ExpectedIdentity, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -207,7 +207,7 @@ def _strs(t: Mapping[str, Any], key: str, path: str, default: tuple[str, ...]) -
 
 def parse_identity(value: str, path: str) -> ExpectedIdentity:
     kind, sep, rest = value.partition(":")
-    kinds = ("id", "spki_sha256", "spiffe", "ca")
+    kinds = IDENTITY_KINDS
     if not sep or kind not in kinds or not rest:
         raise ConfigError(path, f"{value!r} is not KIND:VALUE with KIND one of {', '.join(kinds)}")
     if kind == "spiffe":
@@ -258,7 +258,7 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
             eps.append(Endpoint(e.strip("[]"), None))
     if not eps:
         raise ConfigError(f"{path}.endpoints", "missing: list at least one 'host:port'")
-    ident = _str(t, "identity", path, "")
+    idents = _strs(t, "identity", path, ())
     labels = _table(t.get("labels", {}), f"{path}.labels")
     for k, v in labels.items():
         if not isinstance(v, str):
@@ -267,7 +267,9 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
         name=name.lower().rstrip("."),
         endpoints=tuple(eps),
         protocol=_str(t, "protocol", path, "tcp"),
-        identity=parse_identity(ident, f"{path}.identity") if ident else None,
+        identities=tuple(
+            parse_identity(v, f"{path}.identity[{i}]") for i, v in enumerate(idents)
+        ),
         labels=dict(labels),
     )
 

@@ -86,7 +86,7 @@ class LocalDiscovery:
             name=fqdn,
             endpoints=h.endpoints,
             protocol=h.protocol,
-            identity=h.identity,
+            identities=h.identities,
             labels=h.labels,
             ttl=3600.0,
             source="local",

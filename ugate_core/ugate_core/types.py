@@ -33,13 +33,21 @@ class Endpoint:
         return h if self.port is None else f"{h}:{self.port}"
 
 
+IDENTITY_KINDS = (
+    "id", "spki_sha256", "spki_sha512", "spki", "cert_sha256", "cert_sha512", "cert",
+    "spiffe", "ca",
+)
+
+
 @dataclass(frozen=True)
 class ExpectedIdentity:
     """Who must be on the other end of a dial.
 
-    ``kind`` is ``"id"`` (a mesh ID: the key's hash), ``"spki_sha256"`` (hex SHA-256 of the
-    SubjectPublicKeyInfo, as DANE ``3 1 1``), ``"spiffe"`` (a SPIFFE URI) or ``"ca"`` (PEM CA
-    bundle in ``value``).
+    ``kind`` is one of :data:`IDENTITY_KINDS`: ``id`` (a mesh ID: base32 of the key's hash);
+    ``spki_sha256`` / ``spki_sha512`` / ``spki`` (hex hash or full DER of the peer's
+    SubjectPublicKeyInfo: DANE selector 1, matching 1/2/0); ``cert_sha256`` / ``cert_sha512`` /
+    ``cert`` (the same over the whole certificate: DANE selector 0); ``spiffe`` (a SPIFFE URI
+    SAN); ``ca`` (PEM CA bundle in ``value``: the peer's chain must end there, DANE usage 2).
     """
 
     kind: str
@@ -54,7 +62,8 @@ class Destination:
     endpoints: tuple[Endpoint, ...]
     #: dialer type name: ``tcp``, ``ssh``, ``hbone``, ...
     protocol: str = "tcp"
-    identity: ExpectedIdentity | None = None
+    #: the peer must prove one of these (empty: no identity check beyond the dialer's own)
+    identities: tuple[ExpectedIdentity, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     #: seconds this answer may be cached
     ttl: float = 30.0
