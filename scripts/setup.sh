@@ -31,7 +31,9 @@ stamp=.venv/.ugate-setup
 inputs=$(cat requirements-dev.txt ugate_core/pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  args=(-e "./ugate_core[fast]")
+  # compat mode: a plain path entry, so the ugate_core/ distribution folder in the repo root
+  # cannot shadow the package as an empty namespace package under `python -m pytest`
+  args=(--config-settings editable_mode=compat -e "./ugate_core[fast]")
   for d in plugins/*/; do
     [ -f "$d/pyproject.toml" ] && args+=(-e "$d")
   done
