@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ugate_core import ConfigError, ProtocolError, Sniff
 from ugate_socks.options import check_options, has_auth, password_ok, users_of
 from ugate_socks.protocol import (
     ATYP_DOMAIN,
@@ -29,6 +28,8 @@ from ugate_socks.protocol import (
     sniff,
 )
 from ugate_socks.server import reply_code
+
+from ugate_core import ConfigError, ProtocolError, Sniff
 
 
 def request(host: bytes, port: int, atyp: int = ATYP_DOMAIN, cmd: int = CMD_CONNECT) -> bytes:
@@ -163,7 +164,7 @@ def test_auth_version_error() -> None:
 
 def test_decisions_out_of_order_are_programming_errors() -> None:
     p = Socks5Server()
-    with pytest.raises(RuntimeError, match="reply.. in state greeting"):
+    with pytest.raises(RuntimeError, match=r"reply\(\) in state greeting"):
         p.reply(0)
     p.receive_data(b"\x05\x01\x00")
     assert p.select_method(METHOD_NONE_ACCEPTABLE) == b"\x05\xff"
