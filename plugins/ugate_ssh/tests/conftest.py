@@ -1,0 +1,121 @@
+"""Fixtures for the SSH plugin's tests: OpenSSH client runs in a temporary HOME, keys made
+with ``ssh-keygen``, a gateway's host key read back as a ``known_hosts`` line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from ugate_core import Gateway
+from ugate_core.testing import require_peer, run
+from ugate_ssh.keys import known_hosts_line
+from ugate_ssh.state import SshState
+
+
+def gateway_host_key_line(gw: Gateway, port: int, host: str = "127.0.0.1") -> str:
+    """The ``known_hosts`` line a user writes from the gateway's public key."""
+    return known_hosts_line(SshState.of(gw).host_key(), [f"[{host}]:{port}"])
+
+
+@dataclass
+class OpenSsh:
+    """OpenSSH client programs with an isolated HOME and -F /dev/null."""
+
+    home: Path
+    ssh: str
+    keygen: str
+    keys: dict[str, Path] = field(default_factory=dict)
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    def key(self, name: str, kind: str = "ed25519") -> Path:
+        """A new key pair ``name`` (private key path; ``.pub`` beside it)."""
+        if name not in self.keys:
+            p = self.home / f"id_{name}"
+            subprocess.run([self.keygen, "-q", "-t", kind, "-N", "", "-C", name, "-f", str(p)],
+                           check=True, timeout=30)
+            self.keys[name] = p
+        return self.keys[name]
+
+    def pub(self, name: str) -> str:
+        return (Path(str(self.key(name)) + ".pub")).read_text().strip()
+
+    def known_hosts(self, line: str, name: str = "known_hosts") -> Path:
+        p = self.home / name
+        p.write_text(line + "\n")
+        return p
+
+    def sign(self, user_key: str, ca: str, principals: str, validity: str = "+1h",
+             serial: int = 1) -> Path:
+        """``ssh-keygen -s``: a user certificate for key ``user_key`` signed by key ``ca``."""
+        self.key(ca)
+        k = self.key(user_key)
+        subprocess.run([self.keygen, "-q", "-s", str(self.key(ca)), "-I", f"{user_key}-cert",
+                        "-n", principals, "-V", validity, "-z", str(serial), str(k) + ".pub"],
+                       check=True, timeout=30)
+        return Path(str(k) + "-cert.pub")
+
+    def args(self, port: int, key: str, known_hosts: Path, *extra: str,
+             user: str = "alice", host: str = "127.0.0.1") -> list[str]:
+        return [
+            self.ssh, "-F", "/dev/null", "-p", str(port), "-i", str(self.key(key)),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
+            "-l", user, *extra, host,
+        ]
+
+    async def run(self, argv: Sequence[str], input: bytes | None = None,
+                  timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+        return await run(*argv, input=input, timeout=timeout)
+
+    async def start(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        """A long-running ssh (``-N -L`` / ``-R``); the fixture kills it at the end."""
+        p = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "HOME": str(self.home)},
+        )
+        self.procs.append(p)
+        return p
+
+
+@pytest.fixture
+async def openssh(tmp_path: Path) -> AsyncIterator[OpenSsh]:
+    ssh = require_peer("ssh", apt="openssh-client")
+    keygen = require_peer("ssh-keygen", apt="openssh-client")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ssh").mkdir(mode=0o700)
+    o = OpenSsh(home, ssh, keygen)
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        yield o
+    finally:
+        for p in o.procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        if old is not None:
+            os.environ["HOME"] = old
+
+
+async def wait_port(port: int, timeout: float = 10.0) -> None:
+    """Until something accepts on 127.0.0.1:port (an ``ssh -L`` listener)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > end:
+                raise AssertionError(f"nothing listens on 127.0.0.1:{port} after "
+                                     f"{timeout}s") from None
+            await asyncio.sleep(0.05)

@@ -1,0 +1,81 @@
+"""ugate's SSH server against the OpenSSH client: -W, -L, host key pinning, refusals."""
+
+from __future__ import annotations
+
+from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern
+
+from .conftest import OpenSsh, gateway_host_key_line, wait_port
+
+
+def http_get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n\r\n".encode()
+
+
+def body_of(resp: bytes) -> bytes:
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return body
+
+
+async def gateway(start_gateway: StartGateway, openssh: OpenSsh, extra: str = "") -> tuple:
+    alice = openssh.pub("alice")
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.main]
+listen = "127.0.0.1:0"
+protocols = ["*"]
+authorized_keys = ["{alice}"]
+{extra}
+""")
+    port = gw.port("main")
+    kh = openssh.known_hosts(gateway_host_key_line(gw, port))
+    return gw, port, kh
+
+
+async def test_ssh_W_reaches_http_upstream_with_pinned_host_key(
+    start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream
+) -> None:
+    gw, port, kh = await gateway(start_gateway, openssh)
+    n = 300_000
+    res = await openssh.run(
+        openssh.args(port, "alice", kh, "-W", http_upstream.address),
+        input=http_get(f"/bytes/{n}"),
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    assert body_of(res.stdout) == pattern(n)
+    assert metric(gw, "ugate_connections_total", listener="main", protocol="ssh") == 1
+
+
+async def test_wrong_known_hosts_line_fails(
+    start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream
+) -> None:
+    _gw, port, _ = await gateway(start_gateway, openssh)
+    other = openssh.pub("someone-else")  # a key the gateway does not have
+    alg, b64 = other.split()[:2]
+    bad = openssh.known_hosts(f"[127.0.0.1]:{port} {alg} {b64}", "bad_known_hosts")
+    res = await openssh.run(openssh.args(port, "alice", bad, "-W", http_upstream.address),
+                            input=http_get("/x"))
+    assert res.returncode == 255
+    assert b"Host key verification failed" in res.stderr or \
+        b"HOST IDENTIFICATION HAS CHANGED" in res.stderr, res.stderr.decode()
+    assert res.stdout == b""
+
+
+async def test_ssh_L_forwards_local_port(
+    start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream
+) -> None:
+    import asyncio
+
+    _gw, port, kh = await gateway(start_gateway, openssh)
+    lport = free_port()
+    await openssh.start(openssh.args(
+        port, "alice", kh, "-N", "-o", "ExitOnForwardFailure=yes",
+        "-L", f"127.0.0.1:{lport}:{http_upstream.address}"))
+    await wait_port(lport)
+    for n in (10, 1 << 20):
+        r, w = await asyncio.open_connection("127.0.0.1", lport)
+        w.write(http_get(f"/bytes/{n}"))
+        resp = await asyncio.wait_for(r.read(), 20)
+        w.close()
+        assert body_of(resp) == pattern(n)

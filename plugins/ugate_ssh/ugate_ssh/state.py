@@ -1,0 +1,73 @@
+"""Per-gateway state of the SSH plugin: host key, listeners, reverse forwards, client pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from ugate_core import Gateway, ListenerContext
+
+from .keys import host_key
+from .reverse import ReverseRegistry
+
+if TYPE_CHECKING:
+    from .client import SshClientPool
+    from .server import SshServer
+
+
+class SshState:
+    """Everything the plugin keeps for one gateway (several gateways may share a process)."""
+
+    _all: weakref.WeakKeyDictionary[Gateway, SshState] = weakref.WeakKeyDictionary()
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.reverse = ReverseRegistry()
+        self.servers: dict[str, SshServer] = {}
+        self._server_lock = asyncio.Lock()
+        self._keys: dict[str, asyncssh.SSHKey] = {}
+        self._pool: SshClientPool | None = None
+
+    @classmethod
+    def of(cls, gateway: Gateway) -> SshState:
+        st = cls._all.get(gateway)
+        if st is None:
+            st = cls._all[gateway] = cls(gateway)
+        return st
+
+    def host_key(self, path: str = "") -> asyncssh.SSHKey:
+        key = self._keys.get(path)
+        if key is None:
+            key = self._keys[path] = host_key(self.gateway, path)
+        return key
+
+    @property
+    def pool(self) -> SshClientPool:
+        if self._pool is None:
+            from .client import SshClientPool
+
+            self._pool = SshClientPool(self)
+        return self._pool
+
+    async def server(self, ctx: ListenerContext) -> SshServer:
+        srv = self.servers.get(ctx.name)
+        if srv is None:
+            from .server import SshServer
+
+            async with self._server_lock:
+                srv = self.servers.get(ctx.name)
+                if srv is None:
+                    srv = self.servers[ctx.name] = await SshServer.create(self, ctx)
+        return srv
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+        for srv in self.servers.values():
+            with contextlib.suppress(Exception):
+                await srv.aclose()
+        self._all.pop(self.gateway, None)
