@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -85,11 +86,16 @@ def _int(o: Mapping[str, Any], k: str, path: str, default: int, lo: int) -> int:
 
 
 def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
-    """Validate an ``ssh`` listener's options; errors name the key and the value."""
+    """Validate an ``ssh`` listener's options; errors name the key and the value.
+
+    Keys of other protocols sharing the port are left alone, but a near-miss of one of ours
+    (``authorised_keys``) is an error: a typo there would silently lock everyone out or in.
+    """
     for k in o:
         if k not in OPTION_KEYS:
-            raise ConfigError(f"{path}.{k}", f"unknown key for protocol 'ssh' (known: "
-                              f"{', '.join(sorted(OPTION_KEYS))})")
+            close = difflib.get_close_matches(k, sorted(OPTION_KEYS), n=1, cutoff=0.8)
+            if close:
+                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close[0]!r}?")
     keys = load_key_list(o.get("authorized_keys"), f"{path}.authorized_keys")
     cas = load_key_list(o.get("ca_keys"), f"{path}.ca_keys", ca=True)
     principals = o.get("principals", [])
