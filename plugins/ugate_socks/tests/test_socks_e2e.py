@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, require_peer, run
@@ -204,9 +205,7 @@ endpoints = ["127.0.0.1"]
     assert metric(gw, "ugate_discovery_lookups_total", discovery="local", result="hit") == 1
 
 
-async def test_username_password(
-    start_gateway: StartGateway, http_upstream: Upstream, tmp_path: object
-) -> None:
+async def test_username_password(start_gateway: StartGateway, http_upstream: Upstream) -> None:
     gw = await start_gateway(BASE + socks_listener("auth", """
 users = { alice = "s3cret" }
 """))
@@ -247,11 +246,8 @@ users = { alice = "s3cret" }
 
 
 async def test_users_file(
-    start_gateway: StartGateway, http_upstream: Upstream, tmp_path: object
+    start_gateway: StartGateway, http_upstream: Upstream, tmp_path: Path
 ) -> None:
-    from pathlib import Path
-
-    assert isinstance(tmp_path, Path)
     f = tmp_path / "socks-users"
     f.write_text("# name:password\nbob:hunter2\n")
     gw = await start_gateway(BASE + socks_listener("auth", f'users_file = "{f}"\n'))
@@ -368,7 +364,7 @@ async def test_half_close_through_socks(
 # ------------------------------------------------------------------ config
 
 
-def test_refuses_open_relay_beyond_loopback(tmp_path: object) -> None:
+def test_refuses_open_relay_beyond_loopback(tmp_path: Path) -> None:
     cfg = loads(BASE + """
 [listeners.open]
 listen = "0.0.0.0:0"
