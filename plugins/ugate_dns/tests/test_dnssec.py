@@ -1,0 +1,195 @@
+"""DNSSEC against zones Knot signs itself: validated identities, and forged answers refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+from ugate_core import Endpoint, ExpectedIdentity
+from ugate_core.testing import StartGateway
+from ugate_dns import DnsDiscovery
+
+StartKnot = Callable[..., Awaitable[Any]]
+T = dns.rdatatype
+
+SPKI = hashlib.sha256(b"the backend's SubjectPublicKeyInfo").hexdigest()
+ZONE = f"""\
+$ORIGIN test.zone.
+$TTL 300
+@ SOA ns.test.zone. admin.test.zone. 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+svc A 127.0.0.1
+svc TXT "ugate=1 proto=tcp id=MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI label.app=x"
+_443._tcp.svc TLSA 3 1 1 {SPKI}
+"""
+
+
+def toml(server: str, anchors: list[str]) -> str:
+    lines = ", ".join(f'"{a}"' for a in anchors)
+    return f"""
+[admin]
+listen = ""
+[dns]
+servers = ["{server}"]
+zones = ["test.zone"]
+timeout = 0.3
+trust_anchor = [{lines}]
+"""
+
+
+async def test_signed_zone_validates_with_ds_anchor(
+    start_knot: StartKnot, start_gateway: StartGateway
+) -> None:
+    knot = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    ds = await knot.keymgr("test.zone", "ds")  # "test.zone. DS 28579 13 2 873d..."
+    assert ds and all(" DS " in line for line in ds)
+    gw = await start_gateway(toml(knot.address, ds))
+    dest, _ = await gw.resolve("svc.test.zone:443")
+    assert dest.labels["dns.dnssec"] == "secure"
+    assert dest.endpoints == (Endpoint("127.0.0.1"),)
+    assert set(dest.identities) == {
+        ExpectedIdentity("spki_sha256", SPKI),
+        ExpectedIdentity("id", "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI"),
+    }
+    r = DnsDiscovery.for_gateway(gw).resolver
+    # the negative answers (no AAAA, no SRV) were proven by signed NSEC records
+    aaaa = await r.query(dns.name.from_text("svc.test.zone"), T.AAAA)
+    assert (aaaa.rrset, aaaa.security) == (None, "secure")
+    nx = await r.query(dns.name.from_text("nothing.test.zone"), T.TLSA)
+    assert (nx.nxdomain, nx.security) == (True, "secure")
+
+
+async def test_nsec3_zone_and_dnskey_anchor(
+    start_knot: StartKnot, start_gateway: StartGateway
+) -> None:
+    knot = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec3"})
+    keys = await knot.keymgr("test.zone", "dnskey")  # the KSK as a DNSKEY line
+    gw = await start_gateway(toml(knot.address, keys))
+    dest, _ = await gw.resolve("svc.test.zone:443")
+    assert dest.labels["dns.dnssec"] == "secure"
+    assert ExpectedIdentity("spki_sha256", SPKI) in dest.identities
+    r = DnsDiscovery.for_gateway(gw).resolver
+    nodata = await r.query(dns.name.from_text("svc.test.zone"), T.SRV)
+    assert (nodata.rrset, nodata.nxdomain, nodata.security) == (None, False, "secure")
+    nx = await r.query(dns.name.from_text("a.b.nothing.test.zone"), T.A)
+    assert (nx.nxdomain, nx.security, nx.why) == (True, "secure", "")
+
+
+class TamperProxy(asyncio.DatagramProtocol):
+    """A UDP man-in-the-middle that rewrites TLSA data in answers and keeps the RRSIGs."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tampered = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        asyncio.get_running_loop().create_task(self._forward(data, addr))
+
+    async def _forward(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+
+        class Once(asyncio.DatagramProtocol):
+            def datagram_received(self, d: bytes, a: tuple[str | Any, int]) -> None:
+                if not fut.done():
+                    fut.set_result(d)
+
+        tr, _ = await loop.create_datagram_endpoint(Once, remote_addr=self.upstream)
+        try:
+            tr.sendto(data)
+            reply = await asyncio.wait_for(fut, 2)
+        finally:
+            tr.close()
+        msg = dns.message.from_wire(reply)
+        for i, rr in enumerate(msg.answer):
+            if rr.rdtype == T.TLSA:
+                forged = dns.rrset.from_text(rr.name, rr.ttl, "IN", "TLSA", "3 1 1 " + "ab" * 32)
+                msg.answer[i] = forged
+                self.tampered += 1
+        assert self.transport is not None
+        self.transport.sendto(msg.to_wire(), addr)
+
+
+@pytest.fixture
+async def tamper() -> AsyncIterator[Callable[[str], Awaitable[tuple[TamperProxy, str]]]]:
+    transports: list[asyncio.BaseTransport] = []
+
+    async def start(upstream: str) -> tuple[TamperProxy, str]:
+        host, port = upstream.rsplit(":", 1)
+        proxy = TamperProxy((host, int(port)))
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: proxy, local_addr=("127.0.0.1", 0)
+        )
+        transports.append(tr)
+        return proxy, f"127.0.0.1:{tr.get_extra_info('sockname')[1]}"
+
+    yield start
+    for tr in transports:
+        tr.close()
+
+
+async def test_tampered_tlsa_is_not_an_identity(
+    start_knot: StartKnot, start_gateway: StartGateway, tamper: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    knot = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    ds = await knot.keymgr("test.zone", "ds")
+    proxy, addr = await tamper(knot.address)
+    caplog.set_level(logging.INFO, "ugate.dns")
+    gw = await start_gateway(toml(addr, ds))
+    dest, _ = await gw.resolve("svc.test.zone:443")
+    assert proxy.tampered >= 1
+    # the forged TLSA (ab ab ...) is dropped; the signed TXT id still counts
+    assert dest.identities == (
+        ExpectedIdentity("id", "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI"),
+    )
+    assert dest.labels["dns.dnssec"] == "bogus"
+    assert dest.endpoints == (Endpoint("127.0.0.1"),)  # the A record validated
+    assert "dns_untrusted name=_443._tcp.svc.test.zone type=TLSA" in caplog.text
+    assert "signature by test.zone." in caplog.text
+
+
+async def test_unsigned_answers_are_not_trusted(
+    start_knot: StartKnot, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    signed = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    ds = await signed.keymgr("test.zone", "ds")
+    unsigned = await start_knot({"test.zone": ZONE})
+    caplog.set_level(logging.INFO, "ugate.dns")
+    gw = await start_gateway(toml(unsigned.address, ds))
+    d = DnsDiscovery.for_gateway(gw)
+    tlsa = await d.resolver.query(dns.name.from_text("_443._tcp.svc.test.zone"), T.TLSA)
+    assert tlsa.rrset is not None and tlsa.security == "bogus"
+    assert "has no RRSIG (unsigned)" in tlsa.why
+    # nothing from an unsigned copy of an anchored zone is used: not even the address
+    assert await d.resolve("svc.test.zone", 443) is None
+    assert "dns_untrusted name=svc.test.zone type=A" in caplog.text
+
+
+async def test_zone_signed_with_other_keys_is_not_trusted(
+    start_knot: StartKnot, start_gateway: StartGateway
+) -> None:
+    real = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    ds = await real.keymgr("test.zone", "ds")
+    impostor = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    gw = await start_gateway(toml(impostor.address, ds))
+    d = DnsDiscovery.for_gateway(gw)
+    tlsa = await d.resolver.query(dns.name.from_text("_443._tcp.svc.test.zone"), T.TLSA)
+    assert tlsa.security == "bogus"
+    assert "no DNSKEY of test.zone. matches the configured trust anchor" in tlsa.why
+    assert await d.resolve("svc.test.zone", 443) is None
