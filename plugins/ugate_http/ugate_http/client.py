@@ -1,0 +1,412 @@
+"""HTTP/1.1 to upstreams: a keep-alive connection pool and ``round_trip(request) -> response``.
+
+This is the shape of the gateway's RoundTrip API: a front end (this plugin's HTTP/1.1 proxy,
+later an HTTP/2 one) turns what its client sent into an :class:`OutgoingRequest` whose body
+is any object with ``async read() -> bytes``, and gets an :class:`UpstreamResponse` whose body
+it reads the same way. Connections are dialed through the gateway (discovery, policy,
+dialers), so ``authority`` is a name such as ``svc.example:80``; an idle connection is reused
+only after the same policy check a new dial would make.
+
+Bodies stream both ways at the same time (the request body is sent by a task while the
+response head is awaited), so an upstream that answers before it has read the whole upload,
+or echoes as it reads, does not deadlock. A request without a body is retried once on a new
+connection when a reused one turns out closed (the keep-alive race).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ugate_core import DialError, Stream, StreamMeta
+
+from .h1 import (
+    DEFAULT_MAX_HEADER_BYTES,
+    BodyReceived,
+    Framing,
+    Headers,
+    HttpError,
+    MessageEnded,
+    Response,
+    ResponseParser,
+    ResponseReceived,
+    encode_chunk,
+    encode_head,
+    encode_last_chunk,
+)
+from .reader import EventReader
+
+if TYPE_CHECKING:
+    from ugate_core import Gateway
+
+log = logging.getLogger("ugate.http")
+
+#: how long a finished response waits for its request body to finish sending
+BODY_GRACE = 2.0
+
+
+class Body(Protocol):
+    """A message body read piecewise: ``read()`` returns ``b""`` at the end."""
+
+    async def read(self) -> bytes: ...
+
+
+class BytesBody:
+    """A body held in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    async def read(self) -> bytes:
+        data, self._data = self._data, None
+        return data or b""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutgoingRequest:
+    """One request to send upstream.
+
+    ``headers`` are end-to-end fields including ``Host``: no hop-by-hop or framing fields
+    (``Content-Length`` / ``Transfer-Encoding`` follow from ``body`` and ``length``).
+    ``length`` is the body size if known; a body of unknown size is sent chunked.
+    ``upgrade`` passes an ``Upgrade`` (WebSocket) through; a 101 answer becomes a tunnel.
+    """
+
+    method: str
+    target: str
+    authority: str
+    headers: Headers
+    body: Body | None = None
+    length: int | None = None
+    upgrade: str | None = None
+
+
+class _Conn:
+    """One kept-alive HTTP/1.1 connection to an upstream."""
+
+    __slots__ = ("address", "idle_handle", "parser", "reader", "requests", "stream")
+
+    def __init__(self, address: str, stream: Stream, max_header_bytes: int) -> None:
+        self.address = address
+        self.stream = stream
+        self.parser = ResponseParser(max_header_bytes=max_header_bytes)
+        self.reader = EventReader(stream, self.parser)
+        self.requests = 0
+        self.idle_handle: asyncio.TimerHandle | None = None
+
+    def usable(self) -> bool:
+        s = self.stream
+        return not (s.is_closing() or s.saw_eof or s.buffered() or self.reader.pending())
+
+    def close(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        self.stream.close()
+
+    def abort(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        self.stream.abort()
+
+
+class _Stale(Exception):
+    """A connection closed before any byte of the response."""
+
+
+class UpstreamResponse:
+    """A response head from upstream; read its body with :meth:`read`, then :meth:`release`."""
+
+    def __init__(
+        self, pool: UpstreamPool, conn: _Conn, head: Response, pump: asyncio.Task[None] | None,
+        reused: bool,
+    ) -> None:
+        self.pool = pool
+        self.head = head
+        self.reused = reused
+        self.trailers: Headers = ()
+        self.received = 0
+        self._conn: _Conn | None = conn
+        self._pump = pump
+        self._done = head.framing in (Framing.NONE, Framing.TUNNEL)
+
+    @property
+    def address(self) -> str:
+        return self._conn.address if self._conn else ""
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been read."""
+        return self._done
+
+    async def read(self) -> bytes:
+        """The next piece of the body, ``b""`` at its end. HttpError(502) if cut short."""
+        if self._done:
+            return b""
+        conn = self._conn
+        assert conn is not None
+        idle = self.pool.idle_timeout
+        loop = asyncio.get_running_loop()
+        try:
+            ev = await conn.reader.next_event(loop.time() + idle if idle else None)
+        except TimeoutError:
+            raise HttpError(f"upstream {conn.address}: no body bytes for {idle:g}s",
+                            "upstream_timeout", 504) from None
+        if isinstance(ev, BodyReceived):
+            self.received += len(ev.data)
+            return ev.data
+        if isinstance(ev, MessageEnded):
+            self._done = True
+            self.trailers = ev.trailers
+            return b""
+        raise HttpError(f"upstream {conn.address}: unexpected {type(ev).__name__} in body",
+                        "bad_response", 502)
+
+    async def request_body_sent(self) -> bool:
+        """Wait (briefly) for the request body to finish; True if all of it was sent."""
+        pump = self._pump
+        if pump is None:
+            return True
+        if not pump.done():
+            await asyncio.wait({pump}, timeout=BODY_GRACE)
+        if not pump.done():
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+            return False
+        return not pump.cancelled() and pump.exception() is None
+
+    async def release(self) -> None:
+        """Done with this response: keep the connection for the next request if clean."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        sent = await self.request_body_sent()
+        if sent and self._done and self.head.keep_alive and conn.usable():
+            self.pool._put(conn)
+        else:
+            conn.close()
+
+    def abort(self) -> None:
+        """Give up on this response: the connection is closed, never reused."""
+        conn, self._conn = self._conn, None
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+        if conn is not None:
+            conn.abort()
+
+    async def detach(self) -> Stream:
+        """For a 101 or CONNECT 2xx: the raw upstream stream, which leaves the pool."""
+        conn, self._conn = self._conn, None
+        assert conn is not None and self.head.framing is Framing.TUNNEL
+        await self.request_body_sent()
+        conn.stream.unread(conn.reader.take_leftover())
+        return conn.stream
+
+
+class UpstreamPool:
+    """Idle HTTP/1.1 connections by upstream address, dialed through the gateway."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        max_idle: int = 32,
+        idle_timeout: float = 60.0,
+        response_timeout: float = 60.0,
+        body_timeout: float | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ) -> None:
+        self.gateway = gateway
+        self.max_idle = max_idle
+        self.pool_idle_timeout = idle_timeout
+        self.response_timeout = response_timeout
+        #: seconds without body bytes either way before a request is given up
+        self.idle_timeout = (
+            gateway.config.gateway.idle_timeout if body_timeout is None else body_timeout
+        )
+        self.max_header_bytes = max_header_bytes
+        self._idle: dict[str, list[_Conn]] = {}
+        self._closed = False
+        self.dialed = 0
+        self.reused = 0
+
+    # ------------------------------------------------------------------------ connections
+    def idle_count(self, address: str | None = None) -> int:
+        if address is not None:
+            return len(self._idle.get(address, ()))
+        return sum(len(v) for v in self._idle.values())
+
+    async def _authorize(self, address: str, source: StreamMeta) -> None:
+        gw = self.gateway
+        source.target = address
+        dest, _ = await gw.resolve(address)
+        if not gw.authorize(source, dest):
+            gw.metrics.dial_errors.labels("denied").inc()
+            raise DialError("denied", f"{address}: not allowed for this client "
+                            f"(listener {source.listener!r})")
+
+    async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
+        idle = self._idle.get(address)
+        if idle:
+            if source is not None:
+                await self._authorize(address, source)
+            while idle:
+                conn = idle.pop()
+                if conn.idle_handle is not None:
+                    conn.idle_handle.cancel()
+                    conn.idle_handle = None
+                if conn.usable():
+                    self.reused += 1
+                    return conn, True
+                conn.close()
+        stream = await self.gateway.dial(address, source=source)
+        self.dialed += 1
+        return _Conn(address, stream, self.max_header_bytes), False
+
+    def _put(self, conn: _Conn) -> None:
+        lst = self._idle.setdefault(conn.address, [])
+        if self._closed or len(lst) >= self.max_idle:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_handle = loop.call_later(self.pool_idle_timeout, self._expire, conn)
+        lst.append(conn)
+
+    def _expire(self, conn: _Conn) -> None:
+        conn.idle_handle = None
+        lst = self._idle.get(conn.address)
+        if lst is not None and conn in lst:
+            lst.remove(conn)
+            if not lst:
+                del self._idle[conn.address]
+        conn.close()
+
+    async def aclose(self) -> None:
+        """Close every idle connection; responses in flight close theirs when released."""
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for lst in idle.values():
+            for conn in lst:
+                conn.close()
+
+    # ------------------------------------------------------------------------ requests
+    async def round_trip(
+        self,
+        req: OutgoingRequest,
+        *,
+        source: StreamMeta | None = None,
+        on_interim: Callable[[Response], Awaitable[None]] | None = None,
+    ) -> UpstreamResponse:
+        """Send ``req`` and return the final response head, its body still to be read.
+
+        Raises :class:`~ugate_core.DialError` when the upstream cannot be reached or the
+        policy denies it, :class:`HttpError` (status 502 or 504) when it answers badly or
+        late. ``on_interim`` sees 1xx responses (other than 101) before the final one.
+        """
+        retry = req.body is None
+        while True:
+            conn, reused = await self._acquire(req.authority, source)
+            try:
+                return await self._exchange(conn, req, reused, on_interim)
+            except _Stale:
+                conn.abort()
+                if reused and retry:
+                    retry = False
+                    log.debug("upstream_retry address=%s reason=stale_keepalive", conn.address)
+                    continue
+                raise HttpError(f"upstream {req.authority} closed the connection without "
+                                "answering", "upstream_closed", 502) from None
+            except BaseException:
+                conn.abort()
+                raise
+
+    async def _exchange(
+        self, conn: _Conn, req: OutgoingRequest, reused: bool,
+        on_interim: Callable[[Response], Awaitable[None]] | None,
+    ) -> UpstreamResponse:
+        fields = list(req.headers)
+        if req.upgrade is not None:
+            fields += [("Connection", "Upgrade"), ("Upgrade", req.upgrade)]
+        if req.length is not None:
+            fields.append(("Content-Length", str(req.length)))
+        elif req.body is not None:
+            fields.append(("Transfer-Encoding", "chunked"))
+        conn.requests += 1
+        conn.stream.write(encode_head(f"{req.method} {req.target} HTTP/1.1", fields))
+        conn.reader.push(conn.parser.expect(req.method))
+        pump: asyncio.Task[None] | None = None
+        if req.body is not None:
+            pump = asyncio.get_running_loop().create_task(self._pump(conn, req))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.response_timeout
+        try:
+            while True:
+                try:
+                    ev = await conn.reader.next_event(deadline)
+                except TimeoutError:
+                    raise HttpError(f"upstream {req.authority} did not answer within "
+                                    f"{self.response_timeout:g}s", "upstream_timeout",
+                                    504) from None
+                except HttpError as e:
+                    if e.reason == "incomplete" and conn.parser.buffered() == 0:
+                        raise _Stale() from None
+                    raise
+                if ev is None:
+                    raise _Stale()
+                if isinstance(ev, ResponseReceived):
+                    head = ev.response
+                    if head.interim:
+                        if on_interim is not None:
+                            await on_interim(head)
+                        continue
+                    return UpstreamResponse(self, conn, head, pump, reused)
+                raise HttpError(f"upstream {req.authority}: unexpected {type(ev).__name__}",
+                                "bad_response", 502)
+        except BaseException:
+            if pump is not None:
+                if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                    # the request body failed first (client gone, bad chunk): that is the cause
+                    exc = pump.exception()
+                    assert exc is not None
+                    raise exc from None
+                pump.cancel()
+            raise
+
+    async def _pump(self, conn: _Conn, req: OutgoingRequest) -> None:
+        """Send the request body; on any failure the upstream connection is aborted."""
+        s = conn.stream
+        body = req.body
+        assert body is not None
+        chunked = req.length is None
+        idle = self.idle_timeout or None
+        try:
+            while True:
+                data = await body.read()  # the client's errors pass through as they are
+                if not data:
+                    break
+                if s.is_lost:
+                    raise HttpError(f"upstream {conn.address} closed while the request body "
+                                    "was being sent", "upstream_closed", 502)
+                s.write(encode_chunk(data) if chunked else data)
+                if s.write_paused:
+                    try:
+                        async with asyncio.timeout(idle):
+                            await s.drain()
+                    except TimeoutError:
+                        raise HttpError(f"upstream {conn.address} read no request body for "
+                                        f"{idle:g}s", "upstream_timeout", 504) from None
+                    except ConnectionError as e:
+                        raise HttpError(f"upstream {conn.address} closed while the request "
+                                        f"body was being sent: {e}", "upstream_closed",
+                                        502) from None
+            if chunked:
+                s.write(encode_last_chunk())
+        except BaseException:
+            conn.abort()
+            raise

@@ -1,0 +1,110 @@
+"""The ``http`` listener's options, validated into a frozen :class:`HttpOptions`.
+
+A listener's table is shared by every protocol on a shared port (``protocols = ["*"]``), so
+keys this plugin does not know are left to the others, except near-misses of ours
+(``user``, ``max_header_byte``): a typo there would silently change behaviour.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ugate_core import ConfigError
+
+from .h1 import DEFAULT_MAX_HEADER_BYTES
+
+MODES = ("forward", "reverse", "auto")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    #: ``forward``: CONNECT and absolute-URI requests (a proxy); ``reverse``: route each
+    #: request by its Host; ``auto``: the request's form decides
+    mode: str = "forward"
+    users: Mapping[str, str] = field(default_factory=dict)
+    realm: str = "ugate"
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    keepalive_timeout: float = 60.0
+    response_timeout: float = 60.0
+    default_port: int = 80
+    forwarded: bool = True
+    pool_max_idle: int = 32
+    pool_idle_timeout: float = 60.0
+
+
+KEYS = tuple(HttpOptions.__dataclass_fields__)
+
+
+def has_auth(options: Mapping[str, Any]) -> bool:
+    """True when the listener names users: then every request must authenticate."""
+    return bool(options.get("users"))
+
+
+def _num(options: Mapping[str, Any], key: str, path: str, default: float, lo: float) -> float:
+    v = options.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not a number")
+    if v < lo:
+        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo:g}")
+    return float(v)
+
+
+def _int(options: Mapping[str, Any], key: str, path: str, default: int, lo: int,
+         hi: int) -> int:
+    v = options.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not an integer")
+    if not lo <= v <= hi:
+        raise ConfigError(f"{path}.{key}", f"{v!r} is not in {lo}..{hi}")
+    return v
+
+
+def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
+    """Validate this plugin's keys and return them; errors name ``path.key`` and the value."""
+    for k in options:
+        if k not in KEYS:
+            close = difflib.get_close_matches(k, KEYS, n=1, cutoff=0.8)
+            if close:
+                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close[0]!r}?")
+    d = HttpOptions()
+    mode = options.get("mode", d.mode)
+    if mode not in MODES:
+        raise ConfigError(f"{path}.mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    users = options.get("users", {})
+    if not isinstance(users, Mapping):
+        raise ConfigError(f"{path}.users", f"{users!r} is not a table of name = \"password\"")
+    for name, pw in users.items():
+        if not isinstance(pw, str):
+            raise ConfigError(f"{path}.users.{name}",
+                              f"{type(pw).__name__} value: the password must be a string")
+        if not name or ":" in name:
+            raise ConfigError(f"{path}.users.{name}",
+                              f"user name {name!r} must be non-empty and have no ':' (Basic)")
+    realm = options.get("realm", d.realm)
+    if (not isinstance(realm, str) or not realm or not realm.isascii()
+            or not realm.isprintable() or any(c in realm for c in '"\\')):
+        raise ConfigError(f"{path}.realm", f"{realm!r} must be a non-empty printable ASCII "
+                          "string without quotes or backslashes")
+    forwarded = options.get("forwarded", d.forwarded)
+    if not isinstance(forwarded, bool):
+        raise ConfigError(f"{path}.forwarded", f"{forwarded!r} is not true or false")
+    return HttpOptions(
+        mode=str(mode),
+        users=dict(users),
+        realm=realm,
+        max_header_bytes=_int(options, "max_header_bytes", path, d.max_header_bytes, 1024,
+                              16 << 20),
+        keepalive_timeout=_num(options, "keepalive_timeout", path, d.keepalive_timeout, 0.01),
+        response_timeout=_num(options, "response_timeout", path, d.response_timeout, 0.01),
+        default_port=_int(options, "default_port", path, d.default_port, 1, 65535),
+        forwarded=forwarded,
+        pool_max_idle=_int(options, "pool_max_idle", path, d.pool_max_idle, 0, 100_000),
+        pool_idle_timeout=_num(options, "pool_idle_timeout", path, d.pool_idle_timeout, 0.01),
+    )
+
+
+def check_options(options: Mapping[str, Any], path: str) -> None:
+    parse_options(options, path)

@@ -1,0 +1,415 @@
+"""The ``http`` listener: HTTP/1.1 forward proxy and reverse proxy on one client connection.
+
+Per request, the form of the request target decides (and the listener's ``mode`` allows):
+
+* ``CONNECT host:port`` (forward): dial through the gateway, answer ``200 Connection
+  established``, then relay raw bytes both ways. The connection stops being HTTP.
+* ``GET http://host:port/path`` (absolute form, forward): the request goes to ``host:port``
+  with an origin-form target, hop-by-hop fields removed, ``Forwarded`` / ``X-Forwarded-For``
+  and ``Via`` added, bodies streamed both ways.
+* ``GET /path`` with ``Host: name`` (origin form, reverse): the same, to ``name:port``.
+
+Upstream connections come from an :class:`~ugate_http.client.UpstreamPool` (keep-alive), the
+client connection is kept alive across requests when both sides allow it, and an accepted
+``Upgrade`` (101, e.g. WebSocket) turns the exchange into a relayed tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import weakref
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from ugate_core import DialError, ListenerContext, Stream
+
+from .client import OutgoingRequest, UpstreamPool
+from .h1 import (
+    BodyReceived,
+    Framing,
+    HttpError,
+    MessageEnded,
+    Request,
+    RequestParser,
+    RequestReceived,
+    Response,
+    connection_tokens,
+    encode_chunk,
+    encode_head,
+    encode_last_chunk,
+    field_values,
+)
+from .options import HttpOptions, parse_options
+from .reader import EventReader
+from .rewrite import (
+    add_forwarded,
+    address_of,
+    basic_credentials,
+    end_to_end,
+    error_response,
+    split_absolute,
+    split_authority,
+)
+
+if TYPE_CHECKING:
+    from ugate_core import Gateway
+
+log = logging.getLogger("ugate.http")
+
+#: DialError.reason → status answered to the client
+DIAL_STATUS = {
+    "denied": 403, "no_route": 502, "unreachable": 502, "refused": 502, "timeout": 504,
+    "bad_address": 400, "identity": 502, "no_dialer": 502,
+}
+
+
+class PluginState:
+    """Per gateway: one upstream pool per listener, the request counter, our ``Via`` token."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.pools: dict[str, UpstreamPool] = {}
+        #: a loop (a request that comes back to this gateway) is seen by this token in Via
+        self.via = f"ugate-{secrets.token_hex(4)}"
+        self.requests = Counter(
+            "ugate_http_requests", "HTTP requests answered by the http listener, by status",
+            ["listener", "code"], registry=gateway.metrics.registry,
+        )
+
+    def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
+        p = self.pools.get(listener)
+        if p is None:
+            p = self.pools[listener] = UpstreamPool(
+                self.gateway,
+                max_idle=opts.pool_max_idle,
+                idle_timeout=opts.pool_idle_timeout,
+                response_timeout=opts.response_timeout,
+                max_header_bytes=opts.max_header_bytes,
+            )
+        return p
+
+    async def aclose(self) -> None:
+        for p in self.pools.values():
+            await p.aclose()
+
+
+_states: weakref.WeakKeyDictionary[Gateway, PluginState] = weakref.WeakKeyDictionary()
+
+
+def state_for(gateway: Gateway) -> PluginState:
+    st = _states.get(gateway)
+    if st is None:
+        st = _states[gateway] = PluginState(gateway)
+    return st
+
+
+async def close_state(gateway: Gateway) -> None:
+    st = _states.pop(gateway, None)
+    if st is not None:
+        await st.aclose()
+
+
+async def serve(stream: Stream, ctx: ListenerContext) -> None:
+    """Serve one client connection (the ListenerType's ``serve``)."""
+    opts = parse_options(ctx.options, ctx.config.path)
+    await _Session(stream, ctx, opts, state_for(ctx.gateway)).run()
+
+
+class _ClientBody:
+    """The client's request body as the pool reads it; sends ``100 Continue`` on first read."""
+
+    def __init__(self, session: _Session, expect_continue: bool) -> None:
+        self.s = session
+        self.expect_continue = expect_continue
+        self.done = False
+        self.count = 0
+
+    async def read(self) -> bytes:
+        if self.done:
+            return b""
+        s = self.s
+        if self.expect_continue:
+            self.expect_continue = False
+            s.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        idle = s.idle
+        try:
+            ev = await s.reader.next_event(s.loop.time() + idle if idle else None)
+        except TimeoutError:
+            raise HttpError(f"client sent no request body bytes for {idle:g}s",
+                            "body_timeout", 408) from None
+        if isinstance(ev, BodyReceived):
+            self.count += len(ev.data)
+            return ev.data
+        if isinstance(ev, MessageEnded):
+            self.done = True
+            return b""
+        raise HttpError("client closed the connection in the middle of the request body",
+                        "client_closed", 400)
+
+
+class _Session:
+    """One client connection: a loop of requests."""
+
+    def __init__(
+        self, stream: Stream, ctx: ListenerContext, opts: HttpOptions, state: PluginState
+    ) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.gw = ctx.gateway
+        self.opts = opts
+        self.state = state
+        self.reader = EventReader(stream, RequestParser(max_header_bytes=opts.max_header_bytes))
+        self.pool = state.pool(ctx.name, opts)
+        self.idle: float | None = self.gw.config.gateway.idle_timeout or None
+        self.loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        first = True
+        while True:
+            if not first:
+                deadline = self.loop.time() + self.opts.keepalive_timeout
+                if not await self.reader.wait_readable(deadline):
+                    return  # idle keep-alive connection: close quietly
+            req = await self._read_head()
+            if req is None:
+                return
+            if not await self._handle(req):
+                return
+            self.reader.next_message()
+            first = False
+
+    async def _read_head(self) -> Request | None:
+        t = self.gw.config.gateway.handshake_timeout
+        try:
+            ev = await self.reader.next_event(self.loop.time() + t)
+        except TimeoutError:
+            await self._fail(408, "header_timeout", f"no complete request head within {t:g}s")
+            return None
+        except HttpError as e:
+            await self._fail(e.status, e.reason, str(e))
+            return None
+        if ev is None:
+            return None
+        assert isinstance(ev, RequestReceived)
+        return ev.request
+
+    async def _handle(self, req: Request) -> bool:
+        """Answer one request; True if the connection stays open for the next."""
+        mode = self.opts.mode
+        t = req.target
+        try:
+            if req.method == "CONNECT":
+                if mode == "reverse":
+                    return await self._fail(405, "method_not_allowed",
+                                            "CONNECT is not served here (mode = 'reverse')",
+                                            [("Allow", "GET, HEAD, POST, PUT, DELETE, "
+                                              "OPTIONS, PATCH, TRACE")])
+                if req.framing is not Framing.NONE:
+                    return await self._fail(400, "bad_request", "CONNECT with a body")
+                host, port = split_authority(t, None)
+                if not await self._auth(req, proxy=True):
+                    return False
+                return await self._connect(req, address_of(host, port))
+            if t.startswith("/") or t == "*":
+                if mode == "forward":
+                    return await self._fail(
+                        400, "not_proxy_request",
+                        f"request target {t[:100]!r} is not an absolute URI: this listener "
+                        "is a forward proxy (mode = 'forward'); send http://host/path or "
+                        "CONNECT host:port")
+                hosts = [v.strip() for k, v in req.headers if k.lower() == "host"]
+                if len(hosts) != 1:
+                    return await self._fail(400, "bad_request", "missing Host field" if not
+                                            hosts else f"{len(hosts)} Host fields")
+                host, port = split_authority(hosts[0], self.opts.default_port)
+                if not await self._auth(req, proxy=False):
+                    return False
+                return await self._proxy(req, address_of(host, port), hosts[0], t)
+            scheme, authority, path = split_absolute(t)
+            if scheme != "http":
+                return await self._fail(400, "bad_request",
+                                        f"scheme {scheme!r} is not proxied in absolute form; "
+                                        "use CONNECT for https")
+            host, port = split_authority(authority, 80)
+            if not await self._auth(req, proxy=mode != "reverse"):
+                return False
+            return await self._proxy(req, address_of(host, port), authority, path)
+        except HttpError as e:  # from parsing the target: nothing has been sent yet
+            return await self._fail(e.status, e.reason, str(e))
+
+    # ------------------------------------------------------------------------ answers
+    async def _write(self, data: bytes) -> None:
+        s = self.stream
+        if s.is_lost:
+            raise ConnectionResetError("client closed the connection")
+        s.write(data)
+        if s.write_paused:
+            try:
+                async with asyncio.timeout(self.idle):
+                    await s.drain()
+            except TimeoutError:
+                raise ConnectionResetError(f"client read nothing for {self.idle:g}s") from None
+
+    def _count(self, status: int) -> None:
+        self.state.requests.labels(self.ctx.name, str(status)).inc()
+
+    async def _fail(self, status: int, reason: str, message: str,
+                    extra: list[tuple[str, str]] | None = None) -> bool:
+        """Count and log a refusal, answer it, and end the connection (returns False)."""
+        self.ctx.reject(reason, message, self.stream.meta)
+        self._count(status)
+        try:
+            await self._write(error_response(status, message, extra))
+        except ConnectionError:
+            pass
+        return False
+
+    async def _dial_failed(self, e: DialError, address: str) -> bool:
+        status = DIAL_STATUS.get(e.reason, 502)
+        reason = "denied" if e.reason == "denied" else f"dial_{e.reason}"
+        return await self._fail(status, reason, f"cannot reach {address}: {e.reason}: {e}")
+
+    async def _auth(self, req: Request, *, proxy: bool) -> bool:
+        """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
+        users = self.opts.users
+        if not users:
+            return True
+        field = "Proxy-Authorization" if proxy else "Authorization"
+        status = 407 if proxy else 401
+        challenge = [("Proxy-Authenticate" if proxy else "WWW-Authenticate",
+                      f'Basic realm="{self.opts.realm}"')]
+        value = req.get(field)
+        if value is None:
+            return await self._fail(status, "auth_required", f"{field} (Basic) is required",
+                                    challenge)
+        creds = basic_credentials(value)
+        if creds is None:
+            return await self._fail(status, "auth_failed", f"{field} is not Basic "
+                                    "credentials", challenge)
+        user, pw = creds
+        expected = users.get(user)
+        ok = hmac.compare_digest(pw.encode(), (expected if expected is not None else pw + "x")
+                                 .encode())
+        if expected is None or not ok:
+            return await self._fail(status, "auth_failed",
+                                    f"wrong user name or password (user {user[:64]!r})",
+                                    challenge)
+        self.stream.meta.user = user
+        return True
+
+    # ------------------------------------------------------------------------ CONNECT
+    async def _connect(self, req: Request, address: str) -> bool:
+        try:
+            up = await self.gw.dial(address, source=self.stream.meta)
+        except DialError as e:
+            return await self._dial_failed(e, address)
+        self._count(200)
+        self.stream.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.stream.unread(self.reader.take_leftover())
+        await self.gw.relay(self.stream, up)
+        return False
+
+    # ------------------------------------------------------------------------ requests
+    async def _interim(self, head: Response) -> None:
+        if head.status == 100:
+            return  # we answer Expect: 100-continue ourselves
+        await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}",
+                                      end_to_end(head.headers)))
+
+    async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+        meta = self.stream.meta
+        if any(self.state.via in v for v in field_values(req.headers, "via")):
+            return await self._fail(508, "loop", f"request came back to this gateway "
+                                    f"({self.state.via}) on its way to {address}")
+        upgrade = req.get("upgrade") if "upgrade" in connection_tokens(req.headers) else None
+        expects = [x.lower() for x in field_values(req.headers, "expect")]
+        fields = [("Host", host)]
+        fields += [(k, v) for k, v in end_to_end(req.headers)
+                   if k.lower() not in ("host", "expect")]
+        if self.opts.forwarded:
+            add_forwarded(fields, meta.remote, host)
+        fields.append(("Via", f"1.1 {self.state.via}"))
+        body: _ClientBody | None = None
+        length: int | None = None
+        if req.framing is not Framing.NONE:
+            body = _ClientBody(self, "100-continue" in expects)
+            length = req.length if req.framing is Framing.LENGTH else None
+        elif req.get("content-length") is not None:
+            length = 0
+        out = OutgoingRequest(method=req.method, target=target, authority=address,
+                              headers=tuple(fields), body=body, length=length, upgrade=upgrade)
+        t0 = self.loop.time()
+        try:
+            resp = await self.pool.round_trip(
+                out, source=meta, on_interim=self._interim if req.version == "1.1" else None)
+        except DialError as e:
+            return await self._dial_failed(e, address)
+        except HttpError as e:
+            return await self._fail(e.status, e.reason, str(e))
+        head = resp.head
+        if head.framing is Framing.TUNNEL:
+            if head.status != 101 or upgrade is None:
+                resp.abort()
+                return await self._fail(502, "bad_response", f"upstream {address} answered "
+                                        f"{head.status} to switch protocols unasked")
+            fields = end_to_end(head.headers)
+            fields += [("Connection", "Upgrade"), ("Upgrade", head.get("upgrade") or upgrade)]
+            self._count(101)
+            await self._write(encode_head(f"HTTP/1.1 101 {head.reason}", fields))
+            up = await resp.detach()
+            self.stream.unread(self.reader.take_leftover())
+            await self.gw.relay(self.stream, up)
+            return False
+        keep = req.keep_alive
+        fields = end_to_end(head.headers)
+        chunked = False
+        if head.framing is Framing.LENGTH:
+            fields.append(("Content-Length", str(head.length)))
+        elif head.framing is Framing.NONE:
+            cl = head.get("content-length")
+            if req.method == "HEAD" or head.status == 304:
+                if cl is not None:
+                    fields.append(("Content-Length", cl.strip()))
+            elif head.status != 204:
+                fields.append(("Content-Length", "0"))
+        elif req.version == "1.1":
+            fields.append(("Transfer-Encoding", "chunked"))
+            chunked = True
+        else:
+            keep = False  # an HTTP/1.0 client reads to the end of the connection
+        if not keep:
+            fields.append(("Connection", "close"))
+        self._count(head.status)
+        try:
+            await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields))
+            while data := await resp.read():
+                await self._write(encode_chunk(data) if chunked else data)
+            if chunked:
+                await self._write(encode_last_chunk())
+        except (HttpError, ConnectionError) as e:
+            resp.abort()
+            self.stream.abort()
+            log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
+                     "error=%r", self.ctx.name, _peer(meta), address, head.status,
+                     resp.received, str(e))
+            return False
+        await resp.release()
+        up_bytes = body.count if body is not None else 0
+        metrics = self.gw.metrics
+        metrics.bytes.labels(self.ctx.name, "up").inc(up_bytes)
+        metrics.bytes.labels(self.ctx.name, "down").inc(resp.received)
+        log.debug("http_request listener=%s client=%s user=%s method=%s address=%s target=%s "
+                  "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, _peer(meta),
+                  meta.user or "-", req.method, address, target[:200], head.status, up_bytes,
+                  resp.received, resp.reused, (self.loop.time() - t0) * 1000)
+        return keep and (body is None or body.done)
+
+
+def _peer(meta: object) -> str:
+    remote = getattr(meta, "remote", None)
+    return f"{remote[0]}:{remote[1]}" if remote else "-"

@@ -1,0 +1,131 @@
+"""Pure helpers a proxy needs between parsing and sending: targets, authorities, hop-by-hop
+fields, ``Forwarded`` / ``X-Forwarded-For``, Basic credentials, error answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+
+from ugate_core import format_hostport
+
+from .h1 import Headers, HttpError, connection_tokens, encode_head, field_values
+
+#: fields that describe one connection, never forwarded (RFC 9110 7.6.1, plus legacy ones)
+HOP_BY_HOP = frozenset({
+    "connection", "proxy-connection", "keep-alive", "proxy-authorization",
+    "proxy-authenticate", "te", "trailer", "upgrade",
+})
+#: framing fields: the sender sets them from the body it actually sends
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
+_ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(#.*)?")
+
+REASONS = {
+    100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported", 508: "Loop Detected",
+}
+
+
+def split_authority(authority: str, default_port: int | None) -> tuple[str, int]:
+    """``host[:port]`` / ``[v6][:port]`` → (host without brackets, port); HttpError(400)."""
+    m = _AUTHORITY.fullmatch(authority)
+    if m is None:
+        raise HttpError(f"bad authority {authority[:100]!r}: not host[:port]")
+    host, port_s = m.group(1), m.group(2)
+    if host.startswith("["):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise HttpError(f"bad authority {authority[:100]!r}: {host!r} is not an IPv6 "
+                            "address") from None
+    if not port_s:
+        if default_port is None:
+            raise HttpError(f"bad authority {authority[:100]!r}: a port is required")
+        return host, default_port
+    port = int(port_s)
+    if not 1 <= port <= 65535:
+        raise HttpError(f"bad authority {authority[:100]!r}: port {port} is not 1-65535")
+    return host, port
+
+
+def split_absolute(target: str) -> tuple[str, str, str]:
+    """``scheme://authority/path?query`` → (lower-case scheme, authority, origin-form)."""
+    m = _ABSOLUTE.fullmatch(target)
+    if m is None:
+        raise HttpError(f"bad request target {target[:100]!r}")
+    scheme, authority, rest = m.group(1).lower(), m.group(2), m.group(3)
+    if "@" in authority:
+        raise HttpError(f"bad request target {target[:100]!r}: user info is not allowed")
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return scheme, authority, rest
+
+
+def address_of(host: str, port: int) -> str:
+    return format_hostport(host, port)
+
+
+def end_to_end(headers: Headers, *, keep: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """``headers`` without hop-by-hop and framing fields and without the fields the
+    ``Connection`` header names (``keep`` lists lower-case names to let through anyway)."""
+    drop = (HOP_BY_HOP | FRAMING | connection_tokens(headers)) - keep
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def forwarded_for(remote: tuple[str, int] | None, host: str, proto: str = "http") -> str:
+    """One ``Forwarded`` element (RFC 7239) for a client."""
+    if remote is None:
+        node = "unknown"
+    elif ":" in remote[0]:
+        node = f'"[{remote[0]}]"'
+    else:
+        node = remote[0]
+    return f'for={node};host="{host}";proto={proto}'
+
+
+def add_forwarded(fields: list[tuple[str, str]], remote: tuple[str, int] | None, host: str,
+                  proto: str = "http") -> None:
+    """Append our hop to ``Forwarded`` and ``X-Forwarded-For`` (kept as one field)."""
+    fields.append(("Forwarded", forwarded_for(remote, host, proto)))
+    prior = field_values(tuple(fields), "x-forwarded-for")
+    fields[:] = [(k, v) for k, v in fields if k.lower() != "x-forwarded-for"]
+    ip = remote[0] if remote is not None else "unknown"
+    fields.append(("X-Forwarded-For", ", ".join([*prior, ip])))
+
+
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """``Basic base64(user:password)`` → (user, password); ``None`` if not that shape."""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    text = raw.decode("utf-8", "replace")
+    user, sep, pw = text.partition(":")
+    return (user, pw) if sep else None
+
+
+def error_response(status: int, message: str, extra: list[tuple[str, str]] | None = None,
+                   close: bool = True) -> bytes:
+    """A complete plain-text answer that says why."""
+    body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
+    fields = [("Content-Type", "text/plain; charset=utf-8"),
+              ("Content-Length", str(len(body))), *(extra or [])]
+    if close:
+        fields.append(("Connection", "close"))
+    line = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"
+    return encode_head(line, _safe(fields)) + body
+
+
+def _safe(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v.replace("\r", " ").replace("\n", " ")) for k, v in fields]
