@@ -10,10 +10,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import dns.message
 import dns.query
 import dns.rdatatype
+import dns.rrset
 import pytest
 from ugate_core.testing import free_port, require_peer, run
 
@@ -166,3 +168,60 @@ async def start_knot() -> AsyncIterator[StartKnot]:
             k.stop()
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+class TamperProxy(asyncio.DatagramProtocol):
+    """A UDP man-in-the-middle that rewrites TLSA data in answers and keeps the RRSIGs."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tampered = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        asyncio.get_running_loop().create_task(self._forward(data, addr))
+
+    async def _forward(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+
+        class Once(asyncio.DatagramProtocol):
+            def datagram_received(self, d: bytes, a: tuple[str | Any, int]) -> None:
+                if not fut.done():
+                    fut.set_result(d)
+
+        tr, _ = await loop.create_datagram_endpoint(Once, remote_addr=self.upstream)
+        try:
+            tr.sendto(data)
+            reply = await asyncio.wait_for(fut, 2)
+        finally:
+            tr.close()
+        msg = dns.message.from_wire(reply)
+        for i, rr in enumerate(msg.answer):
+            if rr.rdtype == dns.rdatatype.TLSA:
+                forged = dns.rrset.from_text(rr.name, rr.ttl, "IN", "TLSA", "3 1 1 " + "ab" * 32)
+                msg.answer[i] = forged
+                self.tampered += 1
+        assert self.transport is not None
+        self.transport.sendto(msg.to_wire(), addr)
+
+
+@pytest.fixture
+async def tamper() -> AsyncIterator[Callable[[str], Awaitable[tuple[TamperProxy, str]]]]:
+    transports: list[asyncio.BaseTransport] = []
+
+    async def start(upstream: str) -> tuple[TamperProxy, str]:
+        host, port = upstream.rsplit(":", 1)
+        proxy = TamperProxy((host, int(port)))
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: proxy, local_addr=("127.0.0.1", 0)
+        )
+        transports.append(tr)
+        return proxy, f"127.0.0.1:{tr.get_extra_info('sockname')[1]}"
+
+    yield start
+    for tr in transports:
+        tr.close()

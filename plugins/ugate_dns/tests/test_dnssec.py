@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import dns.message
 import dns.name
@@ -85,63 +84,6 @@ async def test_nsec3_zone_and_dnskey_anchor(
     assert (nodata.rrset, nodata.nxdomain, nodata.security) == (None, False, "secure")
     nx = await r.query(dns.name.from_text("a.b.nothing.test.zone"), T.A)
     assert (nx.nxdomain, nx.security, nx.why) == (True, "secure", "")
-
-
-class TamperProxy(asyncio.DatagramProtocol):
-    """A UDP man-in-the-middle that rewrites TLSA data in answers and keeps the RRSIGs."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.transport: asyncio.DatagramTransport | None = None
-        self.tampered = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        asyncio.get_running_loop().create_task(self._forward(data, addr))
-
-    async def _forward(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-
-        class Once(asyncio.DatagramProtocol):
-            def datagram_received(self, d: bytes, a: tuple[str | Any, int]) -> None:
-                if not fut.done():
-                    fut.set_result(d)
-
-        tr, _ = await loop.create_datagram_endpoint(Once, remote_addr=self.upstream)
-        try:
-            tr.sendto(data)
-            reply = await asyncio.wait_for(fut, 2)
-        finally:
-            tr.close()
-        msg = dns.message.from_wire(reply)
-        for i, rr in enumerate(msg.answer):
-            if rr.rdtype == T.TLSA:
-                forged = dns.rrset.from_text(rr.name, rr.ttl, "IN", "TLSA", "3 1 1 " + "ab" * 32)
-                msg.answer[i] = forged
-                self.tampered += 1
-        assert self.transport is not None
-        self.transport.sendto(msg.to_wire(), addr)
-
-
-@pytest.fixture
-async def tamper() -> AsyncIterator[Callable[[str], Awaitable[tuple[TamperProxy, str]]]]:
-    transports: list[asyncio.BaseTransport] = []
-
-    async def start(upstream: str) -> tuple[TamperProxy, str]:
-        host, port = upstream.rsplit(":", 1)
-        proxy = TamperProxy((host, int(port)))
-        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: proxy, local_addr=("127.0.0.1", 0)
-        )
-        transports.append(tr)
-        return proxy, f"127.0.0.1:{tr.get_extra_info('sockname')[1]}"
-
-    yield start
-    for tr in transports:
-        tr.close()
 
 
 async def test_tampered_tlsa_is_not_an_identity(

@@ -19,10 +19,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ugate_core.testing import StartGateway, free_port, metric, pattern
+from ugate_core.testing import (
+    StartGateway,
+    Upstream,
+    free_port,
+    metric,
+    pattern,
+    require_peer,
+    run,
+)
 from ugate_dns import DnsDiscovery, DnsError, parse_settings
 
-from ugate_core import DialError, Endpoint, ExpectedIdentity
+from ugate_core import ConfigError, DialError, Endpoint, ExpectedIdentity
 
 StartKnot = Callable[..., Awaitable[Any]]
 
@@ -179,6 +187,29 @@ target = "svc.test.zone:{eport}"
     w.write_eof()
     assert await asyncio.wait_for(r.read(-1), 10) == data
     w.close()
+    assert metric(gw, "ugate_discovery_lookups_total", discovery="dns", result="hit") == 1
+
+
+async def test_curl_through_socks5_reaches_name_from_knot(
+    start_knot: StartKnot, start_gateway: StartGateway, http_upstream: Upstream
+) -> None:
+    curl = require_peer("curl")
+    knot = await start_knot({"test.zone": zone()})
+    try:
+        gw = await start_gateway(dns_toml(knot.address) + """
+[listeners.socks]
+listen = "127.0.0.1:0"
+protocols = ["socks5"]
+""")
+    except ConfigError as e:  # the socks plugin is another distribution
+        pytest.skip(f"ugate-socks not installed: {e}")
+    url = f"http://svc.test.zone:{http_upstream.port}/from-dns"
+    res = await run(curl, "-sS", "--max-time", "10", "--socks5-hostname",
+                    f"127.0.0.1:{gw.port('socks')}", url)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == b"hello /from-dns\n"
+    # the HTTP Host header carried the name; DNS (not the system resolver) found the address
+    assert http_upstream.requests[-1][2]["host"] == f"svc.test.zone:{http_upstream.port}"
     assert metric(gw, "ugate_discovery_lookups_total", discovery="dns", result="hit") == 1
 
 
