@@ -200,6 +200,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._started = False
+        self._shutdown_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
         self.ready = False
         self._admin: Any = None
@@ -403,7 +404,9 @@ class Gateway:
 
     def stop(self) -> None:
         """Ask ``serve()`` to shut down (safe from a signal handler)."""
-        self._spawn(self.shutdown())
+        # not in self._tasks: shutdown drains those and must not wait for itself
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self.shutdown())
 
     async def serve(self, *, signals: bool = True) -> None:
         """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully."""

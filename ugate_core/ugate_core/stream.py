@@ -316,7 +316,10 @@ class Stream:
             if left <= 0:
                 break
             try:
-                await asyncio.wait_for(self._wait(), left)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for starts a task a loop turn
+                # later, and bytes arriving in between would wake nobody
+                async with asyncio.timeout(left):
+                    await self._wait()
             except TimeoutError:
                 break
         return bytes(self._buf)
