@@ -71,3 +71,17 @@ def test_plugin_sections_pass_through() -> None:
     cfg = loads("[ssh]\nupstreams = ['x:22']\n")
     assert cfg.section("ssh") == {"upstreams": ["x:22"]}
     assert cfg.section("missing") == {}
+
+
+async def test_listener_keys_checked_against_declared_option_keys() -> None:
+    from ugate_core import Gateway
+
+    gw = Gateway(loads('[listeners.f]\nlisten = "127.0.0.1:0"\nprotocols = ["tcp"]\n'
+                       'target = "127.0.0.1:1"\ntargte = "x"\n'))
+    with pytest.raises(ConfigError) as ei:
+        gw.check()
+    assert str(ei.value) == "listeners.f.targte: unknown key (protocols tcp know: no options)"
+    gw = Gateway(loads('[listeners.f]\nlisten = "127.0.0.1:0"\nprotocols = ["tcp"]\n'))
+    with pytest.raises(ConfigError) as ei:
+        gw.check()
+    assert str(ei.value).startswith("listeners.f.target: missing")

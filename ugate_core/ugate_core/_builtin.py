@@ -39,6 +39,7 @@ def ugate_listener_types() -> list[ListenerType]:
             name="tcp",
             serve=_serve_tcp,
             relays=False,
+            option_keys=frozenset(),
             description="forward every connection to the fixed 'target' host:port",
         )
     ]

@@ -282,13 +282,21 @@ class Gateway:
             if lc.default and lc.default not in {t.name for t in types}:
                 raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
                                   f"listener's protocols")
+            known: set[str] = set()
+            judged = True  # every protocol here declared its keys: unknown keys are typos
             for t in types:
                 if t.check_options is not None:
                     t.check_options(lc.options, lc.path)
-                elif lc.options:
-                    k = next(iter(lc.options))
-                    if len(types) == 1 or lc.protocols != ("*",):
-                        raise ConfigError(f"{lc.path}.{k}", "unknown key")
+                if t.option_keys is None:
+                    judged = False
+                else:
+                    known |= t.option_keys
+            if judged:
+                for k in lc.options:
+                    if k not in known:
+                        names = ", ".join(t.name for t in types) or "none"
+                        raise ConfigError(f"{lc.path}.{k}", f"unknown key (protocols {names} "
+                                          f"know: {', '.join(sorted(known)) or 'no options'})")
             if len(types) == 1 and types[0].name == "tcp" and not lc.target:
                 raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
                                   "a fixed 'host:port'")

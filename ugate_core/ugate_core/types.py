@@ -134,6 +134,9 @@ class ListenerType:
     has_auth: Callable[[Mapping[str, Any]], bool] = lambda options: False
     #: validates ``options``; raises ConfigError naming ``path``
     check_options: Callable[[Mapping[str, Any], str], None] | None = None
+    #: the listener keys this protocol reads. When every protocol of a listener declares its
+    #: keys, core rejects any other key as a typo; ``None`` leaves unknown keys unjudged.
+    option_keys: frozenset[str] | None = None
     description: str = ""
     #: filled in by the plugin loader
     plugin: str = ""
