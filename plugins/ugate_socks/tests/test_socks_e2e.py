@@ -150,12 +150,6 @@ protocols = ["*"]
     assert len(http_upstream.requests) == 3
 
 
-@pytest.mark.xfail(
-    reason="core: Stream.read_some_into awaits asyncio.wait_for(self._wait()), whose task starts "
-    "a loop turn later; bytes arriving in between wake nobody, so the sniffer waits for "
-    "sniff_timeout (fix: 'async with asyncio.timeout(left): await self._wait()')",
-    strict=False,
-)
 async def test_shared_port_does_not_wait_for_the_sniff_deadline(
     start_gateway: StartGateway, http_upstream: Upstream
 ) -> None:
