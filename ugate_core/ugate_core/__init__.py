@@ -7,6 +7,15 @@ from .config import Config, ListenerConfig, load, load_default, loads, parse, pa
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .gateway import Gateway, StreamRecord
 from .hookspecs import hookimpl
+from .identity import FileIdentitySource, Identity, IdentityError
+from .ids import (
+    expected_identities_for,
+    id_from_name,
+    id_of_public_key,
+    mesh_fqdns,
+    remember_key,
+    vip_of_public_key,
+)
 from .relay import RelayStats, relay
 from .router import match_name, split_address
 from .sniff import choose as sniff_choose
@@ -20,6 +29,7 @@ from .stream import (
     format_hostport,
     stream_pair,
 )
+from .tls import TlsStream, count_identity_failure
 from .types import (
     Destination,
     DialerType,
@@ -33,6 +43,7 @@ from .types import (
     RunningListener,
     Sniff,
 )
+from .verify import peer_certificates, verify_peer
 
 __all__ = [
     "AuthError",
@@ -45,7 +56,10 @@ __all__ = [
     "Discovery",
     "Endpoint",
     "ExpectedIdentity",
+    "FileIdentitySource",
     "Gateway",
+    "Identity",
+    "IdentityError",
     "IdentitySource",
     "ListenerConfig",
     "ListenerContext",
@@ -62,17 +76,27 @@ __all__ = [
     "StreamMeta",
     "StreamRecord",
     "TcpStream",
+    "TlsStream",
     "UgateError",
+    "count_identity_failure",
+    "expected_identities_for",
     "format_hostport",
     "hookimpl",
+    "id_from_name",
+    "id_of_public_key",
     "load",
     "load_default",
     "loads",
     "match_name",
+    "mesh_fqdns",
     "parse",
     "parse_hostport",
+    "peer_certificates",
     "relay",
+    "remember_key",
     "sniff_choose",
     "split_address",
     "stream_pair",
+    "verify_peer",
+    "vip_of_public_key",
 ]

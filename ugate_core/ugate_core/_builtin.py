@@ -1,4 +1,5 @@
-"""Core's own plugin: the ``tcp`` forward listener and dialer, and ``local`` discovery.
+"""Core's own plugin: ``tcp`` and ``tls`` listeners and dialers, ``local`` discovery and the
+file-based identity.
 
 Registered through the same hooks as external plugins.
 """
@@ -8,10 +9,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from . import tls
 from .hookspecs import hookimpl
+from .identity import FileIdentitySource
 from .router import LocalDiscovery
 from .stream import StreamMeta, TcpStream
-from .types import DialerType, DialRequest, Discovery, ListenerContext, ListenerType
+from .types import (
+    DialerType,
+    DialRequest,
+    Discovery,
+    IdentitySource,
+    ListenerContext,
+    ListenerType,
+)
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -41,15 +51,22 @@ def ugate_listener_types() -> list[ListenerType]:
             relays=False,
             option_keys=frozenset(),
             description="forward every connection to the fixed 'target' host:port",
-        )
+        ),
+        tls.listener_type(),
     ]
 
 
 @hookimpl
 def ugate_dialer_types() -> list[DialerType]:
-    return [DialerType("tcp", dial_tcp, "plain TCP connection")]
+    return [DialerType("tcp", dial_tcp, "plain TCP connection"), tls.dialer_type()]
 
 
 @hookimpl
 def ugate_discovery(gateway: Gateway) -> list[Discovery]:
     return [LocalDiscovery(gateway.config.hosts)]
+
+
+@hookimpl
+def ugate_identity(gateway: Gateway) -> IdentitySource:
+    """The key file in the state directory (validates ``[identity]``; loads nothing yet)."""
+    return FileIdentitySource(gateway.config.section("identity"))

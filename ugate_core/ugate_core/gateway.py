@@ -12,13 +12,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import plugins as _plugins
 from .config import Config, ListenerConfig, load_default
-from .errors import AuthError, ConfigError, DialError, ProtocolError, UgateError
+from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .metrics import Metrics
 from .relay import RelayStats, relay
 from .router import Router, match_name, split_address
@@ -33,6 +33,9 @@ from .types import (
     ListenerType,
     RunningListener,
 )
+
+if TYPE_CHECKING:
+    from .identity import Identity
 
 log = logging.getLogger("ugate")
 
@@ -193,7 +196,7 @@ class Gateway:
         self.dialer_types: dict[str, DialerType] = {}
         self.discoveries: list[Discovery] = []
         self.router: Router | None = None
-        self.identity: Any = None
+        self._identity: Identity | None = None
         self.listeners: dict[str, _Listener] = {}
         self.running: dict[str, RunningListener] = {}
         self.streams: dict[int, StreamRecord] = {}
@@ -230,9 +233,22 @@ class Gateway:
                 discoveries.append(d)
         self.discoveries = discoveries
         self.router = Router(self.config, discoveries, self.metrics)
-        src = self.pm.hook.ugate_identity(gateway=self)
-        if src is not None:
-            self.identity = src.load(self)
+
+    @property
+    def identity(self) -> Identity:
+        """This workload's identity, loaded on first use through the ``ugate_identity`` hook
+        (core's default: the key file in the state directory, created on first use)."""
+        if self._identity is None:
+            self.load()
+            src = self.pm.hook.ugate_identity(gateway=self)
+            if src is None:
+                raise PluginError("no plugin provides an identity (ugate_identity hook)")
+            self._identity = src.load(self)
+        return self._identity
+
+    @identity.setter
+    def identity(self, value: Identity) -> None:
+        self._identity = value
 
     def _results(self, caller: Any) -> list[tuple[str, Any]]:
         out = []
@@ -309,6 +325,7 @@ class Gateway:
                             f"{t.name!r} has no client authentication and no 'allow' rule: "
                             "refusing to run an open relay",
                         )
+        self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
         for name in {h.protocol for h in self.config.hosts}:
             if name not in self.dialer_types:
                 have = ", ".join(sorted(self.dialer_types))
@@ -323,6 +340,8 @@ class Gateway:
         self._stopped = asyncio.Event()
         raise_nofile_limit()
         self.check()
+        if self._identity is None and self.pm.hook.ugate_identity(gateway=self) is not None:
+            _ = self.identity  # create or load the key before listening: a bad key fails here
         try:
             for lc in self.config.listeners:
                 types = self._types_for(lc)

@@ -1,0 +1,445 @@
+"""This workload's self-assigned identity: its key, ID, VIP, names and certificates.
+
+``gateway.identity`` is an :class:`Identity`, loaded on first use through the
+``ugate_identity`` hook; core's default (:class:`FileIdentitySource`) keeps the key in
+``<state_dir>/key.pem`` (created 0600 on first start). See docs/identity.md.
+
+Config, the top-level ``[identity]`` table (all optional)::
+
+    key_type = "p256"          # or "ed25519"; used only when the key is created
+    key_file = ""              # default <state_dir>/key.pem
+    domain = ""                # mesh domain: adds <id>.m.<domain> and <id>.h.<domain>
+    trust_domain = ""          # adds the SAN spiffe://<trust_domain>/ns/<namespace>/sa/<sa>
+    namespace = "default"
+    service_account = "default"
+    trust_bundles = []         # PEM CA files: who may vouch for SPIFFE IDs (Istio roots)
+    cert_days = 13.0           # leaf lifetime; renewed after two thirds of it
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import ssl
+import stat
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from .certs import (
+    IdentityKey,
+    anchor_pem,
+    client_context,
+    is_anchor,
+    issue_leaf,
+    load_chain,
+    load_pem_bundle,
+    pem_of,
+    server_context,
+)
+from .errors import ConfigError, UgateError
+from .ids import (
+    expected_identities_for,
+    id_of_public_key,
+    id_of_raw,
+    mesh_fqdns,
+    pin_sha256,
+    raw_public_key,
+    spki_sha256,
+    vip_of_raw,
+)
+from .types import ExpectedIdentity
+from .verify import verify_peer
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("ugate.identity")
+
+KEY_TYPES = ("p256", "ed25519")
+_MAX_KEY_FILE = 64 * 1024
+
+#: issues the certificate chain (leaf first) for an identity at a time; default: the anchor
+ChainIssuer = Callable[["Identity", dt.datetime], Sequence[x509.Certificate]]
+
+
+class IdentityError(UgateError):
+    """The workload key cannot be used (bad permissions, unreadable, wrong type)."""
+
+
+class Identity:
+    """A workload identity. ``key`` is never logged; ``repr`` shows only public facts."""
+
+    def __init__(
+        self,
+        key: IdentityKey,
+        *,
+        domain: str = "",
+        trust_domain: str = "",
+        namespace: str = "default",
+        service_account: str = "default",
+        cert_days: float = 13.0,
+        trust_roots: Sequence[x509.Certificate] = (),
+        issuer: ChainIssuer | None = None,
+        source: str = "",
+    ) -> None:
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise IdentityError(f"identity key type {type(key).__name__} is not supported "
+                                "(EC P-256 or Ed25519)")
+        self.key = key
+        raw = raw_public_key(key)
+        self.id: str = id_of_raw(raw)
+        self.vip = vip_of_raw(raw)
+        self.domain = domain.strip(".").lower()
+        self.fqdns: tuple[str, ...] = mesh_fqdns(self.id, self.domain)
+        self.spki_sha256: str = spki_sha256(key)
+        self.pin_sha256: str = pin_sha256(key)
+        self.spiffe: str | None = (
+            f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}" if trust_domain
+            else None
+        )
+        self.cert_days = cert_days
+        self.trust_roots: tuple[x509.Certificate, ...] = tuple(trust_roots)
+        self.source = source
+        self._issuer = issuer
+        self._chain: tuple[x509.Certificate, ...] = ()
+        self._renew_at = 0.0
+        self._contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        self._key_pem: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Identity(id={self.id}, vip={self.vip}, key_type={self.key_type})"
+
+    @property
+    def key_type(self) -> str:
+        return "ed25519" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "p256"
+
+    # ------------------------------------------------------------------ public forms
+    def ssh_public_key(self) -> str:
+        """OpenSSH one-line form (``ecdsa-sha2-nistp256 AAAA...`` / ``ssh-ed25519 AAAA...``)."""
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode("ascii")
+
+    def public_key_pem(self) -> bytes:
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def private_key_pem(self) -> bytes:
+        """Unencrypted PKCS#8 PEM (for asyncssh / ssl loading). Never log it."""
+        if self._key_pem is None:
+            self._key_pem = self.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        return self._key_pem
+
+    def expected(self) -> tuple[ExpectedIdentity, ...]:
+        """What a peer dialing us expects: our ID."""
+        return (ExpectedIdentity("id", self.id),)
+
+    # ------------------------------------------------------------------ certificates
+    def _issue(self, now: dt.datetime) -> tuple[x509.Certificate, ...]:
+        if self._issuer is not None:
+            chain = tuple(self._issuer(self, now))
+            if not chain or chain[0].public_key() != self.key.public_key():
+                raise IdentityError(f"identity {self.id}: the issuer returned a certificate "
+                                    "for another key")
+            return chain
+        return (issue_leaf(
+            self.key,
+            common_name=self.id.lower(),
+            dns_names=self.fqdns,
+            ips=[self.vip],
+            uris=[self.spiffe] if self.spiffe else [],
+            not_before=now - dt.timedelta(hours=1),
+            not_after=now + dt.timedelta(days=self.cert_days),
+        ),)
+
+    def renew_if_needed(self, now: float | None = None) -> bool:
+        """Issue a new certificate once two thirds of the current one's life have passed.
+
+        Contexts made by :meth:`server_ssl_context` / :meth:`client_ssl_context` are reloaded
+        in place. Cheap when nothing is due: call it before each handshake.
+        """
+        t = time.time() if now is None else now
+        if self._chain and t < self._renew_at:
+            return False
+        when = dt.datetime.fromtimestamp(t, dt.UTC)
+        self._chain = self._issue(when)
+        leaf = self._chain[0]
+        start = leaf.not_valid_before_utc.timestamp()
+        end = leaf.not_valid_after_utc.timestamp()
+        self._renew_at = max(t + 1.0, start + (end - start) * 2 / 3)
+        chain_pem, key_pem = pem_of(self._chain), self.private_key_pem()
+        for ctx in list(self._contexts):
+            load_chain(ctx, chain_pem, key_pem)
+        log.info("certificate_issued id=%s not_after=%s serial=%x", self.id,
+                 leaf.not_valid_after_utc.isoformat(), leaf.serial_number)
+        return True
+
+    def cert_chain(self) -> tuple[x509.Certificate, ...]:
+        """The current chain, leaf first (renewed before expiry)."""
+        self.renew_if_needed()
+        return self._chain
+
+    def cert_pem(self) -> bytes:
+        """PEM of the current chain, leaf first (renewed before expiry)."""
+        return pem_of(self.cert_chain())
+
+    def cert_der(self) -> bytes:
+        return self.cert_chain()[0].public_bytes(serialization.Encoding.DER)
+
+    def trust_pem(self) -> bytes:
+        """PEM of the configured trust bundles (without the public anchor)."""
+        return pem_of(self.trust_roots)
+
+    # ------------------------------------------------------------------ TLS
+    def server_ssl_context(
+        self, alpn: list[str] | None = None, *, require_client_cert: bool = False
+    ) -> ssl.SSLContext:
+        """A new server context with our certificate, asking for a client certificate.
+
+        A client certificate must chain to the public mesh anchor (every ugate's does) or to
+        a trust bundle; check whom it belongs to with :meth:`verify_peer` after the handshake.
+        """
+        self.renew_if_needed()
+        ctx = server_context(pem_of(self._chain), self.private_key_pem(),
+                             self.trust_pem(), alpn, require_client_cert=require_client_cert)
+        self._contexts.add(ctx)
+        return ctx
+
+    def client_ssl_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        """A new client context with our certificate; accepts any server certificate, so
+        the caller MUST :meth:`verify_peer` before using the connection."""
+        self.renew_if_needed()
+        ctx = client_context(pem_of(self._chain), self.private_key_pem(), alpn)
+        self._contexts.add(ctx)
+        return ctx
+
+    def verify_peer(
+        self, cert_der: bytes | None, expected: Sequence[ExpectedIdentity], name: str,
+        chain: Sequence[bytes] = (),
+    ) -> str:
+        """:func:`ugate_core.verify.verify_peer` with this identity's trust bundles."""
+        return verify_peer(cert_der, expected, name, chain=chain, trust_roots=self.trust_roots)
+
+
+# ------------------------------------------------------------------------------ key files
+def _fail(path: Path, msg: str) -> IdentityError:
+    return IdentityError(f"key file {path}: {msg}")
+
+
+def read_key_file(path: Path) -> IdentityKey | None:
+    """The key in ``path``; ``None`` if there is no file. Refuses loose permissions."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _fail(path, f"cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail(path, "not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise _fail(path, f"mode {mode:04o} lets other users read or change the private "
+                        f"key; it must be 0600 (chmod 600 {path}). Refusing to use it")
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+            raise _fail(path, f"owned by uid {st.st_uid}, not by this user "
+                        f"(uid {os.geteuid()}). Refusing to use it")
+        data = os.read(fd, _MAX_KEY_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_KEY_FILE:
+        raise _fail(path, f"larger than {_MAX_KEY_FILE} bytes: not a key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise _fail(path, "not an unencrypted PEM private key (PKCS#8 or SEC1). Fix it, or "
+                    "move it away to create a new identity (a new key is a new ID)") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    kind = key.curve.name if isinstance(key, ec.EllipticCurvePrivateKey) else type(key).__name__
+    raise _fail(path, f"holds a {kind} key; identities are EC P-256 or Ed25519")
+
+
+def generate_key(key_type: str) -> IdentityKey:
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"key type {key_type!r} is not one of {', '.join(KEY_TYPES)}")
+
+
+def create_key_file(path: Path, key_type: str) -> IdentityKey:
+    """Write a new key to ``path`` (0600 from creation on); if another process won the race
+    to create it, use theirs."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = generate_key(key_type)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        raise _fail(path, f"cannot create: {e.strerror}") from None
+    try:
+        view = memoryview(pem)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic, and fails if the key appeared meanwhile
+    except FileExistsError:
+        os.unlink(tmp)
+        existing = read_key_file(path)
+        if existing is None:
+            raise _fail(path, "vanished while creating it") from None
+        return existing
+    except OSError:  # no hard links here: create in place, still exclusive
+        os.unlink(tmp)
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    else:
+        os.unlink(tmp)
+    return key
+
+
+def load_or_create_key(path: Path, key_type: str = "p256") -> tuple[IdentityKey, bool]:
+    """(key, created): the key in ``path``, created on first use."""
+    key = read_key_file(path)
+    if key is not None:
+        return key, False
+    return create_key_file(path, key_type), True
+
+
+# ------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class IdentitySettings:
+    key_type: str = "p256"
+    key_file: str = ""
+    domain: str = ""
+    trust_domain: str = ""
+    namespace: str = "default"
+    service_account: str = "default"
+    trust_bundles: tuple[str, ...] = ()
+    cert_days: float = 13.0
+
+
+def parse_settings(t: Mapping[str, Any]) -> IdentitySettings:
+    """Validate the ``[identity]`` table; ConfigError names the key and the value."""
+    d = IdentitySettings()
+    known = set(IdentitySettings.__dataclass_fields__)
+    for k in t:
+        if k not in known:
+            raise ConfigError(f"identity.{k}", f"unknown key (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {}
+    for k in ("key_type", "key_file", "domain", "trust_domain", "namespace", "service_account"):
+        v = t.get(k, getattr(d, k))
+        if not isinstance(v, str):
+            raise ConfigError(f"identity.{k}", f"{v!r} is not a string")
+        out[k] = v
+    if out["key_type"] not in KEY_TYPES:
+        raise ConfigError("identity.key_type", f"{out['key_type']!r} is not one of "
+                          f"{', '.join(KEY_TYPES)}")
+    for k in ("trust_domain", "namespace", "service_account"):
+        if any(c in out[k] for c in "/ ?#"):
+            raise ConfigError(f"identity.{k}", f"{out[k]!r} cannot be part of a SPIFFE ID")
+    tb = t.get("trust_bundles", [])
+    if isinstance(tb, str):
+        tb = [tb]
+    if not isinstance(tb, list) or not all(isinstance(x, str) for x in tb):
+        raise ConfigError("identity.trust_bundles", f"{tb!r} is not a list of file names")
+    days = t.get("cert_days", d.cert_days)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0.01 <= days <= 3650:
+        raise ConfigError("identity.cert_days", f"{days!r} is not a number of days "
+                          "(0.01-3650)")
+    return IdentitySettings(trust_bundles=tuple(tb), cert_days=float(days), **out)
+
+
+def load_trust_bundles(files: Sequence[str]) -> tuple[x509.Certificate, ...]:
+    out: list[x509.Certificate] = []
+    for i, f in enumerate(files):
+        path = f"identity.trust_bundles[{i}]"
+        try:
+            data = Path(f).expanduser().read_bytes()
+        except OSError as e:
+            raise ConfigError(path, f"{f!r}: cannot read: {e.strerror}") from None
+        try:
+            certs = load_pem_bundle(data, repr(f))
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
+        if any(is_anchor(c) for c in certs):
+            raise ConfigError(path, f"{f!r} holds the public mesh anchor, whose private key "
+                              "is public: it can vouch for nothing")
+        out += certs
+    return tuple(out)
+
+
+class FileIdentitySource:
+    """Core's default identity source: a key file in the state directory."""
+
+    name = "file"
+
+    def __init__(self, section: Mapping[str, Any]) -> None:
+        self.settings = parse_settings(section)
+
+    def key_path(self, gateway: Gateway) -> Path:
+        s = self.settings
+        return Path(s.key_file).expanduser() if s.key_file else gateway.state_dir / "key.pem"
+
+    def load(self, gateway: Gateway) -> Identity:
+        s = self.settings
+        path = self.key_path(gateway)
+        key, created = load_or_create_key(path, s.key_type)
+        ident = Identity(
+            key, domain=s.domain, trust_domain=s.trust_domain, namespace=s.namespace,
+            service_account=s.service_account, cert_days=s.cert_days,
+            trust_roots=load_trust_bundles(s.trust_bundles), source=f"file:{path}",
+        )
+        if created:
+            log.info("identity_created id=%s key_type=%s key_file=%s", ident.id,
+                     ident.key_type, path)
+        elif ident.key_type != s.key_type and "key_type" in gateway.config.section("identity"):
+            log.warning("identity_key_type_differs key_file=%s file=%s config=%s: the key in "
+                        "the file is the identity; key_type applies to new keys only", path,
+                        ident.key_type, s.key_type)
+        log.info("identity id=%s vip=%s key_type=%s key_file=%s", ident.id, ident.vip,
+                 ident.key_type, path)
+        return ident
+
+
+__all__ = [
+    "ExpectedIdentity",
+    "FileIdentitySource",
+    "Identity",
+    "IdentityError",
+    "IdentitySettings",
+    "anchor_pem",
+    "expected_identities_for",
+    "id_of_public_key",
+    "load_or_create_key",
+    "parse_settings",
+    "verify_peer",
+]

@@ -1,0 +1,386 @@
+"""The ``tls`` listener and dialer (stunnel-like) with mesh identities.
+
+* dialer ``tls``: TCP + TLS with the workload certificate; the server must prove a key that
+  matches ``destination.identities`` or, if discovery gave none, what the name itself says
+  (``<id>.m`` → that ID: :func:`ugate_core.ids.expected_identities_for`). The verified ID is
+  the returned stream's ``meta.peer_id``.
+* listener ``tls``: TLS termination on its own port with the workload certificate, asking for
+  a client certificate (``meta.peer_id`` = the client's verified ID), then forwarding to
+  ``target``. It owns its socket (a ``start`` listener) and hands each accepted socket, before
+  a byte is read, to ``loop.connect_accepted_socket(ssl=...)``, so handshake failures come back
+  to be logged and counted.
+
+Both stay in the event loop's own TLS (``create_connection`` / ``connect_accepted_socket``
+with ``ssl=``, also under uvloop); the stream is a :class:`TlsStream`, a :class:`TcpStream`
+over the SSL transport, so it stays in push mode. TLS has no half-close in asyncio:
+``write_eof`` closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from cryptography import x509
+from prometheus_client import Counter
+
+from .config import ListenerConfig, parse_identity
+from .errors import AuthError, ConfigError, DialError, ProtocolError
+from .ids import expected_identities_for, remember_key
+from .metrics import Metrics
+from .router import is_ip
+from .stream import StreamClosedError, StreamMeta, TcpStream
+from .types import DialerType, DialRequest, ExpectedIdentity, ListenerType, RunningListener
+from .verify import leaf_id, peer_certificates, verified_spiffe
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .stream import Stream
+
+log = logging.getLogger("ugate.tls")
+
+_failures: weakref.WeakKeyDictionary[Metrics, Counter] = weakref.WeakKeyDictionary()
+#: per gateway: the dialer's client context
+_client_ctx: weakref.WeakKeyDictionary[Gateway, ssl.SSLContext] = weakref.WeakKeyDictionary()
+
+
+def identity_failures(gateway: Gateway) -> Counter:
+    """``ugate_identity_failures_total{protocol, direction}``: peers that proved the wrong key
+    (``direction`` is ``dial`` or ``accept``). Other protocols (ssh, hbone) count here too."""
+    m = gateway.metrics
+    c = _failures.get(m)
+    if c is None:
+        c = Counter("ugate_identity_failures", "Peers whose identity did not match, by "
+                    "protocol and direction (dial, accept)", ["protocol", "direction"],
+                    registry=m.registry)
+        _failures[m] = c
+    return c
+
+
+def count_identity_failure(gateway: Gateway, protocol: str, direction: str = "dial") -> None:
+    identity_failures(gateway).labels(protocol, direction).inc()
+
+
+class TlsStream(TcpStream):
+    """A TcpStream over an asyncio or uvloop SSL transport (push mode; ``write_eof`` closes)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check
+        t = cast(asyncio.Transport, transport)
+        self.transport = t
+        t.set_write_buffer_limits(high=256 * 1024)
+        sock = t.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer, local = t.get_extra_info("peername"), t.get_extra_info("sockname")
+        if isinstance(peer, tuple):
+            self.meta.remote = (str(peer[0]), int(peer[1]))
+        if isinstance(local, tuple):
+            self.meta.local = (str(local[0]), int(local[1]))
+
+    def eof_received(self) -> bool:
+        self._on_eof()
+        return False  # TLS cannot stay half-open in asyncio: let the transport close
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    @property
+    def ssl_object(self) -> Any:
+        t = self.transport
+        return None if t is None else t.get_extra_info("ssl_object")
+
+
+def _tls_reason(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLError):
+        return str(e.reason or e.strerror or e)
+    return str(e) or type(e).__name__
+
+
+def _remember(leaf: bytes | None) -> None:
+    if leaf:
+        with contextlib.suppress(ValueError, TypeError):
+            remember_key(x509.load_der_x509_certificate(leaf).public_key())
+
+
+# ------------------------------------------------------------------------------ dialer
+async def dial_tls(req: DialRequest) -> Stream:
+    """TCP + TLS to the endpoint; the peer must prove an expected identity."""
+    gw = req.gateway
+    dest = req.destination
+    expected = dest.identities or expected_identities_for(dest.name)
+    if not expected:
+        raise DialError("identity", f"{dest.name}: no identity to expect: the name is not a "
+                        "mesh name (<id>.m, <id>.h.<domain>) and discovery gave none")
+    ident = gw.identity
+    ident.renew_if_needed()
+    ctx = _client_ctx.get(gw)
+    if ctx is None:
+        ctx = _client_ctx[gw] = ident.client_ssl_context()
+    meta = StreamMeta(protocol="tls")
+    loop = asyncio.get_running_loop()
+    sni = None if is_ip(dest.name) else dest.name
+    stream = TlsStream(meta)
+    try:
+        # uvloop returns its SSL protocol as the second item, asyncio ours: use ``stream``
+        transport, _ = await loop.create_connection(
+            lambda: stream, req.host, req.target_port, ssl=ctx,
+            server_hostname=sni or "", ssl_handshake_timeout=req.timeout,
+        )
+    except ssl.SSLError as e:
+        why = _tls_reason(e)
+        reason = "identity" if "CERTIFICATE" in why.upper() else "unreachable"
+        if reason == "identity":
+            count_identity_failure(gw, "tls", "dial")
+        raise DialError(reason, f"{dest.name}: {req.endpoint}: TLS handshake failed: "
+                        f"{why}") from None
+    sslobj = transport.get_extra_info("ssl_object")
+    leaf, chain = peer_certificates(sslobj)
+    try:
+        peer = ident.verify_peer(leaf, expected, f"{dest.name} at {req.endpoint}", chain)
+    except DialError as e:
+        count_identity_failure(gw, "tls", "dial")
+        log.warning("identity_mismatch protocol=tls direction=dial target=%s endpoint=%s "
+                    "error=%r", dest.name, req.endpoint, str(e))
+        stream.abort()
+        raise
+    _remember(leaf)
+    meta.peer_id = peer
+    meta.sni = sni
+    meta.alpn = sslobj.selected_alpn_protocol()
+    return stream
+
+
+# ------------------------------------------------------------------------------ listener
+_LISTENER_KEYS = {"require_client_cert", "alpn", "peers"}
+
+
+def check_listener_options(options: Mapping[str, Any], path: str) -> None:
+    for k, v in options.items():
+        p = f"{path}.{k}"
+        if k not in _LISTENER_KEYS:
+            raise ConfigError(p, f"unknown key (tls knows: {', '.join(sorted(_LISTENER_KEYS))})")
+        if k == "require_client_cert" and not isinstance(v, bool):
+            raise ConfigError(p, f"{v!r} is not true or false")
+        if k in ("alpn", "peers") and (
+            not isinstance(v, list) or not all(isinstance(x, str) for x in v)
+        ):
+            raise ConfigError(p, f"{v!r} is not a list of strings")
+    for i, v in enumerate(options.get("peers", [])):
+        parse_identity(v, f"{path}.peers[{i}]")
+
+
+_sni_seen: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _on_sni(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+    if name:
+        _sni_seen[sslobj] = name[:253]
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for ``host:port`` (every address a name resolves to)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for fam, typ, proto, _, addr in infos:
+            if (fam, addr) in seen:
+                continue
+            seen.add((fam, addr))
+            s = socket.socket(fam, typ, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+            s.listen(4096)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+class TlsListener:
+    """A running ``tls`` listener (:class:`~ugate_core.types.RunningListener`).
+
+    It accepts sockets itself and hands each, before a byte is read, to
+    ``loop.connect_accepted_socket(ssl=...)``: the loop's own TLS (asyncio's or uvloop's)
+    does the handshake, and a failed handshake comes back here to be logged and counted.
+    (``start_tls`` on an accepted transport would race: uvloop starts reading right after
+    ``connection_made`` even if the protocol paused, so the ClientHello could be lost.)
+    """
+
+    def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
+        if not cfg.target:
+            raise ConfigError(f"{cfg.path}.target", "missing: the tls listener forwards to a "
+                              "fixed 'host:port'")
+        self.cfg = cfg
+        self.gw = gw
+        self.socks: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self.active = 0
+        opts = cfg.options
+        self.peers: tuple[ExpectedIdentity, ...] = tuple(
+            parse_identity(v, f"{cfg.path}.peers[{i}]")
+            for i, v in enumerate(opts.get("peers", []))
+        )
+        self.ssl_ctx = gw.identity.server_ssl_context(
+            list(opts.get("alpn", [])) or None,
+            require_client_cert=bool(opts.get("require_client_cert", False)) or bool(self.peers),
+        )
+        self.ssl_ctx.sni_callback = _on_sni
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        try:
+            self.socks = _bind(cfg.host, cfg.port)
+        except OSError as e:
+            raise ConfigError(f"{cfg.path}.listen", f"cannot listen on {cfg.listen!r}: "
+                              f"{e.strerror or e}") from None
+        loop = asyncio.get_running_loop()
+        self._accepting = [loop.create_task(self._accept(s)) for s in self.socks]
+        log.info("listening listener=%s address=%s protocols=tls target=%s", cfg.name,
+                 ",".join(f"{h}:{p}" for h, p in self.addresses()), cfg.target)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for s in self.socks if s.fileno() >= 0]
+
+    async def aclose(self) -> None:
+        for t in self._accepting:
+            t.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
+        for s in self.socks:
+            s.close()
+
+    async def _accept(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(lsock)
+            except OSError as e:  # EMFILE, ECONNABORTED...: back off a little
+                log.warning("accept_failed listener=%s error=%r", self.cfg.name, str(e))
+                await asyncio.sleep(0.1)
+                continue
+            self.accepted(conn)
+
+    def accepted(self, conn: socket.socket) -> None:
+        gw, name = self.gw, self.cfg.name
+        if gw._stopping or self.active >= gw.config.gateway.max_connections:
+            gw.metrics.reject(name, "max_connections")
+            conn.close()
+            return
+        self.active += 1
+        gw._spawn(self.handle(conn), self._done)
+
+    def _done(self, _t: asyncio.Task[None]) -> None:
+        self.active -= 1
+
+    async def handle(self, conn: socket.socket) -> None:
+        gw, name = self.gw, self.cfg.name
+        meta = StreamMeta(protocol="tls", listener=name)
+        with contextlib.suppress(OSError):
+            peer = conn.getpeername()
+            meta.remote = (str(peer[0]), int(peer[1]))
+        gw.metrics.connections.labels(name, "tls").inc()
+        tls: TlsStream | None = None
+        try:
+            tls = await self._handshake(conn, meta)
+            await gw.forward(tls, self.cfg.target)
+        except (ProtocolError, AuthError) as e:
+            gw.reject(name, e.reason, str(e), meta)
+        except DialError as e:
+            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r", name,
+                     _peer(meta), self.cfg.target, e.reason, str(e))
+        except (StreamClosedError, ConnectionError) as e:
+            gw.reject(name, "client_closed", str(e), meta)
+        except asyncio.CancelledError:
+            if tls is not None:
+                tls.abort()
+            raise
+        except Exception:
+            gw.metrics.reject(name, "internal")
+            log.exception("listener_error listener=%s client=%s", name, _peer(meta))
+        finally:
+            if tls is None:
+                conn.close()
+            elif not tls.is_closing():
+                tls.close()
+
+    async def _handshake(self, conn: socket.socket, meta: StreamMeta) -> TlsStream:
+        gw = self.gw
+        gw.identity.renew_if_needed()  # reloads self.ssl_ctx in place when due
+        loop = asyncio.get_running_loop()
+        timeout = gw.config.gateway.handshake_timeout
+        tls = TlsStream(meta)
+        try:
+            # uvloop returns its SSL protocol as the second item, asyncio ours: use ``tls``
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: tls, conn, ssl=self.ssl_ctx, ssl_handshake_timeout=timeout
+            )
+        except (ssl.SSLError, ConnectionError, OSError) as e:
+            why = _tls_reason(e)
+            if "longer than" in why:
+                raise ProtocolError(f"TLS handshake not finished within {timeout:g}s",
+                                    "handshake_timeout") from None
+            if "CERTIFICATE" in why.upper():
+                count_identity_failure(gw, "tls", "accept")
+            raise ProtocolError(f"TLS handshake failed: {why}", "tls_handshake") from None
+        sslobj = transport.get_extra_info("ssl_object")
+        meta.sni = _sni_seen.pop(sslobj, None)
+        meta.alpn = sslobj.selected_alpn_protocol()
+        leaf, chain = peer_certificates(sslobj)
+        if leaf is None:
+            return tls
+        try:
+            meta.peer_id = (gw.identity.verify_peer(leaf, self.peers, "client", chain)
+                            if self.peers else leaf_id(leaf))
+        except (DialError, ValueError, TypeError) as e:
+            count_identity_failure(gw, "tls", "accept")
+            tls.abort()
+            raise AuthError(f"client identity not allowed: {e}", "identity") from None
+        spiffe = verified_spiffe(leaf, chain, gw.identity.trust_roots)
+        if spiffe:
+            meta.extra["spiffe"] = spiffe
+        _remember(leaf)
+        return tls
+
+
+def _peer(meta: StreamMeta) -> str:
+    return f"{meta.remote[0]}:{meta.remote[1]}" if meta.remote else "-"
+
+
+async def start_tls_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListener:
+    ln = TlsListener(cfg, gw)
+    await ln.start()
+    return ln
+
+
+def listener_type() -> ListenerType:
+    return ListenerType(
+        name="tls",
+        start=start_tls_listener,
+        relays=False,
+        check_options=check_listener_options,
+        option_keys=frozenset(_LISTENER_KEYS),
+        description="terminate TLS with the workload certificate (client certificate "
+        "requested; its ID is the peer identity), forward to the fixed 'target' host:port",
+    )
+
+
+def dialer_type() -> DialerType:
+    return DialerType(
+        "tls", dial_tls,
+        "TLS with the workload certificate; the server must prove the expected identity "
+        "(<id>.m names, TLSA/K8s/xDS identities)",
+    )
