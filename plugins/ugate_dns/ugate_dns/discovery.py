@@ -35,6 +35,7 @@ from prometheus_client import Counter
 
 from ugate_core import Destination, Endpoint, ExpectedIdentity
 
+from .cache import TtlCache
 from .dane import tlsa_identities
 from .resolver import BOGUS, INSECURE, SECURE, Answer, DnsError, Resolver, worst
 from .settings import DnsSettings, names_for, parse_settings
@@ -75,6 +76,10 @@ class DnsDiscovery:
                 ["type"], registry=getattr(metrics, "registry", None),
             )
         self.resolver = Resolver(settings, on_query=self._count)
+        #: assembled answers by (name, port), for the shortest TTL of their parts
+        self._dests: TtlCache[tuple[str, int], tuple[Destination | None]] = TtlCache(
+            settings.cache_min_ttl, settings.cache_max_ttl, settings.cache_size
+        )
 
     @classmethod
     def for_gateway(cls, gateway: Gateway) -> DnsDiscovery:
@@ -97,20 +102,29 @@ class DnsDiscovery:
         Names outside ``dns.zones`` get ``None`` at once, without a query. Raises
         :class:`DnsError` when the servers do not answer within ``dns.deadline``.
         """
+        hit = self._dests.get((fqdn, port))
+        if hit is not None:
+            return hit[0]
         names = names_for(self.settings, fqdn)
         if not names:
             return None
         try:
             async with asyncio.timeout(self.settings.deadline):
+                ttl = float("inf")
                 for name in names:
-                    dest = await self._resolve(name, fqdn, port)
+                    dest, t = await self._resolve(name, fqdn, port)
+                    ttl = min(ttl, t)
                     if dest is not None:
-                        return dest
+                        break
+                # every part is cached at least this long: keep the assembled answer as well
+                self._dests.put((fqdn, port), (dest,), ttl)
+                return dest
         except TimeoutError:
             servers = ", ".join(f"{h}:{p}" for h, p in self.settings.servers)
             raise DnsError(f"dns: {fqdn}: no complete answer within {self.settings.deadline:g}s"
                            f" (servers {servers})") from None
-        return None
+        except DnsError as e:
+            raise DnsError(f"dns: {fqdn}: {e}") from None
 
     def _trusted(self, ans: Answer) -> Answer:
         """The answer, or an empty one if DNSSEC says it is forged (logged and counted)."""
@@ -123,24 +137,25 @@ class DnsDiscovery:
         return Answer(ans.qname, ans.rdtype, None, False, ans.ttl, BOGUS, ans.why)
 
     async def _addresses(self, name: dns.name.Name) -> tuple[list[str], list[Answer]]:
-        a, aaaa = await asyncio.gather(
-            self.resolver.query(name, T.A), self.resolver.query(name, T.AAAA)
-        )
+        a, aaaa = await self.resolver.query_many([(name, T.A), (name, T.AAAA)])
+        return self._ips(a, aaaa)
+
+    def _ips(self, a: Answer, aaaa: Answer) -> tuple[list[str], list[Answer]]:
         a, aaaa = self._trusted(a), self._trusted(aaaa)
         ips = [rd.address for ans in (a, aaaa) for rd in (ans.rrset or ())
                if isinstance(rd, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA)]
         return ips, [a, aaaa]
 
-    async def _resolve(self, name: dns.name.Name, fqdn: str, port: int) -> Destination | None:
-        r = self.resolver
+    async def _resolve(
+        self, name: dns.name.Name, fqdn: str, port: int
+    ) -> tuple[Destination | None, float]:
+        """The destination (or None) and how long that answer holds."""
         srv_name = dns.name.Name(SRV_PREFIX + name.labels)
         tlsa_name = dns.name.Name((f"_{port}".encode(), b"_tcp", *name.labels))
-        (ips, addr_answers), txt, srv, tlsa = await asyncio.gather(
-            self._addresses(name),
-            r.query(name, T.TXT),
-            r.query(srv_name, T.SRV),
-            r.query(tlsa_name, T.TLSA),
-        )
+        a, aaaa, txt, srv, tlsa = await self.resolver.query_many([
+            (name, T.A), (name, T.AAAA), (name, T.TXT), (srv_name, T.SRV), (tlsa_name, T.TLSA)
+        ])
+        ips, addr_answers = self._ips(a, aaaa)
         txt, srv, tlsa = self._trusted(txt), self._trusted(srv), self._trusted(tlsa)
         answers = [*addr_answers, txt, srv, tlsa]
         endpoints: list[Endpoint] = [Endpoint(ip) for ip in ips]
@@ -150,22 +165,22 @@ class DnsDiscovery:
             if len(recs) == 1 and recs[0].target == dns.name.root:
                 log.info("dns_no_service name=%s srv=%s reason='SRV target .'", fqdn,
                          _text(srv_name))
-                return None
+                return None, srv.ttl
             found = await asyncio.gather(*(self._addresses(rd.target) for rd in recs))
             endpoints = [Endpoint(ip, rd.port) for rd, (ips2, _) in zip(recs, found, strict=True)
                          for ip in ips2]
             for _, more in found:
                 answers += more
+        ttl = min(a.ttl for a in answers)
         if not endpoints:
-            return None
+            return None, ttl
         meta = self._metadata(fqdn, txt)
         identities = self._identities(fqdn, tlsa, txt, meta)
-        security = worst(*(a.security for a in answers if a.security != BOGUS))
+        security = worst(SECURE, *(a.security for a in answers if a.security != BOGUS))
         labels = dict(meta.labels) if meta else {}
         labels["dns.dnssec"] = security if security == SECURE else INSECURE
         if any(a.security == BOGUS for a in answers):
             labels["dns.dnssec"] = BOGUS
-        ttl = min(a.ttl for a in answers)
         return Destination(
             name=fqdn,
             endpoints=tuple(dict.fromkeys(endpoints)),
@@ -174,7 +189,7 @@ class DnsDiscovery:
             labels=labels,
             ttl=ttl,
             source="dns",
-        )
+        ), ttl
 
     def _metadata(self, fqdn: str, txt: Answer) -> UgateTxt | None:
         records: Sequence[Sequence[bytes]] = [
@@ -253,4 +268,6 @@ class DnsDiscovery:
         except TimeoutError:
             raise DnsError(f"dns: ptr {ip}: no complete answer within "
                            f"{self.settings.deadline:g}s") from None
+        except DnsError as e:
+            raise DnsError(f"dns: ptr {ip}: {e}") from None
         return None

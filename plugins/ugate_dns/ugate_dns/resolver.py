@@ -14,9 +14,10 @@ queries in flight are sent once. Server failures raise :class:`DnsError` and are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.asyncquery
@@ -100,7 +101,7 @@ class Resolver:
 
     async def query(self, qname: dns.name.Name, rdtype: RdataType, depth: int = 0) -> Answer:
         """The (cached) answer for ``qname``/``rdtype``; DnsError if no server answers."""
-        key = (qname.canonicalize(), rdtype)
+        key = (qname, rdtype)  # Name equality and hash ignore case
 
         async def fetch() -> tuple[Answer, float]:
             a = await self._fetch(key[0], rdtype, depth)
@@ -108,12 +109,25 @@ class Resolver:
 
         return await self.cache.get_or_fetch(key, fetch)
 
+    async def query_many(
+        self, questions: Sequence[tuple[dns.name.Name, RdataType]]
+    ) -> list[Answer]:
+        """Several lookups at once; cached ones without a task (the hot path)."""
+        out: list[Answer | None] = [self.cache.get(q) for q in questions]
+        missing = [i for i, a in enumerate(out) if a is None]
+        self.cache.stats.hits += len(questions) - len(missing)
+        if missing:
+            got = await asyncio.gather(*(self.query(*questions[i]) for i in missing))
+            for i, a in zip(missing, got, strict=True):
+                out[i] = a
+        return [a for a in out if a is not None]
+
     # ------------------------------------------------------------------------- the wire
     async def exchange(self, qname: dns.name.Name, rdtype: RdataType) -> dns.message.Message:
         """One question to the servers in order, ``retries`` extra rounds; UDP then TCP on TC."""
         s = self.settings
         if not s.servers:
-            raise DnsError("dns: no servers configured (dns.servers, or nameserver lines in "
+            raise DnsError("no servers configured (dns.servers, or nameserver lines in "
                            "/etc/resolv.conf)")
         q = dns.message.make_query(qname, rdtype, want_dnssec=bool(s.anchors),
                                    use_edns=0, payload=1232)
@@ -146,7 +160,7 @@ class Resolver:
                 errors.append(f"{where}: answered {dns.rcode.to_text(rcode)}")
                 log.debug("dns_query_failed server=%s name=%s error=%s", where, what, errors[-1])
         uniq = list(dict.fromkeys(errors))
-        raise DnsError(f"dns: no answer for {what}: {'; '.join(uniq)}")
+        raise DnsError(f"no answer for {what}: {'; '.join(uniq)}")
 
     # ------------------------------------------------------------------------- one lookup
     async def _fetch(self, qname: dns.name.Name, rdtype: RdataType, depth: int) -> Answer:
