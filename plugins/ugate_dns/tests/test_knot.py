@@ -237,11 +237,9 @@ def _write(path: str, text: str) -> None:
 
 
 async def run_cli(*cmd: str, input: bytes) -> subprocess.CompletedProcess[bytes]:
-    # UGATE_LOOP=asyncio: core's TcpStream asserts an asyncio.Transport, which uvloop's
-    # TCPTransport is not (reported to the core owner); drop this once that is fixed.
-    env = dict(os.environ, UGATE_LOOP="asyncio")
+    # the CLI as a user runs it: its own process, uvloop when installed
     p = await asyncio.create_subprocess_exec(
-        *cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        *cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         out, err = await asyncio.wait_for(p.communicate(input), 30)
