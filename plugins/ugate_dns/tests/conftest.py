@@ -17,6 +17,7 @@ import dns.query
 import dns.rdatatype
 import dns.rrset
 import pytest
+
 from ugate_core.testing import free_port, require_peer, run
 
 

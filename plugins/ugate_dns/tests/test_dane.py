@@ -5,9 +5,9 @@ from __future__ import annotations
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-from ugate_dns import tlsa_identities, tlsa_identity
 
 from ugate_core import ExpectedIdentity
+from ugate_dns import tlsa_identities, tlsa_identity
 
 
 def tlsa(text: str) -> dns.rdata.Rdata:

@@ -16,9 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ugate_core.testing import StartGateway, free_port, require_peer
 
 from ugate_core import DialError, Gateway
+from ugate_core.testing import StartGateway, free_port, require_peer
 
 StartKnot = Callable[..., Awaitable[Any]]
 NOW = datetime.datetime.now(datetime.UTC)

@@ -14,10 +14,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-from ugate_core.testing import StartGateway
-from ugate_dns import DnsDiscovery
 
 from ugate_core import Endpoint, ExpectedIdentity
+from ugate_core.testing import StartGateway
+from ugate_dns import DnsDiscovery
 
 StartKnot = Callable[..., Awaitable[Any]]
 T = dns.rdatatype

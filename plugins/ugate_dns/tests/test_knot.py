@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from ugate_core import ConfigError, DialError, Endpoint, ExpectedIdentity
 from ugate_core.testing import (
     StartGateway,
     Upstream,
@@ -29,8 +31,6 @@ from ugate_core.testing import (
     run,
 )
 from ugate_dns import DnsDiscovery, DnsError, parse_settings
-
-from ugate_core import ConfigError, DialError, Endpoint, ExpectedIdentity
 
 StartKnot = Callable[..., Awaitable[Any]]
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import dns.name
 import pytest
-from ugate_dns import parse_settings
-from ugate_dns.settings import names_for
 
 from ugate_core import ConfigError
+from ugate_dns import parse_settings
+from ugate_dns.settings import names_for
 
 DS = "test.zone. DS 28579 13 2 873df8e917839a66bf81f0990e43b6f8e23405ab25db94dbfa69243083a21e8c"
 

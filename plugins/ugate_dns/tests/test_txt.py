@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ugate_dns import TxtError, UgateTxt, format_txt, parse_txt, select_txt
 
 ID = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI"
