@@ -134,6 +134,10 @@ class ListenerType:
     has_auth: Callable[[Mapping[str, Any]], bool] = lambda options: False
     #: validates ``options``; raises ConfigError naming ``path``
     check_options: Callable[[Mapping[str, Any], str], None] | None = None
+    #: ALPN ids this protocol serves inside TLS: a TLS front (shared port) that terminated a
+    #: connection with one of these hands the decrypted stream to ``serve``
+    #: (``meta.alpn``, ``meta.sni`` and the client's verified ``meta.peer_id`` are set).
+    alpn: tuple[str, ...] = ()
     #: the listener keys this protocol reads. When every protocol of a listener declares its
     #: keys, core rejects any other key as a typo; ``None`` leaves unknown keys unjudged.
     option_keys: frozenset[str] | None = None
