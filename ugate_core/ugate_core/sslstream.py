@@ -57,7 +57,7 @@ class SslStream(Stream):
                     data = await self.inner.read(_CHUNK)
                     if not data:
                         self._in.write_eof()
-                        raise ConnectionResetError("peer closed during the TLS handshake")
+                        raise ConnectionResetError("peer closed during the TLS handshake") from None
                     self._in.write(data)
                 except ssl.SSLError as e:
                     self._flush()  # the alert, so the peer learns why
