@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, require_peer, run
 
 from ugate_core import ConfigError, Gateway, loads
+from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, require_peer, run
 
 MIB = 1 << 20
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from ugate_core import ProtocolError, Sniff
 from ugate_http.h1 import (
     BodyReceived,
     Event,
@@ -27,8 +29,6 @@ from ugate_http.rewrite import (
     split_authority,
 )
 from ugate_http.sniff import sniff
-
-from ugate_core import ProtocolError, Sniff
 
 # ------------------------------------------------------------------------ drivers
 

@@ -115,6 +115,17 @@ class _Conn:
         self.stream.abort()
 
 
+def _allowed(source: StreamMeta) -> set[str]:
+    """Addresses the policy already allowed for this client connection (bounded)."""
+    allowed: set[str] | None = source.extra.get(_ALLOWED_KEY)
+    if allowed is None or len(allowed) > 64:
+        allowed = source.extra[_ALLOWED_KEY] = set()
+    return allowed
+
+
+_ALLOWED_KEY = "ugate_http.allowed"
+
+
 class _Stale(Exception):
     """A connection closed before any byte of the response."""
 
@@ -159,6 +170,11 @@ class UpstreamResponse:
                             "upstream_timeout", 504) from None
         if isinstance(ev, BodyReceived):
             self.received += len(ev.data)
+            nxt = conn.reader.peek()
+            if isinstance(nxt, MessageEnded):  # let the caller see the end with the data
+                conn.reader.next_event_nowait()
+                self._done = True
+                self.trailers = nxt.trailers
             return ev.data
         if isinstance(ev, MessageEnded):
             self._done = True
@@ -243,13 +259,20 @@ class UpstreamPool:
         return sum(len(v) for v in self._idle.values())
 
     async def _authorize(self, address: str, source: StreamMeta) -> None:
-        gw = self.gateway
+        """The policy check a dial makes, for reusing a pooled connection on behalf of
+        ``source``. Remembered per client connection (its meta), so a keep-alive client
+        pays it once per address."""
         source.target = address
+        allowed = _allowed(source)
+        if address in allowed:
+            return
+        gw = self.gateway
         dest, _ = await gw.resolve(address)
         if not gw.authorize(source, dest):
             gw.metrics.dial_errors.labels("denied").inc()
             raise DialError("denied", f"{address}: not allowed for this client "
                             f"(listener {source.listener!r})")
+        allowed.add(address)
 
     async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
         idle = self._idle.get(address)
@@ -266,6 +289,8 @@ class UpstreamPool:
                     return conn, True
                 conn.close()
         stream = await self.gateway.dial(address, source=source)
+        if source is not None:
+            _allowed(source).add(address)
         self.dialed += 1
         return _Conn(address, stream, self.max_header_bytes), False
 

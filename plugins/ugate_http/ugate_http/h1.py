@@ -58,13 +58,15 @@ class Request:
     version: str = "1.1"
     framing: Framing = Framing.NONE
     length: int = 0
+    #: lower-cased tokens of Connection / Proxy-Connection
+    connection: frozenset[str] = frozenset()
 
     def get(self, name: str) -> str | None:
         return get_field(self.headers, name)
 
     @property
     def keep_alive(self) -> bool:
-        return keep_alive(self.version, self.headers)
+        return self.version == "1.1" and "close" not in self.connection
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,6 +79,8 @@ class Response:
     version: str = "1.1"
     framing: Framing = Framing.NONE
     length: int = 0
+    #: lower-cased tokens of Connection / Proxy-Connection
+    connection: frozenset[str] = frozenset()
 
     def get(self, name: str) -> str | None:
         return get_field(self.headers, name)
@@ -88,7 +92,8 @@ class Response:
 
     @property
     def keep_alive(self) -> bool:
-        return self.framing is not Framing.CLOSE and keep_alive(self.version, self.headers)
+        return (self.framing is not Framing.CLOSE and self.version == "1.1"
+                and "close" not in self.connection)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,14 +153,6 @@ def connection_tokens(headers: Headers) -> set[str]:
     }
 
 
-def keep_alive(version: str, headers: Headers) -> bool:
-    """Persistent connection? HTTP/1.1 unless ``close``; HTTP/1.0 never (we do not do 1.0
-    keep-alive: it would need ``Connection: keep-alive`` on the answer too)."""
-    if version != "1.1":
-        return False
-    return "close" not in connection_tokens(headers)
-
-
 def _split_head(buf: bytearray, start: int) -> int:
     """Index just past the empty line ending a head in ``buf`` (searching from ``start``), or
     -1. Lines end in CRLF or LF."""
@@ -178,13 +175,20 @@ def _lines(block: bytes) -> list[bytes]:
     return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
 
 
-def _parse_fields(lines: list[bytes], max_fields: int, status: int) -> Headers:
+#: fields the parser itself needs, collected while parsing (lower-case name → raw values)
+_SPECIAL = frozenset({"content-length", "transfer-encoding", "connection", "proxy-connection"})
+Special = dict[str, list[str]]
+
+
+def _parse_fields(lines: list[bytes], max_fields: int, status: int) -> tuple[Headers, Special]:
     if len(lines) > max_fields:
         raise HttpError(f"{len(lines)} header fields; at most {max_fields} allowed",
                         "header_too_large", 431 if status == 400 else status)
     out: list[tuple[str, str]] = []
+    special: Special = {}
+    match = _FIELD_LINE.fullmatch
     for ln in lines:
-        m = _FIELD_LINE.fullmatch(ln)
+        m = match(ln)
         if m is None:
             if ln[:1] in (b" ", b"\t"):
                 why = "obsolete line folding is not allowed"
@@ -193,16 +197,30 @@ def _parse_fields(lines: list[bytes], max_fields: int, status: int) -> Headers:
             else:
                 why = "not 'name: value' with a token name and no control characters"
             raise HttpError(f"bad header field {ln[:80]!r}: {why}", "bad_request", status)
-        out.append((m.group(1).decode("ascii"), m.group(2).decode("latin-1")))
-    return tuple(out)
+        name, value = m.group(1).decode("ascii"), m.group(2).decode("latin-1")
+        out.append((name, value))
+        low = name.lower()
+        if low in _SPECIAL:
+            special.setdefault(low, []).append(value)
+    return tuple(out), special
 
 
-def _content_length(headers: Headers, status: int) -> int | None:
-    vals = field_values(headers, "content-length")
-    if not vals:
-        if any(k.lower() == "content-length" for k, _ in headers):
-            raise HttpError("empty Content-Length", "bad_request", status)
+def _elements(values: list[str]) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def _connection(special: Special) -> frozenset[str]:
+    vals = special.get("connection", []) + special.get("proxy-connection", [])
+    return frozenset(t.lower() for t in _elements(vals)) if vals else frozenset()
+
+
+def _content_length(special: Special, status: int) -> int | None:
+    raw = special.get("content-length")
+    if raw is None:
         return None
+    vals = _elements(raw)
+    if not vals:
+        raise HttpError("empty Content-Length", "bad_request", status)
     if any(_LENGTH.fullmatch(v) is None for v in vals):
         raise HttpError(f"Content-Length {', '.join(vals)[:80]!r} is not a number",
                         "bad_request", status)
@@ -212,10 +230,9 @@ def _content_length(headers: Headers, status: int) -> int | None:
     return int(vals[0])
 
 
-def _codings(headers: Headers) -> list[str] | None:
-    if not any(k.lower() == "transfer-encoding" for k, _ in headers):
-        return None
-    return [c.lower() for c in field_values(headers, "transfer-encoding")]
+def _codings(special: Special) -> list[str] | None:
+    raw = special.get("transfer-encoding")
+    return None if raw is None else [c.lower() for c in _elements(raw)]
 
 
 # ------------------------------------------------------------------------------ parsers
@@ -462,7 +479,7 @@ class _Parser:
             raise self._too_large("trailer")
         block = _strip_end(bytes(buf[:end]))
         del buf[:end]
-        return _parse_fields(_lines(block), self.max_fields, self._error_status)
+        return _parse_fields(_lines(block), self.max_fields, self._error_status)[0]
 
 
 class RequestParser(_Parser):
@@ -482,9 +499,9 @@ class RequestParser(_Parser):
         if major != 1:
             raise HttpError(f"HTTP version {major}.{minor} is not supported on HTTP/1.1",
                             "bad_version", 505)
-        headers = _parse_fields(lines[1:], self.max_fields, 400)
-        length = _content_length(headers, 400)
-        codings = _codings(headers)
+        headers, special = _parse_fields(lines[1:], self.max_fields, 400)
+        length = _content_length(special, 400)
+        codings = _codings(special)
         framing, n = Framing.NONE, 0
         if codings is not None:
             if length is not None:
@@ -502,6 +519,7 @@ class RequestParser(_Parser):
             version="1.0" if minor == 0 else "1.1",
             framing=framing,
             length=n,
+            connection=_connection(special),
         )
         self._start_body(framing, n)
         return RequestReceived(request=req)
@@ -551,24 +569,26 @@ class ResponseParser(_Parser):
         if major != 1 or status < 100:
             raise HttpError(f"status line {lines[0][:80]!r} is not HTTP/1.x", "bad_response",
                             502)
-        headers = _parse_fields(lines[1:], self.max_fields, 502)
+        headers, special = _parse_fields(lines[1:], self.max_fields, 502)
         reason = (m.group(4) or b"").decode("latin-1")
         version = "1.0" if minor == 0 else "1.1"
+        conn = _connection(special)
         if 100 <= status < 200 and status != 101:
             return ResponseReceived(response=Response(status=status, reason=reason,
-                                                      headers=headers, version=version))
-        framing, n = self._framing_for(status, headers)
+                                                      headers=headers, version=version,
+                                                      connection=conn))
+        framing, n = self._framing_for(status, special)
         resp = Response(status=status, reason=reason, headers=headers, version=version,
-                        framing=framing, length=n)
+                        framing=framing, length=n, connection=conn)
         self._start_body(framing, n)
         return ResponseReceived(response=resp)
 
-    def _framing_for(self, status: int, headers: Headers) -> tuple[Framing, int]:
+    def _framing_for(self, status: int, special: Special) -> tuple[Framing, int]:
         if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):
             return Framing.TUNNEL, 0
         if self._method == "HEAD" or status in (204, 304):
             return Framing.NONE, 0
-        codings = _codings(headers)
+        codings = _codings(special)
         if codings is not None:
             if codings and codings[-1] == "chunked":
                 if codings != ["chunked"]:
@@ -576,7 +596,7 @@ class ResponseParser(_Parser):
                                     "supported (only 'chunked')", "bad_response", 502)
                 return Framing.CHUNKED, 0
             return Framing.CLOSE, 0
-        length = _content_length(headers, 502)
+        length = _content_length(special, 502)
         if length is None:
             return Framing.CLOSE, 0
         return (Framing.LENGTH, length) if length else (Framing.NONE, 0)

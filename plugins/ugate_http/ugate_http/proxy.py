@@ -37,20 +37,20 @@ from .h1 import (
     RequestParser,
     RequestReceived,
     Response,
-    connection_tokens,
     encode_chunk,
     encode_head,
     encode_last_chunk,
-    field_values,
 )
 from .options import HttpOptions, parse_options
-from .reader import EventReader
+from .reader import READ_SIZE, EventReader
 from .rewrite import (
-    add_forwarded,
+    FRAMING,
+    HOP_BY_HOP,
     address_of,
     basic_credentials,
     end_to_end,
     error_response,
+    forwarded_for,
     split_absolute,
     split_authority,
 )
@@ -59,6 +59,12 @@ if TYPE_CHECKING:
     from ugate_core import Gateway
 
 log = logging.getLogger("ugate.http")
+
+#: after an answer that left the request body unread: how long / how much to discard
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 << 20
+#: a response head is sent together with a first body piece up to this size
+COALESCE = 64 * 1024
 
 #: DialError.reason → status answered to the client
 DIAL_STATUS = {
@@ -79,6 +85,14 @@ class PluginState:
             "ugate_http_requests", "HTTP requests answered by the http listener, by status",
             ["listener", "code"], registry=gateway.metrics.registry,
         )
+        self._children: dict[tuple[str, int], Counter] = {}
+
+    def count(self, listener: str, status: int) -> None:
+        key = (listener, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(listener, str(status))
+        child.inc()
 
     def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
         p = self.pools.get(listener)
@@ -166,6 +180,10 @@ class _Session:
         self.pool = state.pool(ctx.name, opts)
         self.idle: float | None = self.gw.config.gateway.idle_timeout or None
         self.loop = asyncio.get_running_loop()
+        #: the current request's body, once the request is being forwarded
+        self.body: _ClientBody | None = None
+        #: a request field this gateway used up (reverse-mode credentials): not forwarded
+        self.consumed = ""
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -178,10 +196,28 @@ class _Session:
             req = await self._read_head()
             if req is None:
                 return
+            self.body = None
             if not await self._handle(req):
+                if req.framing is not Framing.NONE and (self.body is None or not self.body.done):
+                    await self._linger()
                 return
             self.reader.next_message()
             first = False
+
+    async def _linger(self) -> None:
+        """Answered before the request body was read: half-close and discard what the client
+        still sends for a moment, so it reads our answer instead of a reset (bounded)."""
+        s = self.stream
+        if s.is_lost:
+            return
+        s.write_eof()
+        n = 0
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while n < LINGER_BYTES and (data := await s.read(READ_SIZE)):
+                    n += len(data)
+        except TimeoutError:
+            pass
 
     async def _read_head(self) -> Request | None:
         t = self.gw.config.gateway.handshake_timeout
@@ -256,7 +292,7 @@ class _Session:
                 raise ConnectionResetError(f"client read nothing for {self.idle:g}s") from None
 
     def _count(self, status: int) -> None:
-        self.state.requests.labels(self.ctx.name, str(status)).inc()
+        self.state.count(self.ctx.name, status)
 
     async def _fail(self, status: int, reason: str, message: str,
                     extra: list[tuple[str, str]] | None = None) -> bool:
@@ -300,6 +336,8 @@ class _Session:
                                     f"wrong user name or password (user {user[:64]!r})",
                                     challenge)
         self.stream.meta.user = user
+        if not proxy:
+            self.consumed = "authorization"  # ours, not the upstream's
         return True
 
     # ------------------------------------------------------------------------ CONNECT
@@ -323,21 +361,37 @@ class _Session:
 
     async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
         meta = self.stream.meta
-        if any(self.state.via in v for v in field_values(req.headers, "via")):
-            return await self._fail(508, "loop", f"request came back to this gateway "
-                                    f"({self.state.via}) on its way to {address}")
-        upgrade = req.get("upgrade") if "upgrade" in connection_tokens(req.headers) else None
-        expects = [x.lower() for x in field_values(req.headers, "expect")]
+        # one pass over the client's fields: what to forward, and what we act on
+        drop = (HOP_BY_HOP | FRAMING | req.connection | {"host", "expect", self.consumed})
         fields = [("Host", host)]
-        fields += [(k, v) for k, v in end_to_end(req.headers)
-                   if k.lower() not in ("host", "expect")]
+        via = self.state.via
+        expect_continue = False
+        upgrade: str | None = None
+        xff: list[str] = []
+        for k, v in req.headers:
+            low = k.lower()
+            if low in drop:
+                if low == "expect":
+                    expect_continue = expect_continue or "100-continue" in v.lower()
+                elif low == "upgrade" and "upgrade" in req.connection:
+                    upgrade = v
+                continue
+            if low == "via" and via in v:
+                return await self._fail(508, "loop", f"request came back to this gateway "
+                                        f"({via}) on its way to {address}")
+            if low == "x-forwarded-for" and self.opts.forwarded:
+                xff.append(v)
+                continue
+            fields.append((k, v))
         if self.opts.forwarded:
-            add_forwarded(fields, meta.remote, host)
-        fields.append(("Via", f"1.1 {self.state.via}"))
+            fields.append(("Forwarded", forwarded_for(meta.remote, host)))
+            xff.append(meta.remote[0] if meta.remote else "unknown")
+            fields.append(("X-Forwarded-For", ", ".join(xff)))
+        fields.append(("Via", f"1.1 {via}"))
         body: _ClientBody | None = None
         length: int | None = None
         if req.framing is not Framing.NONE:
-            body = _ClientBody(self, "100-continue" in expects)
+            body = self.body = _ClientBody(self, expect_continue)
             length = req.length if req.framing is Framing.LENGTH else None
         elif req.get("content-length") is not None:
             length = 0
@@ -357,7 +411,7 @@ class _Session:
                 resp.abort()
                 return await self._fail(502, "bad_response", f"upstream {address} answered "
                                         f"{head.status} to switch protocols unasked")
-            fields = end_to_end(head.headers)
+            fields = end_to_end(head.headers, tokens=head.connection)
             fields += [("Connection", "Upgrade"), ("Upgrade", head.get("upgrade") or upgrade)]
             self._count(101)
             await self._write(encode_head(f"HTTP/1.1 101 {head.reason}", fields))
@@ -366,7 +420,7 @@ class _Session:
             await self.gw.relay(self.stream, up)
             return False
         keep = req.keep_alive
-        fields = end_to_end(head.headers)
+        fields = end_to_end(head.headers, tokens=head.connection)
         chunked = False
         if head.framing is Framing.LENGTH:
             fields.append(("Content-Length", str(head.length)))
@@ -386,11 +440,25 @@ class _Session:
             fields.append(("Connection", "close"))
         self._count(head.status)
         try:
-            await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields))
+            # the head goes out with the first piece of the body: one write for small answers
+            pending = encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields)
             while data := await resp.read():
-                await self._write(encode_chunk(data) if chunked else data)
+                if chunked:
+                    data = encode_chunk(data)
+                    if resp.complete:
+                        data += encode_last_chunk()
+                        chunked = False
+                if pending:
+                    if len(data) <= COALESCE:
+                        data = pending + data
+                    else:
+                        await self._write(pending)
+                    pending = b""
+                await self._write(data)
             if chunked:
-                await self._write(encode_last_chunk())
+                pending += encode_last_chunk()
+            if pending:
+                await self._write(pending)
         except (HttpError, ConnectionError) as e:
             resp.abort()
             self.stream.abort()
@@ -400,9 +468,10 @@ class _Session:
             return False
         await resp.release()
         up_bytes = body.count if body is not None else 0
-        metrics = self.gw.metrics
-        metrics.bytes.labels(self.ctx.name, "up").inc(up_bytes)
-        metrics.bytes.labels(self.ctx.name, "down").inc(resp.received)
+        if up_bytes:
+            self.gw.metrics.bytes.labels(self.ctx.name, "up").inc(up_bytes)
+        if resp.received:
+            self.gw.metrics.bytes.labels(self.ctx.name, "down").inc(resp.received)
         log.debug("http_request listener=%s client=%s user=%s method=%s address=%s target=%s "
                   "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, _peer(meta),
                   meta.user or "-", req.method, address, target[:200], head.status, up_bytes,

@@ -7,7 +7,7 @@ from collections import deque
 
 from ugate_core import Stream
 
-from .h1 import Event, MessageEnded, RequestParser, ResponseParser
+from .h1 import Event, HttpError, MessageEnded, RequestParser, ResponseParser
 
 READ_SIZE = 256 * 1024
 
@@ -25,6 +25,7 @@ class EventReader:
         self.parser = parser
         self._events: deque[Event] = deque()
         self._eof = False
+        self._error: HttpError | None = None
 
     @property
     def eof(self) -> bool:
@@ -48,6 +49,8 @@ class EventReader:
     async def next_event(self, deadline: float | None = None) -> Event | None:
         events = self._events
         while not events:
+            if self._error is not None:
+                raise self._error
             if self._eof:
                 return None
             if deadline is None:
@@ -63,11 +66,30 @@ class EventReader:
         return events.popleft()
 
     async def wait_readable(self, deadline: float) -> bool:
-        """Wait until a byte or EOF is there (keep-alive idle); False at the deadline."""
+        """Wait until bytes or EOF arrive (keep-alive idle); False at the deadline."""
         if self.pending() or self._eof:
             return True
-        await self.stream.read_some_into(1, deadline)
-        return self.stream.buffered() > 0 or self.stream.saw_eof
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await self.stream.read(READ_SIZE)
+        except TimeoutError:
+            return False
+        try:
+            if data:
+                self._events.extend(self.parser.receive_data(data))
+            else:
+                self._eof = True
+                self._events.extend(self.parser.receive_eof())
+        except HttpError as e:
+            self._error = e  # raised by the next next_event(), where errors are answered
+        return True
+
+    def next_event_nowait(self) -> Event:
+        return self._events.popleft()
+
+    def peek(self) -> Event | None:
+        """The next event if one is already parsed (no I/O)."""
+        return self._events[0] if self._events else None
 
     def take_leftover(self) -> bytes:
         """Bytes the parser holds beyond the last message (for a tunnel)."""

@@ -10,7 +10,7 @@ import re
 
 from ugate_core import format_hostport
 
-from .h1 import Headers, HttpError, connection_tokens, encode_head, field_values
+from .h1 import Headers, HttpError, connection_tokens, encode_head
 
 #: fields that describe one connection, never forwarded (RFC 9110 7.6.1, plus legacy ones)
 HOP_BY_HOP = frozenset({
@@ -73,10 +73,14 @@ def address_of(host: str, port: int) -> str:
     return format_hostport(host, port)
 
 
-def end_to_end(headers: Headers, *, keep: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+def end_to_end(headers: Headers, *, keep: frozenset[str] = frozenset(),
+               tokens: frozenset[str] | set[str] | None = None) -> list[tuple[str, str]]:
     """``headers`` without hop-by-hop and framing fields and without the fields the
-    ``Connection`` header names (``keep`` lists lower-case names to let through anyway)."""
-    drop = (HOP_BY_HOP | FRAMING | connection_tokens(headers)) - keep
+    ``Connection`` header names (``tokens`` if the caller has them already; ``keep`` lists
+    lower-case names to let through anyway)."""
+    if tokens is None:
+        tokens = connection_tokens(headers)
+    drop = (HOP_BY_HOP | FRAMING | tokens) - keep
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
@@ -89,16 +93,6 @@ def forwarded_for(remote: tuple[str, int] | None, host: str, proto: str = "http"
     else:
         node = remote[0]
     return f'for={node};host="{host}";proto={proto}'
-
-
-def add_forwarded(fields: list[tuple[str, str]], remote: tuple[str, int] | None, host: str,
-                  proto: str = "http") -> None:
-    """Append our hop to ``Forwarded`` and ``X-Forwarded-For`` (kept as one field)."""
-    fields.append(("Forwarded", forwarded_for(remote, host, proto)))
-    prior = field_values(tuple(fields), "x-forwarded-for")
-    fields[:] = [(k, v) for k, v in fields if k.lower() != "x-forwarded-for"]
-    ip = remote[0] if remote is not None else "unknown"
-    fields.append(("X-Forwarded-For", ", ".join([*prior, ip])))
 
 
 def basic_credentials(value: str) -> tuple[str, str] | None:
