@@ -1,26 +1,76 @@
 """The hot path: copy bytes both ways between two streams.
 
-Push mode, no StreamReader: each chunk a source delivers is written straight to the other side.
-When the other side's write buffer passes its high-water mark the source is paused, and resumed
-when it drains, so a stalled reader caps the relay's memory. EOF in one direction is passed on
-as a half-close; the relay ends when both directions ended, on the first reset, on the idle
-timeout or on the total timeout.
+Every direction starts on the **copy path**: push mode, no StreamReader; each chunk a source
+delivers is written straight to the other side. When the other side's write buffer passes its
+high-water mark the source is paused, and resumed when it drains, so a stalled reader caps the
+relay's memory. This path works for every :class:`~ugate_core.stream.Stream` and is the cheapest
+to set up (best connections per second).
+
+Where both ends are plain kernel sockets (:class:`~ugate_core.stream.TcpStream` with no TLS in
+between) a direction that has carried :attr:`RelaySettings.splice_after` bytes moves to the
+**splice path** (:mod:`ugate_core.splice`): its source is paused, the destination's write buffer
+is let drain, then the kernel moves the bytes socket → pipe → socket. Each direction switches
+on its own; the other may stay on the copy path.
+
+EOF in one direction is passed on as a half-close; the relay ends when both directions ended,
+on the first reset, on the idle timeout or on the total timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import socket
 from dataclasses import dataclass
 
-from .stream import Stream
+from . import splice as _splice
+from .stream import Stream, TcpStream
+
+log = logging.getLogger("ugate.relay")
+
+_MODES = ("auto", "off", "always")
+
+
+@dataclass
+class RelaySettings:
+    """How :func:`relay` picks its path (process-wide; tests and ``bench/`` change it).
+
+    ``splice``: ``auto`` moves a direction to splice after ``splice_after`` bytes, ``always``
+    from its first byte, ``off`` never. Defaults come from the environment variables
+    ``UGATE_SPLICE`` and ``UGATE_SPLICE_AFTER``.
+    """
+
+    splice: str = "auto"
+    splice_after: int = 1 << 20
+
+    @classmethod
+    def from_env(cls) -> RelaySettings:
+        mode = os.environ.get("UGATE_SPLICE", "auto").strip().lower() or "auto"
+        if mode not in _MODES:
+            raise ValueError(f"UGATE_SPLICE={mode!r}: not one of {', '.join(_MODES)}")
+        after = os.environ.get("UGATE_SPLICE_AFTER", "").strip()
+        try:
+            n = int(after) if after else 1 << 20
+        except ValueError:
+            raise ValueError(f"UGATE_SPLICE_AFTER={after!r}: not a byte count") from None
+        if n < 0:
+            raise ValueError(f"UGATE_SPLICE_AFTER={after!r}: not a byte count")
+        return cls(mode, n)
+
+
+settings = RelaySettings.from_env()
 
 
 @dataclass
 class RelayStats:
     """Bytes each way and why the relay ended (``done``, ``idle``, ``timeout``, ``reset``,
-    ``cancelled``); ``end`` is ``""`` while it runs. Counts are live while it runs."""
+    ``cancelled``); ``end`` is ``""`` while it runs. Counts are live while it runs.
+    ``spliced`` counts the directions that moved to the splice path."""
 
     end: str = ""
+    spliced: int = 0
     _up: int = 0
     _down: int = 0
     _pipes: tuple[_Pipe, _Pipe] | None = None
@@ -28,66 +78,187 @@ class RelayStats:
     @property
     def up(self) -> int:
         """Bytes from ``a`` to ``b``."""
-        return self._pipes[0].count if self._pipes else self._up
+        return self._pipes[0].total if self._pipes else self._up
 
     @property
     def down(self) -> int:
         """Bytes from ``b`` to ``a``."""
-        return self._pipes[1].count if self._pipes else self._down
+        return self._pipes[1].total if self._pipes else self._down
+
+
+# direction states
+_COPY, _SWITCHING, _SPLICE = 0, 1, 2
 
 
 class _Pipe:
-    """One direction: ``src`` pushes into ``dst``."""
+    """One direction: ``src`` pushes into ``dst`` (copy path), or a splice moves it."""
 
-    __slots__ = ("count", "dst", "eof", "on_end", "src")
+    __slots__ = ("count", "dst", "eof", "relay", "spl", "src", "state", "switch_at")
 
-    def __init__(self, src: Stream, dst: Stream, on_end: _Ender) -> None:
+    def __init__(self, src: Stream, dst: Stream, relay: _Relay, switch_at: int | None) -> None:
         self.src = src
         self.dst = dst
         self.count = 0
         self.eof = False
-        self.on_end = on_end
+        self.relay = relay
+        self.state = _COPY
+        self.switch_at = switch_at
+        self.spl: _splice.SpliceDirection | None = None
 
+    @property
+    def total(self) -> int:
+        spl = self.spl
+        return self.count if spl is None else self.count + spl.count
+
+    # Receiver (copy path)
     def data_received(self, data: bytes) -> None:
         dst = self.dst
         if dst.is_lost:
-            self.on_end.finish("reset")
+            self.relay.finish("reset")
+            return
+        if self.state == _SPLICE:
+            # someone resumed a spliced source: these bytes cannot be ordered any more
+            log.error("relay_error reason=read_while_spliced bytes=%d", len(data))
+            self.relay.finish("reset")
             return
         self.count += len(data)
-        dst.write(data)
-        if dst.write_paused:
+        dst.write(data)  # ``data`` is never reused: uvloop may keep a reference to it
+        if self.switch_at is not None and self.count >= self.switch_at:
+            self.switch_at = None
+            self.relay.begin_splice(self)
+        elif dst.write_paused:
             self.src.pause_reading()
 
     def resume(self) -> None:
-        self.src.resume_reading()
+        """``dst`` drained below its low-water mark (or emptied, while switching)."""
+        if self.state == _COPY:
+            self.src.resume_reading()
+        elif self.state == _SWITCHING:
+            self.relay.try_splice(self)
 
     def eof_received(self) -> None:
         if self.eof:
             return
         self.eof = True
         self.dst.write_eof()
-        self.on_end.half_done()
+        self.relay.half_done()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # the source is gone both ways: nothing more can be written to it either
-        self.on_end.finish("done" if exc is None and self.eof else "reset")
+        self.relay.finish("done" if exc is None and self.eof else "reset")
+
+    # splice path callbacks
+    def spliced_eof(self) -> None:
+        self.eof = True
+        self.relay.half_done()
+
+    def spliced_error(self, exc: OSError) -> None:
+        self.relay.finish("reset")
 
 
-class _Ender:
-    __slots__ = ("fut", "halves", "pipes")
+class _Relay:
+    __slots__ = ("a", "b", "fut", "loop", "pipes", "socks", "spliced")
 
-    def __init__(self, fut: asyncio.Future[str]) -> None:
+    def __init__(self, a: Stream, b: Stream, fut: asyncio.Future[str]) -> None:
+        self.a = a
+        self.b = b
         self.fut = fut
-        self.halves = 0
-        self.pipes: tuple[_Pipe, _Pipe] | None = None
+        self.loop = fut.get_loop()
+        self.socks: dict[int, socket.socket] = {}
+        self.spliced = 0
+        self.pipes = (_Pipe(a, b, self, None), _Pipe(b, a, self, None))
+
+    def arm(self) -> None:
+        """Let each direction move to splice (called once both receivers are set:
+        ``set_receiver`` resumes a paused source after handing over its buffer, so a switch
+        begun inside it would be undone)."""
+        mode = settings.splice
+        if mode == "off" or not _splice.AVAILABLE or _raw_fd(self.a) is None \
+                or _raw_fd(self.b) is None:
+            return
+        after = 0 if mode == "always" else settings.splice_after
+        for p in self.pipes:
+            if p.count >= after:
+                self.begin_splice(p)
+            else:
+                p.switch_at = after
 
     def half_done(self) -> None:
-        if self.pipes is not None and all(p.eof for p in self.pipes):
+        if self.pipes[0].eof and self.pipes[1].eof:
             self.finish("done")
 
     def finish(self, why: str) -> None:
         if not self.fut.done():
             self.fut.set_result(why)
+
+    # ---------------------------------------------------------------- copy → splice
+    def begin_splice(self, p: _Pipe) -> None:
+        if p.state != _COPY or p.eof or self.fut.done():
+            return
+        p.state = _SWITCHING
+        p.src.pause_reading()
+        self.try_splice(p)
+
+    def try_splice(self, p: _Pipe) -> None:
+        """Start splicing ``p`` once every byte the copy path gave ``dst`` has left."""
+        if p.state != _SWITCHING or self.fut.done():
+            return
+        src, dst = p.src, p.dst
+        if dst.is_lost or src.is_lost:
+            self.finish("reset")
+            return
+        assert isinstance(src, TcpStream) and isinstance(dst, TcpStream)
+        if dst.get_write_buffer_size():
+            # resume_writing (→ p.resume → here) fires once the buffer is empty
+            dst.set_write_buffer_limits(0)
+            return
+        s_fd, d_fd = _raw_fd(src), _raw_fd(dst)
+        if s_fd is None or d_fd is None or src.buffered():
+            # the streams changed under us (closing): stay on the copy path
+            self._back_to_copy(p, dst)
+            return
+        try:
+            s_sock, d_sock = self._sock(src, s_fd), self._sock(dst, d_fd)
+            spl = _splice.SpliceDirection(self.loop, s_sock, d_sock, p.spliced_eof,
+                                          p.spliced_error)
+        except OSError:  # out of fds or pipes: stay on the copy path
+            self._back_to_copy(p, dst)
+            return
+        p.state = _SPLICE
+        p.spl = spl
+        self.spliced += 1
+        spl.start()
+
+    @staticmethod
+    def _back_to_copy(p: _Pipe, dst: TcpStream) -> None:
+        p.state = _COPY
+        dst.set_write_buffer_limits(TcpStream.write_high)
+        p.src.resume_reading()
+
+    def _sock(self, s: Stream, fd: int) -> socket.socket:
+        sk = self.socks.get(id(s))
+        if sk is None:
+            sk = self.socks[id(s)] = _splice.dup_socket(fd)
+        return sk
+
+    def stop_splicing(self) -> None:
+        for p in self.pipes:
+            if p.spl is not None:
+                p.spl.stop()
+        for sk in self.socks.values():
+            sk.close()
+        self.socks.clear()
+
+
+def _raw_fd(s: Stream) -> int | None:
+    """The socket fd of a plain TcpStream (its subclasses must not touch the bytes)."""
+    if not isinstance(s, TcpStream):
+        return None
+    cls = type(s)
+    if cls.data_received is not TcpStream.data_received or cls._do_write is not \
+            TcpStream._do_write or cls._on_data is not Stream._on_data:
+        return None
+    return s.raw_fd()
 
 
 async def relay(
@@ -105,11 +276,9 @@ async def relay(
     loop = asyncio.get_running_loop()
     st = stats if stats is not None else RelayStats()
     fut: asyncio.Future[str] = loop.create_future()
-    ender = _Ender(fut)
-    ab = _Pipe(a, b, ender)
-    ba = _Pipe(b, a, ender)
-    ender.pipes = (ab, ba)
-    st._pipes = ender.pipes
+    r = _Relay(a, b, fut)
+    ab, ba = r.pipes
+    st._pipes = r.pipes
     b.on_resume_writing = ab.resume
     a.on_resume_writing = ba.resume
     idle_handle: asyncio.TimerHandle | None = None
@@ -117,9 +286,9 @@ async def relay(
 
     def idle_check() -> None:
         nonlocal idle_handle, last
-        total = ab.count + ba.count
+        total = ab.total + ba.total
         if total == last:
-            ender.finish("idle")
+            r.finish("idle")
             return
         last = total
         assert idle_timeout is not None
@@ -131,6 +300,7 @@ async def relay(
     try:
         a.set_receiver(ab)
         b.set_receiver(ba)
+        r.arm()
         try:
             if total_timeout:
                 st.end = await asyncio.wait_for(asyncio.shield(fut), total_timeout)
@@ -144,15 +314,18 @@ async def relay(
     finally:
         if idle_handle is not None:
             idle_handle.cancel()
-        st._up, st._down, st._pipes = ab.count, ba.count, None
+        st._up, st._down, st._pipes = ab.total, ba.total, None
+        st.spliced = r.spliced
+        r.stop_splicing()
         a.set_receiver(None)
         b.set_receiver(None)
         a.on_resume_writing = None
         b.on_resume_writing = None
-        if st.end == "done":
-            a.close()
-            b.close()
-        else:
-            a.abort()
-            b.abort()
+        with contextlib.suppress(Exception):
+            if st.end == "done":
+                a.close()
+                b.close()
+            else:
+                a.abort()
+                b.abort()
     return st

@@ -393,6 +393,8 @@ class TcpStream(Stream, asyncio.Protocol):
     """A kernel TCP socket driven by an asyncio transport (no StreamReader copies)."""
 
     transport: asyncio.Transport | None
+    #: transport write buffer above which the relay pauses the other side
+    write_high: int = 256 * 1024
 
     def __init__(self, meta: StreamMeta | None = None) -> None:
         Stream.__init__(self, meta)
@@ -403,7 +405,7 @@ class TcpStream(Stream, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
-        transport.set_write_buffer_limits(high=256 * 1024)
+        transport.set_write_buffer_limits(high=self.write_high)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -473,6 +475,27 @@ class TcpStream(Stream, asyncio.Protocol):
     def get_write_buffer_size(self) -> int:
         t = self.transport
         return 0 if t is None else t.get_write_buffer_size()
+
+    def raw_fd(self) -> int | None:
+        """The kernel stream socket's fd when the bytes on it are this stream's bytes (no TLS
+        layer in between, transport open): the relay's splice fast path uses it. Else None."""
+        t = self.transport
+        if t is None or t.is_closing() or self._lost or self._closing:
+            return None
+        if t.get_extra_info("sslcontext") is not None or \
+                t.get_extra_info("ssl_object") is not None:
+            return None
+        s = t.get_extra_info("socket")
+        if s is None or getattr(s, "type", None) != socket.SOCK_STREAM:
+            return None
+        fd = int(s.fileno())
+        return fd if fd >= 0 else None
+
+    def set_write_buffer_limits(self, high: int, low: int | None = None) -> None:
+        """Flow control of the transport: ``pause_writing`` above ``high``, resume at ``low``."""
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.set_write_buffer_limits(high, low)
 
     def get_socket(self) -> socket.socket | None:
         t = self.transport
