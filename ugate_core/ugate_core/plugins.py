@@ -91,6 +91,9 @@ def load_plugins(
         failures[ep.name] = msg
         log.error("plugin_load_failed plugin=%s module=%s error=%r", ep.name, ep.value, msg)
 
+    # stevedore caches a group's entry points per process; plugins installed since (or a
+    # changed sys.path) must be seen, and this runs once per gateway start
+    NamedExtensionManager.ENTRY_POINT_CACHE.pop(GROUP, None)
     mgr = (
         NamedExtensionManager(
             GROUP,
