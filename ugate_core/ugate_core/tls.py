@@ -13,7 +13,7 @@
 Both stay in the event loop's own TLS (``create_connection`` / ``connect_accepted_socket``
 with ``ssl=``, also under uvloop); the stream is a :class:`TlsStream`, a :class:`TcpStream`
 over the SSL transport, so it stays in push mode. TLS has no half-close in asyncio:
-``write_eof`` closes.
+``write_eof`` stops sending and closes once the peer is done (see :class:`TlsStream`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,23 @@ def count_identity_failure(gateway: Gateway, protocol: str, direction: str = "di
 
 
 class TlsStream(TcpStream):
-    """A TcpStream over an asyncio or uvloop SSL transport (push mode; ``write_eof`` closes)."""
+    """A TcpStream over an asyncio or uvloop SSL transport (push mode).
+
+    asyncio's SSL transports cannot half-close (no ``write_eof``; closing sends close_notify
+    and stops reading). On the client side (the dialer) ``write_eof`` therefore *lingers*: no
+    more bytes go out, bytes still come in, and the connection closes when the server
+    finishes or after :attr:`linger` seconds without a byte from it; so a request-then-EOF
+    client still gets its whole reply. On the server side (``linger = 0``) ``write_eof``
+    closes at once: the server is done answering, and its close is the client's EOF.
+    """
+
+    #: seconds without incoming data after our write_eof before the connection closes;
+    #: 0 closes at once
+    linger: float = 5.0
+
+    def __init__(self, meta: StreamMeta | None = None) -> None:
+        super().__init__(meta)
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: no isinstance check
@@ -85,12 +101,41 @@ class TlsStream(TcpStream):
         if isinstance(local, tuple):
             self.meta.local = (str(local[0]), int(local[1]))
 
+    def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            self._arm_linger()
+        self._on_data(data)
+
     def eof_received(self) -> bool:
+        self._cancel_linger()
         self._on_eof()
         return False  # TLS cannot stay half-open in asyncio: let the transport close
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_linger()
+        super().connection_lost(exc)
+
     def can_write_eof(self) -> bool:
-        return False
+        return self.transport is not None
+
+    def _do_write_eof(self) -> None:
+        if self._eof or self._lost or self.linger <= 0:
+            self.close()
+        else:
+            self._arm_linger()
+
+    def _arm_linger(self) -> None:
+        self._cancel_linger()
+        self._linger = asyncio.get_running_loop().call_later(self.linger, self._linger_over)
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        self.close()
 
     @property
     def ssl_object(self) -> Any:
@@ -323,6 +368,7 @@ class TlsListener:
         loop = asyncio.get_running_loop()
         timeout = gw.config.gateway.handshake_timeout
         tls = TlsStream(meta)
+        tls.linger = 0  # the server side closes when its target is done
         try:
             # uvloop returns its SSL protocol as the second item, asyncio ours: use ``tls``
             transport, _ = await loop.connect_accepted_socket(
