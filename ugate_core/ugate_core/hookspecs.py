@@ -77,7 +77,10 @@ def ugate_identity(gateway: Gateway) -> IdentitySource | None:
     """Return where this workload's key and certificates come from.
 
     First non-``None`` answer wins; core's default keeps the key in the state directory.
-    Called once at start-up, before listeners start.
+    Called when the config is checked and when ``gateway.identity`` is first used (at
+    start-up, before listeners start): building the source must be cheap and create nothing
+    (``ugate config check`` and ``ugate plugins`` call it); ``source.load(gateway)`` reads or
+    creates the key and returns a :class:`~ugate_core.Identity`.
     """
 
 
