@@ -48,6 +48,9 @@ T = dns.rdatatype
 SECURE, INSECURE, BOGUS = "secure", "insecure", "bogus"
 _RANK = {SECURE: 0, INSECURE: 1, BOGUS: 2}
 MAX_CNAME = 8
+Key = tuple[dns.name.Name, RdataType]
+#: the lookups a lookup is part of
+Via = frozenset[Key]
 
 
 class DnsError(UgateError):
@@ -99,12 +102,32 @@ class Resolver:
         #: called with (type, result) for every query sent to a server (metrics)
         self.on_query = on_query or (lambda t, r: None)
 
-    async def query(self, qname: dns.name.Name, rdtype: RdataType, depth: int = 0) -> Answer:
-        """The (cached) answer for ``qname``/``rdtype``; DnsError if no server answers."""
-        key = (qname, rdtype)  # Name equality and hash ignore case
+    async def query(
+        self, qname: dns.name.Name, rdtype: RdataType, via: Via = frozenset()
+    ) -> Answer:
+        """The (cached) answer for ``qname``/``rdtype``; DnsError if no server answers.
+
+        ``via`` holds the lookups this one is part of (CNAME targets, DNSSEC keys): asking for
+        one of them again is a loop in the data, an error rather than a wait on itself.
+        """
+        key: Key = (qname, rdtype)  # Name equality and hash ignore case
+        if key in via:
+            raise DnsError(f"loop in the data: {qname} {dns.rdatatype.to_text(rdtype)} "
+                           "depends on itself (CNAME or DNSSEC chain)")
+        if len(via) > 4 * MAX_CNAME:
+            raise DnsError(f"{qname} {dns.rdatatype.to_text(rdtype)}: chain longer than "
+                           f"{4 * MAX_CNAME} lookups")
 
         async def fetch() -> tuple[Answer, float]:
-            a = await self._fetch(key[0], rdtype, depth)
+            # bounded on its own: waiters may give up, and a cycle through another caller's
+            # lookup must not leave this one in flight forever
+            try:
+                async with asyncio.timeout(self.settings.deadline):
+                    a = await self._fetch(qname, rdtype, via | {key})
+            except TimeoutError:
+                raise DnsError(f"no complete answer for {qname} "
+                               f"{dns.rdatatype.to_text(rdtype)} within "
+                               f"{self.settings.deadline:g}s") from None
             return a, a.ttl
 
         return await self.cache.get_or_fetch(key, fetch)
@@ -163,7 +186,7 @@ class Resolver:
         raise DnsError(f"no answer for {what}: {'; '.join(uniq)}")
 
     # ------------------------------------------------------------------------- one lookup
-    async def _fetch(self, qname: dns.name.Name, rdtype: RdataType, depth: int) -> Answer:
+    async def _fetch(self, qname: dns.name.Name, rdtype: RdataType, via: Via) -> Answer:
         msg = await self.exchange(qname, rdtype)
         chain: list[dns.rrset.RRset] = []
         name = qname
@@ -183,15 +206,15 @@ class Resolver:
         ttl = min([float(r.ttl) for r in [*chain, *([final] if final else [])]] or [3600.0])
         security, why = INSECURE, ""
         if anchor is not None:
-            why = await self._validate(msg, qname, rdtype, chain, final, name, nxdomain, depth)
+            why = await self._validate(msg, qname, rdtype, chain, final, name, nxdomain, via)
             security = BOGUS if why else SECURE
             if chain and self.settings.anchor_for(name) is None:
                 security = worst(security, INSECURE)
             for r in chain + ([final] if final else []):
                 ttl = min(ttl, dnssec.sig_ttl(dnssec.rrsigs_for(msg, msg.answer, r), now))
-        if final is None and not nxdomain and chain and depth < MAX_CNAME:
+        if final is None and not nxdomain and chain:
             # the CNAME leaves this server's data: ask for the target itself
-            sub = await self.query(name, rdtype, depth + 1)
+            sub = await self.query(name, rdtype, via)
             return Answer(qname, rdtype, sub.rrset, sub.nxdomain, min(ttl, sub.ttl),
                           worst(security, sub.security), why or sub.why)
         if final is None:
@@ -211,11 +234,11 @@ class Resolver:
     async def _validate(
         self, msg: dns.message.Message, qname: dns.name.Name, rdtype: RdataType,
         chain: list[dns.rrset.RRset], final: dns.rrset.RRset | None, last: dns.name.Name,
-        nxdomain: bool, depth: int,
+        nxdomain: bool, via: Via,
     ) -> str:
         """Empty string if the answer validates to the anchor, else why not."""
         for rr in [*chain, *([final] if final else [])]:
-            why = await self._check_rrset(msg, msg.answer, rr, depth)
+            why = await self._check_rrset(msg, msg.answer, rr, via)
             if why:
                 return why
         if final is not None or (chain and not nxdomain):
@@ -230,7 +253,7 @@ class Resolver:
             if rr.rdtype == T.RRSIG:
                 continue
             if rr.rdtype in (T.SOA, T.NSEC, T.NSEC3):
-                why = await self._check_rrset(msg, msg.authority, rr, depth)
+                why = await self._check_rrset(msg, msg.authority, rr, via)
                 if why:
                     return why
             if rr.rdtype == T.SOA:
@@ -250,7 +273,7 @@ class Resolver:
 
     async def _check_rrset(
         self, msg: dns.message.Message, section: list[dns.rrset.RRset], rr: dns.rrset.RRset,
-        depth: int,
+        via: Via,
     ) -> str:
         sigs = dnssec.rrsigs_for(msg, section, rr)
         if sigs is None:
@@ -265,7 +288,7 @@ class Resolver:
                 continue
             if rr.rdtype == T.DNSKEY and rr.name == signer:
                 keys = self._self_keys(rr, anchor) if signer == anchor.zone else \
-                    await self._ds_keys(rr, depth)
+                    await self._ds_keys(rr, via)
                 if isinstance(keys, str):
                     reasons.append(keys)
                     continue
@@ -273,7 +296,7 @@ class Resolver:
                 if rr.rdtype == T.DS and rr.name == signer:
                     reasons.append(f"DS for {rr.name} signed by the zone itself")
                     continue
-                ka = await self.query(signer, T.DNSKEY, depth + 1)
+                ka = await self.query(signer, T.DNSKEY, via)
                 if ka.security != SECURE or ka.rrset is None:
                     reasons.append(f"DNSKEY of {signer} not trusted: {ka.why or 'none'}")
                     continue
@@ -291,9 +314,9 @@ class Resolver:
             return f"no DNSKEY of {anchor.zone} matches the configured trust anchor"
         return keys
 
-    async def _ds_keys(self, dnskeys: dns.rrset.RRset, depth: int) -> dns.rrset.RRset | str:
+    async def _ds_keys(self, dnskeys: dns.rrset.RRset, via: Via) -> dns.rrset.RRset | str:
         zone = dnskeys.name
-        ds = await self.query(zone, T.DS, depth + 1)
+        ds = await self.query(zone, T.DS, via)
         if ds.security != SECURE or ds.rrset is None:
             return f"DS of {zone} not trusted: {ds.why or 'no DS (insecure delegation)'}"
         rds = [d for d in ds.rrset if isinstance(d, dns.rdtypes.ANY.DS.DS)]
