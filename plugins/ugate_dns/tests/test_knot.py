@@ -143,6 +143,19 @@ async def test_destination_from_knot_records(
     assert other is not None and other.identities == ()
 
 
+async def test_truncated_udp_answer_is_retried_over_tcp(
+    start_knot: StartKnot, start_gateway: StartGateway
+) -> None:
+    long = " ".join(f'"label.k{i}={"v" * 200}"' for i in range(10))  # ~2 KB of TXT
+    knot = await start_knot({"test.zone": zone(extra=f"big A 127.0.0.1\nbig TXT \"ugate=1\" "
+                                                     f"{long}\n")})
+    gw = await start_gateway(dns_toml(knot.address))
+    dest = await DnsDiscovery.for_gateway(gw).resolve("big.test.zone", 80)
+    assert dest is not None and dest.labels["k9"] == "v" * 200
+    stats = await knot.knotc("stats", "mod-stats.request-protocol")
+    assert "request-protocol[tcp4]" in stats, stats  # the TXT came over TCP after TC=1
+
+
 async def test_srv_gives_endpoints_by_priority(
     start_knot: StartKnot, start_gateway: StartGateway
 ) -> None:

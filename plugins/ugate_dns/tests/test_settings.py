@@ -56,3 +56,12 @@ def test_anchor_file(tmp_path: Any) -> None:
     p.write_text(f"; from keymgr\n{DS}\n\n")
     s = parse_settings({"servers": [], "trust_anchor_file": str(p)})
     assert list(s.anchors) == [dns.name.from_text("test.zone")]
+
+
+def test_config_check_reports_dns_errors(tmp_path: Any) -> None:
+    from ugate_core import Gateway, loads
+
+    gw = Gateway(loads('[admin]\nlisten = ""\n[dns]\nzones = ["a"]\nsever = 1\n'),
+                 state_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"dns.sever: unknown key \(known: cache_max_ttl"):
+        gw.check()
