@@ -278,3 +278,29 @@ async def test_wrk_bounded_load(start_gateway: StartGateway, origin: Origin) -> 
           f"({proxied / direct:.2f}x)")
     assert proxied > 200
     assert origin.connections <= 16 + 16 + 1  # wrk's 16 direct, at most 16 pooled
+
+
+async def test_loop_is_508(start_gateway: StartGateway, origin: Origin) -> None:
+    """A Host that names the gateway itself comes back with our Via token: 508, not a storm."""
+    gw = await start_gateway(config(origin.port))
+    port = gw.port("web")
+    code, body, _ = await curl("-H", f"Host: 127.0.0.1:{port}", f"http://127.0.0.1:{port}/x")
+    assert code == 508 and b"came back to this gateway" in body
+    assert rejections(gw, "loop") == 1
+
+
+async def test_pipelined_requests_and_keepalive_timeout(start_gateway: StartGateway,
+                                                        origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port, "keepalive_timeout = 0.5"))
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port("web"))
+    w.write(b"GET /one HTTP/1.1\r\nHost: svc.test\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: svc.test\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /three HTTP/1.1\r\nHost: svc.test\r\n\r\n")
+    await w.drain()
+    t0 = time.monotonic()
+    got = await asyncio.wait_for(r.read(-1), 10)  # ends when the idle connection is closed
+    idle = time.monotonic() - t0
+    w.close()
+    bodies = re.findall(rb"HTTP/1\.1 200 OK\r\n.*?\r\n\r\n([^H]*)", got, re.S)
+    assert bodies == [b"hello /one\n", b"abc", b"hello /three\n"], got
+    assert 0.4 <= idle <= 3, idle

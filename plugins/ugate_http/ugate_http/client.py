@@ -221,7 +221,7 @@ class UpstreamResponse:
         conn, self._conn = self._conn, None
         assert conn is not None and self.head.framing is Framing.TUNNEL
         await self.request_body_sent()
-        conn.stream.unread(conn.reader.take_leftover())
+        conn.reader.detach()
         return conn.stream
 
 

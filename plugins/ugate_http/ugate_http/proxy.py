@@ -42,7 +42,7 @@ from .h1 import (
     encode_last_chunk,
 )
 from .options import HttpOptions, parse_options
-from .reader import READ_SIZE, EventReader
+from .reader import EventReader
 from .rewrite import (
     FRAMING,
     HOP_BY_HOP,
@@ -210,11 +210,12 @@ class _Session:
         s = self.stream
         if s.is_lost:
             return
+        self.reader.detach()
         s.write_eof()
         n = 0
         try:
             async with asyncio.timeout(LINGER_SECONDS):
-                while n < LINGER_BYTES and (data := await s.read(READ_SIZE)):
+                while n < LINGER_BYTES and (data := await s.read(65536)):
                     n += len(data)
         except TimeoutError:
             pass
@@ -348,7 +349,7 @@ class _Session:
             return await self._dial_failed(e, address)
         self._count(200)
         self.stream.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        self.stream.unread(self.reader.take_leftover())
+        self.reader.detach()
         await self.gw.relay(self.stream, up)
         return False
 
@@ -416,7 +417,7 @@ class _Session:
             self._count(101)
             await self._write(encode_head(f"HTTP/1.1 101 {head.reason}", fields))
             up = await resp.detach()
-            self.stream.unread(self.reader.take_leftover())
+            self.reader.detach()
             await self.gw.relay(self.stream, up)
             return False
         keep = req.keep_alive

@@ -1,4 +1,11 @@
-"""The asyncio side of the sans-IO parsers: pull events from a :class:`~ugate_core.Stream`."""
+"""The asyncio side of the sans-IO parsers: events from a :class:`~ugate_core.Stream`.
+
+The reader takes the stream in push mode (``set_receiver``): each chunk the transport
+delivers goes straight into the parser, with no copy into the stream's pull buffer, and
+parsed events queue up for ``next_event``. Reading pauses while more than
+:data:`HIGH_WATER` body bytes wait to be taken, or while a paused parser (between messages)
+holds more than that many unparsed bytes, so a fast sender cannot grow memory.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ from collections import deque
 
 from ugate_core import Stream
 
-from .h1 import Event, HttpError, MessageEnded, RequestParser, ResponseParser
+from .h1 import BodyReceived, Event, HttpError, MessageEnded, RequestParser, ResponseParser
 
-READ_SIZE = 256 * 1024
+#: bytes queued (parsed body or unparsed input) above which the source is paused
+HIGH_WATER = 512 * 1024
 
 
 class EventReader:
@@ -17,16 +25,72 @@ class EventReader:
 
     ``next_event(deadline)`` returns ``None`` at a clean end of the stream (between messages)
     and raises :class:`TimeoutError` at ``deadline`` (event-loop time), :class:`HttpError` on
-    bad bytes or a message cut short.
+    bad bytes or a message cut short. :meth:`detach` gives the stream back (for a tunnel).
     """
 
     def __init__(self, stream: Stream, parser: RequestParser | ResponseParser) -> None:
         self.stream = stream
         self.parser = parser
         self._events: deque[Event] = deque()
+        self._queued = 0
         self._eof = False
         self._error: HttpError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._attached = True
+        stream.set_receiver(self)
 
+    # ------------------------------------------------------------------ Receiver (push)
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            events = self.parser.receive_data(data)
+        except HttpError as e:
+            self._error = e
+            self.stream.pause_reading()
+        else:
+            for ev in events:
+                if type(ev) is BodyReceived:
+                    self._queued += len(ev.data)
+            self._events.extend(events)
+            if self._queued > HIGH_WATER or self.parser.buffered() > HIGH_WATER:
+                self.stream.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        if self._eof:
+            return
+        self._eof = True
+        if self._error is None:
+            try:
+                self._events.extend(self.parser.receive_eof())
+            except HttpError as e:
+                self._error = e
+        self._wake()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.eof_received()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait(self, deadline: float | None) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._waiter = fut
+        try:
+            if deadline is None:
+                await fut
+            else:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+        finally:
+            self._waiter = None
+
+    # ------------------------------------------------------------------ consumer side
     @property
     def eof(self) -> bool:
         return self._eof
@@ -38,13 +102,16 @@ class EventReader:
     def push(self, events: list[Event]) -> None:
         self._events.extend(events)
 
-    def next_message(self) -> None:
-        """The current message is done with: drop what is left of it, parse the next."""
-        events = self._events
-        while events:
-            if isinstance(events.popleft(), MessageEnded):
-                break
-        events.extend(self.parser.next_message())
+    def _resume(self) -> None:
+        if (self._error is None and self._queued <= HIGH_WATER // 2
+                and self.parser.buffered() <= HIGH_WATER):
+            self.stream.resume_reading()
+
+    def _taken(self, ev: Event) -> Event:
+        if type(ev) is BodyReceived:
+            self._queued -= len(ev.data)
+        self._resume()
+        return ev
 
     async def next_event(self, deadline: float | None = None) -> Event | None:
         events = self._events
@@ -53,44 +120,43 @@ class EventReader:
                 raise self._error
             if self._eof:
                 return None
-            if deadline is None:
-                data = await self.stream.read(READ_SIZE)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    data = await self.stream.read(READ_SIZE)
-            if data:
-                events.extend(self.parser.receive_data(data))
-            else:
-                self._eof = True
-                events.extend(self.parser.receive_eof())
-        return events.popleft()
-
-    async def wait_readable(self, deadline: float) -> bool:
-        """Wait until bytes or EOF arrive (keep-alive idle); False at the deadline."""
-        if self.pending() or self._eof:
-            return True
-        try:
-            async with asyncio.timeout_at(deadline):
-                data = await self.stream.read(READ_SIZE)
-        except TimeoutError:
-            return False
-        try:
-            if data:
-                self._events.extend(self.parser.receive_data(data))
-            else:
-                self._eof = True
-                self._events.extend(self.parser.receive_eof())
-        except HttpError as e:
-            self._error = e  # raised by the next next_event(), where errors are answered
-        return True
+            self._resume()
+            await self._wait(deadline)
+        return self._taken(events.popleft())
 
     def next_event_nowait(self) -> Event:
-        return self._events.popleft()
+        return self._taken(self._events.popleft())
 
     def peek(self) -> Event | None:
         """The next event if one is already parsed (no I/O)."""
         return self._events[0] if self._events else None
 
-    def take_leftover(self) -> bytes:
-        """Bytes the parser holds beyond the last message (for a tunnel)."""
-        return self.parser.take_leftover()
+    def next_message(self) -> None:
+        """The current message is done with: drop what is left of it, parse the next."""
+        events = self._events
+        while events:
+            if isinstance(self._taken(events.popleft()), MessageEnded):
+                break
+        try:
+            events.extend(self.parser.next_message())
+        except HttpError as e:
+            self._error = e
+
+    async def wait_readable(self, deadline: float) -> bool:
+        """Wait until bytes or EOF arrive (keep-alive idle); False at the deadline."""
+        while not (self.pending() or self._eof or self._error is not None):
+            self._resume()
+            try:
+                await self._wait(deadline)
+            except TimeoutError:
+                return False
+        return True
+
+    def detach(self) -> None:
+        """Stop reading: the stream goes back to pull mode with the bytes the parser holds
+        beyond the last message in front (a CONNECT or Upgrade tunnel starts with them)."""
+        if not self._attached:
+            return
+        self._attached = False
+        self.stream.set_receiver(None)
+        self.stream.unread(self.parser.take_leftover())
