@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -179,8 +180,19 @@ async def test_client_certificates_from_openssl(
 
 
 # ------------------------------------------------------------------------------ processes
+async def ugate(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run the ugate command with core only (UGATE_PLUGINS="") and debug logs."""
+    p = await asyncio.create_subprocess_exec(*UGATE, *args, env=ENV,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 60)
+    res = subprocess.CompletedProcess(list(args), p.returncode or 0, out, err)
+    if check and res.returncode:
+        raise AssertionError(f"ugate {' '.join(args)} exited {res.returncode}: {err.decode()}")
+    return res
+
+
 async def ugate_id(state: Path) -> dict[str, str]:
-    p = await run(*UGATE, "id", "--json", "--state-dir", str(state), check=True)
+    p = await ugate("id", "--json", "--state-dir", str(state))
     out: dict[str, str] = json.loads(p.stdout)
     return out
 
@@ -273,7 +285,7 @@ async def test_bad_key_permissions_stop_run_and_id(tmp_path: Path) -> None:
     cfg = tmp_path / "b.toml"
     cfg.write_text(tls_listener("127.0.0.1:9"))
     for cmd in (["id"], ["run", "-c", str(cfg)]):
-        p = await run(*UGATE, *cmd, "--state-dir", str(state), timeout=30)
+        p = await ugate(*cmd, "--state-dir", str(state), check=False)
         assert p.returncode == 1, (cmd, p.stderr)
         assert (f"ugate: key file {key}: mode 0644 lets other users read or change the "
                 f"private key; it must be 0600 (chmod 600 {key}). Refusing to use it"
@@ -317,3 +329,19 @@ async def test_half_close_over_tls_still_gets_the_whole_reply(
         got += chunk
     assert got.endswith(pattern(200000)) and got.startswith(b"HTTP/1.1 200 OK\r\n")
     await asyncio.wait_for(s.wait_closed(), 5)
+
+
+async def test_ugate_id_text_output(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    info = await ugate_id(state)
+    p = await ugate("id", "--state-dir", str(state))
+    rows = dict(line.split(None, 1) for line in p.stdout.decode().splitlines())
+    assert rows["id"] == info["id"] and rows["vip"] == info["vip"]
+    assert rows["fqdns"].split() == info["fqdns"]
+    assert rows["spki_sha256"] == info["spki_sha256"]
+    assert rows["tlsa"] == f"3 1 1 {info['spki_sha256']}"
+    assert rows["ssh"] == info["ssh_public_key"]
+    pin = "sha256//" + base64.b64encode(bytes.fromhex(info["spki_sha256"])).decode()
+    assert rows["pin"].split()[0] == pin
+    anchor = await ugate("id", "--anchor", "--state-dir", str(state))
+    assert anchor.stdout == anchor_pem()

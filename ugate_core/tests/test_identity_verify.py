@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ugate_core import DialError, ExpectedIdentity
 from ugate_core.certs import anchor_certificate, issue_leaf
@@ -118,6 +120,7 @@ def istio_like_chain(spiffe: str = "spiffe://cluster.local/ns/default/sa/echo",
 
 # ------------------------------------------------------------------------------ tests
 NAME = "peer.test"
+_GOOD_CERT = der(Identity(p256_key()).cert_chain()[0])
 
 
 def _mismatch(exc: DialError) -> str:
@@ -312,3 +315,21 @@ identity = ["spiffe://cluster.local/ns/default/sa/other"]
     finally:
         proc.kill()
         await proc.wait()
+
+
+_KINDS = ["id", "spki_sha256", "spki_sha512", "spki", "cert_sha256", "cert_sha512", "cert",
+          "spiffe", "ca", "bogus"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=600), st.just(_GOOD_CERT)),
+       st.lists(st.tuples(st.sampled_from(_KINDS), st.text(max_size=120)), min_size=1,
+                max_size=4))
+def test_verify_peer_only_ever_raises_dial_error(cert: bytes, exp: list[tuple[str, str]]) -> None:
+    """Whatever the peer sends and whatever discovery said: an ID or DialError("identity")."""
+    try:
+        got = verify_peer(cert, [ExpectedIdentity(k, v) for k, v in exp], NAME)
+    except DialError as e:
+        assert e.reason == "identity" and str(e).startswith(f"{NAME}: ")
+    else:
+        assert cert == _GOOD_CERT and got == Identity(p256_key()).id
