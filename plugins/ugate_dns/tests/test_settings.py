@@ -58,6 +58,14 @@ def test_anchor_file(tmp_path: Any) -> None:
     assert list(s.anchors) == [dns.name.from_text("test.zone")]
 
 
+def test_defaults_follow_a_small_discovery_timeout() -> None:
+    s = parse_settings({}, 0.2)
+    assert s.deadline == 0.18 and s.timeout == 0.18
+    with pytest.raises(ConfigError, match=r"dns.timeout: 0.5s is longer than dns.deadline "
+                       r"\(0.18s, from discovery.timeout\)"):
+        parse_settings({"timeout": 0.5}, 0.2)
+
+
 def test_config_check_reports_dns_errors(tmp_path: Any) -> None:
     from ugate_core import Gateway, loads
 

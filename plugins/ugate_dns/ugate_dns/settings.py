@@ -176,17 +176,19 @@ def parse_settings(t: Mapping[str, Any], discovery_timeout: float = 2.0) -> DnsS
     zones = tuple(_name(v, f"dns.zones[{i}]") for i, v in enumerate(_list(t, "zones")))
     search = tuple(_name(v, f"dns.search[{i}]") for i, v in enumerate(_list(t, "search")))
     zones += tuple(s for s in search if s not in zones)  # a search suffix is a zone too
-    timeout = _num(t, "timeout", 0.5, 0.01)
     retries = int(_num(t, "retries", 1))
     limit = discovery_timeout
+    # defaults follow core's limit, so a small discovery.timeout alone is a valid config
+    timeout = _num(t, "timeout", min(0.5, round(limit * 0.9, 3)), 0.01)
     default_deadline = round(min(limit * 0.9, max(timeout * (retries + 1) * 2, timeout)), 3)
     deadline = _num(t, "deadline", default_deadline, 0.01)
     if deadline >= limit:
         raise ConfigError("dns.deadline", f"{deadline:g}s must be below discovery.timeout "
                           f"({limit:g}s), or core gives up on dns first")
     if timeout > deadline:
+        src = "" if "deadline" in t else ", from discovery.timeout"
         raise ConfigError("dns.timeout", f"{timeout:g}s is longer than dns.deadline "
-                          f"({deadline:g}s)")
+                          f"({deadline:g}s{src})")
     lo = _num(t, "cache_min_ttl", 0.0)
     hi = _num(t, "cache_max_ttl", 3600.0)
     if hi < lo:
