@@ -13,11 +13,11 @@ from .certs import anchor_pem
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    gw = cli._gateway(args)
-    ident = gw.identity  # creates the key on first use, like 'ugate run'
-    if args.anchor:
+    if args.anchor:  # public: needs no key
         sys.stdout.write(anchor_pem().decode("ascii"))
         return 0
+    gw = cli._gateway(args)
+    ident = gw.identity  # creates the key on first use, like 'ugate run'
     if args.cert:
         sys.stdout.write(ident.cert_pem().decode("ascii"))
         return 0
