@@ -211,8 +211,12 @@ class UpstreamResponse:
     def abort(self) -> None:
         """Give up on this response: the connection is closed, never reused."""
         conn, self._conn = self._conn, None
-        if self._pump is not None and not self._pump.done():
-            self._pump.cancel()
+        pump = self._pump
+        if pump is not None:
+            if not pump.done():
+                pump.cancel()
+            elif not pump.cancelled():
+                pump.exception()  # seen: its failure is why we give up, or irrelevant now
         if conn is not None:
             conn.abort()
 

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from ugate_core import DialError, ListenerContext, Stream
 
-from .client import OutgoingRequest, UpstreamPool
+from .client import OutgoingRequest, UpstreamPool, UpstreamResponse
 from .h1 import (
     BodyReceived,
     Framing,
@@ -406,6 +406,16 @@ class _Session:
             return await self._dial_failed(e, address)
         except HttpError as e:
             return await self._fail(e.status, e.reason, str(e))
+        try:
+            return await self._answer(req, resp, address, target, body, upgrade, t0)
+        except BaseException:
+            resp.abort()  # never leave an upstream connection half-used
+            raise
+
+    async def _answer(self, req: Request, resp: UpstreamResponse, address: str, target: str,
+                      body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
+        """Pass the upstream's response to the client; True if the connection stays open."""
+        meta = self.stream.meta
         head = resp.head
         if head.framing is Framing.TUNNEL:
             if head.status != 101 or upgrade is None:

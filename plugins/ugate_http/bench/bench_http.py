@@ -1,0 +1,188 @@
+"""Reverse-proxy benchmark: wrk and curl through ugate and through HAProxy, as ratios.
+
+Starts, each as its own process on loopback: a streaming origin (asyncio, this file), ugate
+with an ``http`` listener in reverse mode, and HAProxy (``mode http``, ``http-reuse always``)
+when installed. Prints requests/s (wrk, keep-alive, 1 and 16 connections) and MiB/s for a
+download (Content-Length and chunked) and an upload, direct and through each proxy.
+
+    python plugins/ugate_http/bench/bench_http.py [--quick]
+
+Every run is bounded (wrk -d, curl --max-time); all processes are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BLOCK = os.urandom(1 << 20)
+
+
+async def _origin_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            target = lines[0].split(" ")[1]
+            hdrs = {k.strip().lower(): v.strip() for k, _, v in
+                    (ln.partition(":") for ln in lines[1:] if ":" in ln)}
+            n = int(hdrs.get("content-length", "0"))
+            while n:
+                n -= len(await r.read(min(n, 1 << 18)))
+            if target.startswith("/bytes/"):
+                size = int(target.split("/")[2].split("?")[0])
+                chunked = target.endswith("?chunked")
+                w.write(b"HTTP/1.1 200 OK\r\n" + (b"Transfer-Encoding: chunked\r\n\r\n" if chunked
+                        else b"Content-Length: %d\r\n\r\n" % size))
+                while size:
+                    piece = BLOCK[: min(size, len(BLOCK))]
+                    w.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+                    size -= len(piece)
+                    await w.drain()
+                if chunked:
+                    w.write(b"0\r\n\r\n")
+            else:
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
+            await w.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        w.close()
+
+
+def origin_main(port: int) -> None:
+    async def main() -> None:
+        await asyncio.start_server(_origin_conn, "127.0.0.1", port)
+        await asyncio.sleep(3600)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wrk(port: int, conns: int, seconds: int) -> float:
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H", "Host: svc.test",
+                          f"http://127.0.0.1:{port}/w"], capture_output=True, text=True,
+                         timeout=seconds + 30).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(out)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def curl_rate(port: int, path: str, size: int, upload: Path | None = None) -> float:
+    args = ["curl", "-sS", "--http1.1", "--max-time", "120", "-o", "/dev/null",
+            "-H", "Host: svc.test"]
+    if upload is not None:
+        args += ["-X", "POST", "-T", str(upload)]
+    t0 = time.monotonic()
+    subprocess.run([*args, f"http://127.0.0.1:{port}{path}"], check=True, timeout=130)
+    return size / (time.monotonic() - t0) / (1 << 20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--origin", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.origin:
+        origin_main(a.origin)
+        return
+    size = (128 if a.quick else 1024) << 20
+    seconds = 2 if a.quick else 4
+    tmp = Path(tempfile.mkdtemp(prefix="ugate-http-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up = free_port()
+        procs.append(subprocess.Popen([sys.executable, __file__, "--origin", str(up)]))
+        gp = free_port()
+        (tmp / "ugate.toml").write_text(f"""
+[admin]
+listen = ""
+[listeners.web]
+listen = "127.0.0.1:{gp}"
+protocols = ["http"]
+mode = "reverse"
+[hosts."svc.test"]
+endpoints = ["127.0.0.1:{up}"]
+""")
+        ugate = shutil.which("ugate") or str(Path(sys.executable).with_name("ugate"))
+        procs.append(subprocess.Popen([ugate, "--log-level", "warning", "run", "-c",
+                                       str(tmp / "ugate.toml"), "--state-dir", str(tmp / "st")]))
+        targets = [("direct", up), ("ugate", gp)]
+        if shutil.which("haproxy"):
+            hp = free_port()
+            (tmp / "haproxy.cfg").write_text(f"""
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:{hp}
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:{up}
+""")
+            procs.append(subprocess.Popen(["haproxy", "-f", str(tmp / "haproxy.cfg"), "-db"],
+                                          stderr=subprocess.DEVNULL))
+            targets.append(("haproxy", hp))
+        for _, port in targets:
+            wait_port(port)
+        big = tmp / "upload"
+        with big.open("wb") as f:
+            for _ in range(size >> 20):
+                f.write(BLOCK)
+        res: dict[str, dict[str, float]] = {}
+        for name, port in targets:
+            r = res[name] = {}
+            r["req/s c=1"] = wrk(port, 1, seconds)
+            r["req/s c=16"] = wrk(port, 16, seconds)
+            r["download MiB/s"] = curl_rate(port, f"/bytes/{size}", size)
+            r["chunked MiB/s"] = curl_rate(port, f"/bytes/{size}?chunked", size)
+            r["upload MiB/s"] = curl_rate(port, "/up", size, big)
+        for key in res["direct"]:
+            line = f"{key:16s}" + "".join(f"{n} {r[key]:8.0f}   " for n, r in res.items())
+            if "haproxy" in res and res["haproxy"][key]:
+                line += f"ugate/haproxy {res['ugate'][key] / res['haproxy'][key]:.2f}x"
+            print(line)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
