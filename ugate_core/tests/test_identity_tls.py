@@ -345,3 +345,26 @@ async def test_ugate_id_text_output(tmp_path: Path) -> None:
     assert rows["pin"].split()[0] == pin
     anchor = await ugate("id", "--anchor", "--state-dir", str(state))
     assert anchor.stdout == anchor_pem()
+
+
+async def test_bad_and_silent_clients_are_rejected_and_counted(
+    start_gateway: StartGateway, echo_server: tuple[str, int]
+) -> None:
+    b = await start_gateway("[gateway]\nhandshake_timeout = 0.3\n"
+                            + tls_listener("{}:{}".format(*echo_server)))
+    port = b.port("mtls")
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not TLS
+    assert await asyncio.wait_for(r.read(), 5) == b""
+    w.close()
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # says nothing
+    assert await asyncio.wait_for(r2.read(), 5) == b""
+    w2.close()
+    for _ in range(100):
+        if metric(b, "ugate_rejections_total", listener="mtls", reason="handshake_timeout"):
+            break
+        await asyncio.sleep(0.05)
+    assert metric(b, "ugate_rejections_total", listener="mtls", reason="tls_handshake") == 1
+    assert metric(b, "ugate_rejections_total", listener="mtls", reason="handshake_timeout") == 1
+    assert metric(b, "ugate_connections_total", listener="mtls", protocol="tls") == 2
+    assert not b.streams
