@@ -223,6 +223,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     m: str = request.param
     monkeypatch.setattr(relay_mod.settings, "splice", m)
     monkeypatch.setattr(relay_mod.settings, "splice_after", MiB)
+    monkeypatch.setattr(relay_mod.settings, "splice_chunk", 0)  # any chunk size switches
     return m
 
 
@@ -344,6 +345,49 @@ def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str) ->
         assert not up.errors
         assert st.end == "done" and st.up == total
         assert peak - base < 32 * MiB, f"RSS grew {(peak - base) / MiB:.1f} MiB while stalled"
+
+    run_on(loop_name, scenario())
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_auto_keeps_chatty_flows_on_copy_path(loop_name: str) -> None:
+    """``auto`` splices bulk flows only: 3 MiB as 4 KiB request/answer rounds stay on copy."""
+    msg = pattern(4096, seed=10)
+    rounds = 3 * MiB // len(msg)
+
+    def client(port: int) -> int:
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(rounds):
+                c.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    got += c.recv(len(msg) - len(got))
+                assert got == msg
+            c.shutdown(socket.SHUT_WR)
+            return len(c.recv(1))
+
+    def bulk(port: int) -> None:
+        data = pattern(3 * MiB, seed=11)
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            t = threading.Thread(target=send_all_then_eof, args=(c, data))
+            t.start()
+            assert recv_verify(c, data) == len(data)
+            t.join()
+
+    async def scenario() -> None:
+        assert relay_mod.settings.splice == "auto"
+        up = ThreadServer(echo_handler)
+        try:
+            async with RelayProxy(up.address) as px:
+                assert await asyncio.wait_for(in_thread(client, px.port), 60) == 0
+                await asyncio.wait_for(in_thread(bulk, px.port), 60)
+                chatty, big = await px.wait_results(2)
+        finally:
+            up.close()
+        assert chatty.up == chatty.down == rounds * len(msg)
+        assert chatty.spliced == 0
+        assert big.spliced == (2 if splice_mod.AVAILABLE else 0)
 
     run_on(loop_name, scenario())
 
@@ -596,6 +640,7 @@ def test_fd_hygiene(loop_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
                 await asyncio.sleep(0.05)
                 base = fd_count()
                 n = 1
+                monkeypatch.setattr(relay_mod.settings, "splice_chunk", 0)
                 for m in ("off", "always", "auto"):
                     monkeypatch.setattr(relay_mod.settings, "splice", m)
                     await asyncio.gather(*(echo_roundtrip(px.port, data) for _ in range(4)))

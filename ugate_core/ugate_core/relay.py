@@ -44,6 +44,10 @@ class RelaySettings:
 
     splice: str = "auto"
     splice_after: int = 1 << 20
+    #: ``auto`` switches on a chunk at least this large: a read that big means bytes queue up
+    #: (a bulk flow); chatty flows of small messages stay on the copy path, which answers
+    #: them with less latency than a splice round
+    splice_chunk: int = 32 * 1024
 
     @classmethod
     def from_env(cls) -> RelaySettings:
@@ -123,7 +127,8 @@ class _Pipe:
             return
         self.count += len(data)
         dst.write(data)  # ``data`` is never reused: uvloop may keep a reference to it
-        if self.switch_at is not None and self.count >= self.switch_at:
+        if self.switch_at is not None and self.count >= self.switch_at and \
+                len(data) >= settings.splice_chunk:
             self.switch_at = None
             self.relay.begin_splice(self)
         elif dst.write_paused:
@@ -173,15 +178,15 @@ class _Relay:
         ``set_receiver`` resumes a paused source after handing over its buffer, so a switch
         begun inside it would be undone)."""
         mode = settings.splice
-        if mode == "off" or not _splice.AVAILABLE or _raw_fd(self.a) is None \
-                or _raw_fd(self.b) is None:
+        if mode == "off" or not _splice.AVAILABLE or not _pure_tcp(self.a) \
+                or not _pure_tcp(self.b):
             return
-        after = 0 if mode == "always" else settings.splice_after
-        for p in self.pipes:
-            if p.count >= after:
+        if mode == "always":
+            for p in self.pipes:
                 self.begin_splice(p)
-            else:
-                p.switch_at = after
+        else:  # the fds are checked at the switch: most connections never get there
+            for p in self.pipes:
+                p.switch_at = settings.splice_after
 
     def half_done(self) -> None:
         if self.pipes[0].eof and self.pipes[1].eof:
@@ -250,15 +255,18 @@ class _Relay:
         self.socks.clear()
 
 
-def _raw_fd(s: Stream) -> int | None:
-    """The socket fd of a plain TcpStream (its subclasses must not touch the bytes)."""
+def _pure_tcp(s: Stream) -> bool:
+    """A TcpStream whose class leaves the bytes alone (a subclass may transform them)."""
     if not isinstance(s, TcpStream):
-        return None
+        return False
     cls = type(s)
-    if cls.data_received is not TcpStream.data_received or cls._do_write is not \
-            TcpStream._do_write or cls._on_data is not Stream._on_data:
-        return None
-    return s.raw_fd()
+    return cls.data_received is TcpStream.data_received and cls._do_write is \
+        TcpStream._do_write and cls._on_data is Stream._on_data
+
+
+def _raw_fd(s: Stream) -> int | None:
+    """The socket fd of a plain TcpStream, or None."""
+    return s.raw_fd() if _pure_tcp(s) else None  # type: ignore[attr-defined]
 
 
 async def relay(

@@ -88,10 +88,11 @@ class SpliceDirection:
         src, dst, pr, pw = self._src.fileno(), self._dst.fileno(), self._pr, self._pw
         try:
             for _ in range(_ROUNDS):
-                moved = False
-                if not self._src_eof and self._fill < self._cap:
+                want = self._cap - self._fill
+                n = -1
+                if not self._src_eof and want:
                     try:
-                        n = os.splice(src, pw, self._cap - self._fill, flags=_FLAGS)
+                        n = os.splice(src, pw, want, flags=_FLAGS)
                     except BlockingIOError:
                         pass
                     else:
@@ -99,17 +100,16 @@ class SpliceDirection:
                             self._src_eof = True
                         else:
                             self._fill += n
-                            moved = True
                 if self._fill:
                     try:
-                        n = os.splice(pr, dst, self._fill, flags=_FLAGS)
+                        m = os.splice(pr, dst, self._fill, flags=_FLAGS)
                     except BlockingIOError:
-                        pass
-                    else:
-                        self._fill -= n
-                        self.count += n
-                        moved = moved or n > 0
-                if not moved:
+                        m = 0
+                    self._fill -= m
+                    self.count += m
+                # go round again only if the source filled the pipe (more may be waiting)
+                # and the destination took it all; else the loop's readiness tells us
+                if n != want or self._fill:
                     break
             if self._src_eof and not self._fill:
                 self._finish()

@@ -406,14 +406,17 @@ class TcpStream(Stream, asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
         transport.set_write_buffer_limits(high=self.write_high)
+        # TCP_NODELAY: asyncio and uvloop set it on every TCP transport themselves.
+        # One socket object for both names: uvloop builds a new one per get_extra_info call.
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        peer: Any = None
+        local: Any = None
+        if sock is not None:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                peer = sock.getpeername()
+                local = sock.getsockname()
             except OSError:
                 pass
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
         if isinstance(peer, tuple):
             self.meta.remote = (str(peer[0]), int(peer[1]))
         if isinstance(local, tuple):
