@@ -1,0 +1,14 @@
+"""ugate-hbone: HTTP/2 CONNECT tunnels (Istio HBONE over mTLS, hbonec over h2c)."""
+
+from .authority import AuthorityError, parse_authority
+from .session import H2Session, H2Stream
+from .settings import HboneSettings, parse_settings
+
+__all__ = [
+    "AuthorityError",
+    "H2Session",
+    "H2Stream",
+    "HboneSettings",
+    "parse_authority",
+    "parse_settings",
+]

@@ -1,0 +1,165 @@
+"""The ``hbone`` listener on its own port: mTLS (TLS 1.3, ALPN h2, client certificate required),
+then HTTP/2 CONNECT tunnels (:mod:`ugate_hbone.server`).
+
+It is core's :class:`ugate_core.tls.TlsListener` (accept loop, the loop's own TLS handshake,
+handshake failures logged and counted) with a different job after the handshake: check the
+client against the listener's ``peers`` and the ``[hbone]`` trust domain, then serve HTTP/2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ugate_core import (
+    AuthError,
+    ConfigError,
+    DialError,
+    ExpectedIdentity,
+    ListenerConfig,
+    ListenerContext,
+    ProtocolError,
+    StreamClosedError,
+    StreamMeta,
+    TlsStream,
+    count_identity_failure,
+    peer_certificates,
+    verify_peer,
+)
+from ugate_core.config import parse_identity
+from ugate_core.tls import TlsListener
+from ugate_core.verify import verified_spiffe
+
+from .server import serve_connection
+from .settings import HboneSettings, settings_of
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ugate_core import Gateway, RunningListener
+
+log = logging.getLogger("ugate.hbone")
+
+OPTION_KEYS = frozenset({"peers"})
+
+
+def check_options(options: Mapping[str, Any], path: str) -> None:
+    """``peers``: identities (``KIND:VALUE``) allowed to open tunnels; empty = any verified."""
+    peers = options.get("peers", [])
+    if not isinstance(peers, list) or not all(isinstance(x, str) for x in peers):
+        raise ConfigError(f"{path}.peers", f"{peers!r} is not a list of 'KIND:VALUE' strings")
+    for i, v in enumerate(peers):
+        parse_identity(v, f"{path}.peers[{i}]")
+
+
+def roots_of(gw: Gateway, st: HboneSettings) -> tuple[x509.Certificate, ...]:
+    """Who may vouch for SPIFFE IDs: ``[hbone] ca_bundle`` and ``[identity] trust_bundles``."""
+    return st.ca_roots + tuple(gw.identity.trust_roots)
+
+
+def check_spiffe(
+    leaf: bytes, chain: tuple[bytes, ...], gw: Gateway, st: HboneSettings, who: str,
+    *, required: bool,
+) -> str | None:
+    """The peer's SPIFFE ID if its certificate chains to the trust roots; with a trust domain
+    configured it must lie in it. DialError(``identity``) otherwise, or if ``required``
+    and there is none."""
+    spiffe = verified_spiffe(leaf, chain, roots_of(gw, st))
+    td = st.trust_domain
+    if spiffe is not None and td and not spiffe.startswith(f"spiffe://{td}/"):
+        raise DialError("identity", f"{who}: SPIFFE ID {spiffe} is outside trust domain {td!r}")
+    if spiffe is None and required:
+        raise DialError("identity", f"{who}: presented no SPIFFE ID in trust domain {td!r} "
+                        f"signed by [hbone] ca_bundle {st.ca_bundle!r}")
+    return spiffe
+
+
+class HboneListener(TlsListener):
+    """A running ``hbone`` listener (:class:`~ugate_core.types.RunningListener`)."""
+
+    def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
+        self.settings = settings_of(gw)
+        self.allowed: tuple[ExpectedIdentity, ...] = tuple(
+            parse_identity(v, f"{cfg.path}.peers[{i}]")
+            for i, v in enumerate(cfg.options.get("peers", []))
+        )
+        # TlsListener forwards to a fixed target and reads its own option keys; HBONE takes
+        # each tunnel's target from its CONNECT and checks peers itself (with [hbone] roots)
+        super().__init__(dataclasses.replace(
+            cfg, target=cfg.target or "hbone.invalid:15008",
+            options={"alpn": ["h2"], "require_client_cert": True},
+        ), gw)
+        self.ctx = ListenerContext(gw, cfg)
+        self.ssl_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if self.settings.ca_roots:
+            self.ssl_ctx.load_verify_locations(cadata=self.settings.ca_pem)
+
+    async def start(self) -> None:
+        await super().start()
+        log.info("hbone_listening listener=%s address=%s tls=1.3 alpn=h2 peers=%d", self.cfg.name,
+                 ",".join(f"{h}:{p}" for h, p in self.addresses()), len(self.allowed))
+
+    async def handle(self, conn: socket.socket) -> None:
+        gw, name = self.gw, self.cfg.name
+        meta = StreamMeta(protocol="hbone", listener=name)
+        with contextlib.suppress(OSError):
+            peer = conn.getpeername()
+            meta.remote = (str(peer[0]), int(peer[1]))
+        gw.metrics.connections.labels(name, "hbone").inc()
+        tls: TlsStream | None = None
+        try:
+            tls = await self._handshake(conn, meta)
+            self._check_client(tls, meta)
+            await serve_connection(tls, self.ctx, protocol="hbone")
+        except (ProtocolError, AuthError) as e:
+            gw.reject(name, e.reason, str(e), meta)
+        except (StreamClosedError, ConnectionError) as e:
+            gw.reject(name, "client_closed", str(e), meta)
+        except asyncio.CancelledError:
+            if tls is not None:
+                tls.abort()
+            raise
+        except Exception:
+            gw.metrics.reject(name, "internal")
+            log.exception("listener_error listener=%s client=%s", name, meta.remote)
+        finally:
+            if tls is None:
+                conn.close()
+            elif not tls.is_closing():
+                tls.close()
+
+    def _check_client(self, tls: TlsStream, meta: StreamMeta) -> None:
+        gw, st = self.gw, self.settings
+        if meta.alpn not in (None, "h2"):
+            raise ProtocolError(f"client negotiated ALPN {meta.alpn!r}, not h2", "alpn")
+        leaf, chain = peer_certificates(tls.ssl_object)
+        if leaf is None:
+            raise AuthError("HBONE requires a client certificate; the client sent none",
+                            "client_cert_required")
+        try:
+            spiffe = check_spiffe(leaf, chain, gw, st, "client", required=False)
+            if self.allowed:
+                verify_peer(leaf, self.allowed, "client", chain=chain,
+                            trust_roots=roots_of(gw, st))
+        except DialError as e:
+            count_identity_failure(gw, "hbone", "accept")
+            log.warning("identity_mismatch protocol=hbone direction=accept listener=%s "
+                        "client=%s error=%r", self.cfg.name, meta.remote, str(e))
+            tls.abort()
+            raise AuthError(f"client identity not allowed: {e}", "identity") from None
+        if spiffe:
+            meta.extra["spiffe"] = spiffe
+        else:
+            meta.extra.pop("spiffe", None)
+
+
+async def start_hbone_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListener:
+    ln = HboneListener(cfg, gw)
+    await ln.start()
+    return ln
