@@ -82,3 +82,39 @@ async def test_slow_discovery_is_skipped_at_its_deadline() -> None:
     assert loop.time() - t0 < 2
     assert gw.metrics.registry.get_sample_value(
         "ugate_discovery_lookups_total", {"discovery": "slow", "result": "timeout"}) == 1
+
+
+async def test_discovery_dial_error_fails_closed_and_cache_is_per_port() -> None:
+    from ugate_core import Destination, Endpoint, hookimpl
+    from ugate_core.plugins import create_manager, load_plugins
+
+    calls: list[int] = []
+
+    class Strict:
+        name = "strict"
+
+        async def resolve(self, fqdn: str, port: int) -> Destination | None:
+            calls.append(port)
+            if fqdn == "bogus.example":
+                raise DialError("identity", "bogus.example: DNSSEC validation failed")
+            if fqdn == "svc.example":
+                return Destination(fqdn, (Endpoint(f"127.0.0.{port % 250}"),), ttl=60)
+            return None
+
+    class P:
+        @hookimpl
+        def ugate_discovery(self) -> list[object]:
+            return [Strict()]
+
+    pm = create_manager()
+    load_plugins(pm)
+    pm.register(P(), name="strictplugin")
+    gw = Gateway(loads("[discovery]\norder = ['strict', 'local']\n"), pm=pm)
+    with pytest.raises(DialError) as ei:
+        await gw.dial("bogus.example:443")  # not routed around via 'direct'
+    assert ei.value.reason == "identity"
+    a, _ = await gw.resolve("svc.example:1")
+    b, _ = await gw.resolve("svc.example:2")
+    a2, _ = await gw.resolve("svc.example:1")
+    assert (str(a.endpoints[0]), str(b.endpoints[0])) == ("127.0.0.1", "127.0.0.2")
+    assert a2 is a and calls.count(1) == 1

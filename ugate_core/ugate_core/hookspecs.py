@@ -62,8 +62,11 @@ def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
     Called once at start-up. ``discovery.order`` in config lists the names to ask, first
     answer wins; a discovery not named there is asked after the named ones, in load order.
     ``resolve(fqdn, port)`` returns a :class:`~ugate_core.Destination` or ``None``; it must
-    return within ``discovery.timeout`` seconds or it is skipped for that name. Core provides
-    ``local`` (the ``hosts`` table of the config).
+    return within ``discovery.timeout`` seconds or it is skipped for that name; an exception
+    skips it too, except :class:`~ugate_core.DialError`, which ends the lookup and fails the
+    dial (for a name that is known but must not be reached, e.g. a DNSSEC-bogus answer).
+    Answers are cached per (name, port) for ``Destination.ttl``. Core provides ``local`` (the
+    ``hosts`` table of the config).
     """
 
 

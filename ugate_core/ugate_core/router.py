@@ -106,22 +106,25 @@ class Router:
         named = [by_name[n] for n in order if n in by_name]
         rest = [d for d in discoveries if d.name not in order]
         self.discoveries: list[Discovery] = named + rest
-        self._cache: dict[str, tuple[float, Destination | None]] = {}
-        self._inflight: dict[str, asyncio.Future[Destination | None]] = {}
+        # keyed by (name, port): DANE/TLSA and SRV answers depend on the port
+        self._cache: dict[tuple[str, int], tuple[float, Destination | None]] = {}
+        self._inflight: dict[tuple[str, int], asyncio.Future[Destination | None]] = {}
 
     def invalidate(self, name: str | None = None) -> None:
         if name is None:
             self._cache.clear()
         else:
-            self._cache.pop(name, None)
+            for key in [k for k in self._cache if k[0] == name]:
+                del self._cache[key]
 
     def routes(self) -> list[dict[str, object]]:
         now = time.monotonic()
         out: list[dict[str, object]] = []
-        for name, (exp, d) in sorted(self._cache.items()):
+        for (name, port), (exp, d) in sorted(self._cache.items()):
             out.append(
                 {
                     "name": name,
+                    "port": port,
                     "expires_in": round(exp - now, 1),
                     "protocol": d.protocol if d else None,
                     "endpoints": [str(e) for e in d.endpoints] if d else [],
@@ -134,16 +137,17 @@ class Router:
         """The destination for ``host``; DialError(``no_route``) if nobody knows it."""
         name = normalize_name(host)
         now = time.monotonic()
-        hit = self._cache.get(name)
+        key = (name, port)
+        hit = self._cache.get(key)
         dest: Destination | None
         if hit is not None and hit[0] > now:
             self.metrics.discovery.labels("cache", "cached").inc()
             dest = hit[1]
         else:
-            fut = self._inflight.get(name)
+            fut = self._inflight.get(key)
             if fut is None:
                 fut = asyncio.get_running_loop().create_future()
-                self._inflight[name] = fut
+                self._inflight[key] = fut
                 try:
                     dest = await self._lookup(name, port)
                     fut.set_result(dest)
@@ -152,7 +156,7 @@ class Router:
                     fut.exception()  # mark retrieved
                     raise
                 finally:
-                    del self._inflight[name]
+                    del self._inflight[key]
             else:
                 dest = await asyncio.shield(fut)
         if dest is not None:
@@ -166,6 +170,13 @@ class Router:
         for d in self.discoveries:
             try:
                 dest = await asyncio.wait_for(d.resolve(name, port), timeout)
+            except DialError as e:
+                # a discovery that knows the name is unsafe to reach (DNSSEC bogus, policy)
+                # ends the lookup: falling through to the next one would route around it
+                self.metrics.discovery.labels(d.name, "refused").inc()
+                log.warning("discovery_refused discovery=%s name=%s reason=%s error=%r",
+                            d.name, name, e.reason, str(e))
+                raise
             except TimeoutError:
                 self.metrics.discovery.labels(d.name, "timeout").inc()
                 log.warning("discovery_timeout discovery=%s name=%s timeout=%s", d.name, name,
@@ -177,17 +188,17 @@ class Router:
                 continue
             if dest is not None:
                 self.metrics.discovery.labels(d.name, "hit").inc()
-                self._store(name, dest, dest.ttl)
+                self._store(name, port, dest, dest.ttl)
                 return dest
             self.metrics.discovery.labels(d.name, "miss").inc()
         if not is_ip(name):
-            self._store(name, None, 5.0)
+            self._store(name, port, None, 5.0)
         return None
 
-    def _store(self, name: str, dest: Destination | None, ttl: float) -> None:
+    def _store(self, name: str, port: int, dest: Destination | None, ttl: float) -> None:
         c = self.config.discovery
         ttl = min(max(ttl, c.cache_min_ttl), c.cache_max_ttl)
         if ttl > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            self._cache[name] = (time.monotonic() + ttl, dest)
+            self._cache[(name, port)] = (time.monotonic() + ttl, dest)
