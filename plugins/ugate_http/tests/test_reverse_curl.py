@@ -304,3 +304,38 @@ async def test_pipelined_requests_and_keepalive_timeout(start_gateway: StartGate
     bodies = re.findall(rb"HTTP/1\.1 200 OK\r\n.*?\r\n\r\n([^H]*)", got, re.S)
     assert bodies == [b"hello /one\n", b"abc", b"hello /three\n"], got
     assert 0.4 <= idle <= 3, idle
+
+
+async def test_pool_idle_expiry(start_gateway: StartGateway, origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port, "pool_idle_timeout = 0.3"))
+    from ugate_http.proxy import state_for
+
+    pool = state_for(gw).pools
+    code, _, _ = await curl(*url(gw, "/1"))
+    assert code == 200 and pool["web"].idle_count() == 1
+    await asyncio.sleep(0.6)
+    assert pool["web"].idle_count() == 0
+    code, _, _ = await curl(*url(gw, "/2"))
+    assert code == 200 and origin.connections == 2
+
+
+async def test_round_trip_api(start_gateway: StartGateway, origin: Origin) -> None:
+    """The pool on its own, as an HTTP/2 front end or the RoundTrip API would use it."""
+    from ugate_http.client import BytesBody, OutgoingRequest, UpstreamPool
+
+    gw = await start_gateway(config(origin.port))
+    pool = UpstreamPool(gw, response_timeout=5)
+    data = bytes(range(256)) * 400
+    for length in (None, len(data)):  # chunked, then Content-Length
+        resp = await pool.round_trip(OutgoingRequest(
+            method="POST", target="/echo", authority="svc.test:80",
+            headers=(("Host", "svc.test"),), body=BytesBody(data), length=length))
+        assert resp.head.status == 200
+        got = b""
+        while chunk := await resp.read():
+            got += chunk
+        await resp.release()
+        assert got == data
+    assert (pool.dialed, pool.reused, pool.idle_count("svc.test:80")) == (1, 1, 1)
+    await pool.aclose()
+    assert pool.idle_count() == 0

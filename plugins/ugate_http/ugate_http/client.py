@@ -47,6 +47,8 @@ log = logging.getLogger("ugate.http")
 
 #: how long a finished response waits for its request body to finish sending
 BODY_GRACE = 2.0
+#: idle connections one pool keeps over all upstream addresses
+MAX_IDLE_TOTAL = 1024
 
 
 class Body(Protocol):
@@ -252,6 +254,7 @@ class UpstreamPool:
         )
         self.max_header_bytes = max_header_bytes
         self._idle: dict[str, list[_Conn]] = {}
+        self._idle_total = 0
         self._closed = False
         self.dialed = 0
         self.reused = 0
@@ -279,15 +282,10 @@ class UpstreamPool:
         allowed.add(address)
 
     async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
-        idle = self._idle.get(address)
-        if idle:
+        if address in self._idle:
             if source is not None:
                 await self._authorize(address, source)
-            while idle:
-                conn = idle.pop()
-                if conn.idle_handle is not None:
-                    conn.idle_handle.cancel()
-                    conn.idle_handle = None
+            while (conn := self._take_idle(address)) is not None:
                 if conn.usable():
                     self.reused += 1
                     return conn, True
@@ -298,28 +296,48 @@ class UpstreamPool:
         self.dialed += 1
         return _Conn(address, stream, self.max_header_bytes), False
 
+    def _take_idle(self, address: str, conn: _Conn | None = None) -> _Conn | None:
+        """Remove ``conn`` (or the newest idle connection) to ``address`` from the pool."""
+        lst = self._idle.get(address)
+        if not lst:
+            return None
+        if conn is None:
+            conn = lst.pop()
+        elif conn in lst:
+            lst.remove(conn)
+        else:
+            return None
+        if not lst:
+            del self._idle[address]
+        self._idle_total -= 1
+        if conn.idle_handle is not None:
+            conn.idle_handle.cancel()
+            conn.idle_handle = None
+        return conn
+
     def _put(self, conn: _Conn) -> None:
-        lst = self._idle.setdefault(conn.address, [])
-        if self._closed or len(lst) >= self.max_idle:
+        lst = self._idle.get(conn.address)
+        if (self._closed or (lst is not None and len(lst) >= self.max_idle)
+                or self._idle_total >= MAX_IDLE_TOTAL or self.max_idle == 0):
             conn.close()
             return
+        if lst is None:
+            lst = self._idle[conn.address] = []
         loop = asyncio.get_running_loop()
         conn.idle_handle = loop.call_later(self.pool_idle_timeout, self._expire, conn)
         lst.append(conn)
+        self._idle_total += 1
 
     def _expire(self, conn: _Conn) -> None:
         conn.idle_handle = None
-        lst = self._idle.get(conn.address)
-        if lst is not None and conn in lst:
-            lst.remove(conn)
-            if not lst:
-                del self._idle[conn.address]
-        conn.close()
+        if self._take_idle(conn.address, conn) is not None:
+            conn.close()
 
     async def aclose(self) -> None:
         """Close every idle connection; responses in flight close theirs when released."""
         self._closed = True
         idle, self._idle = self._idle, {}
+        self._idle_total = 0
         for lst in idle.values():
             for conn in lst:
                 conn.close()

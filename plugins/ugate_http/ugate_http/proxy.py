@@ -86,6 +86,7 @@ class PluginState:
             ["listener", "code"], registry=gateway.metrics.registry,
         )
         self._children: dict[tuple[str, int], Counter] = {}
+        self._bytes: dict[str, tuple[Counter, Counter]] = {}
 
     def count(self, listener: str, status: int) -> None:
         key = (listener, status)
@@ -93,6 +94,17 @@ class PluginState:
         if child is None:
             child = self._children[key] = self.requests.labels(listener, str(status))
         child.inc()
+
+    def add_bytes(self, listener: str, up: int, down: int) -> None:
+        """Body bytes of proxied requests, in the core's relay byte counter."""
+        pair = self._bytes.get(listener)
+        if pair is None:
+            b = self.gateway.metrics.bytes
+            pair = self._bytes[listener] = (b.labels(listener, "up"), b.labels(listener, "down"))
+        if up:
+            pair[0].inc(up)
+        if down:
+            pair[1].inc(down)
 
     def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
         p = self.pools.get(listener)
@@ -479,10 +491,7 @@ class _Session:
             return False
         await resp.release()
         up_bytes = body.count if body is not None else 0
-        if up_bytes:
-            self.gw.metrics.bytes.labels(self.ctx.name, "up").inc(up_bytes)
-        if resp.received:
-            self.gw.metrics.bytes.labels(self.ctx.name, "down").inc(resp.received)
+        self.state.add_bytes(self.ctx.name, up_bytes, resp.received)
         log.debug("http_request listener=%s client=%s user=%s method=%s address=%s target=%s "
                   "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, _peer(meta),
                   meta.user or "-", req.method, address, target[:200], head.status, up_bytes,
