@@ -40,7 +40,7 @@ from ugate_core import (
 )
 
 from .authority import PASSED_HEADERS, format_authority
-from .listener import check_spiffe, roots_of
+from .listener import check_spiffe, presented, roots_of
 from .session import H2Session, H2Stream, Header
 from .settings import HboneSettings, settings_of
 
@@ -246,10 +246,11 @@ class Pool:
                     e.kind == "ca" and e.value == st.ca_pem for e in key.expected))
             except DialError as e:
                 count_identity_failure(gw, "hbone", "dial")
+                msg = f"{e} (certificate URI SANs: {presented(leaf) if leaf else '-'})"
                 log.warning("identity_mismatch protocol=hbone direction=dial target=%s peer=%s:%d "
-                            "error=%r", dest.name, key.host, key.port, str(e))
+                            "error=%r", dest.name, key.host, key.port, msg)
                 tls.abort()
-                raise
+                raise DialError("identity", msg) from None
             if spiffe:
                 meta.extra["spiffe"] = spiffe
             meta.alpn = sslobj.selected_alpn_protocol()

@@ -17,6 +17,8 @@ import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
 from ugate_core import (
     AuthError,
     ConfigError,
@@ -29,6 +31,7 @@ from ugate_core import (
     StreamMeta,
     TlsStream,
     count_identity_failure,
+    format_hostport,
     peer_certificates,
     verify_peer,
 )
@@ -40,8 +43,6 @@ from .server import serve_connection
 from .settings import HboneSettings, settings_of
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from ugate_core import Gateway, RunningListener
 
 log = logging.getLogger("ugate.hbone")
@@ -56,6 +57,17 @@ def check_options(options: Mapping[str, Any], path: str) -> None:
         raise ConfigError(f"{path}.peers", f"{peers!r} is not a list of 'KIND:VALUE' strings")
     for i, v in enumerate(peers):
         parse_identity(v, f"{path}.peers[{i}]")
+
+
+def presented(leaf: bytes) -> str:
+    """The URI SANs of a DER certificate (for error messages), ``-`` if none."""
+    try:
+        san = x509.load_der_x509_certificate(leaf).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return "-"
+    return ",".join(str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)) \
+        or "-"
 
 
 def roots_of(gw: Gateway, st: HboneSettings) -> tuple[x509.Certificate, ...]:
@@ -127,7 +139,7 @@ class HboneListener(TlsListener):
             raise
         except Exception:
             gw.metrics.reject(name, "internal")
-            log.exception("listener_error listener=%s client=%s", name, meta.remote)
+            log.exception("listener_error listener=%s client=%s", name, _addr(meta))
         finally:
             if tls is None:
                 conn.close()
@@ -149,10 +161,11 @@ class HboneListener(TlsListener):
                             trust_roots=roots_of(gw, st))
         except DialError as e:
             count_identity_failure(gw, "hbone", "accept")
+            msg = f"{e} (certificate URI SANs: {presented(leaf)})"
             log.warning("identity_mismatch protocol=hbone direction=accept listener=%s "
-                        "client=%s error=%r", self.cfg.name, meta.remote, str(e))
+                        "client=%s error=%r", self.cfg.name, _addr(meta), msg)
             tls.abort()
-            raise AuthError(f"client identity not allowed: {e}", "identity") from None
+            raise AuthError(f"client identity not allowed: {msg}", "identity") from None
         if spiffe:
             meta.extra["spiffe"] = spiffe
         else:
@@ -163,3 +176,8 @@ async def start_hbone_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListe
     ln = HboneListener(cfg, gw)
     await ln.start()
     return ln
+
+
+def _addr(meta: StreamMeta) -> str:
+    r = meta.remote
+    return "-" if r is None else format_hostport(r[0], r[1])
