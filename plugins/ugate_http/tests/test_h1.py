@@ -396,3 +396,14 @@ def test_valid_requests_parse_back(method: str, path: str, fields: list[tuple[st
     assert r.headers == (*fields, *framing)
     got = b"".join(e.data for e in events if isinstance(e, BodyReceived))
     assert got == body and events[-1] == MessageEnded()
+
+
+@PARSE
+@given(st.text(max_size=80), st.sampled_from([None, 80]))
+def test_target_helpers_never_crash(text: str, default: int | None) -> None:
+    for fn in (lambda: split_absolute(text), lambda: split_authority(text, default)):
+        try:
+            fn()
+        except HttpError as e:
+            assert e.status == 400 and str(e)
+    assert basic_credentials(text) is None or isinstance(basic_credentials(text), tuple)

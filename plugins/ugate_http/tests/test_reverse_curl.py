@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,16 @@ endpoints = ["127.0.0.1:{dead}"]
 """
 
 
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A temporary directory whose (100 MiB) files are deleted after the test, so pytest's
+    kept temporary directories do not pile them up."""
+    yield tmp_path
+    for f in tmp_path.iterdir():
+        if f.is_file():
+            f.unlink()
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -77,12 +88,12 @@ def rejections(gw: Gateway, reason: str, listener: str = "web") -> float:
 
 
 @pytest.mark.parametrize("size", [0, MIB, 100 * MIB], ids=["0B", "1MiB", "100MiB"])
-async def test_download_sha256(start_gateway: StartGateway, origin: Origin, tmp_path: Path,
+async def test_download_sha256(start_gateway: StartGateway, origin: Origin, scratch: Path,
                                size: int) -> None:
     gw = await start_gateway(config(origin.port))
     want = origin.sha256(size)
     for query in ("", "?chunked", "?close"):
-        out = tmp_path / "out"
+        out = scratch / "out"
         t0 = time.monotonic()
         code, _, _ = await curl("-o", str(out), *url(gw, f"/bytes/{size}{query}"))
         dt = time.monotonic() - t0
@@ -99,10 +110,10 @@ async def test_download_sha256(start_gateway: StartGateway, origin: Origin, tmp_
 
 @pytest.mark.parametrize("size", [0, MIB, 100 * MIB], ids=["0B", "1MiB", "100MiB"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
-async def test_upload_sha256(start_gateway: StartGateway, origin: Origin, tmp_path: Path,
+async def test_upload_sha256(start_gateway: StartGateway, origin: Origin, scratch: Path,
                              size: int, chunked: bool) -> None:
     gw = await start_gateway(config(origin.port))
-    src = tmp_path / "src"
+    src = scratch / "src"
     want = origin.write_body(src, size)
     te = ["-H", "Transfer-Encoding: chunked"] if chunked else []
     t0 = time.monotonic()
@@ -118,10 +129,10 @@ async def test_upload_sha256(start_gateway: StartGateway, origin: Origin, tmp_pa
 
 @pytest.mark.parametrize("size", [0, MIB, 100 * MIB], ids=["0B", "1MiB", "100MiB"])
 async def test_echo_streams_both_ways_at_once(start_gateway: StartGateway, origin: Origin,
-                                              tmp_path: Path, size: int) -> None:
+                                              scratch: Path, size: int) -> None:
     """The origin echoes while it reads: only a proxy that streams both ways finishes."""
     gw = await start_gateway(config(origin.port))
-    src, out = tmp_path / "src", tmp_path / "out"
+    src, out = scratch / "src", scratch / "out"
     want = origin.write_body(src, size)
     code, _, _ = await curl("--data-binary", f"@{src}", "-o", str(out), *url(gw, "/echo"))
     assert code == 200
@@ -193,10 +204,10 @@ async def test_upstream_errors(start_gateway: StartGateway, origin: Origin) -> N
 
 
 async def test_early_answer_reaches_client(start_gateway: StartGateway, origin: Origin,
-                                           tmp_path: Path) -> None:
+                                           scratch: Path) -> None:
     """The origin answers 413 before reading a 20 MiB upload: the client gets the 413."""
     gw = await start_gateway(config(origin.port))
-    src = tmp_path / "src"
+    src = scratch / "src"
     origin.write_body(src, 20 * MIB)
     code, body, _ = await curl("--data-binary", f"@{src}", *url(gw, "/early"), ok=False)
     assert (code, body) == (413, b"too large")
