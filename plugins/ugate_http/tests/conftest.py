@@ -8,6 +8,8 @@ Written with plain asyncio streams, independent of the plugin's parser. Routes:
 * ``POST /echo``: streams the body back while reading it (same framing as the request)
 * ``GET /slow``: never answers; ``GET /garbage``: answers bytes that are not HTTP
 * ``POST /early``: answers 413 without reading the body, then closes
+* ``/bye``: answered, then the connection closes (no ``Connection: close``)
+* ``/flaky``: answered only as the first request of a connection, else the connection closes
 * ``GET /ws``: WebSocket echo (RFC 6455 handshake, unmasks and echoes each frame)
 * anything else: ``hello <target>``
 """
@@ -130,6 +132,7 @@ async def _websocket(r: asyncio.StreamReader, w: asyncio.StreamWriter,
 
 async def _handle(origin: Origin, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     origin.connections += 1
+    served = 0
     try:
         while True:
             try:
@@ -144,7 +147,14 @@ async def _handle(origin: Origin, r: asyncio.StreamReader, w: asyncio.StreamWrit
                     k, v = ln.split(":", 1)
                     headers[k.strip().lower()] = v.strip()
             origin.requests.append((method, target, headers))
+            served += 1
             path, _, query = target.partition("?")
+            if path == "/flaky" and served > 1:
+                return  # a keep-alive connection the origin drops instead of answering
+            if path == "/bye":  # answers as if keeping the connection, then closes it
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye\n")
+                await w.drain()
+                return
             chunked_req = headers.get("transfer-encoding", "").lower() == "chunked"
             if path == "/slow":
                 await asyncio.sleep(3600)

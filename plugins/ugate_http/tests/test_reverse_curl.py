@@ -328,6 +328,13 @@ async def test_pool_idle_expiry(start_gateway: StartGateway, origin: Origin) -> 
     assert pool["web"].idle_count() == 0
     code, _, _ = await curl(*url(gw, "/2"))
     assert code == 200 and origin.connections == 2
+    # an idle connection the origin closes leaves the pool at once, not at its timeout
+    assert (await curl(*url(gw, "/bye")))[:2] == (200, b"bye\n")
+    for _ in range(10):  # well before pool_idle_timeout
+        if pool["web"].idle_count() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert pool["web"].idle_count() == 0
 
 
 async def test_round_trip_api(start_gateway: StartGateway, origin: Origin) -> None:
@@ -350,3 +357,16 @@ async def test_round_trip_api(start_gateway: StartGateway, origin: Origin) -> No
     assert (pool.dialed, pool.reused, pool.idle_count("svc.test:80")) == (1, 1, 1)
     await pool.aclose()
     assert pool.idle_count() == 0
+
+
+async def test_stale_keepalive_retried_once_without_body(start_gateway: StartGateway,
+                                                         origin: Origin) -> None:
+    """A pooled connection the origin drops instead of answering: a request without a body
+    is retried on a new connection; one with a body is not (it may have had effects)."""
+    gw = await start_gateway(config(origin.port))
+    assert (await curl(*url(gw, "/flaky")))[:2] == (200, b"hello /flaky\n")
+    assert (await curl(*url(gw, "/flaky")))[:2] == (200, b"hello /flaky\n")
+    assert origin.connections == 2
+    code, body, _ = await curl("--data-binary", "x", *url(gw, "/flaky"))
+    assert code == 502 and b"closed the connection without answering" in body
+    assert rejections(gw, "upstream_closed") == 1

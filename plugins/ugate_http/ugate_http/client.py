@@ -310,6 +310,7 @@ class UpstreamPool:
         if not lst:
             del self._idle[address]
         self._idle_total -= 1
+        conn.reader.on_eof = None
         if conn.idle_handle is not None:
             conn.idle_handle.cancel()
             conn.idle_handle = None
@@ -325,11 +326,11 @@ class UpstreamPool:
             lst = self._idle[conn.address] = []
         loop = asyncio.get_running_loop()
         conn.idle_handle = loop.call_later(self.pool_idle_timeout, self._expire, conn)
+        conn.reader.on_eof = lambda: self._expire(conn)  # the upstream closed it: drop now
         lst.append(conn)
         self._idle_total += 1
 
     def _expire(self, conn: _Conn) -> None:
-        conn.idle_handle = None
         if self._take_idle(conn.address, conn) is not None:
             conn.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from ugate_core import Stream
 
@@ -37,6 +38,8 @@ class EventReader:
         self._error: HttpError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._attached = True
+        #: called once when the stream ends (the pool drops idle connections the peer closed)
+        self.on_eof: Callable[[], None] | None = None
         stream.set_receiver(self)
 
     # ------------------------------------------------------------------ Receiver (push)
@@ -67,6 +70,9 @@ class EventReader:
             except HttpError as e:
                 self._error = e
         self._wake()
+        cb, self.on_eof = self.on_eof, None
+        if cb is not None:
+            cb()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof_received()
