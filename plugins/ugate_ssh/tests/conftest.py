@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from ugate_core import Gateway
 from ugate_core.testing import require_peer, run
 from ugate_ssh.keys import known_hosts_line
@@ -119,3 +120,73 @@ async def wait_port(port: int, timeout: float = 10.0) -> None:
                 raise AssertionError(f"nothing listens on 127.0.0.1:{port} after "
                                      f"{timeout}s") from None
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class Sshd:
+    """A real OpenSSH server on 127.0.0.1:port (started as root, per PEERS.md)."""
+
+    port: int
+    host_key: Path
+    authorized_keys: Path
+    log: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, cfg: Path, sshd: str) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sshd, "-D", "-f", str(cfg), "-E", str(self.log),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await wait_port(self.port)
+
+
+def _prepare_sshd(tmp_path: Path, keygen: str) -> tuple[Sshd, Path]:
+    d = tmp_path / "sshd"
+    d.mkdir()
+    Path("/run/sshd").mkdir(exist_ok=True)
+    hk = d / "host_ed25519"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)],
+                   check=True, timeout=30)
+    from ugate_core.testing import free_port
+
+    s = Sshd(free_port(), hk, d / "authorized_keys", d / "log")
+    s.authorized_keys.write_text("")
+    cfg = d / "sshd_config"
+    cfg.write_text(f"""ListenAddress 127.0.0.1
+Port {s.port}
+HostKey {hk}
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding yes
+PidFile {d}/pid
+AuthorizedKeysFile {s.authorized_keys}
+LogLevel VERBOSE
+""")
+    return s, cfg
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path, openssh: OpenSsh) -> AsyncIterator[Sshd]:
+    """An sshd that is not started yet: write ``authorized_keys``, then ``await start()``."""
+    exe = require_peer("/usr/sbin/sshd", apt="openssh-server")
+    if os.geteuid() != 0:
+        pytest.skip("sshd needs root to run on a high port with a temp config (PEERS.md)")
+    s, cfg = _prepare_sshd(tmp_path, openssh.keygen)
+    starter = s.start
+
+    async def start() -> None:
+        await starter(cfg, exe)
+
+    s.start = start  # type: ignore[method-assign,assignment]
+    try:
+        yield s
+    finally:
+        if s.proc is not None and s.proc.returncode is None:
+            s.proc.terminate()
+            try:
+                await asyncio.wait_for(s.proc.wait(), 5)
+            except TimeoutError:
+                s.proc.kill()
+                await s.proc.wait()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import pytest
+
 from ugate_core.testing import StartGateway, Upstream, metric, pattern
 
 from .conftest import OpenSsh, gateway_host_key_line
@@ -66,12 +67,13 @@ async def test_allow_ids_admits_a_mesh_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import asyncssh
+
     from ugate_ssh.keys import mesh_id
 
     caplog.set_level(logging.INFO, "ugate")
     peer = asyncssh.import_public_key(openssh.pub("peer"))
     pid = mesh_id(peer)
-    gw, port, kh = await start(start_gateway, openssh, f'allow_ids = ["{pid}"]')
+    _gw, port, kh = await start(start_gateway, openssh, f'allow_ids = ["{pid}"]')
     rc, out, err = await fetch(openssh, port, "peer", kh, http_upstream, user="gw")
     assert rc == 0, err.decode()
     assert body_of(out) == pattern(1000)
@@ -123,7 +125,7 @@ async def test_sessions_are_refused_with_a_message(
 ) -> None:
     gw, port, kh = await start(start_gateway, openssh,
                                f'authorized_keys = ["{openssh.pub("alice")}"]')
-    res = await openssh.run(openssh.args(port, "alice", kh) + ["echo", "hi"], timeout=20)
+    res = await openssh.run([*openssh.args(port, "alice", kh), "echo", "hi"], timeout=20)
     assert res.returncode != 0
     assert b"sessions are disabled" in res.stderr, res.stderr.decode()
     assert res.stdout == b""

@@ -10,6 +10,7 @@ import asyncssh
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ugate_core import ConfigError, Sniff
 from ugate_ssh.auth import Accepted, AuthPolicy, Refused, evaluate, key_algorithm
 from ugate_ssh.client import expected_for, key_matches, parse_section

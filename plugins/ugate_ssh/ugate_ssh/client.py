@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
-from ugate_core.config import parse_identity
 
 from ugate_core import (
     ConfigError,
+    Destination,
     DialError,
     DialRequest,
+    Endpoint,
     ExpectedIdentity,
     ListenerContext,
     Stream,
@@ -39,6 +40,7 @@ from ugate_core import (
     format_hostport,
     parse_hostport,
 )
+from ugate_core.config import parse_identity
 
 from .adapters import ChannelStream, StreamTransport
 from .keys import core_function, mesh_id, spki_sha256
@@ -268,7 +270,7 @@ class SshClientPool:
                             f"{MAX_DEPTH}; is a route pointing at itself?")
         tok = _depth.set(depth + 1)
         try:
-            stream = await self.gateway.dial(format_hostport(pk.host, pk.port), timeout=timeout)
+            stream = await self._transport(pk.host, pk.port, timeout)
         finally:
             _depth.reset(tok)
         owner = _ClientOwner(pk.identities)
@@ -307,6 +309,22 @@ class SshClientPool:
         hk = conn.get_server_host_key()
         log.info("ssh_connected peer=%s peer_id=%s", pk, mesh_id(hk) if hk else "-")
         return conn
+
+    async def _transport(self, host: str, port: int, timeout: float) -> Stream:
+        """The byte stream under an SSH connection: whatever the router says reaches
+        ``host:port`` (a reverse tunnel, another SSH hop, ...), plain TCP when the route for
+        ``host`` is this very SSH hop (a ``hosts`` entry naming the peer itself)."""
+        gw = self.gateway
+        dest, _ = await gw.resolve(format_hostport(host, port))
+        if dest.protocol == "ssh" and any(
+            ep.host == host and (ep.port or 22) == port for ep in dest.endpoints
+        ):
+            dest = Destination(name=host, endpoints=(Endpoint(host, port),), source="ssh")
+        try:
+            return await gw.dial_destination(dest, port, timeout=timeout)
+        except DialError as e:
+            gw.metrics.dial_errors.labels(e.reason).inc()
+            raise
 
     async def open(self, pk: PeerKey, host: str, port: int, meta: StreamMeta,
                    timeout: float) -> ChannelStream:

@@ -1,0 +1,84 @@
+"""ugate's SSH dialer against OpenSSH's sshd: pooled connection, direct-tcpip, host key check."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+
+import asyncssh
+import pytest
+
+from ugate_core import DialError
+from ugate_core.testing import StartGateway, Upstream, metric, pattern
+from ugate_ssh.keys import mesh_id, public_line
+from ugate_ssh.state import SshState
+
+from .conftest import Sshd
+from .test_openssh_server import body_of, http_get
+
+
+async def get(gw: object, address: str, n: int) -> bytes:
+    s = await gw.dial(address)  # type: ignore[attr-defined]
+    s.write(http_get(f"/bytes/{n}"))
+    data = b""
+    while chunk := await asyncio.wait_for(s.read(), 10):
+        data += chunk
+    s.close()
+    return body_of(data)
+
+
+async def test_dialer_reaches_service_behind_sshd(
+    start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream
+) -> None:
+    sshd_id = mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[ssh]
+user = "{getpass.getuser()}"
+[hosts."127.0.0.1"]
+endpoints = ["127.0.0.1:{sshd.port}"]
+protocol = "ssh"
+identity = ["id:{sshd_id}"]
+""")
+    sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
+    await sshd.start()
+    # several streams at once over one pooled connection
+    sizes = [100, 70_000, 1 << 20, 5]
+    bodies = await asyncio.gather(*(get(gw, http_upstream.address, n) for n in sizes))
+    assert bodies == [pattern(n) for n in sizes]
+    pool = SshState.of(gw).pool
+    assert len([p for p in pool.peers.values() if p.conn is not None]) == 1
+    assert metric(gw, "ugate_dials_total", dialer="ssh", result="ok") == len(sizes)
+    # sshd's log shows one login with the gateway's key
+    assert sshd.log.read_text().count("Accepted publickey") == 1
+    # the connection drops: the next dial connects again
+    for p in pool.peers.values():
+        assert p.conn is not None
+        p.conn.abort()
+        await asyncio.wait_for(p.conn.wait_closed(), 10)
+    assert await get(gw, http_upstream.address, 1234) == pattern(1234)
+    assert sshd.log.read_text().count("Accepted publickey") == 2
+
+
+async def test_dialer_refuses_wrong_host_key(
+    start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream
+) -> None:
+    other = mesh_id(asyncssh.generate_private_key("ssh-ed25519"))
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[ssh]
+user = "{getpass.getuser()}"
+[hosts."127.0.0.1"]
+endpoints = ["127.0.0.1:{sshd.port}"]
+protocol = "ssh"
+identity = ["id:{other}"]
+""")
+    sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
+    await sshd.start()
+    with pytest.raises(DialError) as ei:
+        await gw.dial(http_upstream.address)
+    assert ei.value.reason == "identity"
+    assert f"is not the expected id:{other}" in str(ei.value)
+    assert http_upstream.requests == []
