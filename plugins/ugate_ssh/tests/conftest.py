@@ -19,8 +19,10 @@ from ugate_ssh.state import SshState
 
 
 def gateway_host_key_line(gw: Gateway, port: int, host: str = "127.0.0.1") -> str:
-    """The ``known_hosts`` line a user writes from the gateway's public key."""
-    return known_hosts_line(SshState.of(gw).host_key(), [f"[{host}]:{port}"])
+    """The ``known_hosts`` line a user writes from ``ugate id`` (the workload's SSH key)."""
+    line = f"[{host}]:{port} {gw.identity.ssh_public_key()}"
+    assert line == known_hosts_line(SshState.of(gw).host_key(), [f"[{host}]:{port}"])
+    return line
 
 
 @dataclass

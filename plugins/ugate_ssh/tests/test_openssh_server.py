@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern
+import json
+import sys
+from pathlib import Path
+
+from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, run
 
 from .conftest import OpenSsh, gateway_host_key_line, wait_port
 
@@ -45,6 +49,23 @@ async def test_ssh_W_reaches_http_upstream_with_pinned_host_key(
     assert res.returncode == 0, res.stderr.decode()
     assert body_of(res.stdout) == pattern(n)
     assert metric(gw, "ugate_connections_total", listener="main", protocol="ssh") == 1
+
+
+async def test_known_hosts_line_from_ugate_id_cli(
+    start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream, tmp_path: Path
+) -> None:
+    """The user's path: ``ugate id --json`` prints the key; it pins the gateway's host key."""
+    gw, port, _ = await gateway(start_gateway, openssh)
+    ugate = Path(sys.executable).with_name("ugate")
+    res = await run(str(ugate), "id", "--json", "--state-dir", str(gw.state_dir), timeout=30)
+    assert res.returncode == 0, res.stderr.decode()
+    info = json.loads(res.stdout)
+    kh = openssh.known_hosts(f"[127.0.0.1]:{port} {info['ssh_public_key']}", "kh_cli")
+    res = await openssh.run(openssh.args(port, "alice", kh, "-W", http_upstream.address),
+                            input=http_get("/bytes/999"))
+    assert res.returncode == 0, res.stderr.decode()
+    assert body_of(res.stdout) == pattern(999)
+    assert info["id"] == gw.identity.id
 
 
 async def test_wrong_known_hosts_line_fails(

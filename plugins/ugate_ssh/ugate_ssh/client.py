@@ -37,13 +37,14 @@ from ugate_core import (
     ListenerContext,
     Stream,
     StreamMeta,
+    expected_identities_for,
     format_hostport,
     parse_hostport,
 )
 from ugate_core.config import parse_identity
 
 from .adapters import ChannelStream, StreamTransport
-from .keys import core_function, mesh_id, spki_sha256
+from .keys import mesh_id, spki_sha256
 
 if TYPE_CHECKING:
     from .state import SshState
@@ -144,19 +145,9 @@ def expected_for(req_idents: tuple[ExpectedIdentity, ...], *names: str
     if req_idents:
         return req_idents
     for n in names:
-        found = _ids_in_name(n)
+        found = expected_identities_for(n)
         if found:
             return found
-    return ()
-
-
-def _ids_in_name(name: str) -> tuple[ExpectedIdentity, ...]:
-    fn = core_function("expected_identities_for")
-    if fn is not None:
-        return tuple(fn(name))
-    labels = name.lower().rstrip(".").split(".")
-    if len(labels) >= 2 and labels[1] == "m" and labels[0].isalnum():
-        return (ExpectedIdentity("id", labels[0].upper()),)
     return ()
 
 

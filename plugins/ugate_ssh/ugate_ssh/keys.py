@@ -6,12 +6,9 @@ write a ``known_hosts`` line, and a peer's mesh ID is the hash of the key it sig
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import importlib
 import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,46 +16,10 @@ from typing import Any
 
 import asyncssh
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ugate_core import ConfigError, Gateway
+from ugate_core import ConfigError, Gateway, id_of_public_key
 
 log = logging.getLogger("ugate.ssh")
-
-_ephemeral: weakref.WeakKeyDictionary[Gateway, asyncssh.SSHKey] = weakref.WeakKeyDictionary()
-
-
-def _raw_public(pub: Any) -> bytes:
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        return pub.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    if isinstance(pub, ed25519.Ed25519PublicKey):
-        return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    der: bytes = pub.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
-
-
-def core_function(name: str) -> Any:
-    """A function of ``ugate_core.identity`` if this core has it, else ``None``."""
-    try:
-        mod = importlib.import_module("ugate_core.identity")
-    except ImportError:
-        return None
-    return getattr(mod, name, None)
-
-
-def id_of_public_key(pub: Any) -> str:
-    """Mesh ID of a cryptography public key (core's function once ``ugate_core.identity``
-    exists; the same rule otherwise: base32, no padding, of SHA-256 of the raw key)."""
-    fn = core_function("id_of_public_key")
-    if fn is not None:
-        return str(fn(pub))
-    digest = hashlib.sha256(_raw_public(pub)).digest()
-    return base64.b32encode(digest).decode("ascii").rstrip("=")
-
 
 def crypto_public_key(key: asyncssh.SSHKey) -> Any:
     """The cryptography public key behind an asyncssh key (or certificate's key)."""
@@ -67,7 +28,7 @@ def crypto_public_key(key: asyncssh.SSHKey) -> Any:
 
 
 def mesh_id(key: asyncssh.SSHKey) -> str:
-    """Mesh ID of an SSH public key."""
+    """Mesh ID of an SSH public key (the same rule as TLS peers: core's ``id_of_public_key``)."""
     return id_of_public_key(crypto_public_key(key))
 
 
@@ -81,26 +42,13 @@ def fqdn_of_id(peer_id: str) -> str:
 
 
 def host_key(gateway: Gateway, path: str = "") -> asyncssh.SSHKey:
-    """The SSH host/user key: ``path`` if given, else the workload key, else (no identity
-    plugin) one key generated per gateway and kept in memory."""
+    """The SSH host/user key: ``path`` if given, else the workload key (``ugate id``)."""
     if path:
         try:
             return asyncssh.read_private_key(Path(path).expanduser())
         except (OSError, asyncssh.KeyImportError) as e:
             raise ConfigError("ssh.host_key", f"{path!r}: cannot read private key: {e}") from None
-    try:
-        ident = gateway.identity
-    except Exception as e:  # an identity plugin that fails: say so, keep SSH usable
-        log.warning("ssh_identity_unavailable error=%r", str(e))
-        ident = None
-    if ident is not None and hasattr(ident, "private_key_pem"):
-        return asyncssh.import_private_key(ident.private_key_pem())
-    key = _ephemeral.get(gateway)
-    if key is None:
-        key = asyncssh.generate_private_key("ecdsa-sha2-nistp256")
-        _ephemeral[gateway] = key
-        log.warning("ssh_host_key_ephemeral reason=no_identity id=%s", mesh_id(key))
-    return key
+    return asyncssh.import_private_key(gateway.identity.private_key_pem())
 
 
 def public_line(key: asyncssh.SSHKey) -> str:
