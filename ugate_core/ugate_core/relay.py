@@ -67,7 +67,7 @@ class RelaySettings:
 settings = RelaySettings.from_env()
 
 
-@dataclass
+@dataclass(slots=True)
 class RelayStats:
     """Bytes each way and why the relay ended (``done``, ``idle``, ``timeout``, ``reset``,
     ``cancelled``); ``end`` is ``""`` while it runs. Counts are live while it runs.
@@ -162,15 +162,16 @@ class _Pipe:
 
 
 class _Relay:
-    __slots__ = ("a", "b", "fut", "loop", "pipes", "socks", "spliced")
+    __slots__ = ("a", "b", "fut", "moved", "pipes", "seen", "socks", "spliced")
 
     def __init__(self, a: Stream, b: Stream, fut: asyncio.Future[str]) -> None:
         self.a = a
         self.b = b
         self.fut = fut
-        self.loop = fut.get_loop()
-        self.socks: dict[int, socket.socket] = {}
+        self.socks: dict[int, socket.socket] | None = None  # dup'd fds while splicing
         self.spliced = 0
+        self.seen = 0  # idle sweeper: byte count last seen, and when it last moved
+        self.moved = 0.0
         self.pipes = (_Pipe(a, b, self, None), _Pipe(b, a, self, None))
 
     def arm(self) -> None:
@@ -224,7 +225,7 @@ class _Relay:
             return
         try:
             s_sock, d_sock = self._sock(src, s_fd), self._sock(dst, d_fd)
-            spl = _splice.SpliceDirection(self.loop, s_sock, d_sock, p.spliced_eof,
+            spl = _splice.SpliceDirection(self.fut.get_loop(), s_sock, d_sock, p.spliced_eof,
                                           p.spliced_error)
         except OSError:  # out of fds or pipes: stay on the copy path
             self._back_to_copy(p, dst)
@@ -241,6 +242,8 @@ class _Relay:
         p.src.resume_reading()
 
     def _sock(self, s: Stream, fd: int) -> socket.socket:
+        if self.socks is None:
+            self.socks = {}
         sk = self.socks.get(id(s))
         if sk is None:
             sk = self.socks[id(s)] = _splice.dup_socket(fd)
@@ -250,9 +253,10 @@ class _Relay:
         for p in self.pipes:
             if p.spl is not None:
                 p.spl.stop()
-        for sk in self.socks.values():
-            sk.close()
-        self.socks.clear()
+        if self.socks:
+            for sk in self.socks.values():
+                sk.close()
+        self.socks = None
 
 
 def _pure_tcp(s: Stream) -> bool:
@@ -269,6 +273,59 @@ def _raw_fd(s: Stream) -> int | None:
     return s.raw_fd() if _pure_tcp(s) else None  # type: ignore[attr-defined]
 
 
+class _IdleSweeper:
+    """Ends idle relays: one timer per loop and idle timeout value, not one per relay (a timer
+    handle and a closure per connection were a tenth of an idle connection's memory).
+
+    A relay is idle once its byte counts have not moved for ``timeout`` seconds; the sweep runs
+    every ``timeout / 4`` (at most 30 s), so it ends between ``timeout`` and ``1.25 timeout``.
+    """
+
+    __slots__ = ("handle", "key", "loop", "period", "relays", "timeout")
+    _all: dict[tuple[int, float], _IdleSweeper] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.key = (id(loop), timeout)
+        self.period = min(max(timeout / 4, 0.005), 30.0)
+        self.relays: set[_Relay] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def add(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: _Relay) -> None:
+        sw = cls._all.get((id(loop), timeout))
+        if sw is None or sw.loop is not loop:
+            sw = cls._all[(id(loop), timeout)] = cls(loop, timeout)
+        r.seen, r.moved = 0, loop.time()
+        sw.relays.add(r)
+        if sw.handle is None:
+            sw.handle = loop.call_later(sw.period, sw.sweep)
+
+    @classmethod
+    def discard(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: _Relay) -> None:
+        sw = cls._all.get((id(loop), timeout))
+        if sw is None or sw.loop is not loop:
+            return
+        sw.relays.discard(r)
+        if not sw.relays:
+            if sw.handle is not None:
+                sw.handle.cancel()
+            del cls._all[sw.key]
+
+    def sweep(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for r in [*self.relays]:
+            total = r.pipes[0].total + r.pipes[1].total
+            if total != r.seen:
+                r.seen, r.moved = total, now
+            elif now - r.moved >= self.timeout:
+                r.finish("idle")
+        if self.relays:
+            self.handle = self.loop.call_later(self.period, self.sweep)
+
+
 async def relay(
     a: Stream,
     b: Stream,
@@ -280,6 +337,9 @@ async def relay(
     """Copy ``a`` ⇄ ``b`` until both directions ended; close both; return the byte counts.
 
     ``stats`` may be passed in to watch the counts while the relay runs (``/streams``).
+    ``end`` says why it ended: ``done`` (both directions reached EOF), ``idle`` (no byte
+    either way for ``idle_timeout`` seconds; noticed within a quarter of it), ``timeout``
+    (``total_timeout`` passed), ``reset`` (an error on either side) or ``cancelled``.
     """
     loop = asyncio.get_running_loop()
     st = stats if stats is not None else RelayStats()
@@ -289,39 +349,24 @@ async def relay(
     st._pipes = r.pipes
     b.on_resume_writing = ab.resume
     a.on_resume_writing = ba.resume
-    idle_handle: asyncio.TimerHandle | None = None
-    last = -1
-
-    def idle_check() -> None:
-        nonlocal idle_handle, last
-        total = ab.total + ba.total
-        if total == last:
-            r.finish("idle")
-            return
-        last = total
-        assert idle_timeout is not None
-        idle_handle = loop.call_later(idle_timeout, idle_check)
-
+    total_handle = loop.call_later(total_timeout, r.finish, "timeout") if total_timeout \
+        else None
     if idle_timeout:
-        last = 0
-        idle_handle = loop.call_later(idle_timeout, idle_check)
+        _IdleSweeper.add(loop, idle_timeout, r)
     try:
         a.set_receiver(ab)
         b.set_receiver(ba)
         r.arm()
         try:
-            if total_timeout:
-                st.end = await asyncio.wait_for(asyncio.shield(fut), total_timeout)
-            else:
-                st.end = await fut
-        except TimeoutError:
-            st.end = "timeout"
+            st.end = await fut
         except asyncio.CancelledError:
             st.end = "cancelled"
             raise
     finally:
-        if idle_handle is not None:
-            idle_handle.cancel()
+        if idle_timeout:
+            _IdleSweeper.discard(loop, idle_timeout, r)
+        if total_handle is not None:
+            total_handle.cancel()
         st._up, st._down, st._pipes = ab.total, ba.total, None
         st.spliced = r.spliced
         r.stop_splicing()

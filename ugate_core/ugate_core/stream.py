@@ -417,10 +417,11 @@ class TcpStream(Stream, asyncio.Protocol):
                 local = sock.getsockname()
             except OSError:
                 pass
+        # an IPv4 (host, port) is kept as is: uvloop's socket object caches the same tuple
         if isinstance(peer, tuple):
-            self.meta.remote = (str(peer[0]), int(peer[1]))
+            self.meta.remote = peer if len(peer) == 2 else (str(peer[0]), int(peer[1]))
         if isinstance(local, tuple):
-            self.meta.local = (str(local[0]), int(local[1]))
+            self.meta.local = local if len(local) == 2 else (str(local[0]), int(local[1]))
 
     def data_received(self, data: bytes) -> None:
         self._on_data(data)
