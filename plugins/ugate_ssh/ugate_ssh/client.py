@@ -222,7 +222,10 @@ class SshClientPool:
         names = {lc.name for lc in self.gateway.config.listeners}
         self.settings = parse_section(self.gateway.config.section("ssh"), names)
         self.peers: dict[PeerKey, _Peer] = {}
+        #: streams that arrived through an upstream's reverse forward
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: one reconnecting loop per upstream
+        self.loops: set[asyncio.Task[Any]] = set()
         self._closing = False
 
     def key(self) -> asyncssh.SSHKey:
@@ -359,8 +362,8 @@ class SshClientPool:
     def start_upstreams(self) -> None:
         for up in self.settings.upstreams:
             t = asyncio.get_running_loop().create_task(self._upstream(up))
-            self.tasks.add(t)
-            t.add_done_callback(self.tasks.discard)
+            self.loops.add(t)
+            t.add_done_callback(self.loops.discard)
 
     async def _upstream(self, up: Upstream) -> None:
         gw = self.gateway
@@ -418,8 +421,15 @@ class SshClientPool:
             if not cs.is_closing():
                 cs.abort()
 
-    async def aclose(self) -> None:
+    async def stop_upstreams(self) -> None:
+        """No more reconnecting; streams that came in through upstreams keep running."""
         self._closing = True
+        for t in list(self.loops):
+            t.cancel()
+        await asyncio.gather(*self.loops, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.stop_upstreams()
         for t in list(self.tasks):
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -65,9 +65,19 @@ class SshState:
         return srv
 
     async def aclose(self) -> None:
+        """Gateway shutdown: stop upstream loops at once; let relayed streams finish (they may
+        ride on SSH connections) until the drain deadline; then close every SSH connection."""
         if self._pool is not None:
-            await self._pool.aclose()
-        for srv in self.servers.values():
-            with contextlib.suppress(Exception):
-                await srv.aclose()
-        self._all.pop(self.gateway, None)
+            await self._pool.stop_upstreams()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.gateway.config.gateway.drain_timeout
+        try:
+            while self.gateway.streams and loop.time() < end:
+                await asyncio.sleep(0.05)
+        finally:
+            if self._pool is not None:
+                await self._pool.aclose()
+            for srv in self.servers.values():
+                with contextlib.suppress(Exception):
+                    await srv.aclose()
+            self._all.pop(self.gateway, None)
