@@ -72,7 +72,7 @@ class SshState:
         loop = asyncio.get_running_loop()
         end = loop.time() + self.gateway.config.gateway.drain_timeout
         try:
-            while self.gateway.streams and loop.time() < end:
+            while self.gateway.streams and loop.time() < end:  # noqa: ASYNC110 (no event)
                 await asyncio.sleep(0.05)
         finally:
             if self._pool is not None:

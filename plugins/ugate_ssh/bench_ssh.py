@@ -1,0 +1,153 @@
+"""Bulk transfer through ugate's SSH server vs OpenSSH at both ends, per cipher.
+
+    python plugins/ugate_ssh/bench_ssh.py [--mib 256] [--runs 3] [--ciphers C1,C2]
+
+(default ciphers: aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
+
+For each cipher: ``ssh -c CIPHER -W 127.0.0.1:SINK`` downloads N MiB from a local source
+server, once through ``ugate run`` (asyncssh server, uvloop when installed) and once through
+``sshd`` (needs root; skipped otherwise). Prints MiB/s (best of the runs) and ugate/OpenSSH.
+Everything is on loopback; processes are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SOURCE = r"""
+import socket, sys
+n = int(sys.argv[1]); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
+buf = b"\0" * (1 << 20)
+while True:
+    c, _ = s.accept()
+    left = n
+    while left > 0:
+        left -= c.send(buf[: min(left, len(buf))])
+    c.close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def download(ssh_args: list[str], cipher: str, src_port: int, nbytes: int) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run([*ssh_args[:-1], "-c", cipher, "-W", f"127.0.0.1:{src_port}",
+                        ssh_args[-1]], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=300)
+    dt = time.perf_counter() - t0
+    if len(p.stdout) != nbytes:
+        raise SystemExit(f"got {len(p.stdout)} of {nbytes} bytes: {p.stderr.decode()[-500:]}")
+    return nbytes / dt / (1 << 20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ciphers", default="aes128-gcm@openssh.com,chacha20-poly1305@openssh.com")
+    a = ap.parse_args()
+    nbytes = a.mib << 20
+    ssh, keygen = shutil.which("ssh"), shutil.which("ssh-keygen")
+    if not ssh or not keygen:
+        raise SystemExit("needs openssh-client (apt-get install openssh-client)")
+    ugate = str(Path(sys.executable).with_name("ugate"))
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        try:
+            src = subprocess.Popen([sys.executable, "-c", SOURCE, str(nbytes)],
+                                   stdout=subprocess.PIPE)
+            procs.append(src)
+            assert src.stdout is not None
+            src_port = int(src.stdout.readline())
+            key = tmp / "id"
+            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            pub = (tmp / "id.pub").read_text().strip()
+            gw_port = free_port()
+            cfg = tmp / "ugate.toml"
+            cfg.write_text(f'[admin]\nlisten = ""\n[listeners.ssh]\nlisten = "127.0.0.1:{gw_port}"'
+                           f'\nprotocols = ["ssh"]\nauthorized_keys = ["{pub}"]\n')
+            state = tmp / "state"
+            info = json.loads(subprocess.run([ugate, "id", "--json", "--state-dir", str(state)],
+                                             check=True, capture_output=True).stdout)
+            gw = subprocess.Popen([ugate, "--log-level", "warning", "run", "-c", str(cfg),
+                                   "--state-dir", str(state)])
+            procs.append(gw)
+            wait_port(gw_port)
+            kh = tmp / "known_hosts"
+            lines = [f"[127.0.0.1]:{gw_port} {info['ssh_public_key']}"]
+            targets = {"ugate": gw_port}
+            sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+            if os.geteuid() == 0 and os.path.exists(sshd):
+                Path("/run/sshd").mkdir(exist_ok=True)
+                hk = tmp / "hk"
+                subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)],
+                               check=True)
+                sp = free_port()
+                (tmp / "ak").write_text(pub + "\n")
+                (tmp / "sshd_config").write_text(
+                    f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
+                    f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {tmp}/pid\n"
+                    f"AuthorizedKeysFile {tmp}/ak\nAllowTcpForwarding yes\n")
+                procs.append(subprocess.Popen([sshd, "-D", "-f", str(tmp / "sshd_config"),
+                                               "-E", str(tmp / "sshd.log")],
+                                              stderr=subprocess.DEVNULL))
+                wait_port(sp)
+                alg, b64 = (tmp / "hk.pub").read_text().split()[:2]
+                lines.append(f"[127.0.0.1]:{sp} {alg} {b64}")
+                targets["openssh"] = sp
+            else:
+                print("sshd not available (needs root): ugate numbers only")
+            kh.write_text("\n".join(lines) + "\n")
+            print(f"bulk download of {a.mib} MiB through the SSH server, best of {a.runs} "
+                  "(OpenSSH client at the other end)")
+            for cipher in a.ciphers.split(","):
+                res: dict[str, float] = {}
+                for name, port in targets.items():
+                    args = [ssh, "-F", "/dev/null", "-p", str(port), "-i", str(key),
+                            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
+                            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+                            "-o", "IdentityAgent=none", "-o", "Compression=no",
+                            "-l", os.environ.get("USER", "root"), "127.0.0.1"]
+                    res[name] = max(download(args, cipher, src_port, nbytes)
+                                    for _ in range(a.runs))
+                line = f"{cipher:34} " + "  ".join(f"{k}={v:8.1f} MiB/s" for k, v in res.items())
+                if "openssh" in res:
+                    line += f"  ugate/openssh={res['ugate'] / res['openssh']:.2f}x"
+                print(line, flush=True)
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()
