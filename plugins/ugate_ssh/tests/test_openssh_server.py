@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, run
 
@@ -86,8 +89,6 @@ async def test_wrong_known_hosts_line_fails(
 async def test_ssh_L_forwards_local_port(
     start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream
 ) -> None:
-    import asyncio
-
     _gw, port, kh = await gateway(start_gateway, openssh)
     lport = free_port()
     await openssh.start(openssh.args(
@@ -100,3 +101,51 @@ async def test_ssh_L_forwards_local_port(
         resp = await asyncio.wait_for(r.read(), 20)
         w.close()
         assert body_of(resp) == pattern(n)
+
+
+async def test_ssh_W_half_close_echo(
+    start_gateway: StartGateway, openssh: OpenSsh, echo_server: tuple[str, int]
+) -> None:
+    """ssh's stdin EOF becomes a channel EOF, then a TCP half-close; the echo still comes back
+    in full and then the upstream's FIN ends ssh."""
+    _gw, port, kh = await gateway(start_gateway, openssh)
+    data = pattern(1 << 20, seed=7)
+    res = await openssh.run(openssh.args(port, "alice", kh, "-W",
+                                         f"{echo_server[0]}:{echo_server[1]}"), input=data)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == data
+
+
+async def test_max_channels_per_connection(start_gateway: StartGateway,
+                                           echo_server: tuple[str, int]) -> None:
+    import asyncssh
+
+    from ugate_ssh.keys import public_line
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.ssh]
+listen = "127.0.0.1:0"
+protocols = ["ssh"]
+max_channels = 2
+authorized_keys = ["{public_line(key)}"]
+""")
+    async with asyncssh.connect("127.0.0.1", gw.port("ssh"), username="u", client_keys=[key],
+                                known_hosts=None, config=[], agent_path=None) as conn:
+        opened = [await conn.open_connection(*echo_server) for _ in range(2)]
+        with pytest.raises(asyncssh.ChannelOpenError, match="too many channels"):
+            await conn.open_connection(*echo_server)
+        r, w = opened[0]
+        w.write(b"ping")
+        assert await r.readexactly(4) == b"ping"
+        w.close()  # a slot frees up once a channel ends
+        for _ in range(100):
+            try:
+                third = await conn.open_connection(*echo_server)
+                break
+            except asyncssh.ChannelOpenError:
+                await asyncio.sleep(0.02)
+        third[1].close()
+    assert metric(gw, "ugate_rejections_total", listener="ssh", reason="max_channels") >= 1

@@ -161,3 +161,24 @@ def test_expected_identity_from_name_and_match() -> None:
     assert key_matches(ALICE, exp)
     assert not key_matches(MALLORY, exp)
     assert expected_for((), "gw.example") == ()
+
+
+@given(st.text(max_size=200))
+def test_key_line_parser_total(line: str) -> None:
+    """Any text: a key entry, nothing (blank/comment), or a ConfigError naming the place."""
+    try:
+        parse_key_line(line, "here")
+    except ConfigError as e:
+        assert str(e).startswith("here: ")
+
+
+@given(st.lists(st.text(max_size=60), max_size=4))
+def test_id_list_total(values: list[str]) -> None:
+    from ugate_ssh.keys import id_list
+
+    try:
+        ids = id_list(values, "allow_ids")
+    except ConfigError as e:
+        assert str(e).startswith("allow_ids[")
+    else:
+        assert all(i.isupper() or i.isdigit() for i in ids)
