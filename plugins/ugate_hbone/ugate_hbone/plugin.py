@@ -7,6 +7,7 @@ from typing import Any
 
 from ugate_core import DialerType, Gateway, ListenerType, hookimpl
 
+from ._malloc import tune_malloc
 from .dialer import close_pool, dial_hbone, dial_hbonec
 from .listener import OPTION_KEYS, check_options, start_hbone_listener
 from .server import goaway_all, serve_hbone, serve_hbonec, sniff_preface
@@ -56,7 +57,9 @@ def ugate_dialer_types() -> list[DialerType]:
 
 @hookimpl
 def ugate_startup(gateway: Gateway) -> None:
-    settings_of(gateway)  # a bad [hbone] table stops the start with its key and value
+    st = settings_of(gateway)  # a bad [hbone] table stops the start with its key and value
+    if st.tune_malloc:
+        tune_malloc()
 
 
 @hookimpl

@@ -49,6 +49,7 @@ from h2.settings import SettingCodes, Settings
 
 from ugate_core import Stream, StreamMeta
 
+from . import _h2fast  # noqa: F401  (cheap DATA frame repr: see the module)
 from .settings import HboneSettings
 
 log = logging.getLogger("ugate.hbone")
