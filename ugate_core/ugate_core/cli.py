@@ -207,4 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so subcommands that other modules register into
+    # ugate_core.cli (``ugate id``) exist under ``python -m ugate_core.cli`` too
+    from ugate_core.cli import main as _main
+
+    sys.exit(_main())

@@ -404,13 +404,7 @@ class Gateway:
         for ln in self.listeners.values():
             if ln.server is not None:
                 ln.server.close()
-        for rl in self.running.values():
-            with contextlib.suppress(Exception):
-                await rl.aclose()
-        for res in self.pm.hook.ugate_shutdown(gateway=self):
-            if isinstance(res, Awaitable):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(res, max(timeout, 0.1))
+        # live streams first: plugins' shutdown hooks may close pools those streams use
         pending = {t for t in self._tasks if not t.done()}
         if pending:
             log.info("draining streams=%d deadline=%.1fs", len(pending), timeout)
@@ -419,6 +413,13 @@ class Gateway:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for rl in self.running.values():
+            with contextlib.suppress(Exception):
+                await rl.aclose()
+        for res in self.pm.hook.ugate_shutdown(gateway=self):
+            if isinstance(res, Awaitable):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(res, max(timeout, 1.0))
         if self._admin is not None:
             await self._admin.aclose()
         for ln in self.listeners.values():

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cryptography import x509
 from prometheus_client import Counter
 
+from . import tls_front
 from .config import ListenerConfig, parse_identity
 from .errors import AuthError, ConfigError, DialError, ProtocolError
 from .ids import expected_identities_for, remember_key
@@ -211,7 +212,7 @@ def check_listener_options(options: Mapping[str, Any], path: str) -> None:
     for k, v in options.items():
         p = f"{path}.{k}"
         if k not in _LISTENER_KEYS:
-            raise ConfigError(p, f"unknown key (tls knows: {', '.join(sorted(_LISTENER_KEYS))})")
+            continue  # core rejects keys no protocol of the listener declared (option_keys)
         if k == "require_client_cert" and not isinstance(v, bool):
             raise ConfigError(p, f"{v!r} is not true or false")
         if k in ("alpn", "peers") and (
@@ -412,15 +413,25 @@ async def start_tls_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListene
     return ln
 
 
+def _check_all(options: Mapping[str, Any], path: str) -> None:
+    check_listener_options(options, path)
+    tls_front.check_options(options, path)
+
+
 def listener_type() -> ListenerType:
+    """``tls``: on its own port (``protocols = ["tls"]``) terminate and forward to ``target``;
+    on a shared port, the TLS front (:mod:`ugate_core.tls_front`): SNI passthrough or
+    termination, then ALPN dispatch."""
     return ListenerType(
         name="tls",
         start=start_tls_listener,
+        sniff=tls_front.sniff,
+        serve=tls_front.serve,
         relays=False,
-        check_options=check_listener_options,
-        option_keys=frozenset(_LISTENER_KEYS),
-        description="terminate TLS with the workload certificate (client certificate "
-        "requested; its ID is the peer identity), forward to the fixed 'target' host:port",
+        check_options=_check_all,
+        option_keys=frozenset(_LISTENER_KEYS) | tls_front.OPTION_KEYS,
+        description="TLS: terminate with the workload certificate and forward (own port), or "
+        "route by SNI and dispatch by ALPN (shared port)",
     )
 
 

@@ -1,0 +1,252 @@
+"""The TLS front of a shared port: route by SNI, pass through or terminate, dispatch by ALPN.
+
+A connection whose first bytes are a TLS record is handled here:
+
+1. The ClientHello is read (bounded, within the handshake deadline) without consuming it.
+2. An SNI matching a ``passthrough`` pattern is relayed untouched to ``<sni>:<passthrough_port>``
+   through the router: the client sees the destination's own certificate.
+3. An SNI that is ours — one of this workload's FQDNs or its VIP, a ``terminate`` pattern, a
+   name of a configured certificate, or no SNI at all — is terminated with the workload
+   certificate (or the configured one), asking for an optional client certificate; the
+   client's verified mesh ID becomes ``meta.peer_id``.
+4. Anything else gets a TLS ``unrecognized_name`` alert, a close and a counter.
+
+After termination the decrypted stream goes to the protocol serving the negotiated ALPN
+(``ListenerType.alpn``: ``h2`` → HBONE/HTTPS, ...), else to the listener's ``target``, else it is
+sniffed again among the listener's protocols (HTTP/1.1 inside TLS, SOCKS over TLS, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import parse_hostport
+from .errors import ConfigError, ProtocolError
+from .router import match_name
+from .sniff import sniff_stream
+from .sslstream import SslStream
+from .stream import Stream, StreamClosedError
+from .tls_hello import ClientHelloParser, alert, looks_like_tls
+from .types import ListenerContext, ListenerType, Sniff
+
+log = logging.getLogger("ugate.tls")
+
+OPTION_KEYS = frozenset({
+    "passthrough", "passthrough_port", "terminate", "certificates", "require_client_cert",
+})
+
+
+def sniff(prefix: bytes) -> Sniff:
+    r = looks_like_tls(prefix)
+    return Sniff.NEED_MORE if r is None else (Sniff.MATCH if r else Sniff.NO)
+
+
+@dataclass
+class CertEntry:
+    names: tuple[str, ...]
+    cert: str
+    key: str
+    context: ssl.SSLContext | None = None
+
+
+@dataclass
+class FrontOptions:
+    passthrough: tuple[str, ...] = ()
+    passthrough_port: int = 443
+    terminate: tuple[str, ...] = ()
+    certificates: list[CertEntry] = field(default_factory=list)
+    require_client_cert: bool = False
+
+
+def _strs(v: Any, path: str) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(path, f"{v!r} is not a list of names")
+    return tuple(x.lower().rstrip(".") for x in v)
+
+
+def parse_options(options: Mapping[str, Any], path: str) -> FrontOptions:
+    o = FrontOptions()
+    if "passthrough" in options:
+        o.passthrough = _strs(options["passthrough"], f"{path}.passthrough")
+    if "terminate" in options:
+        o.terminate = _strs(options["terminate"], f"{path}.terminate")
+    if "passthrough_port" in options:
+        p = options["passthrough_port"]
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+            raise ConfigError(f"{path}.passthrough_port", f"{p!r} is not a port (1-65535)")
+        o.passthrough_port = p
+    if "require_client_cert" in options:
+        v = options["require_client_cert"]
+        if not isinstance(v, bool):
+            raise ConfigError(f"{path}.require_client_cert", f"{v!r} is not true or false")
+        o.require_client_cert = v
+    certs = options.get("certificates", [])
+    if not isinstance(certs, list):
+        raise ConfigError(f"{path}.certificates", "not a list of {names, cert, key} tables")
+    for i, c in enumerate(certs):
+        p = f"{path}.certificates[{i}]"
+        if not isinstance(c, Mapping) or set(c) != {"names", "cert", "key"}:
+            raise ConfigError(p, "needs exactly the keys names, cert, key")
+        if not isinstance(c["cert"], str) or not isinstance(c["key"], str):
+            raise ConfigError(p, "cert and key are file paths")
+        o.certificates.append(CertEntry(_strs(c["names"], f"{p}.names"), c["cert"], c["key"]))
+    return o
+
+
+def check_options(options: Mapping[str, Any], path: str) -> None:
+    parse_options(options, path)
+
+
+class _Front:
+    """Per-listener state: parsed options and TLS contexts, built on first use."""
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        self.ctx = ctx
+        self.opts = parse_options(ctx.options, ctx.config.path)
+        gw = ctx.gateway
+        self.alpn: list[str] = []
+        for t in gw.listener_types.values():
+            for a in t.alpn:
+                if a not in self.alpn and t.serve is not None:
+                    self.alpn.append(a)
+        if "http/1.1" not in self.alpn:
+            self.alpn.append("http/1.1")
+        self._default: ssl.SSLContext | None = None
+
+    def context_for(self, sni: str | None) -> ssl.SSLContext:
+        if sni:
+            for c in self.opts.certificates:
+                if any(match_name(n, sni) for n in c.names):
+                    if c.context is None:
+                        cx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                        cx.load_cert_chain(c.cert, c.key)
+                        cx.set_alpn_protocols(self.alpn)
+                        c.context = cx
+                    return c.context
+        if self._default is None:
+            self._default = self.ctx.gateway.identity.server_ssl_context(
+                self.alpn, require_client_cert=self.opts.require_client_cert)
+        return self._default
+
+    def is_ours(self, sni: str | None) -> bool:
+        if sni is None:
+            return True
+        ident = self.ctx.gateway.identity
+        if sni in ident.fqdns or sni == str(ident.vip):
+            return True
+        if any(match_name(p, sni) for p in self.opts.terminate):
+            return True
+        return any(match_name(n, sni) for c in self.opts.certificates for n in c.names)
+
+
+def _front(ctx: ListenerContext) -> _Front:
+    f = getattr(ctx, "_tls_front", None)
+    if f is None:
+        f = _Front(ctx)
+        ctx._tls_front = f  # type: ignore[attr-defined]
+    return f
+
+
+async def serve(stream: Stream, ctx: ListenerContext) -> None:
+    gw = ctx.gateway
+    front = _front(ctx)
+    timeout = gw.config.gateway.handshake_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    parser = ClientHelloParser()
+    seen = 0
+    hello = None
+    while hello is None:
+        buf = await stream.read_some_into(seen + 1, deadline)  # peek: bytes stay buffered
+        if len(buf) <= seen:
+            if stream.saw_eof:
+                raise StreamClosedError("closed during the TLS ClientHello")
+            raise TimeoutError
+        hello = parser.receive_data(buf[seen:])
+        seen = len(buf)
+    sni = hello.sni
+    stream.meta.sni = sni
+    if sni and any(match_name(p, sni) for p in front.opts.passthrough):
+        stream.meta.protocol = "tls-passthrough"
+        # the passthrough patterns are the rule: configured routes, not client choice
+        target = f"{sni}:{front.opts.passthrough_port}"
+        stream.meta.target = target
+        up = await gw.dial(target)
+        await gw.relay(stream, up)  # the buffered ClientHello goes first
+        return
+    if not front.is_ours(sni):
+        stream.write(alert(112))
+        raise ProtocolError(f"SNI {sni!r} is neither ours nor a passthrough route",
+                            "tls_unknown_sni")
+    tls = SslStream(stream, front.context_for(sni), server_side=True)
+    await tls.handshake(max(deadline - loop.time(), 0.01))
+    peer = tls.peer_certificate()
+    if peer is not None:
+        from .verify import leaf_id, peer_certificates, verified_spiffe
+
+        # the handshake already checked the chain (mesh anchor or a trust bundle) and that
+        # the client holds the key: the key's hash is who it is
+        tls.meta.peer_id = leaf_id(peer)
+        _, chain = peer_certificates(tls.ssl)
+        spiffe = verified_spiffe(peer, chain, gw.identity.trust_roots)
+        if spiffe:
+            tls.meta.extra["spiffe"] = spiffe
+    log.debug("tls_terminated listener=%s sni=%s alpn=%s peer=%s", ctx.name, sni,
+              tls.meta.alpn, tls.meta.peer_id)
+    await dispatch(tls, ctx)
+
+
+async def dispatch(tls: Stream, ctx: ListenerContext) -> None:
+    """Hand a terminated stream to the protocol of its ALPN, the target, or a second sniff."""
+    gw = ctx.gateway
+    cfg = ctx.config
+    allowed = None if cfg.protocols == ("*",) else set(cfg.protocols)
+    alpn = tls.meta.alpn
+    if alpn:
+        for t in gw.listener_types.values():
+            if alpn in t.alpn and t.serve is not None and (allowed is None or t.name in allowed):
+                tls.meta.protocol = t.name
+                await t.serve(tls, ctx)
+                return
+    if cfg.target:
+        tls.meta.protocol = "tls"
+        await gw.forward(tls, cfg.target)
+        return
+    inner = [t for t in gw.listener_types.values()
+             if t.sniff is not None and t.serve is not None and t.name != "tls"
+             and (allowed is None or t.name in allowed)]
+    res = await sniff_stream(tls, inner, timeout=cfg.sniff_timeout, max_bytes=cfg.sniff_max)
+    if res.listener is None or res.listener.serve is None:
+        raise ProtocolError(f"nothing serves what came inside TLS (alpn={alpn!r})",
+                            f"tls_inner_{res.reason or 'no_match'}")
+    tls.meta.protocol = res.listener.name
+    await res.listener.serve(tls, ctx)
+
+
+def front_fields() -> dict[str, Any]:
+    """The ListenerType fields the TLS front contributes (merged into core's ``tls`` type)."""
+    return {"sniff": sniff, "serve": serve}
+
+
+def listener_type() -> ListenerType:
+    return ListenerType(
+        name="tls",
+        serve=serve,
+        sniff=sniff,
+        # it relays only to configured passthrough routes; what runs inside TLS is policed
+        # by that protocol's own dials
+        relays=False,
+        check_options=check_options,
+        option_keys=OPTION_KEYS,
+        description="TLS on the shared port: SNI passthrough, or termination and ALPN dispatch",
+    )
+
+
+__all__ = ["check_options", "dispatch", "listener_type", "parse_hostport", "serve", "sniff"]
