@@ -17,6 +17,7 @@ from .ids import (
     vip_of_public_key,
 )
 from .relay import RelayStats, relay
+from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import match_name, split_address
 from .sniff import choose as sniff_choose
 from .stream import (
@@ -47,6 +48,7 @@ from .verify import peer_certificates, verify_peer
 
 __all__ = [
     "AuthError",
+    "BytesBody",
     "Config",
     "ConfigError",
     "Destination",
@@ -58,6 +60,8 @@ __all__ = [
     "ExpectedIdentity",
     "FileIdentitySource",
     "Gateway",
+    "HttpRequest",
+    "HttpResponse",
     "Identity",
     "IdentityError",
     "IdentitySource",
@@ -69,6 +73,7 @@ __all__ = [
     "ProtocolError",
     "Receiver",
     "RelayStats",
+    "RoundTripper",
     "RunningListener",
     "Sniff",
     "Stream",

@@ -21,6 +21,7 @@ from .config import Config, ListenerConfig, load_default
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .metrics import Metrics
 from .relay import RelayStats, relay
+from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, match_name, split_address
 from .sniff import sniff_stream
 from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
@@ -204,6 +205,7 @@ class Gateway:
         self._stopping = False
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._round_tripper: RoundTripper | None = None
         self._stopped: asyncio.Event | None = None
         self.ready = False
         self._admin: Any = None
@@ -568,6 +570,19 @@ class Gateway:
                      "age=%.3f", listener, _peer(client.meta), client.meta.target, st.up,
                      st.down, st.end, time.monotonic() - rec.started)
         return rec.stats
+
+    async def round_trip(self, request: HttpRequest) -> HttpResponse:
+        """Send an HTTP request through routing, policy and pooled upstream connections.
+
+        Provided by the plugin implementing ``ugate_round_tripper`` (``ugate-http``).
+        """
+        if self._round_tripper is None:
+            self.load()
+            self._round_tripper = self.pm.hook.ugate_round_tripper(gateway=self)
+            if self._round_tripper is None:
+                raise PluginError("no installed plugin carries HTTP round trips "
+                                  "(ugate_round_tripper hook): pip install ugate-http")
+        return await self._round_tripper.round_trip(request)
 
     async def forward(self, client: Stream, address: str) -> RelayStats:
         """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy."""

@@ -16,6 +16,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .gateway import Gateway, StreamRecord
+    from .roundtrip import RoundTripper
     from .stream import StreamMeta
     from .types import Destination, DialerType, Discovery, IdentitySource, ListenerType
 
@@ -67,6 +68,16 @@ def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
     dial (for a name that is known but must not be reached, e.g. a DNSSEC-bogus answer).
     Answers are cached per (name, port) for ``Destination.ttl``. Core provides ``local`` (the
     ``hosts`` table of the config).
+    """
+
+
+@hookspec(firstresult=True)
+def ugate_round_tripper(gateway: Gateway) -> RoundTripper | None:
+    """Return the object that carries HTTP requests for :meth:`Gateway.round_trip`.
+
+    First non-``None`` answer wins (``ugate-http`` provides one). Called once, on the first
+    round trip. Its ``round_trip(HttpRequest) -> HttpResponse`` routes ``request.authority``
+    through the gateway's discovery, policy and dialers and reuses upstream connections.
     """
 
 

@@ -210,11 +210,19 @@ async def dispatch(tls: Stream, ctx: ListenerContext) -> None:
     allowed = None if cfg.protocols == ("*",) else set(cfg.protocols)
     alpn = tls.meta.alpn
     if alpn:
-        for t in gw.listener_types.values():
-            if alpn in t.alpn and t.serve is not None and (allowed is None or t.name in allowed):
-                tls.meta.protocol = t.name
-                await t.serve(tls, ctx)
-                return
+        cands = [t for t in gw.listener_types.values()
+                 if alpn in t.alpn and t.serve is not None
+                 and (allowed is None or t.name in allowed)]
+        if cands:
+            has_cert = tls.meta.peer_id is not None
+            # a protocol whose wish matches beats an indifferent one beats a mismatch
+            cands.sort(key=lambda t: 0 if t.tls_client_cert is has_cert
+                       else 1 if t.tls_client_cert is None else 2)
+            t = cands[0]
+            assert t.serve is not None
+            tls.meta.protocol = t.name
+            await t.serve(tls, ctx)
+            return
     if cfg.target:
         tls.meta.protocol = "tls"
         await gw.forward(tls, cfg.target)

@@ -138,6 +138,10 @@ class ListenerType:
     #: connection with one of these hands the decrypted stream to ``serve``
     #: (``meta.alpn``, ``meta.sni`` and the client's verified ``meta.peer_id`` are set).
     alpn: tuple[str, ...] = ()
+    #: when several protocols serve the same ALPN (HBONE and HTTPS both speak ``h2``), the TLS
+    #: front prefers the one whose wish matches whether the client presented a certificate:
+    #: True (mesh peers: HBONE), False (browsers, curl: HTTPS), None (no preference)
+    tls_client_cert: bool | None = None
     #: the listener keys this protocol reads. When every protocol of a listener declares its
     #: keys, core rejects any other key as a typo; ``None`` leaves unknown keys unjudged.
     option_keys: frozenset[str] | None = None
