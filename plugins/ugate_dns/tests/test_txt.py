@@ -77,7 +77,12 @@ _meta = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(_meta)
 def test_format_then_parse_round_trips(meta: UgateTxt) -> None:
-    strings = format_txt(meta)
+    try:
+        strings = format_txt(meta)
+    except TxtError as e:
+        # one value percent-encodes past a TXT character-string (up to 12 bytes a character)
+        assert "longer than 255 bytes" in str(e)
+        return
     assert all(len(s) <= 255 for s in strings)
     assert parse_txt(strings) == meta
 
