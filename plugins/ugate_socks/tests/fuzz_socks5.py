@@ -12,6 +12,7 @@ import random
 import sys
 import time
 
+from ugate_core import ProtocolError
 from ugate_socks.protocol import (
     METHOD_NO_AUTH,
     METHOD_NONE_ACCEPTABLE,
@@ -23,8 +24,6 @@ from ugate_socks.protocol import (
     Socks5Server,
     State,
 )
-
-from ugate_core import ProtocolError
 
 SEEDS = [
     b"\x05\x01\x00\x05\x01\x00\x03\x0bexample.com\x00\x50GET /",

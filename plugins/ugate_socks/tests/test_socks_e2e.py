@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, require_peer, run
 
 from ugate_core import ConfigError, Gateway, loads
+from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, require_peer, run
 
 BASE = """
 [admin]

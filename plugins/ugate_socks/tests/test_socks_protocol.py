@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ugate_core import ConfigError, ProtocolError, Sniff
 from ugate_socks.options import check_options, has_auth, password_ok, users_of
 from ugate_socks.protocol import (
     ATYP_DOMAIN,
@@ -28,8 +30,6 @@ from ugate_socks.protocol import (
     sniff,
 )
 from ugate_socks.server import reply_code
-
-from ugate_core import ConfigError, ProtocolError, Sniff
 
 
 def request(host: bytes, port: int, atyp: int = ATYP_DOMAIN, cmd: int = CMD_CONNECT) -> bytes:
