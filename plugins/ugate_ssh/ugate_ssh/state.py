@@ -31,6 +31,7 @@ class SshState:
         self._server_lock = asyncio.Lock()
         self._keys: dict[str, asyncssh.SSHKey] = {}
         self._pool: SshClientPool | None = None
+        self._closer: asyncio.Task[None] | None = None
 
     @classmethod
     def of(cls, gateway: Gateway) -> SshState:
@@ -65,12 +66,18 @@ class SshState:
         return srv
 
     async def aclose(self) -> None:
-        """Gateway shutdown: stop upstream loops at once; let relayed streams finish (they may
-        ride on SSH connections) until the drain deadline; then close every SSH connection."""
+        """Gateway shutdown: stop the upstream loops now. Relayed streams may ride on SSH
+        connections, so those are closed only once the gateway's drain is over (no streams
+        left, or the drain deadline): a background task outlives this hook for that."""
         if self._pool is not None:
             await self._pool.stop_upstreams()
+        self._all.pop(self.gateway, None)
+        if self._pool is not None or self.servers:
+            self._closer = asyncio.get_running_loop().create_task(self._close_after_drain())
+
+    async def _close_after_drain(self) -> None:
         loop = asyncio.get_running_loop()
-        end = loop.time() + self.gateway.config.gateway.drain_timeout
+        end = loop.time() + self.gateway.config.gateway.drain_timeout + 1.0
         try:
             while self.gateway.streams and loop.time() < end:  # noqa: ASYNC110 (no event)
                 await asyncio.sleep(0.05)
@@ -80,4 +87,3 @@ class SshState:
             for srv in self.servers.values():
                 with contextlib.suppress(Exception):
                     await srv.aclose()
-            self._all.pop(self.gateway, None)
