@@ -525,15 +525,22 @@ class Bench:
                 d = direct.get("bulk 1 stream" if r.unit == "Gbit/s" else "ping-pong 64 B p99")
             if r.value is None or d is None or not d.value:
                 continue
-            if r.scenario == d.scenario and len(r.samples) == len(d.samples) > 1:
-                r.x_direct = round(statistics.median(
-                    a / b for a, b in zip(r.samples, d.samples, strict=True) if b), 3)
-            else:
-                r.x_direct = round(r.value / d.value, 3)
+            x = pair_ratio(r, d) if r.scenario == d.scenario else r.value / d.value
+            r.x_direct = round(x, 3) if x is not None else None
 
 
 # --------------------------------------------------------------------------- report
 PEERS = ["haproxy-splice", "haproxy", "socat", "pproxy"]
+
+
+def pair_ratio(a: Row | None, b: Row | None) -> float | None:
+    """``a / b``: the median of per-round ratios when both ran in the same rounds (a drift
+    of the shared machine cancels), else the ratio of the medians."""
+    if a is None or b is None or a.value is None or not b.value:
+        return None
+    if len(a.samples) == len(b.samples) > 1 and all(b.samples):
+        return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
+    return a.value / b.value
 
 
 def table(rows: list[Row], vs: list[Variant]) -> str:
@@ -557,11 +564,8 @@ def table(rows: list[Row], vs: list[Variant]) -> str:
             cells = [sc if first else "", labels.get(r.variant, r.variant), val,
                      f"{r.x_direct:.2f}x" if r.x_direct else ""]
             for p in PEERS:
-                peer = by.get((sc, p))
-                pv = peer.value if peer is not None else None
-                ok = r.variant.startswith("ugate") and r.value is not None and pv
-                cells.append(f"{r.value / pv:.2f}x" if ok and r.value is not None and pv
-                             else "")
+                x = pair_ratio(r, by.get((sc, p))) if r.variant.startswith("ugate") else None
+                cells.append(f"{x:.2f}x" if x is not None else "")
             lines.append(cells)
             first = False
     width = [min(max(len(c[i]) for c in lines), 60) for i in range(len(head))]
@@ -574,11 +578,11 @@ def table(rows: list[Row], vs: list[Variant]) -> str:
 
 
 def goals(rows: list[Row]) -> list[str]:
-    by = {(r.scenario, r.variant): r.value for r in rows}
+    rb = {(r.scenario, r.variant): r for r in rows}
+    by = {k: r.value for k, r in rb.items()}
 
     def ratio(sc: str, a: str, b: str) -> float | None:
-        x, y = by.get((sc, a)), by.get((sc, b))
-        return x / y if x and y else None
+        return pair_ratio(rb.get((sc, a)), rb.get((sc, b)))
 
     out = []
 
@@ -613,17 +617,35 @@ def goals(rows: list[Row]) -> list[str]:
     return out
 
 
+def report(rows: list[Row], vs: list[Variant]) -> None:
+    print(table(rows, vs))
+    print("\nratios: value / reference (the median of per-round ratios where both ran in the "
+          "same rounds); higher is better for Gbit/s and conn/s, lower for µs, KiB and "
+          "CPU s/GiB.")
+    print("goals (ugate tcp forward):")
+    print("\n".join(goals(rows)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter run (~2 min)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     ap.add_argument("--variants", help="comma-separated variant keys (default: all)")
     ap.add_argument("--scenarios", help=f"comma-separated: {','.join(SCENARIOS)}")
+    ap.add_argument("--table", metavar="FILE", help="print the table of an earlier --json "
+                    "FILE and exit")
     args = ap.parse_args()
+    if args.table:
+        rows = [Row(d["scenario"], d["variant"], d["value"], d["unit"], d["better"],
+                    d.get("note", ""), d["x_direct"], d.get("samples", []))
+                for d in json.loads(Path(args.table).read_text())]
+        report(rows, variants(full=True))
+        return 0
     prof = QUICK if args.quick else FULL
     scen = args.scenarios.split(",") if args.scenarios else SCENARIOS
     OUT.mkdir(exist_ok=True)
     t0 = time.monotonic()
+    load0 = " ".join(f"{x:.1f}" for x in os.getloadavg())
     build_loadgen()
     nofile = raise_nofile()
     vs = variants(full=not args.quick)
@@ -670,13 +692,12 @@ def main() -> int:
             v.stop()
         server.kill()
         server.wait()
-    print(table(b.rows, vs))
-    print("\nratios: value / reference; higher is better for Gbit/s and conn/s, lower for µs, "
-          "KiB and CPU s/GiB.")
-    print("goals (ugate tcp forward):")
-    print("\n".join(goals(b.rows)))
+    report(b.rows, vs)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio (uvloop missing!)"
     print(f"\n{len(b.rows)} rows in {time.monotonic() - t0:.0f}s on {os.cpu_count()} CPUs "
-          f"({'quick' if args.quick else 'full'} run)")
+          f"({'quick' if args.quick else 'full'} run); ugate loop: {loop}; load average "
+          f"{load0} at start, {load} at the end")
     if args.json:
         data = [{"scenario": r.scenario, "variant": r.variant, "value": r.value,
                  "unit": r.unit, "x_direct": r.x_direct, "better": r.better,

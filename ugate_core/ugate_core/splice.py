@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import os
 import socket
 import sys
@@ -28,16 +27,22 @@ PIPE_SIZE = 1 << 20
 _ROUNDS = 4
 
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def _open_pipe() -> tuple[int, int, int]:
     """A non-blocking pipe sized up to :data:`PIPE_SIZE`: (read fd, write fd, capacity)."""
+    import fcntl  # not on Windows, where this module is never used (AVAILABLE is False)
+
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        size = fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:  # over the per-user pipe budget, or a smaller pipe-max-size
-        size = 65536
+        try:
+            size = fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:  # over the per-user pipe budget, or a smaller pipe-max-size
+            size = fcntl.fcntl(w, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
     return r, w, int(size)
 
 
