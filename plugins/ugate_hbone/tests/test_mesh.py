@@ -216,3 +216,53 @@ async def test_goaway_on_shutdown_lets_running_tunnels_finish(start_gateway: Sta
     # new tunnels are not opened on the GOAWAY'd connection
     with pytest.raises(DialError):
         await a.dial("svc.test:1")
+
+
+def test_mesh_under_uvloop(tmp_path: Path) -> None:
+    """The same path under uvloop (what 'ugate run' uses): uvloop's TLS transports, 20
+    concurrent tunnels of 1 MiB each way over one pooled HTTP/2 connection."""
+    uvloop = pytest.importorskip("uvloop")
+    from ugate_core import loads
+
+    async def main() -> None:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            h = hashlib.sha256()
+            while d := await r.read(1 << 20):
+                h.update(d)
+            w.write(h.digest() + pattern(MiB, 77))
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        up = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        b = Gateway(loads(gateway_b(up)), state_dir=tmp_path / "b")
+        await b.start()
+        a = Gateway(loads(f"""
+[admin]
+listen = ""
+[hosts."svc.test"]
+endpoints = ["127.0.0.1:{b.port("hbone")}"]
+protocol = "hbone"
+identity = ["id:{b.identity.id}"]
+"""), state_dir=tmp_path / "a")
+        await a.start()
+        try:
+            async def one(i: int) -> None:
+                s = await a.dial("svc.test:1")
+                payload = pattern(MiB, i)
+                s.write(payload)
+                s.write_eof()
+                out = await read_all(s, 32 + MiB)
+                assert out == hashlib.sha256(payload).digest() + pattern(MiB, 77)
+                s.close()
+
+            await asyncio.gather(*(one(i) for i in range(20)))
+            assert pool_of(a).connections_opened == 1
+            assert metric(b, "ugate_streams_total", listener="hbone", end="done") == 20
+        finally:
+            await a.shutdown(1)
+            await b.shutdown(1)
+            srv.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        r.run(main())

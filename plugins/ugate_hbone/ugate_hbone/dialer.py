@@ -40,8 +40,9 @@ from ugate_core import (
 )
 
 from .authority import PASSED_HEADERS, format_authority
+from .h2stream import H2Stream, Header
 from .listener import check_spiffe, presented, roots_of
-from .session import H2Session, H2Stream, Header
+from .session import H2Session
 from .settings import HboneSettings, settings_of
 
 log = logging.getLogger("ugate.hbone")

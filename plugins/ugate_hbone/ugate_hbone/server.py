@@ -30,7 +30,8 @@ from ugate_core import (
 )
 
 from .authority import ConnectRequest, Refusal, parse_request
-from .session import H2Session, H2Stream
+from .h2stream import H2Stream
+from .session import H2Session
 from .settings import settings_of
 
 log = logging.getLogger("ugate.hbone")
