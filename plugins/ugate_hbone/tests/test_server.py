@@ -332,3 +332,54 @@ async def test_garbage_after_preface_is_a_counted_protocol_error(
             break
         await asyncio.sleep(0.05)
     assert metric(gw, "ugate_rejections_total", listener="h", reason="h2_protocol") == 1
+
+
+async def test_serve_hbone_after_a_tls_front(start_gateway: StartGateway,
+                                             blob_server: object) -> None:
+    """What core's TLS front hands over: a decrypted stream, ALPN h2, the client's ID."""
+    from ugate_core import AuthError, ListenerContext, stream_pair
+    from ugate_hbone.server import serve_hbone
+    from ugate_hbone.session import H2Session
+    from ugate_hbone.settings import HboneSettings
+
+    up: Blob = await blob_server(b"fronted")  # type: ignore[operator]
+    gw = await start_gateway(HBONEC)
+    ctx = ListenerContext(gw, gw.config.listeners[0])
+    client_end, server_end = stream_pair(
+        StreamMeta(), StreamMeta(listener="h", alpn="h2", peer_id="A" * 52))
+    task = asyncio.get_running_loop().create_task(serve_hbone(server_end, ctx))
+    sess = H2Session(client_end, HboneSettings(), client=True)
+    sess.start()
+    s = sess.open_stream([(b":method", b"CONNECT"), (b":authority", up.address.encode())],
+                         StreamMeta())
+    assert s.response is not None
+    await s.response
+    assert s.status == 200
+    rec = next(iter(gw.streams.values()))
+    assert (rec.client.protocol, rec.client.peer_id) == ("hbone", "A" * 52)
+    s.write(b"q")
+    s.write_eof()
+    out = bytearray()
+    while d := await asyncio.wait_for(s.read(), 10):
+        out += d
+    assert bytes(out[32:]) == b"fronted"
+    sess.close()
+    await asyncio.wait_for(task, 10)
+    # no client certificate: refused before HTTP/2
+    _c, anon = stream_pair(StreamMeta(), StreamMeta(listener="h", alpn="h2"))
+    with pytest.raises(AuthError, match="requires a client certificate"):
+        await serve_hbone(anon, ctx)
+
+
+async def test_silent_client_is_closed_after_the_handshake_timeout(
+        start_gateway: StartGateway) -> None:
+    gw = await start_gateway(HBONEC.replace("[admin]", "[gateway]\nhandshake_timeout = 0.3\n"
+                                            "[admin]"))
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port("h"))
+    w.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    t0 = asyncio.get_running_loop().time()
+    async with asyncio.timeout(10):
+        while await r.read(65536):
+            pass
+    assert asyncio.get_running_loop().time() - t0 < 5
+    w.close()

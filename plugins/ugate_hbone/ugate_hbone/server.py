@@ -82,7 +82,8 @@ async def serve_connection(
     stream.meta.protocol = protocol
     server = _Server(ctx, protocol, tuple(methods))
     sess = H2Session(stream, settings_of(gw), client=False,
-                     name=f"{protocol}<-{_client(stream)}", on_request=server.on_request)
+                     name=f"{protocol}<-{_client(stream)}", on_request=server.on_request,
+                     first_idle=gw.config.gateway.handshake_timeout)
     server.session = sess
     live = _sessions.setdefault(gw, set())
     live.add(sess)

@@ -79,6 +79,7 @@ class H2Session:
         on_request: RequestHandler | None = None,
         on_idle: Callable[[H2Session], None] | None = None,
         on_change: Callable[[], None] | None = None,
+        first_idle: float | None = None,
     ) -> None:
         self.transport = transport
         self.settings = settings
@@ -88,6 +89,8 @@ class H2Session:
         self.on_idle = on_idle
         #: called when a stream ends, the peer's limits change or the connection closes
         self.on_change = on_change
+        #: idle deadline before the first stream (a server's handshake timeout)
+        self.first_idle = first_idle
         config = H2Configuration(
             client_side=client,
             header_encoding=None,
@@ -568,7 +571,11 @@ class H2Session:
                                          "exhausted") from None
         s = H2Stream(self, sid, meta)
         s.response = self._loop.create_future()
-        h2.send_headers(sid, headers)
+        try:
+            h2.send_headers(sid, headers)
+        except H2Error as e:  # e.g. the peer lowered SETTINGS_MAX_CONCURRENT_STREAMS
+            raise ConnectionRefusedError(f"HTTP/2 connection {self.name}: cannot open a "
+                                         f"stream: {e}") from None
         self.streams[sid] = s
         self.streams_opened += 1
         self._disarm_idle()
@@ -608,7 +615,10 @@ class H2Session:
     # ------------------------------------------------------------------ idle
     def _arm_idle(self) -> None:
         if self._idle_handle is None and not self.closed:
-            self._idle_handle = self._loop.call_later(self.settings.idle_timeout, self._idle)
+            t = self.settings.idle_timeout
+            if not self.streams_opened and self.first_idle is not None:
+                t = self.first_idle
+            self._idle_handle = self._loop.call_later(t, self._idle)
 
     def _disarm_idle(self) -> None:
         if self._idle_handle is not None:
