@@ -4,10 +4,10 @@
 
 (default ciphers: aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
 
-For each cipher: ``ssh -c CIPHER -W 127.0.0.1:SINK`` downloads N MiB from a local source
-server, once through ``ugate run`` (asyncssh server, uvloop when installed) and once through
-``sshd`` (needs root; skipped otherwise). Prints MiB/s (best of the runs) and ugate/OpenSSH.
-Everything is on loopback; processes are stopped at the end.
+For each cipher: ``ssh -c CIPHER -W 127.0.0.1:PORT`` downloads N MiB from a local source
+server and uploads N MiB to a local sink, once through ``ugate run`` (asyncssh server, uvloop
+when installed) and once through ``sshd`` (needs root; skipped otherwise). Prints MiB/s (best
+of the runs) and ugate/OpenSSH. Everything is on loopback; processes are stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +22,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+SINK = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    while c.recv(1 << 20):
+        pass
+    c.close()
+"""
 
 SOURCE = r"""
 import socket, sys
@@ -65,6 +76,18 @@ def download(ssh_args: list[str], cipher: str, src_port: int, nbytes: int) -> fl
     return nbytes / dt / (1 << 20)
 
 
+def upload(ssh_args: list[str], cipher: str, sink_port: int, nbytes: int) -> float:
+    t0 = time.perf_counter()
+    head = subprocess.Popen(["head", "-c", str(nbytes), "/dev/zero"], stdout=subprocess.PIPE)
+    p = subprocess.run([*ssh_args[:-1], "-c", cipher, "-W", f"127.0.0.1:{sink_port}",
+                        ssh_args[-1]], stdin=head.stdout, capture_output=True, timeout=300)
+    head.wait()
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"upload failed: {p.stderr.decode()[-500:]}")
+    return nbytes / dt / (1 << 20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256)
@@ -85,6 +108,10 @@ def main() -> None:
             procs.append(src)
             assert src.stdout is not None
             src_port = int(src.stdout.readline())
+            sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE)
+            procs.append(sink)
+            assert sink.stdout is not None
+            sink_port = int(sink.stdout.readline())
             key = tmp / "id"
             subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
             pub = (tmp / "id.pub").read_text().strip()
@@ -124,9 +151,10 @@ def main() -> None:
             else:
                 print("sshd not available (needs root): ugate numbers only")
             kh.write_text("\n".join(lines) + "\n")
-            print(f"bulk download of {a.mib} MiB through the SSH server, best of {a.runs} "
+            print(f"bulk transfer of {a.mib} MiB through the SSH server, best of {a.runs} "
                   "(OpenSSH client at the other end)")
-            for cipher in a.ciphers.split(","):
+            for cipher, way in [(c, w) for c in a.ciphers.split(",")
+                                for w in ("download", "upload")]:
                 res: dict[str, float] = {}
                 for name, port in targets.items():
                     args = [ssh, "-F", "/dev/null", "-p", str(port), "-i", str(key),
@@ -134,9 +162,14 @@ def main() -> None:
                             "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
                             "-o", "IdentityAgent=none", "-o", "Compression=no",
                             "-l", os.environ.get("USER", "root"), "127.0.0.1"]
-                    res[name] = max(download(args, cipher, src_port, nbytes)
-                                    for _ in range(a.runs))
-                line = f"{cipher:34} " + "  ".join(f"{k}={v:8.1f} MiB/s" for k, v in res.items())
+                    if way == "download":
+                        res[name] = max(download(args, cipher, src_port, nbytes)
+                                        for _ in range(a.runs))
+                    else:
+                        res[name] = max(upload(args, cipher, sink_port, nbytes)
+                                        for _ in range(a.runs))
+                line = f"{cipher:30} {way:8} " + "  ".join(
+                    f"{k}={v:8.1f} MiB/s" for k, v in res.items())
                 if "openssh" in res:
                     line += f"  ugate/openssh={res['ugate'] / res['openssh']:.2f}x"
                 print(line, flush=True)
