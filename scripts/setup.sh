@@ -30,13 +30,17 @@ fi
 stamp=.venv/.ugate-setup
 inputs=$(cat requirements-dev.txt ugate_core/pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
-  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1
   # compat mode: a plain path entry, so the ugate_core/ distribution folder in the repo root
   # cannot shadow the package as an empty namespace package under `python -m pytest`
   args=(--config-settings editable_mode=compat -e "./ugate_core[fast]")
   for d in plugins/*/; do
     [ -f "$d/pyproject.toml" ] && args+=(-e "$d")
   done
-  .venv/bin/pip install -q -r requirements-dev.txt "${args[@]}"
+  echo "setup: pip install core, plugins and dev tools into .venv (log: .venv/setup.log)"
+  if ! .venv/bin/pip install -r requirements-dev.txt "${args[@]}" > .venv/setup.log 2>&1; then
+    tail -40 .venv/setup.log >&2
+    exit 1
+  fi
   echo "$inputs" > "$stamp"
 fi
