@@ -147,9 +147,16 @@ def test_section_errors() -> None:
     with pytest.raises(ConfigError, match=r"ssh.upstreams\[0\].address"):
         parse_section({"upstreams": [{"address": "nohost"}]}, set())
     with pytest.raises(ConfigError, match=r"ssh.upstreams\[0\].forward.22: '@nope'"):
-        parse_section({"upstreams": [{"address": "h:1", "forward": {"22": "@nope"}}]}, {"ssh"})
-    s = parse_section({"upstreams": ["gw.example:2222"]}, {"ssh"})
+        parse_section({"upstreams": [{"address": "h:1", "identity": "id:X",
+                                      "forward": {"22": "@nope"}}]}, {"ssh"})
+    with pytest.raises(ConfigError, match=r"ssh.upstreams\[0\].identity: missing"):
+        parse_section({"upstreams": ["gw.example:2222"]}, {"ssh"})
+    pid = mesh_id(ALICE)
+    s = parse_section({"upstreams": [f"{pid.lower()}.m:22",
+                                     {"address": "gw.example:2222", "identity": f"id:{pid}"}]},
+                      {"ssh"})
     assert s.upstreams[0].forward == {22: "@ssh"}
+    assert s.upstreams[1].identities[0].value == pid
 
 
 def test_expected_identity_from_name_and_match() -> None:

@@ -114,6 +114,9 @@ def parse_section(sec: Mapping[str, Any], listeners: set[str]) -> ClientSettings
         if not isinstance(idv, list):
             raise ConfigError(f"{p}.identity", f"{idv!r} is not a list of KIND:VALUE")
         idents = tuple(parse_identity(v, f"{p}.identity[{j}]") for j, v in enumerate(idv))
+        if not idents and not expected_identities_for(host):
+            raise ConfigError(f"{p}.identity", f"missing: which key must {addr!r} prove? "
+                              "(e.g. identity = \"id:<ID from 'ugate id' there>\")")
         fw = u.get("forward", {"22": "@ssh"} if "ssh" in listeners else {})
         if not isinstance(fw, Mapping):
             raise ConfigError(f"{p}.forward", f"{fw!r} is not a table of PORT = target")
@@ -331,6 +334,8 @@ class SshClientPool:
                 _, session = await conn.create_connection(
                     lambda: ChannelStream(meta), host, port, orig[0], orig[1])
             except asyncssh.ChannelOpenError as e:
+                if conn.is_closed() and attempt == 1:
+                    continue  # the pooled connection died under us: one fresh try
                 reason = "denied" if e.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED \
                     else "refused"
                 raise DialError(reason, f"{format_hostport(host, port)} via ssh peer {pk}: "
