@@ -106,6 +106,8 @@ async def openssh(tmp_path: Path) -> AsyncIterator[OpenSsh]:
                 await p.wait()
         if old is not None:
             os.environ["HOME"] = old
+        else:
+            os.environ.pop("HOME", None)
 
 
 async def wait_port(port: int, timeout: float = 10.0) -> None:
