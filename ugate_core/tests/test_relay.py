@@ -300,15 +300,19 @@ def test_half_close_reply_after_client_eof(loop_name: str, mode: str) -> None:
     run_on(loop_name, scenario())
 
 
-@pytest.mark.parametrize(("loop_name", "mode"), [("asyncio", "off"), (LOOPS[-1], "off"),
-                                                 (LOOPS[-1], "auto")], indirect=["mode"])
-def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str) -> None:
-    """512 MiB pushed at a reader that stalls 4 s: the relay's RSS grows by < 32 MiB."""
+@pytest.mark.parametrize(("loop_name", "mode", "direction"), [
+    ("asyncio", "off", "up"), (LOOPS[-1], "off", "up"), (LOOPS[-1], "auto", "up"),
+    (LOOPS[-1], "off", "down")], indirect=["mode"])
+def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str,
+                                                   direction: str) -> None:
+    """512 MiB pushed at a reader that stalls 4 s: the relay's RSS grows by < 32 MiB.
+    ``up``: the client pushes, the upstream stalls; ``down``: the other way round."""
     total = 512 * MiB
     stall = 4.0
     block = pattern(MiB, seed=3)
+    pushed: list[int] = []
 
-    def upstream(c: socket.socket) -> None:
+    def staller(c: socket.socket) -> int:
         time.sleep(stall)
         buf = bytearray(1 << 18)
         n = 0
@@ -316,16 +320,29 @@ def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str) ->
             n += k
         c.sendall(struct.pack("!Q", n))
         c.shutdown(socket.SHUT_WR)
+        return n
 
-    def client(port: int) -> int:
+    def pusher(c: socket.socket) -> None:
+        for _ in range(total // MiB):
+            c.sendall(block)
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while len(got) < 8 and (k := c.recv(8 - len(got))):
+            got += k
+        pushed.append(int(struct.unpack("!Q", got)[0]))
+
+    def upstream(c: socket.socket) -> None:
+        if direction == "up":
+            staller(c)
+        else:
+            pusher(c)
+
+    def client(port: int) -> None:
         with socket.create_connection(("127.0.0.1", port)) as c:
-            for _ in range(total // MiB):
-                c.sendall(block)
-            c.shutdown(socket.SHUT_WR)
-            got = b""
-            while len(got) < 8 and (k := c.recv(8 - len(got))):
-                got += k
-            return int(struct.unpack("!Q", got)[0])
+            if direction == "up":
+                pusher(c)
+            else:
+                staller(c)
 
     async def scenario() -> None:
         up = ThreadServer(upstream)
@@ -338,12 +355,13 @@ def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str) ->
                 while time.monotonic() - t0 < stall - 0.3:
                     peak = max(peak, rss_bytes())
                     await asyncio.sleep(0.05)
-                assert await asyncio.wait_for(fut, 120) == total
+                await asyncio.wait_for(fut, 120)
                 (st,) = await px.wait_results(1)
         finally:
             up.close()
         assert not up.errors
-        assert st.end == "done" and st.up == total
+        assert pushed == [total]  # the stalled side counted every byte
+        assert st.end == "done" and (st.up if direction == "up" else st.down) == total
         assert peak - base < 32 * MiB, f"RSS grew {(peak - base) / MiB:.1f} MiB while stalled"
 
     run_on(loop_name, scenario())
