@@ -266,3 +266,40 @@ identity = ["id:{b.identity.id}"]
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
         r.run(main())
+
+
+async def test_dial_to_a_peer_that_is_not_http2(start_gateway: StartGateway) -> None:
+    """A peer answering HTTP/1.1, or nothing at all: a DialError naming the peer, no crash."""
+    async def http1(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(100)
+        w.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(1 << 16)
+        await asyncio.sleep(30)
+
+    s1 = await asyncio.start_server(http1, "127.0.0.1", 0)
+    s2 = await asyncio.start_server(silent, "127.0.0.1", 0)
+    p1, p2 = s1.sockets[0].getsockname()[1], s2.sockets[0].getsockname()[1]
+    a = await start_gateway(f"""
+[admin]
+listen = ""
+[gateway]
+connect_timeout = 1.0
+[hosts."h1.test"]
+endpoints = ["127.0.0.1:{p1}"]
+protocol = "hbonec"
+[hosts."quiet.test"]
+endpoints = ["127.0.0.1:{p2}"]
+protocol = "hbonec"
+""")
+    with pytest.raises(DialError) as ei:
+        await a.dial("h1.test:80")
+    assert ei.value.reason == "unreachable"
+    assert f"HBONE peer 127.0.0.1:{p1}: no HTTP/2 SETTINGS" in str(ei.value)
+    with pytest.raises(DialError) as ei:
+        await a.dial("quiet.test:80")
+    assert ei.value.reason == "timeout"
+    s1.close()
+    s2.close()

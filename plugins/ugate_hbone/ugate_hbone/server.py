@@ -31,12 +31,11 @@ from ugate_core import (
 
 from .authority import ConnectRequest, Refusal, parse_request
 from .h2stream import H2Stream
-from .session import H2Session
+from .session import PREFACE, H2Session
 from .settings import settings_of
 
 log = logging.getLogger("ugate.hbone")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 #: per gateway: the server sessions running now (GOAWAY on shutdown)

@@ -54,6 +54,7 @@ from .settings import HboneSettings
 
 log = logging.getLogger("ugate.hbone")
 
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: the largest header list we accept (SETTINGS_MAX_HEADER_LIST_SIZE)
 MAX_HEADER_LIST = 16384
 
@@ -123,6 +124,9 @@ class H2Session:
         self._stream_step = max(settings.stream_window // 4, 1)
         self._conn_step = max(settings.connection_window // 4, 1)
         self._budget = settings.connection_window // 2
+        #: the peer's first bytes until its first frame header is checked (see _check_start)
+        self._start: bytearray | None = bytearray()
+        self._start_at = 0 if client else len(PREFACE)
         self.goaway_received = False
         self.goaway_sent = False
         self.closed = False
@@ -215,6 +219,8 @@ class H2Session:
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._start is not None and not self._check_start(data):
+            return
         try:
             events = self.h2.receive_data(data)
         except H2ProtocolError as e:
@@ -238,6 +244,26 @@ class H2Session:
             return
         self._dispatching = False
         self._flush()
+
+    def _check_start(self, data: bytes) -> bool:
+        """The peer's first frame must be SETTINGS (RFC 9113 3.4). h2 would wait for as many
+        bytes as any 24-bit length claims (an HTTP/1.1 answer reads as a 4.7 MB frame)."""
+        start = self._start
+        assert start is not None
+        start += data[:64]
+        at = self._start_at
+        if len(start) < at + 9:
+            return True
+        self._start = None
+        length = int.from_bytes(start[at:at + 3], "big")
+        if start[at + 3] == 0x4 and length % 6 == 0 and length <= 6 * 64:
+            return True
+        self.error = (f"HTTP/2 protocol error: the peer did not start with a SETTINGS frame "
+                      f"(first bytes {bytes(start[at:at + 16])!r})")
+        log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
+                 _addr(self.transport.meta), self.error)
+        self.close(ConnectionAbortedError(self.error))
+        return False
 
     def eof_received(self) -> None:
         self.close(None if not self.streams else ConnectionResetError(
