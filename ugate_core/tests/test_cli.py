@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ugate_core.testing import free_port, pattern
+from ugate_core.testing import connect_when_listening, free_port, pattern
 
 UGATE = [sys.executable, "-m", "ugate_core.cli"]
 
@@ -81,14 +81,7 @@ async def test_sigterm_drains_live_streams_then_exits_0(
         *UGATE, "run", "-c", str(cfg), env={**os.environ, "UGATE_STATE_DIR": str(tmp_path)},
         stderr=subprocess.PIPE)
     try:
-        for _ in range(200):
-            try:
-                r, w = await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("gateway did not listen")
+        r, w = await connect_when_listening("127.0.0.1", port)
         w.write(b"before")
         assert await r.readexactly(6) == b"before"
         p.send_signal(signal.SIGTERM)

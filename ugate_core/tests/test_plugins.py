@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ugate_core.testing import free_port
+from ugate_core.testing import connect_when_listening, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 UGATE = [sys.executable, "-m", "ugate_core.cli"]
@@ -77,14 +77,7 @@ async def test_example_plugin_serves_on_the_shared_port(echo_site: Path, tmp_pat
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(200):
-            try:
-                r, w = await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("gateway did not start listening")
+        r, w = await connect_when_listening("127.0.0.1", port)
         w.write(b"ECHO\nhello plugin")
         w.write_eof()
         got = await asyncio.wait_for(r.read(-1), 10)

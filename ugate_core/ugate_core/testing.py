@@ -50,6 +50,21 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+async def connect_when_listening(
+    host: str, port: int, timeout: float = 10.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a server a subprocess is still starting (bounded by ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            await asyncio.sleep(0.05)
+
+
 def pattern(n: int, seed: int = 0) -> bytes:
     """N deterministic pseudo-random bytes (a shifted, dropped or repeated chunk shows)."""
     return random.Random(seed).randbytes(n)
