@@ -344,3 +344,58 @@ def test_cheap_data_frame_repr_matches_hyperframe(data: bytes) -> None:
     f = DataFrame(1, data)
     assert f._body_repr() == _raw_data_repr(f.serialize_body()) == Frame._body_repr(f)
     assert repr(f).startswith("DataFrame(stream_id=1")
+
+
+def _client_bytes(sizes: list[int]) -> bytes:
+    """What an h2 client sends: preface, SETTINGS, a CONNECT and DATA frames of ``sizes``."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    c = H2Connection(H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "CONNECT"), (":authority", "x:1")])
+    for n in sizes:
+        c.send_data(1, bytes(n))
+    return c.data_to_send()
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 16384), max_size=4),
+       cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30))
+def test_frame_scanner_any_split(sizes: list[int], cuts: list[int]) -> None:
+    async def main() -> None:
+        _a, b = stream_pair(StreamMeta(), StreamMeta())
+        got: list[H2Stream] = []
+        sess = H2Session(b, HboneSettings(), client=False, on_request=got.append)
+        sess.start()
+        data = _client_bytes(sizes)
+        i = k = 0
+        while i < len(data):
+            n = cuts[k % len(cuts)]
+            sess.data_received(data[i:i + n])
+            i += n
+            k += 1
+        assert not sess.closed, sess.error
+        assert len(got) == 1 and got[0].buffered() == sum(sizes)
+        sess.close()
+
+    asyncio.run(main())
+
+
+async def test_frame_scanner_refuses_oversized_and_non_settings_starts() -> None:
+    _a, b = stream_pair(StreamMeta(), StreamMeta())
+    sess = H2Session(b, HboneSettings(max_frame_size=16384), client=False,
+                     on_request=lambda s: None)
+    sess.start()
+    ok = _client_bytes([])
+    sess.data_received(ok)
+    assert not sess.closed
+    # a DATA frame header claiming 16 MiB - 1: refused at its header, nothing buffered
+    sess.data_received(b"\xff\xff\xff\x00\x00\x00\x00\x00\x01")
+    assert sess.closed and "exceeds our SETTINGS_MAX_FRAME_SIZE 16384" in sess.error
+    a2, _b2 = stream_pair(StreamMeta(), StreamMeta())
+    client = H2Session(a2, HboneSettings(), client=True)
+    client.start()
+    client.data_received(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    assert client.closed and "did not start with a SETTINGS frame" in client.error
+    assert "HTTP/1.1 " in client.error

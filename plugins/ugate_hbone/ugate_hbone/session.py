@@ -124,9 +124,12 @@ class H2Session:
         self._stream_step = max(settings.stream_window // 4, 1)
         self._conn_step = max(settings.connection_window // 4, 1)
         self._budget = settings.connection_window // 2
-        #: the peer's first bytes until its first frame header is checked (see _check_start)
-        self._start: bytearray | None = bytearray()
-        self._start_at = 0 if client else len(PREFACE)
+        # frame boundaries of the peer's bytes (see _scan): preface left, body left, header
+        self._skip = 0 if client else len(PREFACE)
+        self._left = 0
+        self._hdr = b""
+        self._first_frame = True
+        self._max_in = settings.max_frame_size
         self.goaway_received = False
         self.goaway_sent = False
         self.closed = False
@@ -219,7 +222,7 @@ class H2Session:
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if self._start is not None and not self._check_start(data):
+        if not self._scan(data):
             return
         try:
             events = self.h2.receive_data(data)
@@ -245,23 +248,50 @@ class H2Session:
         self._dispatching = False
         self._flush()
 
-    def _check_start(self, data: bytes) -> bool:
-        """The peer's first frame must be SETTINGS (RFC 9113 3.4). h2 would wait for as many
-        bytes as any 24-bit length claims (an HTTP/1.1 answer reads as a 4.7 MB frame)."""
-        start = self._start
-        assert start is not None
-        start += data[:64]
-        at = self._start_at
-        if len(start) < at + 9:
-            return True
-        self._start = None
-        length = int.from_bytes(start[at:at + 3], "big")
-        if start[at + 3] == 0x4 and length % 6 == 0 and length <= 6 * 64:
-            return True
-        self.error = (f"HTTP/2 protocol error: the peer did not start with a SETTINGS frame "
-                      f"(first bytes {bytes(start[at:at + 16])!r})")
+    def _scan(self, data: bytes) -> bool:
+        """Check each frame header as it arrives: the first frame must be SETTINGS (RFC 9113
+        3.4) and none may exceed our SETTINGS_MAX_FRAME_SIZE. h2 checks a frame's length only
+        once the whole claimed body is buffered (up to 16 MiB; an HTTP/1.1 answer reads as a
+        4.7 MB frame). False (and the connection closed) on a violation."""
+        i, n = 0, len(data)
+        if self._skip:  # the client's preface: h2 checks it
+            i = min(self._skip, n)
+            self._skip -= i
+        while i < n:
+            left = self._left
+            if left:
+                if left >= n - i:
+                    self._left = left - (n - i)
+                    return True
+                i += left
+                self._left = 0
+            hdr = self._hdr
+            need = 9 - len(hdr)
+            if need > n - i:
+                self._hdr = hdr + data[i:]
+                return True
+            h = hdr + data[i:i + need] if hdr else data[i:i + 9]
+            self._hdr = b""
+            i += need
+            length = (h[0] << 16) | (h[1] << 8) | h[2]
+            if self._first_frame:
+                self._first_frame = False
+                if h[3] != 0x4 or length % 6 or length > 6 * 64:
+                    return self._bad(f"the peer did not start with a SETTINGS frame (first "
+                                     f"bytes {bytes(h)!r})")
+            if length > self._max_in:
+                return self._bad(f"frame of {length} bytes (type {h[3]}) exceeds our "
+                                 f"SETTINGS_MAX_FRAME_SIZE {self._max_in}")
+            self._left = length
+        return True
+
+    def _bad(self, why: str) -> bool:
+        self.error = f"HTTP/2 protocol error: {why}"
         log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
                  _addr(self.transport.meta), self.error)
+        with contextlib.suppress(H2Error):
+            self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR
+                                     if "SETTINGS frame" in why else ErrorCodes.FRAME_SIZE_ERROR)
         self.close(ConnectionAbortedError(self.error))
         return False
 
