@@ -383,3 +383,29 @@ async def test_silent_client_is_closed_after_the_handshake_timeout(
             pass
     assert asyncio.get_running_loop().time() - t0 < 5
     w.close()
+
+
+async def test_reset_flood_leaves_nothing_behind(start_gateway: StartGateway,
+                                                 h2_client: H2Connect,
+                                                 silent_server: tuple[str, int]) -> None:
+    """300 tunnels opened and reset by the client (half of them before the answer): every
+    relay ends, no stream stays in the gateway or the session; the connection stays usable."""
+    from ugate_hbone.server import _sessions
+
+    gw = await start_gateway(HBONEC)
+    c = await h2_client(gw.port("h"))
+    target = f"{silent_server[0]}:{silent_server[1]}"
+    streams = [c.request(target) for _ in range(300)]
+    for s in streams[:150]:
+        c.c.reset_stream(s.sid)
+    c.flush()
+    for s in streams[150:]:
+        assert await c.response(s) == 200
+        c.c.reset_stream(s.sid)
+    c.flush()
+    async with asyncio.timeout(10):
+        while gw.streams or any(sess.streams for sess in _sessions.get(gw, ())):
+            await asyncio.sleep(0.05)
+    assert metric(gw, "ugate_streams_total", listener="h", end="reset") == 150
+    ok = c.request(target)
+    assert await c.response(ok) == 200
