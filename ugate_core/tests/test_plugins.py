@@ -138,3 +138,29 @@ async def test_gateway_serves_despite_broken_plugin(tmp_path: Path) -> None:
             await gw.shutdown(0)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+async def test_core_alone_runs_and_says_it_has_no_protocols(tmp_path: Path) -> None:
+    """What `pip install ./ugate_core` alone gives: a gateway that starts, says so, and
+    forwards with the built-in tcp listener."""
+    env = {**os.environ, "UGATE_PLUGINS": "", "UGATE_STATE_DIR": str(tmp_path)}
+    data = plugins_json(env)
+    assert [p["name"] for p in data["plugins"]] == ["core"]  # type: ignore[index,union-attr]
+    assert set(data["listener_types"]) == {"tcp", "tls"}  # type: ignore[arg-type]
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[admin]\nlisten = ""\n[listeners.main]\nlisten = "127.0.0.1:{port}"\n')
+    proc = await asyncio.create_subprocess_exec(*UGATE, "run", "-c", str(cfg), env=env,
+                                                stderr=subprocess.PIPE)
+    try:
+        r, w = await connect_when_listening("127.0.0.1", port)
+        w.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
+        assert "no protocol plugins installed" in log
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

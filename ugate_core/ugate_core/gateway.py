@@ -347,7 +347,10 @@ class Gateway:
         try:
             for lc in self.config.listeners:
                 types = self._types_for(lc)
-                if len(types) == 1 and types[0].start is not None:
+                # a protocol that owns its socket runs alone on a port named for it; a shared
+                # port ("*") always sniffs, even when one installed protocol can
+                dedicated = len(types) == 1 and lc.protocols != ("*",)
+                if dedicated and types[0].start is not None:
                     self.running[lc.name] = await types[0].start(lc, self)
                     continue
                 types = [t for t in types if t.serve is not None]
