@@ -403,9 +403,36 @@ async def test_reset_flood_leaves_nothing_behind(start_gateway: StartGateway,
         assert await c.response(s) == 200
         c.c.reset_stream(s.sid)
     c.flush()
-    async with asyncio.timeout(10):
-        while gw.streams or any(sess.streams for sess in _sessions.get(gw, ())):
-            await asyncio.sleep(0.05)
+    for _ in range(200):
+        if not gw.streams and not any(sess.streams for sess in _sessions.get(gw, ())):
+            break
+        await asyncio.sleep(0.05)
+    assert not gw.streams
     assert metric(gw, "ugate_streams_total", listener="h", end="reset") == 150
     ok = c.request(target)
     assert await c.response(ok) == 200
+
+
+async def test_config_errors_name_the_key(start_gateway: StartGateway) -> None:
+    from ugate_core import ConfigError
+
+    with pytest.raises(ConfigError, match=r"hbone\.max_streams: 0 is not an integer"):
+        await start_gateway("[admin]\nlisten = \"\"\n[hbone]\nmax_streams = 0\n")
+    with pytest.raises(ConfigError, match=r"listeners\.hb\.peers\[0\]: 'id:nope'"):
+        await start_gateway("""
+[admin]
+listen = ""
+[listeners.hb]
+listen = "127.0.0.1:0"
+protocols = ["hbone"]
+peers = ["id:nope"]
+""")
+    with pytest.raises(ConfigError, match=r"listeners\.hb\.peerz: unknown key"):
+        await start_gateway("""
+[admin]
+listen = ""
+[listeners.hb]
+listen = "127.0.0.1:0"
+protocols = ["hbone"]
+peerz = []
+""")

@@ -36,6 +36,7 @@ from ugate_core import (
     verify_peer,
 )
 from ugate_core.config import parse_identity
+from ugate_core.ids import normalize_id
 from ugate_core.tls import TlsListener
 from ugate_core.verify import verified_spiffe
 
@@ -56,7 +57,10 @@ def check_options(options: Mapping[str, Any], path: str) -> None:
     if not isinstance(peers, list) or not all(isinstance(x, str) for x in peers):
         raise ConfigError(f"{path}.peers", f"{peers!r} is not a list of 'KIND:VALUE' strings")
     for i, v in enumerate(peers):
-        parse_identity(v, f"{path}.peers[{i}]")
+        e = parse_identity(v, f"{path}.peers[{i}]")
+        if e.kind == "id" and normalize_id(e.value) is None:
+            raise ConfigError(f"{path}.peers[{i}]", f"{v!r}: {e.value!r} is not a mesh ID "
+                              "(52 base32 characters, see 'ugate id')")
 
 
 def presented(leaf: bytes) -> str:

@@ -46,7 +46,8 @@ def ugate_listener_types() -> list[ListenerType]:
 
 
 @hookimpl
-def ugate_dialer_types() -> list[DialerType]:
+def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
+    settings_of(gateway)  # validates [hbone] when plugins load ('ugate config check' too)
     return [
         DialerType("hbone", dial_hbone, "HTTP/2 CONNECT over mTLS through a peer gateway or "
                    "ztunnel (endpoint port 15008); pooled connections"),
