@@ -365,8 +365,10 @@ class H2Session:
         if s is None:
             return
         code = _code_name(ev.error_code)
-        self._finish(s, ConnectionResetError(f"HTTP/2 stream {s.sid} reset by the peer "
-                                             f"({code})"))
+        msg = f"HTTP/2 stream {s.sid} reset by the peer ({code})"
+        # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
+        self._finish(s, ConnectionRefusedError(msg) if ev.error_code == ErrorCodes.REFUSED_STREAM
+                     else ConnectionResetError(msg))
 
     def _on_window_event(self, ev: WindowUpdated) -> None:
         if not self._blocked:
