@@ -153,7 +153,7 @@ async def test_core_alone_runs_and_says_it_has_no_protocols(tmp_path: Path) -> N
     proc = await asyncio.create_subprocess_exec(*UGATE, "run", "-c", str(cfg), env=env,
                                                 stderr=subprocess.PIPE)
     try:
-        r, w = await connect_when_listening("127.0.0.1", port)
+        _, w = await connect_when_listening("127.0.0.1", port)
         w.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0

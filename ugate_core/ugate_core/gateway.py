@@ -124,7 +124,7 @@ class _Listener:
             else:
                 lt = self.types[0]
             stream.meta.protocol = lt.name
-            gw.metrics.connections.labels(cfg.name, lt.name).inc()
+            gw.metrics.child(gw.metrics.connections, cfg.name, lt.name).inc()
             assert lt.serve is not None
             await lt.serve(stream, self.ctx)
         except (ProtocolError, AuthError) as e:
@@ -482,7 +482,9 @@ class Gateway:
                  _peer(meta) if meta else "-", detail)
 
     def authorize(self, source: StreamMeta, dest: Destination) -> bool:
-        res = self.pm.hook.ugate_authorize(gateway=self, peer=source, destination=dest)
+        hook = self.pm.hook.ugate_authorize
+        # skip pluggy's call machinery on the per-connection path when nobody implements it
+        res = hook(gateway=self, peer=source, destination=dest) if hook.get_hookimpls() else None
         if res is not None:
             return bool(res)
         ln = self.listeners.get(source.listener)
@@ -518,7 +520,7 @@ class Gateway:
                                     f"(listener {source.listener!r})")
             return await self.dial_destination(dest, port, source=source, timeout=timeout)
         except DialError as e:
-            self.metrics.dial_errors.labels(e.reason).inc()
+            self.metrics.child(self.metrics.dial_errors, e.reason).inc()
             raise
 
     async def dial_destination(
@@ -534,7 +536,8 @@ class Gateway:
         for ep in dest.endpoints:
             req = DialRequest(self, dest, ep, port, t, source)
             try:
-                s = await asyncio.wait_for(dialer.dial(req), t)
+                async with asyncio.timeout(t):  # not wait_for: no task per dial
+                    s = await dialer.dial(req)
             except TimeoutError:
                 last = DialError("timeout", f"{dest.name}: {ep} did not answer within {t:g}s")
             except DialError as e:
@@ -543,11 +546,11 @@ class Gateway:
                 last = DialError("refused" if isinstance(e, ConnectionRefusedError)
                                  else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")
             else:
-                self.metrics.dials.labels(dialer.name, "ok").inc()
+                self.metrics.child(self.metrics.dials, dialer.name, "ok").inc()
                 if s.meta.target is None:
                     s.meta.target = f"{dest.name}:{req.target_port}"
                 return s
-            self.metrics.dials.labels(dialer.name, last.reason).inc()
+            self.metrics.child(self.metrics.dials, dialer.name, last.reason).inc()
         assert last is not None
         raise last
 
@@ -556,19 +559,23 @@ class Gateway:
         listener = client.meta.listener or "-"
         rec = StreamRecord(listener, client.meta, upstream.meta)
         self.streams[client.meta.id] = rec
-        self.metrics.streams_active.labels(listener).inc()
-        self.pm.hook.ugate_stream_opened(gateway=self, record=rec)
+        m = self.metrics
+        m.child(m.streams_active, listener).inc()
+        hooks = self.pm.hook
+        if hooks.ugate_stream_opened.get_hookimpls():
+            hooks.ugate_stream_opened(gateway=self, record=rec)
         try:
             idle = self.config.gateway.idle_timeout or None
             await relay(client, upstream, idle_timeout=idle, stats=rec.stats)
         finally:
             self.streams.pop(client.meta.id, None)
-            self.metrics.streams_active.labels(listener).dec()
+            m.child(m.streams_active, listener).dec()
             st = rec.stats
-            self.metrics.bytes.labels(listener, "up").inc(st.up)
-            self.metrics.bytes.labels(listener, "down").inc(st.down)
-            self.metrics.streams.labels(listener, st.end or "cancelled").inc()
-            self.pm.hook.ugate_stream_closed(gateway=self, record=rec)
+            m.child(m.bytes, listener, "up").inc(st.up)
+            m.child(m.bytes, listener, "down").inc(st.down)
+            m.child(m.streams, listener, st.end or "cancelled").inc()
+            if hooks.ugate_stream_closed.get_hookimpls():
+                hooks.ugate_stream_closed(gateway=self, record=rec)
             log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
                      "age=%.3f", listener, _peer(client.meta), client.meta.target, st.up,
                      st.down, st.end, time.monotonic() - rec.started)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
@@ -48,8 +50,21 @@ class Metrics:
             registry=r,
         )
 
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: ``labels()`` costs microseconds per call, and the
+        per-connection path touches several metrics."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            if len(self._children) > 100_000:  # label values from config, not from clients
+                self._children.clear()
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
     def reject(self, listener: str, reason: str) -> None:
-        self.rejections.labels(listener, reason).inc()
+        self.child(self.rejections, listener, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

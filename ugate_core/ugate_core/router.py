@@ -141,7 +141,7 @@ class Router:
         hit = self._cache.get(key)
         dest: Destination | None
         if hit is not None and hit[0] > now:
-            self.metrics.discovery.labels("cache", "cached").inc()
+            self.metrics.child(self.metrics.discovery, "cache", "cached").inc()
             dest = hit[1]
         else:
             fut = self._inflight.get(key)
@@ -169,7 +169,8 @@ class Router:
         timeout = self.config.discovery.timeout
         for d in self.discoveries:
             try:
-                dest = await asyncio.wait_for(d.resolve(name, port), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: no task per lookup
+                    dest = await d.resolve(name, port)
             except DialError as e:
                 # a discovery that knows the name is unsafe to reach (DNSSEC bogus, policy)
                 # ends the lookup: falling through to the next one would route around it
@@ -187,12 +188,13 @@ class Router:
                 log.warning("discovery_error discovery=%s name=%s error=%r", d.name, name, e)
                 continue
             if dest is not None:
-                self.metrics.discovery.labels(d.name, "hit").inc()
+                self.metrics.child(self.metrics.discovery, d.name, "hit").inc()
                 self._store(name, port, dest, dest.ttl)
                 return dest
-            self.metrics.discovery.labels(d.name, "miss").inc()
-        if not is_ip(name):
-            self._store(name, port, None, 5.0)
+            self.metrics.child(self.metrics.discovery, d.name, "miss").inc()
+        # unknown names and IP literals alike: remember "nobody knows" briefly, so a burst of
+        # connections to one address asks the discoveries once
+        self._store(name, port, None, 5.0)
         return None
 
     def _store(self, name: str, port: int, dest: Destination | None, ttl: float) -> None:
