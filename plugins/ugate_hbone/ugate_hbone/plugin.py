@@ -26,6 +26,7 @@ def ugate_listener_types() -> list[ListenerType]:
             serve=serve_hbone,
             start=start_hbone_listener,
             alpn=("h2",),
+            tls_client_cert=True,  # on a shared TLS port, h2 from mesh peers is HBONE
             relays=True,
             has_auth=_mtls,
             check_options=check_options,
