@@ -11,10 +11,11 @@ own TLS transports (an ``SSLObject`` between two memory BIOs).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 
 from .errors import ProtocolError
-from .stream import Stream, StreamMeta
+from .stream import Stream
 
 _CHUNK = 256 * 1024
 
@@ -35,7 +36,7 @@ class SslStream(Stream):
         server_side: bool,
         server_hostname: str | None = None,
     ) -> None:
-        meta = StreamMeta(**{**inner.meta.__dict__})
+        meta = dataclasses.replace(inner.meta)
         super().__init__(meta)
         self.inner = inner
         self._in = ssl.MemoryBIO()

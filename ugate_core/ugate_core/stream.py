@@ -26,7 +26,7 @@ from .errors import ProtocolError
 _ids = itertools.count(1)
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamMeta:
     """What is known about one end of a stream. Mutable: handshakes fill it in."""
 
