@@ -17,7 +17,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check ugate_core plugins tests bench docs/examples
-	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(wildcard plugins/*/ugate_*)
+	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(patsubst %/__init__.py,%,$(wildcard plugins/*/ugate_*/__init__.py))
 
 bench: setup
 	$(PY) bench/run.py
