@@ -128,6 +128,47 @@ def _allowed(source: StreamMeta) -> set[str]:
 _ALLOWED_KEY = "ugate_http.allowed"
 
 
+async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) -> None:
+    """The policy check a dial makes, for reusing a pooled connection to ``address`` on
+    behalf of ``source``. Remembered per client connection (its meta), so a keep-alive client
+    pays it once per address. DialError("denied") if the policy refuses."""
+    source.target = address
+    allowed = _allowed(source)
+    if address in allowed:
+        return
+    dest, _ = await gateway.resolve(address)
+    if not gateway.authorize(source, dest):
+        gateway.metrics.dial_errors.labels("denied").inc()
+        raise DialError("denied", f"{address}: not allowed for this client "
+                        f"(listener {source.listener!r})")
+    allowed.add(address)
+
+
+class Reply(Protocol):
+    """What a front end gets from an upstream pool (HTTP/1.1 or HTTP/2 upstream)."""
+
+    head: Response
+    trailers: Headers
+    received: int
+    reused: bool
+
+    @property
+    def complete(self) -> bool: ...
+
+    @property
+    def address(self) -> str: ...
+
+    async def read(self) -> bytes: ...
+
+    async def release(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def detach(self) -> Stream: ...
+
+    async def request_body_sent(self) -> bool: ...
+
+
 class _Stale(Exception):
     """A connection closed before any byte of the response."""
 
@@ -266,20 +307,7 @@ class UpstreamPool:
         return sum(len(v) for v in self._idle.values())
 
     async def _authorize(self, address: str, source: StreamMeta) -> None:
-        """The policy check a dial makes, for reusing a pooled connection on behalf of
-        ``source``. Remembered per client connection (its meta), so a keep-alive client
-        pays it once per address."""
-        source.target = address
-        allowed = _allowed(source)
-        if address in allowed:
-            return
-        gw = self.gateway
-        dest, _ = await gw.resolve(address)
-        if not gw.authorize(source, dest):
-            gw.metrics.dial_errors.labels("denied").inc()
-            raise DialError("denied", f"{address}: not allowed for this client "
-                            f"(listener {source.listener!r})")
-        allowed.add(address)
+        await authorize_reuse(self.gateway, address, source)
 
     async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
         if address in self._idle:

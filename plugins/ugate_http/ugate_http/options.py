@@ -33,6 +33,14 @@ class HttpOptions:
     forwarded: bool = True
     pool_max_idle: int = 32
     pool_idle_timeout: float = 60.0
+    #: serve HTTP/2: h2c prior knowledge and ``Upgrade: h2c`` (reverse/auto mode), ``h2``
+    #: by ALPN behind the TLS front
+    h2: bool = True
+    #: concurrent streams a client may open on one HTTP/2 connection
+    h2_max_streams: int = 128
+    #: receive windows: per stream, and per connection (bounds memory per client)
+    h2_stream_window: int = 1 << 20
+    h2_connection_window: int = 16 << 20
 
 
 KEYS = tuple(HttpOptions.__dataclass_fields__)
@@ -91,6 +99,9 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
     forwarded = options.get("forwarded", d.forwarded)
     if not isinstance(forwarded, bool):
         raise ConfigError(f"{path}.forwarded", f"{forwarded!r} is not true or false")
+    h2 = options.get("h2", d.h2)
+    if not isinstance(h2, bool):
+        raise ConfigError(f"{path}.h2", f"{h2!r} is not true or false")
     return HttpOptions(
         mode=str(mode),
         users=dict(users),
@@ -103,6 +114,12 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
         forwarded=forwarded,
         pool_max_idle=_int(options, "pool_max_idle", path, d.pool_max_idle, 0, 100_000),
         pool_idle_timeout=_num(options, "pool_idle_timeout", path, d.pool_idle_timeout, 0.01),
+        h2=h2,
+        h2_max_streams=_int(options, "h2_max_streams", path, d.h2_max_streams, 1, 100_000),
+        h2_stream_window=_int(options, "h2_stream_window", path, d.h2_stream_window, 65535,
+                              (1 << 31) - 1),
+        h2_connection_window=_int(options, "h2_connection_window", path,
+                                  d.h2_connection_window, 65535, (1 << 31) - 1),
     )
 
 

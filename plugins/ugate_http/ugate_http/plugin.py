@@ -9,10 +9,11 @@ from ugate_core import ListenerType, hookimpl
 
 from .options import check_options, has_auth
 from .proxy import close_state, serve
+from .roundtripper import GatewayRoundTripper
 from .sniff import sniff
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import Gateway, RoundTripper
 
 
 @hookimpl
@@ -25,10 +26,20 @@ def ugate_listener_types() -> list[ListenerType]:
             relays=True,
             has_auth=has_auth,
             check_options=check_options,
+            # behind the TLS front: h2 from clients without a certificate (browsers, curl);
+            # mesh peers with one go to HBONE
+            alpn=("h2",),
+            tls_client_cert=False,
             description="HTTP/1.1 forward proxy (CONNECT, absolute URIs) and reverse proxy "
-            "(route by Host; option mode)",
+            "(route by Host; option mode); HTTP/2 reverse proxy (h2c, Upgrade: h2c, h2 by "
+            "ALPN)",
         )
     ]
+
+
+@hookimpl
+def ugate_round_tripper(gateway: Gateway) -> RoundTripper:
+    return GatewayRoundTripper(gateway)
 
 
 @hookimpl

@@ -19,15 +19,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import secrets
-import weakref
-from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
+from ugate_core import DialError, ListenerContext, Sniff, Stream
 
-from ugate_core import DialError, ListenerContext, Stream
-
-from .client import OutgoingRequest, UpstreamPool, UpstreamResponse
+from .client import OutgoingRequest, Reply
 from .h1 import (
     BodyReceived,
     Framing,
@@ -41,9 +36,12 @@ from .h1 import (
     encode_head,
     encode_last_chunk,
 )
+from .h2msg import h2c_settings, preface_match
+from .h2server import serve_h2
 from .options import HttpOptions, parse_options
 from .reader import EventReader
 from .rewrite import (
+    DIAL_STATUS,
     FRAMING,
     HOP_BY_HOP,
     address_of,
@@ -54,9 +52,7 @@ from .rewrite import (
     split_absolute,
     split_authority,
 )
-
-if TYPE_CHECKING:
-    from ugate_core import Gateway
+from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
 
@@ -66,83 +62,52 @@ LINGER_BYTES = 64 << 20
 #: a response head is sent together with a first body piece up to this size
 COALESCE = 64 * 1024
 
-#: DialError.reason → status answered to the client
-DIAL_STATUS = {
-    "denied": 403, "no_route": 502, "unreachable": 502, "refused": 502, "timeout": 504,
-    "bad_address": 400, "identity": 502, "no_dialer": 502,
-}
-
-
-class PluginState:
-    """Per gateway: one upstream pool per listener, the request counter, our ``Via`` token."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.pools: dict[str, UpstreamPool] = {}
-        #: a loop (a request that comes back to this gateway) is seen by this token in Via
-        self.via = f"ugate-{secrets.token_hex(4)}"
-        self.requests = Counter(
-            "ugate_http_requests", "HTTP requests answered by the http listener, by status",
-            ["listener", "code"], registry=gateway.metrics.registry,
-        )
-        self._children: dict[tuple[str, int], Counter] = {}
-        self._bytes: dict[str, tuple[Counter, Counter]] = {}
-
-    def count(self, listener: str, status: int) -> None:
-        key = (listener, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(listener, str(status))
-        child.inc()
-
-    def add_bytes(self, listener: str, up: int, down: int) -> None:
-        """Body bytes of proxied requests, in the core's relay byte counter."""
-        pair = self._bytes.get(listener)
-        if pair is None:
-            b = self.gateway.metrics.bytes
-            pair = self._bytes[listener] = (b.labels(listener, "up"), b.labels(listener, "down"))
-        if up:
-            pair[0].inc(up)
-        if down:
-            pair[1].inc(down)
-
-    def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
-        p = self.pools.get(listener)
-        if p is None:
-            p = self.pools[listener] = UpstreamPool(
-                self.gateway,
-                max_idle=opts.pool_max_idle,
-                idle_timeout=opts.pool_idle_timeout,
-                response_timeout=opts.response_timeout,
-                max_header_bytes=opts.max_header_bytes,
-            )
-        return p
-
-    async def aclose(self) -> None:
-        for p in self.pools.values():
-            await p.aclose()
-
-
-_states: weakref.WeakKeyDictionary[Gateway, PluginState] = weakref.WeakKeyDictionary()
-
-
-def state_for(gateway: Gateway) -> PluginState:
-    st = _states.get(gateway)
-    if st is None:
-        st = _states[gateway] = PluginState(gateway)
-    return st
-
-
-async def close_state(gateway: Gateway) -> None:
-    st = _states.pop(gateway, None)
-    if st is not None:
-        await st.aclose()
+__all__ = ["DIAL_STATUS", "PluginState", "close_state", "serve", "state_for"]
 
 
 async def serve(stream: Stream, ctx: ListenerContext) -> None:
-    """Serve one client connection (the ListenerType's ``serve``)."""
+    """Serve one client connection (the ListenerType's ``serve``).
+
+    HTTP/2 comes three ways: ALPN ``h2`` from the TLS front (``meta.alpn``), the h2c
+    connection preface on a dedicated cleartext port (reverse/auto mode; on the shared port
+    the preface is HBONE's), and ``Upgrade: h2c`` from an HTTP/1.1 request (in the session).
+    """
     opts = parse_options(ctx.options, ctx.config.path)
-    await _Session(stream, ctx, opts, state_for(ctx.gateway)).run()
+    state = state_for(ctx.gateway)
+    meta = stream.meta
+    if meta.alpn == "h2":
+        await serve_h2(stream, ctx, opts, state, tls=True)
+        return
+    deadline: float | None = None
+    if opts.h2 and opts.mode != "forward" and not _in_tls(stream) and not stream.buffered():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.gateway.config.gateway.handshake_timeout
+        if await _h2_preface(stream, deadline):
+            await serve_h2(stream, ctx, opts, state, tls=False)
+            return
+    session = _Session(stream, ctx, opts, state)
+    session.first_deadline = deadline
+    await session.run()
+
+
+def _in_tls(stream: Stream) -> bool:
+    """The stream was decrypted by a TLS front (h2c is for cleartext only)."""
+    m = stream.meta
+    return m.alpn is not None or m.sni is not None or m.protocol in ("tls", "https")
+
+
+async def _h2_preface(stream: Stream, deadline: float) -> bool:
+    """Peek (without consuming) whether the client starts with the HTTP/2 preface. Returns
+    as soon as the first bytes rule it out: an HTTP/1.1 client never waits here."""
+    seen = 0
+    while True:
+        buf = await stream.read_some_into(seen + 1, deadline)
+        if len(buf) <= seen:  # EOF or deadline: let the HTTP/1.1 session answer it
+            return False
+        seen = len(buf)
+        r = preface_match(buf)
+        if r is not Sniff.NEED_MORE:
+            return r is Sniff.MATCH
 
 
 class _ClientBody:
@@ -196,6 +161,8 @@ class _Session:
         self.body: _ClientBody | None = None
         #: a request field this gateway used up (reverse-mode credentials): not forwarded
         self.consumed = ""
+        #: deadline for the first request head (event-loop time), when serve() set one
+        self.first_deadline: float | None = None
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -234,8 +201,9 @@ class _Session:
 
     async def _read_head(self) -> Request | None:
         t = self.gw.config.gateway.handshake_timeout
+        deadline, self.first_deadline = self.first_deadline, None
         try:
-            ev = await self.reader.next_event(self.loop.time() + t)
+            ev = await self.reader.next_event(deadline or self.loop.time() + t)
         except TimeoutError:
             await self._fail(408, "header_timeout", f"no complete request head within {t:g}s")
             return None
@@ -276,6 +244,11 @@ class _Session:
                     return await self._fail(400, "bad_request", "missing Host field" if not
                                             hosts else f"{len(hosts)} Host fields")
                 host, port = split_authority(hosts[0], self.opts.default_port)
+                if self.opts.h2 and req.version == "1.1" and req.framing is Framing.NONE \
+                        and not _in_tls(self.stream):
+                    settings = h2c_settings(req)
+                    if settings is not None:
+                        return await self._upgrade_h2c(req, settings)
                 if not await self._auth(req, proxy=False):
                     return False
                 return await self._proxy(req, address_of(host, port), hosts[0], t)
@@ -365,6 +338,18 @@ class _Session:
         await self.gw.relay(self.stream, up)
         return False
 
+    # ------------------------------------------------------------------------ h2c
+    async def _upgrade_h2c(self, req: Request, settings: bytes) -> bool:
+        """``Upgrade: h2c`` (RFC 7540 3.2): answer 101, then the connection is HTTP/2 and
+        this request is its stream 1."""
+        self._count(101)
+        await self._write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                          b"Upgrade: h2c\r\n\r\n")
+        self.reader.detach()  # what the client sent after the request (its preface) stays
+        await serve_h2(self.stream, self.ctx, self.opts, self.state, tls=False,
+                       upgrade=(req, settings))
+        return False
+
     # ------------------------------------------------------------------------ requests
     async def _interim(self, head: Response) -> None:
         if head.status == 100:
@@ -386,7 +371,8 @@ class _Session:
             if low in drop:
                 if low == "expect":
                     expect_continue = expect_continue or "100-continue" in v.lower()
-                elif low == "upgrade" and "upgrade" in req.connection:
+                elif low == "upgrade" and "upgrade" in req.connection \
+                        and "h2c" not in v.lower():  # h2c is ours to take or ignore
                     upgrade = v
                 continue
             if low == "via" and via in v:
@@ -412,8 +398,9 @@ class _Session:
                               headers=tuple(fields), body=body, length=length, upgrade=upgrade)
         t0 = self.loop.time()
         try:
-            resp = await self.pool.round_trip(
-                out, source=meta, on_interim=self._interim if req.version == "1.1" else None)
+            resp = await self.state.round_trip(
+                self.ctx.name, self.opts, out, source=meta,
+                on_interim=self._interim if req.version == "1.1" else None)
         except DialError as e:
             return await self._dial_failed(e, address)
         except HttpError as e:
@@ -424,7 +411,7 @@ class _Session:
             resp.abort()  # never leave an upstream connection half-used
             raise
 
-    async def _answer(self, req: Request, resp: UpstreamResponse, address: str, target: str,
+    async def _answer(self, req: Request, resp: Reply, address: str, target: str,
                       body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
         """Pass the upstream's response to the client; True if the connection stays open."""
         meta = self.stream.meta

@@ -23,6 +23,12 @@ FRAMING = frozenset({"content-length", "transfer-encoding"})
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
 _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(#.*)?")
 
+#: DialError.reason → status answered to the client
+DIAL_STATUS = {
+    "denied": 403, "no_route": 502, "unreachable": 502, "refused": 502, "timeout": 504,
+    "bad_address": 400, "identity": 502, "no_dialer": 502,
+}
+
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request",
     401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",

@@ -1,0 +1,357 @@
+"""The HTTP/2 front of the ``http`` listener: a reverse proxy for h2c and h2 (TLS) clients.
+
+Each request stream is routed by ``:authority`` (or ``host``) exactly as an HTTP/1.1
+reverse-proxy request is routed by ``Host``: discovery, policy, then the listener's upstream
+pool (HTTP/1.1, or HTTP/2 when discovery says the destination speaks it). Streams run
+concurrently, each in its own task; bodies stream both ways under HTTP/2 flow control.
+Refusals are answered on the stream (the connection stays up), counted and logged like the
+HTTP/1.1 ones; a connection-level protocol error closes the connection with GOAWAY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from h2.errors import ErrorCodes
+
+from ugate_core import DialError, ListenerContext, Stream
+
+from .client import OutgoingRequest, Reply
+from .h1 import Framing, HttpError, Request, Response
+from .h2conn import H2Conn, H2Exchange, H2Limits, Header, StreamResetError
+from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
+from .options import HttpOptions
+from .rewrite import DIAL_STATUS, address_of, basic_credentials, forwarded_for
+from .state import PluginState
+
+log = logging.getLogger("ugate.http")
+
+
+async def serve_h2(
+    stream: Stream,
+    ctx: ListenerContext,
+    opts: HttpOptions,
+    state: PluginState,
+    *,
+    tls: bool,
+    upgrade: tuple[Request, bytes] | None = None,
+) -> None:
+    """Serve one HTTP/2 client connection until it closes. ``upgrade``: the HTTP/1.1
+    request that asked for ``Upgrade: h2c`` and its ``HTTP2-Settings`` (101 already sent)."""
+    await H2Front(stream, ctx, opts, state, tls=tls).run(upgrade)
+
+
+class _H2Body:
+    """A request body as the upstream pool reads it."""
+
+    def __init__(self, front: H2Front, ex: H2Exchange, expect_continue: bool) -> None:
+        self.front = front
+        self.ex = ex
+        self.expect_continue = expect_continue
+        self.count = 0
+        self.done = False
+
+    async def read(self) -> bytes:
+        ex = self.ex
+        if self.expect_continue:
+            self.expect_continue = False
+            if not ex.pending and not ex.remote_ended:
+                ex.send_headers([(b":status", b"100")])
+        idle = self.front.idle
+        try:
+            data = await ex.read(idle)
+        except TimeoutError:
+            raise HttpError(f"client sent no request body bytes for {idle:g}s",
+                            "body_timeout", 408) from None
+        except StreamResetError as e:
+            raise HttpError(f"client reset the stream in the middle of the request body: {e}",
+                            "client_closed", 400) from None
+        if not data:
+            self.done = True
+        self.count += len(data)
+        return data
+
+
+class H2Front:
+    """One HTTP/2 client connection of the ``http`` listener."""
+
+    def __init__(self, stream: Stream, ctx: ListenerContext, opts: HttpOptions,
+                 state: PluginState, *, tls: bool) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.gw = ctx.gateway
+        self.opts = opts
+        self.state = state
+        self.scheme = "https" if tls else "http"
+        self.idle: float | None = self.gw.config.gateway.idle_timeout or None
+        self.loop = asyncio.get_running_loop()
+        limits = H2Limits(
+            stream_window=opts.h2_stream_window,
+            connection_window=opts.h2_connection_window,
+            max_streams=opts.h2_max_streams,
+            # beyond our own bound a header block gets a 431 answer; beyond this one (a
+            # client that ignores the advertised limit) the connection is closed
+            max_header_list=max(2 * opts.max_header_bytes, 1 << 16),
+        )
+        self.conn = H2Conn(stream, limits, client=False, on_request=self._on_request,
+                           name=f"{ctx.name}-{stream.meta.id}")
+        self.conn.on_idle = self._on_idle
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        stream.meta.extra["http_version"] = "2"
+
+    # ------------------------------------------------------------------ connection
+    async def run(self, upgrade: tuple[Request, bytes] | None) -> None:
+        conn = self.conn
+        ex1 = conn.start(upgrade[1] if upgrade is not None else None)
+        t = self.gw.config.gateway.handshake_timeout
+        self._timer = self.loop.call_later(t, self._check_idle, True)
+        if upgrade is not None and ex1 is not None:
+            try:
+                req = request_from_h1(upgrade[0], default_port=self.opts.default_port)
+            except HttpError as e:
+                self._spawn(ex1, None, e)
+            else:
+                self._spawn(ex1, req, None)
+        try:
+            await conn.wait_closed()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            conn.close()
+            if conn.error is not None:
+                reason, detail = conn.error
+                self.ctx.reject(reason, detail, self.stream.meta)
+            log.debug("h2_closed listener=%s client=%s requests=%d", self.ctx.name,
+                      _peer(self.stream), conn.requests)
+
+    def _on_idle(self, conn: H2Conn) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.opts.keepalive_timeout, self._check_idle,
+                                           False)
+
+    def _check_idle(self, handshake: bool) -> None:
+        self._timer = None
+        conn = self.conn
+        if conn.closed or conn.streams:
+            return
+        if handshake and not conn.settled:
+            t = self.gw.config.gateway.handshake_timeout
+            self.ctx.reject("header_timeout", f"no HTTP/2 preface and SETTINGS within {t:g}s",
+                            self.stream.meta)
+            conn.close()
+            return
+        if handshake:  # settled and idle: the keep-alive timeout applies from now on
+            self._on_idle(conn)
+            return
+        conn.goaway()
+
+    def _on_request(self, ex: H2Exchange) -> None:
+        self._spawn(ex, None, None)
+
+    def _spawn(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None) -> None:
+        if self._timer is not None and self.conn.settled:
+            self._timer.cancel()
+            self._timer = None
+        task = self.loop.create_task(self._handle(ex, req, err))
+        ex.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # ------------------------------------------------------------------ one request
+    async def _handle(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
+                      ) -> None:
+        try:
+            if err is not None:
+                await self._fail(ex, err.status, err.reason, str(err))
+                return
+            if req is None:
+                try:
+                    req = parse_request(ex.headers, default_port=self.opts.default_port,
+                                        max_bytes=self.opts.max_header_bytes)
+                except HttpError as e:
+                    await self._fail(ex, e.status, e.reason, str(e))
+                    return
+            await self._proxy(ex, req)
+        except (StreamResetError, asyncio.CancelledError):
+            pass  # the client reset the stream or the connection ended: nobody to answer
+        except Exception as e:
+            log.warning("h2_request_error listener=%s client=%s stream=%d error=%r",
+                        self.ctx.name, _peer(self.stream), ex.id, e)
+        finally:
+            ex.task = None
+            ex.finish()
+
+    def _count(self, status: int) -> None:
+        self.state.count(self.ctx.name, status)
+
+    async def _fail(self, ex: H2Exchange, status: int, reason: str, message: str,
+                    extra: list[Header] | None = None) -> None:
+        """Count and log a refusal and answer it on the stream."""
+        self.ctx.reject(reason, message, self.stream.meta)
+        self._count(status)
+        body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
+        head: list[Header] = [
+            (b":status", str(status).encode()),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *(extra or []),
+        ]
+        ex.send_headers(head)
+        await ex.send_data(body, end=True, timeout=self.idle)
+
+    def _auth(self, req: H2Request) -> tuple[int, str, str] | None:
+        """Basic credentials of the listener's users: None if fine, else the refusal."""
+        users = self.opts.users
+        value = next((v for k, v in req.headers if k == "authorization"), None)
+        if value is None:
+            return 401, "auth_required", "Authorization (Basic) is required"
+        creds = basic_credentials(value)
+        if creds is None:
+            return 401, "auth_failed", "Authorization is not Basic credentials"
+        user, pw = creds
+        expected = users.get(user)
+        ok = hmac.compare_digest(pw.encode(), (expected if expected is not None else pw + "x")
+                                 .encode())
+        if expected is None or not ok:
+            return 401, "auth_failed", f"wrong user name or password (user {user[:64]!r})"
+        self.stream.meta.user = user
+        return None
+
+    async def _proxy(self, ex: H2Exchange, req: H2Request) -> None:
+        meta = self.stream.meta
+        opts = self.opts
+        consumed = ""
+        if opts.users:
+            refusal = self._auth(req)
+            if refusal is not None:
+                await self._fail(ex, *refusal, extra=[
+                    (b"www-authenticate", f'Basic realm="{opts.realm}"'.encode())])
+                return
+            consumed = "authorization"
+        address = address_of(req.host, req.port)
+        via = self.state.via
+        fields: list[tuple[str, str]] = [("Host", req.authority)]
+        xff: list[str] = []
+        vias: list[str] = []
+        for k, v in req.headers:
+            if k == "via":
+                if via in v:
+                    await self._fail(ex, 508, "loop", f"request came back to this gateway "
+                                     f"({via}) on its way to {address}")
+                    return
+                vias.append(v)
+                continue
+            if k == "x-forwarded-for" and opts.forwarded:
+                xff.append(v)
+                continue
+            if k == consumed:
+                continue
+            fields.append((k, v))
+        if opts.forwarded:
+            fields.append(("forwarded", forwarded_for(meta.remote, req.authority, req.scheme)))
+            xff.append(meta.remote[0] if meta.remote else "unknown")
+            fields.append(("x-forwarded-for", ", ".join(xff)))
+        vias.append(f"2 {via}")
+        fields.append(("via", ", ".join(vias)))
+        body: _H2Body | None = None
+        length = req.length
+        if not ex.remote_ended or ex.pending:
+            body = _H2Body(self, ex, req.expect_continue)
+        elif length:
+            length = 0  # content-length said more than the stream carried: h2 refuses that
+        out = OutgoingRequest(method=req.method, target=req.path, authority=address,
+                              headers=tuple(fields), body=body, length=length)
+        t0 = self.loop.time()
+        try:
+            resp = await self.state.round_trip(self.ctx.name, opts, out, source=meta,
+                                               on_interim=self._interim(ex),
+                                               scheme=req.scheme)
+        except DialError as e:
+            status = DIAL_STATUS.get(e.reason, 502)
+            reason = "denied" if e.reason == "denied" else f"dial_{e.reason}"
+            await self._fail(ex, status, reason, f"cannot reach {address}: {e.reason}: {e}")
+            return
+        except HttpError as e:
+            if body is not None and e.reason in ("client_closed", "body_timeout") \
+                    and ex.error is not None:
+                return  # the client went away: nobody to answer
+            await self._fail(ex, e.status, e.reason, str(e))
+            return
+        try:
+            await self._answer(ex, req, resp, address, body, t0)
+        except BaseException:
+            resp.abort()
+            raise
+
+    def _interim(self, ex: H2Exchange) -> _Interim:
+        return _Interim(ex)
+
+    async def _answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
+                      body: _H2Body | None, t0: float) -> None:
+        head = resp.head
+        if head.framing is Framing.TUNNEL:
+            resp.abort()
+            await self._fail(ex, 502, "bad_response", f"upstream {address} answered "
+                             f"{head.status} to switch protocols unasked")
+            return
+        hdrs = response_headers(head, req.method)
+        self._count(head.status)
+        idle = self.idle
+        try:
+            if head.framing is Framing.NONE:
+                ex.send_headers(hdrs, end=True)
+            else:
+                ex.send_headers(hdrs)
+                while True:
+                    data = await resp.read()
+                    last = resp.complete or not data
+                    if last and resp.trailers:
+                        await ex.send_data(data, timeout=idle)
+                        ex.send_headers(trailer_headers(resp.trailers), end=True)
+                        break
+                    await ex.send_data(data, end=last, timeout=idle)
+                    if last:
+                        break
+        except (HttpError, TimeoutError, StreamResetError) as e:
+            resp.abort()
+            client_gone = isinstance(e, StreamResetError) and ex.error is not None
+            if not client_gone:
+                ex.reset(ErrorCodes.INTERNAL_ERROR)
+            log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
+                     "error=%r", self.ctx.name, _peer(self.stream), address, head.status,
+                     resp.received, str(e) or type(e).__name__)
+            return
+        await resp.release()
+        up = body.count if body is not None else 0
+        self.state.add_bytes(self.ctx.name, up, resp.received)
+        meta = self.stream.meta
+        log.debug("http_request listener=%s client=%s user=%s version=2 method=%s address=%s "
+                  "target=%s status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name,
+                  _peer(self.stream), meta.user or "-", req.method, address, req.path[:200],
+                  head.status, up, resp.received, resp.reused, (self.loop.time() - t0) * 1000)
+
+
+class _Interim:
+    """Passes 1xx answers of an HTTP/1.1 upstream (not 100: we answer that) to the client."""
+
+    def __init__(self, ex: H2Exchange) -> None:
+        self.ex = ex
+
+    async def __call__(self, head: Response) -> None:
+        if head.status == 100 or self.ex.local_ended:
+            return
+        hdrs = response_headers(head, "GET")
+        self.ex.send_headers([h for h in hdrs if h[0] != b"content-length"])
+
+
+def _peer(stream: Stream) -> str:
+    remote = stream.meta.remote
+    return f"{remote[0]}:{remote[1]}" if remote else "-"

@@ -1,0 +1,148 @@
+"""Per-gateway state of the plugin: upstream pools, counters, the ``Via`` token, and the choice
+between an HTTP/1.1 and an HTTP/2 upstream for each request."""
+
+from __future__ import annotations
+
+import secrets
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from ugate_core import DialError, StreamMeta
+
+from .client import OutgoingRequest, Reply, UpstreamPool
+from .h1 import Response
+from .h2client import H2UpstreamPool
+from .h2conn import H2Limits
+from .options import HttpOptions, parse_options
+
+if TYPE_CHECKING:
+    from ugate_core import Destination, Gateway
+
+#: the ``listener`` label of requests made through ``gateway.round_trip``
+ROUND_TRIP = "round_trip"
+#: ``Destination.labels[LABEL]`` says which HTTP version the upstream speaks
+LABEL = "http"
+H2_VALUES = frozenset({"h2", "h2c", "http2", "2"})
+
+
+def wants_h2(dest: Destination) -> bool:
+    """True if discovery says the destination speaks HTTP/2 (prior knowledge)."""
+    v = dest.labels.get(LABEL)
+    return v is not None and v.lower() in H2_VALUES
+
+
+class PluginState:
+    """Per gateway: upstream pools per listener (HTTP/1.1 and HTTP/2), the request counter,
+    our ``Via`` token."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.pools: dict[str, UpstreamPool] = {}
+        self.h2pools: dict[str, H2UpstreamPool] = {}
+        #: a loop (a request that comes back to this gateway) is seen by this token in Via
+        self.via = f"ugate-{secrets.token_hex(4)}"
+        self.requests = Counter(
+            "ugate_http_requests", "HTTP requests answered by the http listener, by status",
+            ["listener", "code"], registry=gateway.metrics.registry,
+        )
+        self._children: dict[tuple[str, int], Counter] = {}
+        self._bytes: dict[str, tuple[Counter, Counter]] = {}
+        self._rt_options: HttpOptions | None = None
+
+    def count(self, listener: str, status: int) -> None:
+        key = (listener, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(listener, str(status))
+        child.inc()
+
+    def add_bytes(self, listener: str, up: int, down: int) -> None:
+        """Body bytes of proxied requests, in the core's relay byte counter."""
+        pair = self._bytes.get(listener)
+        if pair is None:
+            b = self.gateway.metrics.bytes
+            pair = self._bytes[listener] = (b.labels(listener, "up"), b.labels(listener, "down"))
+        if up:
+            pair[0].inc(up)
+        if down:
+            pair[1].inc(down)
+
+    def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
+        p = self.pools.get(listener)
+        if p is None:
+            p = self.pools[listener] = UpstreamPool(
+                self.gateway,
+                max_idle=opts.pool_max_idle,
+                idle_timeout=opts.pool_idle_timeout,
+                response_timeout=opts.response_timeout,
+                max_header_bytes=opts.max_header_bytes,
+            )
+        return p
+
+    def h2pool(self, listener: str, opts: HttpOptions) -> H2UpstreamPool:
+        p = self.h2pools.get(listener)
+        if p is None:
+            p = self.h2pools[listener] = H2UpstreamPool(
+                self.gateway,
+                limits=H2Limits(stream_window=opts.h2_stream_window,
+                                connection_window=opts.h2_connection_window, max_streams=0,
+                                max_header_list=max(opts.max_header_bytes, 1 << 16)),
+                idle_timeout=opts.pool_idle_timeout,
+                response_timeout=opts.response_timeout,
+            )
+        return p
+
+    def round_trip_options(self) -> HttpOptions:
+        """The ``[http]`` table of the config: pool settings of ``gateway.round_trip``."""
+        if self._rt_options is None:
+            self._rt_options = parse_options(self.gateway.config.section("http"), "http")
+        return self._rt_options
+
+    async def round_trip(
+        self,
+        listener: str,
+        opts: HttpOptions,
+        req: OutgoingRequest,
+        *,
+        source: StreamMeta | None,
+        on_interim: Callable[[Response], Awaitable[None]] | None = None,
+        scheme: str = "http",
+    ) -> Reply:
+        """Send ``req`` upstream over HTTP/2 if discovery says the destination speaks it,
+        else over HTTP/1.1 (upgrades always go over HTTP/1.1)."""
+        if req.upgrade is None:
+            try:
+                dest, _ = await self.gateway.resolve(req.authority)
+            except DialError as e:
+                self.gateway.metrics.dial_errors.labels(e.reason).inc()
+                raise
+            if wants_h2(dest):
+                return await self.h2pool(listener, opts).round_trip(
+                    req, source=source, on_interim=on_interim, scheme=scheme)
+        return await self.pool(listener, opts).round_trip(req, source=source,
+                                                          on_interim=on_interim)
+
+    async def aclose(self) -> None:
+        for p in self.pools.values():
+            await p.aclose()
+        for h in self.h2pools.values():
+            await h.aclose()
+
+
+_states: weakref.WeakKeyDictionary[Gateway, PluginState] = weakref.WeakKeyDictionary()
+
+
+def state_for(gateway: Gateway) -> PluginState:
+    st = _states.get(gateway)
+    if st is None:
+        st = _states[gateway] = PluginState(gateway)
+    return st
+
+
+async def close_state(gateway: Gateway) -> None:
+    st = _states.pop(gateway, None)
+    if st is not None:
+        await st.aclose()
