@@ -441,6 +441,9 @@ class UpstreamPool:
                         if on_interim is not None:
                             await on_interim(head)
                         continue
+                    if head.framing is Framing.NONE and isinstance(conn.reader.peek(),
+                                                                   MessageEnded):
+                        conn.reader.next_event_nowait()  # no body: the message is over
                     return UpstreamResponse(self, conn, head, pump, reused)
                 raise HttpError(f"upstream {req.authority}: unexpected {type(ev).__name__}",
                                 "bad_response", 502)

@@ -385,6 +385,8 @@ class H2Conn:
         self._flush_handle: asyncio.Handle | None = None
         self.goaway_received = False
         self.goaway_sent = False
+        #: the peer half-closed the transport: no new streams, close when idle
+        self.peer_eof = False
         self.closed = False
         #: True once the peer's SETTINGS arrived (the handshake is done)
         self.settled = False
@@ -431,7 +433,7 @@ class H2Conn:
     @property
     def usable(self) -> bool:
         """New streams may be opened here."""
-        return not (self.closed or self.goaway_received or self.goaway_sent)
+        return not (self.closed or self.goaway_received or self.goaway_sent or self.peer_eof)
 
     def capacity(self) -> int:
         """How many more streams the peer lets us open now."""
@@ -540,7 +542,17 @@ class H2Conn:
             t.pause_reading()
 
     def eof_received(self) -> None:
-        self.close(StreamResetError(f"HTTP/2 connection {self.name}: peer closed"))
+        """The peer sends no more: streams still waiting for its bytes fail, the others may
+        finish their answers; then the connection closes."""
+        if self.closed:
+            return
+        self.peer_eof = True
+        err = StreamResetError(f"HTTP/2 connection {self.name}: peer closed")
+        for ex in list(self.streams.values()):
+            if not ex.remote_ended:
+                ex._fail(err)
+        if not self.streams:
+            self.close(err)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self.closed:
@@ -661,7 +673,8 @@ class H2Conn:
             del self.streams[ex.id]
             self._tx_waiting.discard(ex)
             if not self.streams:
-                if self.goaway_received or (self.goaway_sent and not self.closed):
+                if self.goaway_received or self.peer_eof or (self.goaway_sent
+                                                             and not self.closed):
                     self.close()
                 elif self.on_idle is not None and not self.closed:
                     self.on_idle(self)

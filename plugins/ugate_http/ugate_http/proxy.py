@@ -79,7 +79,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         await serve_h2(stream, ctx, opts, state, tls=True)
         return
     deadline: float | None = None
-    if opts.h2 and opts.mode != "forward" and not _in_tls(stream) and not stream.buffered():
+    if opts.h2 and opts.mode != "forward" and not _in_tls(stream):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.gateway.config.gateway.handshake_timeout
         if await _h2_preface(stream, deadline):
