@@ -1,9 +1,12 @@
-"""Reverse-proxy benchmark: wrk and curl through ugate and through HAProxy, as ratios.
+"""Reverse-proxy benchmark: wrk, h2load and curl through ugate and through HAProxy, as ratios.
 
 Starts, each as its own process on loopback: a streaming origin (asyncio, this file), ugate
 with an ``http`` listener in reverse mode, and HAProxy (``mode http``, ``http-reuse always``)
 when installed. Prints requests/s (wrk, keep-alive, 1 and 16 connections) and MiB/s for a
-download (Content-Length and chunked) and an upload, direct and through each proxy.
+download (Content-Length and chunked) and an upload, direct and through each proxy; then the
+same over HTTP/2 cleartext to the proxies (h2c in front, HTTP/1.1 to the origin): h2load
+with 100 concurrent streams on one connection and with 4 connections x 25 streams, and curl
+``--http2-prior-knowledge`` transfers.
 
     python plugins/ugate_http/bench/bench_http.py [--quick]
 
@@ -109,6 +112,27 @@ def curl_rate(port: int, path: str, size: int, upload: Path | None = None) -> fl
     return size / (time.monotonic() - t0) / (1 << 20)
 
 
+def h2load(port: int, n: int, conns: int, streams: int) -> float:
+    out = subprocess.run(["h2load", f"-n{n}", f"-c{conns}", f"-m{streams}",
+                          "-H", ":authority: svc.test", f"http://127.0.0.1:{port}/w"],
+                         capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"(\d+) succeeded", out)
+    if m is None or int(m.group(1)) != n:
+        print(out)
+    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def curl_h2_rate(port: int, path: str, size: int, upload: Path | None = None) -> float:
+    args = ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", "/dev/null",
+            "-H", "Host: svc.test"]
+    if upload is not None:
+        args += ["-X", "POST", "-T", str(upload)]
+    t0 = time.monotonic()
+    subprocess.run([*args, f"http://127.0.0.1:{port}{path}"], check=True, timeout=130)
+    return size / (time.monotonic() - t0) / (1 << 20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -132,6 +156,7 @@ listen = ""
 listen = "127.0.0.1:{gp}"
 protocols = ["http"]
 mode = "reverse"
+pool_max_idle = 128
 [hosts."svc.test"]
 endpoints = ["127.0.0.1:{up}"]
 """)
@@ -139,8 +164,10 @@ endpoints = ["127.0.0.1:{up}"]
         procs.append(subprocess.Popen([ugate, "--log-level", "warning", "run", "-c",
                                        str(tmp / "ugate.toml"), "--state-dir", str(tmp / "st")]))
         targets = [("direct", up), ("ugate", gp)]
+        h2ports = {"ugate": gp}  # the same listener takes h2c prior knowledge
         if shutil.which("haproxy"):
             hp = free_port()
+            hp2 = free_port()
             (tmp / "haproxy.cfg").write_text(f"""
 defaults
   mode http
@@ -150,6 +177,9 @@ defaults
 frontend f
   bind 127.0.0.1:{hp}
   default_backend b
+frontend f2
+  bind 127.0.0.1:{hp2} proto h2
+  default_backend b
 backend b
   http-reuse always
   server s1 127.0.0.1:{up}
@@ -157,7 +187,8 @@ backend b
             procs.append(subprocess.Popen(["haproxy", "-f", str(tmp / "haproxy.cfg"), "-db"],
                                           stderr=subprocess.DEVNULL))
             targets.append(("haproxy", hp))
-        for _, port in targets:
+            h2ports["haproxy"] = hp2
+        for port in [p for _, p in targets] + list(h2ports.values()):
             wait_port(port)
         big = tmp / "upload"
         with big.open("wb") as f:
@@ -171,8 +202,15 @@ backend b
             r["download MiB/s"] = curl_rate(port, f"/bytes/{size}", size)
             r["chunked MiB/s"] = curl_rate(port, f"/bytes/{size}?chunked", size)
             r["upload MiB/s"] = curl_rate(port, "/up", size, big)
+            h2p = h2ports.get(name)
+            n = 5000 if a.quick else 20000
+            r["h2c req/s 1x100"] = h2load(h2p, n, 1, 100) if h2p else 0.0
+            r["h2c req/s 4x25"] = h2load(h2p, n, 4, 25) if h2p else 0.0
+            r["h2c down MiB/s"] = curl_h2_rate(h2p, f"/bytes/{size}", size) if h2p else 0.0
+            r["h2c up MiB/s"] = curl_h2_rate(h2p, "/up", size, big) if h2p else 0.0
         for key in res["direct"]:
-            line = f"{key:16s}" + "".join(f"{n} {r[key]:8.0f}   " for n, r in res.items())
+            line = f"{key:17s}" + "".join(f"{n} {r[key]:8.0f}   " if r[key] else
+                                          f"{n} {'-':>8s}   " for n, r in res.items())
             if "haproxy" in res and res["haproxy"][key]:
                 line += f"ugate/haproxy {res['ugate'][key] / res['haproxy'][key]:.2f}x"
             print(line)

@@ -272,6 +272,9 @@ async def test_https_h2_dedicated_port_with_sniffing(start_gateway: StartGateway
 listen = "127.0.0.1:0"
 protocols = ["tls", "http"]
 mode = "reverse"
+[listeners.https-fwd]
+listen = "127.0.0.1:0"
+protocols = ["tls", "http"]
 """))
     name = gw.identity.fqdns[0]
     port = gw.port("https")
@@ -281,6 +284,13 @@ mode = "reverse"
         "--resolve", f"{name}:{port}:127.0.0.1", "--cacert", str(anchor), "--pinnedpubkey",
         f"sha256//{_pin(gw)}", f"https://{name}:{port}/ded", mode="--http2")
     assert (version, code, body) == ("2", 200, b"hello /ded\n")
+    # a forward proxy (the default mode) does not route HTTP/2 requests by :authority
+    port = gw.port("https-fwd")
+    version, code, body, _ = await curl2(
+        "--resolve", f"{name}:{port}:127.0.0.1", "--cacert", str(anchor), "--pinnedpubkey",
+        f"sha256//{_pin(gw)}", f"https://{name}:{port}/fwd", mode="--http2")
+    assert (version, code) == ("2", 400) and b"mode 'reverse' or 'auto'" in body
+    assert rejections(gw, "not_proxy_request", listener="https-fwd") == 1
 
 
 # ------------------------------------------------------------------------------ errors

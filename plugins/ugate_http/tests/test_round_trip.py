@@ -3,6 +3,7 @@ API's behaviour in process (HTTP/1.1 and HTTP/2 upstreams, pool reuse, errors, p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 from pathlib import Path
@@ -113,6 +114,18 @@ async def test_round_trip_errors(start_gateway: StartGateway, origin: Origin) ->
         with pytest.raises(UgateError) as e5:
             await gw.round_trip(bad)
         assert getattr(e5.value, "status", None) == 400, bad
+    # a body longer or shorter than the length given: never sent as such (smuggling)
+    n = len(origin.requests)
+    for data in (b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", b"ab"):
+        with pytest.raises(UgateError) as e6:
+            resp = await gw.round_trip(HttpRequest(
+                method="POST", authority="svc.test:80", target="/sha256",
+                body=BytesBody(b"0123456789" + data), length=10 if len(data) > 2 else 20))
+            await resp.read_all()
+        assert getattr(e6.value, "status", None) == 400
+        assert "length" in str(e6.value)
+    await asyncio.sleep(0.1)
+    assert all(t != "/smuggled" for _, t, _ in origin.requests[n:])
     assert metric(gw, "ugate_http_requests_total", listener="round_trip", code="502") == 3
     assert metric(gw, "ugate_http_requests_total", listener="round_trip", code="504") == 1
     assert all("X-Injected" not in str(r) for r in origin.requests)

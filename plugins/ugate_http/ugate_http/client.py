@@ -463,12 +463,20 @@ class UpstreamPool:
         body = req.body
         assert body is not None
         chunked = req.length is None
+        left = req.length or 0
         idle = self.idle_timeout or None
         try:
             while True:
                 data = await body.read()  # the client's errors pass through as they are
                 if not data:
                     break
+                if not chunked:
+                    # a body longer than its Content-Length would be read by the upstream as
+                    # the start of another request (smuggling): never send the excess
+                    left -= len(data)
+                    if left < 0:
+                        raise HttpError(f"request body longer than its length {req.length}",
+                                        "bad_request", 400)
                 if s.is_lost:
                     raise HttpError(f"upstream {conn.address} closed while the request body "
                                     "was being sent", "upstream_closed", 502)
@@ -486,6 +494,9 @@ class UpstreamPool:
                                         502) from None
             if chunked:
                 s.write(encode_last_chunk())
+            elif left:
+                raise HttpError(f"request body ended {left} bytes short of its length "
+                                f"{req.length}", "bad_request", 400)
         except BaseException:
             conn.abort()
             raise

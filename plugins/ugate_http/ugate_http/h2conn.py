@@ -274,9 +274,12 @@ class H2Exchange:
                     h2.send_data(self.id, view[off:off + k], end_stream=end and off + k == n)
                     off += k
                 self.sent += size
-                conn._flush()
-                if conn.transport.write_paused:
-                    await conn.drain()
+                if conn._outbound() >= FLUSH_BYTES or conn.transport.write_paused:
+                    conn._flush()
+                    if conn.transport.write_paused:
+                        await conn.drain()
+                else:
+                    conn._queued()  # small: goes out with this turn's other frames
                 if self.error is not None:
                     raise self.error
             if end and n == 0:
@@ -687,6 +690,11 @@ class H2Conn:
     def _flush_soon(self) -> None:
         self._flush_handle = None
         self._flush()
+
+    def _outbound(self) -> int:
+        """Bytes h2 has serialized and not handed to us yet."""
+        buf = getattr(self.h2, "_data_to_send", None)
+        return FLUSH_BYTES if buf is None else len(buf)
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()

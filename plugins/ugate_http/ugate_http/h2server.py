@@ -98,7 +98,8 @@ class H2Front:
         self.conn = H2Conn(stream, limits, client=False, on_request=self._on_request,
                            name=f"{ctx.name}-{stream.meta.id}")
         self.conn.on_idle = self._on_idle
-        self.tasks: set[asyncio.Task[None]] = set()
+        #: the task answering each running stream, by stream id
+        self.tasks: dict[int, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         stream.meta.extra["http_version"] = "2"
 
@@ -120,10 +121,11 @@ class H2Front:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            for task in list(self.tasks):
+            tasks = list(self.tasks.values())
+            for task in tasks:
                 task.cancel()
-            if self.tasks:
-                await asyncio.gather(*self.tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             conn.close()
             if conn.error is not None:
                 reason, detail = conn.error
@@ -162,8 +164,7 @@ class H2Front:
             self._timer = None
         task = self.loop.create_task(self._handle(ex, req, err))
         ex.task = task
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[ex.id] = task
 
     # ------------------------------------------------------------------ one request
     async def _handle(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
@@ -171,6 +172,11 @@ class H2Front:
         try:
             if err is not None:
                 await self._fail(ex, err.status, err.reason, str(err))
+                return
+            if self.opts.mode == "forward":
+                await self._fail(ex, 400, "not_proxy_request",
+                                 "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
+                                 "requests are proxied in mode 'reverse' or 'auto'")
                 return
             if req is None:
                 try:
@@ -186,6 +192,7 @@ class H2Front:
             log.warning("h2_request_error listener=%s client=%s stream=%d error=%r",
                         self.ctx.name, _peer(self.stream), ex.id, e)
         finally:
+            self.tasks.pop(ex.id, None)
             ex.task = None
             ex.finish()
 

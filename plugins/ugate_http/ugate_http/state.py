@@ -4,6 +4,7 @@ between an HTTP/1.1 and an HTTP/2 upstream for each request."""
 from __future__ import annotations
 
 import secrets
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ class PluginState:
         self._children: dict[tuple[str, int], Counter] = {}
         self._bytes: dict[str, tuple[Counter, Counter]] = {}
         self._rt_options: HttpOptions | None = None
+        #: address → (expiry, speaks HTTP/2): the per-request protocol choice, cached briefly
+        self._h2_seen: dict[str, tuple[float, bool]] = {}
 
     def count(self, listener: str, status: int) -> None:
         key = (listener, status)
@@ -113,17 +116,29 @@ class PluginState:
     ) -> Reply:
         """Send ``req`` upstream over HTTP/2 if discovery says the destination speaks it,
         else over HTTP/1.1 (upgrades always go over HTTP/1.1)."""
-        if req.upgrade is None:
-            try:
-                dest, _ = await self.gateway.resolve(req.authority)
-            except DialError as e:
-                self.gateway.metrics.dial_errors.labels(e.reason).inc()
-                raise
-            if wants_h2(dest):
-                return await self.h2pool(listener, opts).round_trip(
-                    req, source=source, on_interim=on_interim, scheme=scheme)
+        if req.upgrade is None and await self._wants_h2(req.authority):
+            return await self.h2pool(listener, opts).round_trip(
+                req, source=source, on_interim=on_interim, scheme=scheme)
         return await self.pool(listener, opts).round_trip(req, source=source,
                                                           on_interim=on_interim)
+
+    async def _wants_h2(self, address: str) -> bool:
+        """Does discovery say ``address`` speaks HTTP/2? (remembered for a second: this is
+        asked per request)"""
+        now = time.monotonic()
+        hit = self._h2_seen.get(address)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            dest, _ = await self.gateway.resolve(address)
+        except DialError as e:
+            self.gateway.metrics.dial_errors.labels(e.reason).inc()
+            raise
+        h2 = wants_h2(dest)
+        if len(self._h2_seen) > 4096:
+            self._h2_seen.clear()
+        self._h2_seen[address] = (now + min(dest.ttl, 1.0), h2)
+        return h2
 
     async def aclose(self) -> None:
         for p in self.pools.values():
