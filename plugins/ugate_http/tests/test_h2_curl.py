@@ -218,6 +218,84 @@ async def test_nghttp_download_upload_and_multiplexing(start_gateway: StartGatew
     assert len(set(re.findall(rb"recv \(stream_id=(\d+)\) :status: 200", res.stdout))) == 20
 
 
+async def test_small_client_windows_are_respected(start_gateway: StartGateway,
+                                                   origin: Origin) -> None:
+    """nghttp with a 16 KiB stream and 64 KiB connection window: we send only what the
+    windows allow (nghttp fails with FLOW_CONTROL_ERROR otherwise); three streams at once
+    share the connection window."""
+    nghttp = require_peer("nghttp", apt="nghttp2-client")
+    gw = await start_gateway(config(origin.port))
+    base = f"http://127.0.0.1:{gw.port('web')}"
+    size = 8 * MIB
+    res = await run(nghttp, "-w", "14", "-W", "16", "-H", ":authority: svc.test",
+                    f"{base}/bytes/{size}", f"{base}/bytes/{size}?chunked",
+                    f"{base}/bytes/{size}?close", timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout) == 3 * size  # (interleaved as the DATA frames arrived)
+    for q in ("", "?chunked"):
+        res = await run(nghttp, "-w", "14", "-W", "16", "-H", ":authority: svc.test",
+                        f"{base}/bytes/{size}{q}", timeout=120)
+        assert hashlib.sha256(res.stdout).hexdigest() == origin.sha256(size)
+
+
+async def test_upload_to_a_stalled_upstream_is_bounded(start_gateway: StartGateway) -> None:
+    """An upstream that reads nothing after the head: the client can send one stream window
+    (64 KiB here) plus what the kernel's socket buffers between us and the origin absorb
+    (~10 MiB measured on this loopback), not its whole 128 MiB body: no body is buffered
+    whole, the client waits for WINDOW_UPDATE."""
+    import socket
+
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    heads: list[bytes] = []
+
+    async def stalled(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        heads.append(await r.readuntil(b"\r\n\r\n"))
+        await asyncio.sleep(30)
+
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    lsock.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(stalled, sock=lsock)
+    try:
+        port = lsock.getsockname()[1]
+        gw = await start_gateway(config(port, "h2_stream_window = 65535\n"
+                                        "h2_connection_window = 65535"))
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port("web"))
+        c = H2Connection(H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"),
+                           (":authority", "svc.test"), (":path", "/stalled")])
+        w.write(c.data_to_send())
+        sent = 0
+        chunk = b"x" * 16384
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 3
+        while loop.time() < end and sent < 128 * MIB:
+            room = min(c.local_flow_control_window(1), c.max_outbound_frame_size)
+            if room > 0:
+                c.send_data(1, chunk[:room])
+                sent += room
+                w.write(c.data_to_send())
+                await w.drain()
+                continue
+            try:
+                data = await asyncio.wait_for(r.read(65536), 0.5)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            c.receive_data(data)
+            w.write(c.data_to_send())
+        w.close()
+        print(f"sent {sent} bytes before the windows closed")
+        assert heads and b"content-length" not in heads[0].lower()  # chunked upstream
+        assert sent < 20 * MIB
+    finally:
+        server.close()
+
+
 # ------------------------------------------------------------------------------ h2load
 async def test_h2load_100_concurrent_streams(start_gateway: StartGateway, origin: Origin
                                              ) -> None:
