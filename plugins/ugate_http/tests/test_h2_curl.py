@@ -196,6 +196,14 @@ async def test_h2c_prior_knowledge_not_taken_in_forward_mode(start_gateway: Star
     assert rejections(gw, "bad_version") == 1
 
 
+async def test_h2_disabled(start_gateway: StartGateway, origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port, "h2 = false"))
+    version, code, body, _ = await curl2(*url(gw, "/up"), mode="--http2")
+    assert (version, code, body) == ("1.1", 200, b"hello /up\n")  # upgrade declined
+    _, code, _, _ = await curl2(*url(gw, "/"), ok=False)
+    assert code == 0 and rejections(gw, "bad_version") == 1  # the preface is not HTTP/1.x
+
+
 # ------------------------------------------------------------------------------ nghttp
 async def test_nghttp_download_upload_and_multiplexing(start_gateway: StartGateway,
                                                        origin: Origin, scratch: Path) -> None:

@@ -187,3 +187,17 @@ labels = {{ http = "h2" }}
     with pytest.raises(UgateError):
         resp = await a.round_trip(HttpRequest(method="GET", authority="via-b.test:80"))
         await resp.read_all()
+
+
+async def test_h2_label_on_an_http11_origin(start_gateway: StartGateway, origin: Origin) -> None:
+    """A destination labelled HTTP/2 that answers HTTP/1.1: a clear 502, counted."""
+    gw = await start_gateway(config(origin.port, f"""
+[hosts."wrong.test"]
+endpoints = ["127.0.0.1:{origin.port}"]
+labels = {{ http = "h2" }}
+"""))
+    with pytest.raises(UgateError) as e:
+        await gw.round_trip(HttpRequest(method="GET", authority="wrong.test:80"))
+    assert getattr(e.value, "status", None) == 502
+    assert "does not speak HTTP/2" in str(e.value)
+    assert metric(gw, "ugate_http_requests_total", listener="round_trip", code="502") == 1

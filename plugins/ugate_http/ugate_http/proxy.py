@@ -76,6 +76,9 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
     state = state_for(ctx.gateway)
     meta = stream.meta
     if meta.alpn == "h2":
+        if not opts.h2:  # the TLS front chose h2 by ALPN before options could say no
+            ctx.reject("h2_disabled", f"ALPN h2 on listener {ctx.name!r} with h2 = false", meta)
+            return
         await serve_h2(stream, ctx, opts, state, tls=True)
         return
     deadline: float | None = None
