@@ -267,8 +267,13 @@ class TlsListener:
     ``connection_made`` even if the protocol paused, so the ClientHello could be lost.)
     """
 
+    #: protocol name on metrics, logs and ``meta.protocol``; subclasses (HBONE) set their own
+    protocol = "tls"
+    #: whether the listener forwards every connection to ``target``
+    needs_target = True
+
     def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
-        if not cfg.target:
+        if self.needs_target and not cfg.target:
             raise ConfigError(f"{cfg.path}.target", "missing: the tls listener forwards to a "
                               "fixed 'host:port'")
         self.cfg = cfg
@@ -296,8 +301,9 @@ class TlsListener:
                               f"{e.strerror or e}") from None
         loop = asyncio.get_running_loop()
         self._accepting = [loop.create_task(self._accept(s)) for s in self.socks]
-        log.info("listening listener=%s address=%s protocols=tls target=%s", cfg.name,
-                 ",".join(f"{h}:{p}" for h, p in self.addresses()), cfg.target)
+        log.info("listening listener=%s address=%s protocols=%s target=%s", cfg.name,
+                 ",".join(f"{h}:{p}" for h, p in self.addresses()), self.protocol,
+                 cfg.target if self.needs_target else "-")
 
     def addresses(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self.socks if s.fileno() >= 0]
@@ -334,15 +340,15 @@ class TlsListener:
 
     async def handle(self, conn: socket.socket) -> None:
         gw, name = self.gw, self.cfg.name
-        meta = StreamMeta(protocol="tls", listener=name)
+        meta = StreamMeta(protocol=self.protocol, listener=name)
         with contextlib.suppress(OSError):
             peer = conn.getpeername()
             meta.remote = (str(peer[0]), int(peer[1]))
-        gw.metrics.connections.labels(name, "tls").inc()
+        gw.metrics.child(gw.metrics.connections, name, self.protocol).inc()
         tls: TlsStream | None = None
         try:
             tls = await self._handshake(conn, meta)
-            await gw.forward(tls, self.cfg.target)
+            await self.serve_tls(tls, meta)
         except (ProtocolError, AuthError) as e:
             gw.reject(name, e.reason, str(e), meta)
         except DialError as e:
@@ -363,6 +369,11 @@ class TlsListener:
             elif not tls.is_closing():
                 tls.close()
 
+    async def serve_tls(self, tls: TlsStream, meta: StreamMeta) -> None:
+        """What runs on a connection once its handshake succeeded: forward to ``target``.
+        Subclasses override it (HBONE serves HTTP/2 CONNECT here)."""
+        await self.gw.forward(tls, self.cfg.target)
+
     async def _handshake(self, conn: socket.socket, meta: StreamMeta) -> TlsStream:
         gw = self.gw
         gw.identity.renew_if_needed()  # reloads self.ssl_ctx in place when due
@@ -381,7 +392,7 @@ class TlsListener:
                 raise ProtocolError(f"TLS handshake not finished within {timeout:g}s",
                                     "handshake_timeout") from None
             if "CERTIFICATE" in why.upper():
-                count_identity_failure(gw, "tls", "accept")
+                count_identity_failure(gw, self.protocol, "accept")
             raise ProtocolError(f"TLS handshake failed: {why}", "tls_handshake") from None
         sslobj = transport.get_extra_info("ssl_object")
         meta.sni = _sni_seen.pop(sslobj, None)

@@ -8,11 +8,8 @@ client against the listener's ``peers`` and the ``[hbone]`` trust domain, then s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-import socket
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,7 +24,6 @@ from ugate_core import (
     ListenerConfig,
     ListenerContext,
     ProtocolError,
-    StreamClosedError,
     StreamMeta,
     TlsStream,
     count_identity_failure,
@@ -97,7 +93,11 @@ def check_spiffe(
 
 
 class HboneListener(TlsListener):
-    """A running ``hbone`` listener (:class:`~ugate_core.types.RunningListener`)."""
+    """A running ``hbone`` listener (:class:`~ugate_core.types.RunningListener`): core's TLS
+    accept loop and handshake, with HTTP/2 CONNECT served after it."""
+
+    protocol = "hbone"
+    needs_target = False
 
     def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
         self.settings = settings_of(gw)
@@ -105,11 +105,10 @@ class HboneListener(TlsListener):
             parse_identity(v, f"{cfg.path}.peers[{i}]")
             for i, v in enumerate(cfg.options.get("peers", []))
         )
-        # TlsListener forwards to a fixed target and reads its own option keys; HBONE takes
-        # each tunnel's target from its CONNECT and checks peers itself (with [hbone] roots)
+        # HBONE takes each tunnel's target from its CONNECT (no fixed target) and checks
+        # peers itself (with [hbone] roots), so core's TlsListener gets only TLS options
         super().__init__(dataclasses.replace(
-            cfg, target=cfg.target or "hbone.invalid:15008",
-            options={"alpn": ["h2"], "require_client_cert": True},
+            cfg, options={"alpn": ["h2"], "require_client_cert": True},
         ), gw)
         self.ctx = ListenerContext(gw, cfg)
         self.ssl_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -121,34 +120,9 @@ class HboneListener(TlsListener):
         log.info("hbone_listening listener=%s address=%s tls=1.3 alpn=h2 peers=%d", self.cfg.name,
                  ",".join(f"{h}:{p}" for h, p in self.addresses()), len(self.allowed))
 
-    async def handle(self, conn: socket.socket) -> None:
-        gw, name = self.gw, self.cfg.name
-        meta = StreamMeta(protocol="hbone", listener=name)
-        with contextlib.suppress(OSError):
-            peer = conn.getpeername()
-            meta.remote = (str(peer[0]), int(peer[1]))
-        gw.metrics.connections.labels(name, "hbone").inc()
-        tls: TlsStream | None = None
-        try:
-            tls = await self._handshake(conn, meta)
-            self._check_client(tls, meta)
-            await serve_connection(tls, self.ctx, protocol="hbone")
-        except (ProtocolError, AuthError) as e:
-            gw.reject(name, e.reason, str(e), meta)
-        except (StreamClosedError, ConnectionError) as e:
-            gw.reject(name, "client_closed", str(e), meta)
-        except asyncio.CancelledError:
-            if tls is not None:
-                tls.abort()
-            raise
-        except Exception:
-            gw.metrics.reject(name, "internal")
-            log.exception("listener_error listener=%s client=%s", name, _addr(meta))
-        finally:
-            if tls is None:
-                conn.close()
-            elif not tls.is_closing():
-                tls.close()
+    async def serve_tls(self, tls: TlsStream, meta: StreamMeta) -> None:
+        self._check_client(tls, meta)
+        await serve_connection(tls, self.ctx, protocol="hbone")
 
     def _check_client(self, tls: TlsStream, meta: StreamMeta) -> None:
         gw, st = self.gw, self.settings
