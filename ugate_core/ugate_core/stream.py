@@ -399,7 +399,6 @@ class TcpStream(Stream, asyncio.Protocol):
     def __init__(self, meta: StreamMeta | None = None) -> None:
         Stream.__init__(self, meta)
         self.transport = None
-        self._connected: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

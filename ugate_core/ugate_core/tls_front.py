@@ -25,14 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import parse_hostport
 from .errors import ConfigError, ProtocolError
 from .router import match_name
 from .sniff import sniff_stream
 from .sslstream import SslStream
 from .stream import Stream, StreamClosedError
 from .tls_hello import ClientHelloParser, alert, looks_like_tls
-from .types import ListenerContext, ListenerType, Sniff
+from .types import ListenerContext, Sniff
 
 log = logging.getLogger("ugate.tls")
 
@@ -238,23 +237,4 @@ async def dispatch(tls: Stream, ctx: ListenerContext) -> None:
     await res.listener.serve(tls, ctx)
 
 
-def front_fields() -> dict[str, Any]:
-    """The ListenerType fields the TLS front contributes (merged into core's ``tls`` type)."""
-    return {"sniff": sniff, "serve": serve}
-
-
-def listener_type() -> ListenerType:
-    return ListenerType(
-        name="tls",
-        serve=serve,
-        sniff=sniff,
-        # it relays only to configured passthrough routes; what runs inside TLS is policed
-        # by that protocol's own dials
-        relays=False,
-        check_options=check_options,
-        option_keys=OPTION_KEYS,
-        description="TLS on the shared port: SNI passthrough, or termination and ALPN dispatch",
-    )
-
-
-__all__ = ["check_options", "dispatch", "listener_type", "parse_hostport", "serve", "sniff"]
+__all__ = ["OPTION_KEYS", "check_options", "dispatch", "serve", "sniff"]
