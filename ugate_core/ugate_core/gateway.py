@@ -20,7 +20,7 @@ from . import plugins as _plugins
 from .config import Config, ListenerConfig, load_default
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .metrics import Metrics
-from .relay import RelayStats, relay
+from .relay import Relay, RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, match_name, split_address
 from .sniff import sniff_stream
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ugate")
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class StreamRecord:
     """One relayed stream, as ``/streams`` and the stream hooks see it."""
 
@@ -50,6 +50,15 @@ class StreamRecord:
     upstream: StreamMeta
     stats: RelayStats = field(default_factory=RelayStats)
     started: float = field(default_factory=time.monotonic)
+    #: the running relay (``relay.cancel()`` ends it)
+    relay: Relay | None = None
+    #: what ``Gateway.relay`` awaits
+    waiter: asyncio.Future[None] | None = None
+    gateway: Gateway | None = None
+
+    def _ended(self, _st: RelayStats) -> None:
+        assert self.gateway is not None
+        self.gateway._relay_ended(self)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +152,7 @@ class _Listener:
             gw.metrics.reject(cfg.name, "internal")
             log.exception("listener_error listener=%s client=%s", cfg.name, _peer(stream.meta))
         finally:
-            if not stream.is_closing():
+            if not stream.is_closing() and stream.relayed_by is None:
                 stream.close()
 
 
@@ -152,11 +161,16 @@ def _peer(meta: StreamMeta) -> str:
 
 
 class _Accepted(TcpStream):
-    """An accepted TCP connection; starts its handler task on connection_made."""
+    """An accepted TCP connection; starts its handler task on connection_made. It counts
+    towards ``max_connections`` until the socket is closed (the handler may hand the stream
+    to a relay and end long before)."""
+
+    __slots__ = ("_counted", "_listener")
 
     def __init__(self, listener: _Listener) -> None:
         super().__init__()
         self._listener = listener
+        self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -166,10 +180,14 @@ class _Accepted(TcpStream):
             self.abort()
             return
         ln.active += 1
-        ln.gw._spawn(ln.handle(self), self._done)
+        self._counted = True
+        ln.gw._spawn(ln.handle(self))
 
-    def _done(self, _t: asyncio.Task[None]) -> None:
-        self._listener.active -= 1
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._listener.active -= 1
+        super().connection_lost(exc)
 
 
 class Gateway:
@@ -202,6 +220,7 @@ class Gateway:
         self.running: dict[str, RunningListener] = {}
         self.streams: dict[int, StreamRecord] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._drained: asyncio.Event | None = None
         self._stopping = False
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -410,14 +429,29 @@ class Gateway:
             if ln.server is not None:
                 ln.server.close()
         # live streams first: plugins' shutdown hooks may close pools those streams use
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         pending = {t for t in self._tasks if not t.done()}
+        if pending or self.streams:
+            log.info("draining streams=%d handlers=%d deadline=%.1fs", len(self.streams),
+                     len(pending), timeout)
         if pending:
-            log.info("draining streams=%d deadline=%.1fs", len(pending), timeout)
             if timeout > 0:
                 await asyncio.wait(pending, timeout=timeout)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # relays started with start_relay run without a task: wait for them on their own
+        if self.streams:
+            self._drained = asyncio.Event()
+            left = deadline - loop.time()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._drained.wait()
+            for rec in list(self.streams.values()):
+                if rec.relay is not None:
+                    rec.relay.cancel()
         for rl in self.running.values():
             with contextlib.suppress(Exception):
                 await rl.aclose()
@@ -554,31 +588,63 @@ class Gateway:
         assert last is not None
         raise last
 
-    async def relay(self, client: Stream, upstream: Stream) -> RelayStats:
-        """Relay ``client`` ⇄ ``upstream`` with the configured timeouts; visible on /streams."""
+    def start_relay(self, client: Stream, upstream: Stream) -> StreamRecord:
+        """Relay ``client`` ⇄ ``upstream`` on transport callbacks and return at once.
+
+        The gateway owns both streams from here: it closes them, counts the bytes, calls the
+        ``stream_closed`` hooks and logs when the relay ends; ``/streams`` shows it meanwhile
+        and shutdown drains it. A handler that calls this can return: no task has to wait for
+        the life of the connection (an idle relayed connection then costs only its objects).
+        """
         listener = client.meta.listener or "-"
-        rec = StreamRecord(listener, client.meta, upstream.meta)
+        rec = StreamRecord(listener, client.meta, upstream.meta, gateway=self)
         self.streams[client.meta.id] = rec
         m = self.metrics
         m.child(m.streams_active, listener).inc()
         hooks = self.pm.hook
         if hooks.ugate_stream_opened.get_hookimpls():
             hooks.ugate_stream_opened(gateway=self, record=rec)
+        idle = self.config.gateway.idle_timeout or None
+        rec.relay = start_relay(client, upstream, idle_timeout=idle, stats=rec.stats,
+                                on_done=rec._ended)
+        return rec
+
+    def _relay_ended(self, rec: StreamRecord) -> None:
+        self.streams.pop(rec.client.id, None)
+        m = self.metrics
+        listener = rec.listener
+        m.child(m.streams_active, listener).dec()
+        st = rec.stats
+        m.child(m.bytes, listener, "up").inc(st.up)
+        m.child(m.bytes, listener, "down").inc(st.down)
+        m.child(m.streams, listener, st.end or "cancelled").inc()
+        hooks = self.pm.hook
+        if hooks.ugate_stream_closed.get_hookimpls():
+            hooks.ugate_stream_closed(gateway=self, record=rec)
+        log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
+                 "age=%.3f", listener, _peer(rec.client), rec.client.target, st.up,
+                 st.down, st.end, time.monotonic() - rec.started)
+        rec.relay = None
+        w = rec.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self._drained is not None and not self.streams:
+            self._drained.set()
+
+    async def relay(self, client: Stream, upstream: Stream) -> RelayStats:
+        """Relay ``client`` ⇄ ``upstream`` with the configured timeouts and wait until it
+        ended; visible on /streams. Cancelling the caller ends the relay (``cancelled``)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        rec = self.start_relay(client, upstream)
+        if rec.relay is None:  # ended while starting
+            return rec.stats
+        rec.waiter = fut
         try:
-            idle = self.config.gateway.idle_timeout or None
-            await relay(client, upstream, idle_timeout=idle, stats=rec.stats)
-        finally:
-            self.streams.pop(client.meta.id, None)
-            m.child(m.streams_active, listener).dec()
-            st = rec.stats
-            m.child(m.bytes, listener, "up").inc(st.up)
-            m.child(m.bytes, listener, "down").inc(st.down)
-            m.child(m.streams, listener, st.end or "cancelled").inc()
-            if hooks.ugate_stream_closed.get_hookimpls():
-                hooks.ugate_stream_closed(gateway=self, record=rec)
-            log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
-                     "age=%.3f", listener, _peer(client.meta), client.meta.target, st.up,
-                     st.down, st.end, time.monotonic() - rec.started)
+            await fut
+        except asyncio.CancelledError:
+            if rec.relay is not None:
+                rec.relay.cancel()
+            raise
         return rec.stats
 
     async def round_trip(self, request: HttpRequest) -> HttpResponse:
@@ -594,10 +660,16 @@ class Gateway:
                                   "(ugate_round_tripper hook): pip install ugate-http")
         return await self._round_tripper.round_trip(request)
 
-    async def forward(self, client: Stream, address: str) -> RelayStats:
-        """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy."""
+    async def forward(self, client: Stream, address: str, *, wait: bool = True) -> RelayStats:
+        """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy.
+
+        With ``wait=False`` it returns once the relay started (:meth:`start_relay`); the
+        returned stats are live until ``end`` is set.
+        """
         up = await self.dial(address, source=client.meta)
-        return await self.relay(client, up)
+        if wait:
+            return await self.relay(client, up)
+        return self.start_relay(client, up).stats
 
 
 @contextlib.asynccontextmanager

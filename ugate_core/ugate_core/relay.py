@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import splice as _splice
@@ -99,7 +100,7 @@ class _Pipe:
 
     __slots__ = ("count", "dst", "eof", "relay", "spl", "src", "state", "switch_at")
 
-    def __init__(self, src: Stream, dst: Stream, relay: _Relay, switch_at: int | None) -> None:
+    def __init__(self, src: Stream, dst: Stream, relay: Relay, switch_at: int | None) -> None:
         self.src = src
         self.dst = dst
         self.count = 0
@@ -161,18 +162,36 @@ class _Pipe:
         self.relay.finish("reset")
 
 
-class _Relay:
-    __slots__ = ("a", "b", "fut", "moved", "pipes", "seen", "socks", "spliced")
+class Relay:
+    """A running relay, as :func:`start_relay` returns it: :attr:`stats` are live;
+    :meth:`cancel` ends it (``end == "cancelled"``). It ends on its own when both directions
+    reached EOF, on a reset or on a timeout; then both streams are closed and ``on_done`` is
+    called once with the final :class:`RelayStats`."""
 
-    def __init__(self, a: Stream, b: Stream, fut: asyncio.Future[str]) -> None:
+    __slots__ = ("a", "b", "idle", "loop", "moved", "on_done", "pipes", "seen", "socks",
+                 "spliced", "stats", "total_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, a: Stream, b: Stream, stats: RelayStats,
+                 on_done: Callable[[RelayStats], None] | None) -> None:
+        self.loop = loop
         self.a = a
         self.b = b
-        self.fut = fut
+        self.stats = stats
+        self.on_done = on_done
         self.socks: dict[int, socket.socket] | None = None  # dup'd fds while splicing
         self.spliced = 0
         self.seen = 0  # idle sweeper: byte count last seen, and when it last moved
         self.moved = 0.0
+        self.idle: float | None = None
+        self.total_handle: asyncio.TimerHandle | None = None
         self.pipes = (_Pipe(a, b, self, None), _Pipe(b, a, self, None))
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.stats.end)
+
+    def cancel(self) -> None:
+        self.finish("cancelled")
 
     def arm(self) -> None:
         """Let each direction move to splice (called once both receivers are set:
@@ -194,12 +213,43 @@ class _Relay:
             self.finish("done")
 
     def finish(self, why: str) -> None:
-        if not self.fut.done():
-            self.fut.set_result(why)
+        """End the relay now: stop both directions, close both streams, report."""
+        st = self.stats
+        if st.end:
+            return
+        st.end = why
+        if self.idle:
+            _IdleSweeper.discard(self.loop, self.idle, self)
+        if self.total_handle is not None:
+            self.total_handle.cancel()
+            self.total_handle = None
+        ab, ba = self.pipes
+        st._up, st._down, st._pipes = ab.total, ba.total, None
+        st.spliced = self.spliced
+        self.stop_splicing()
+        a, b = self.a, self.b
+        a.set_receiver(None)
+        b.set_receiver(None)
+        a.on_resume_writing = None
+        b.on_resume_writing = None
+        a.relayed_by = b.relayed_by = None
+        with contextlib.suppress(Exception):
+            if why == "done":
+                a.close()
+                b.close()
+            else:
+                a.abort()
+                b.abort()
+        cb, self.on_done = self.on_done, None
+        if cb is not None:
+            try:
+                cb(st)
+            except Exception:  # a transport callback is no place to raise
+                log.exception("relay on_done callback failed")
 
     # ---------------------------------------------------------------- copy → splice
     def begin_splice(self, p: _Pipe) -> None:
-        if p.state != _COPY or p.eof or self.fut.done():
+        if p.state != _COPY or p.eof or self.stats.end:
             return
         p.state = _SWITCHING
         p.src.pause_reading()
@@ -207,7 +257,7 @@ class _Relay:
 
     def try_splice(self, p: _Pipe) -> None:
         """Start splicing ``p`` once every byte the copy path gave ``dst`` has left."""
-        if p.state != _SWITCHING or self.fut.done():
+        if p.state != _SWITCHING or self.stats.end:
             return
         src, dst = p.src, p.dst
         if dst.is_lost or src.is_lost:
@@ -225,7 +275,7 @@ class _Relay:
             return
         try:
             s_sock, d_sock = self._sock(src, s_fd), self._sock(dst, d_fd)
-            spl = _splice.SpliceDirection(self.fut.get_loop(), s_sock, d_sock, p.spliced_eof,
+            spl = _splice.SpliceDirection(self.loop, s_sock, d_sock, p.spliced_eof,
                                           p.spliced_error)
         except OSError:  # out of fds or pipes: stay on the copy path
             self._back_to_copy(p, dst)
@@ -289,11 +339,11 @@ class _IdleSweeper:
         self.timeout = timeout
         self.key = (id(loop), timeout)
         self.period = min(max(timeout / 4, 0.005), 30.0)
-        self.relays: set[_Relay] = set()
+        self.relays: set[Relay] = set()
         self.handle: asyncio.TimerHandle | None = None
 
     @classmethod
-    def add(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: _Relay) -> None:
+    def add(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: Relay) -> None:
         sw = cls._all.get((id(loop), timeout))
         if sw is None or sw.loop is not loop:
             sw = cls._all[(id(loop), timeout)] = cls(loop, timeout)
@@ -303,7 +353,7 @@ class _IdleSweeper:
             sw.handle = loop.call_later(sw.period, sw.sweep)
 
     @classmethod
-    def discard(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: _Relay) -> None:
+    def discard(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: Relay) -> None:
         sw = cls._all.get((id(loop), timeout))
         if sw is None or sw.loop is not loop:
             return
@@ -326,6 +376,43 @@ class _IdleSweeper:
             self.handle = self.loop.call_later(self.period, self.sweep)
 
 
+def start_relay(
+    a: Stream,
+    b: Stream,
+    *,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
+    stats: RelayStats | None = None,
+    on_done: Callable[[RelayStats], None] | None = None,
+) -> Relay:
+    """Start copying ``a`` ⇄ ``b`` and return at once; the relay runs on transport callbacks.
+
+    No task or coroutine stays behind for the life of the connection (an idle relayed
+    connection costs only its objects). ``on_done(stats)`` is called once when it ended, after
+    both streams were closed; see :func:`relay` for the meaning of ``stats.end``.
+    """
+    loop = asyncio.get_running_loop()
+    st = stats if stats is not None else RelayStats()
+    r = Relay(loop, a, b, st, on_done)
+    ab, ba = r.pipes
+    st._pipes = r.pipes
+    b.on_resume_writing = ab.resume
+    a.on_resume_writing = ba.resume
+    if total_timeout:
+        r.total_handle = loop.call_later(total_timeout, r.finish, "timeout")
+    if idle_timeout:
+        r.idle = idle_timeout
+        _IdleSweeper.add(loop, idle_timeout, r)
+    # handing over buffered bytes and an EOF may end the relay right here
+    a.relayed_by = b.relayed_by = r
+    a.set_receiver(ab)
+    if not st.end:
+        b.set_receiver(ba)
+    if not st.end:
+        r.arm()
+    return r
+
+
 async def relay(
     a: Stream,
     b: Stream,
@@ -339,46 +426,20 @@ async def relay(
     ``stats`` may be passed in to watch the counts while the relay runs (``/streams``).
     ``end`` says why it ended: ``done`` (both directions reached EOF), ``idle`` (no byte
     either way for ``idle_timeout`` seconds; noticed within a quarter of it), ``timeout``
-    (``total_timeout`` passed), ``reset`` (an error on either side) or ``cancelled``.
+    (``total_timeout`` passed), ``reset`` (an error on either side) or ``cancelled`` (the
+    awaiting task was cancelled). :func:`start_relay` is the same without a task to await.
     """
-    loop = asyncio.get_running_loop()
-    st = stats if stats is not None else RelayStats()
-    fut: asyncio.Future[str] = loop.create_future()
-    r = _Relay(a, b, fut)
-    ab, ba = r.pipes
-    st._pipes = r.pipes
-    b.on_resume_writing = ab.resume
-    a.on_resume_writing = ba.resume
-    total_handle = loop.call_later(total_timeout, r.finish, "timeout") if total_timeout \
-        else None
-    if idle_timeout:
-        _IdleSweeper.add(loop, idle_timeout, r)
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(_st: RelayStats) -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    r = start_relay(a, b, idle_timeout=idle_timeout, total_timeout=total_timeout, stats=stats,
+                    on_done=done)
     try:
-        a.set_receiver(ab)
-        b.set_receiver(ba)
-        r.arm()
-        try:
-            st.end = await fut
-        except asyncio.CancelledError:
-            st.end = "cancelled"
-            raise
-    finally:
-        if idle_timeout:
-            _IdleSweeper.discard(loop, idle_timeout, r)
-        if total_handle is not None:
-            total_handle.cancel()
-        st._up, st._down, st._pipes = ab.total, ba.total, None
-        st.spliced = r.spliced
-        r.stop_splicing()
-        a.set_receiver(None)
-        b.set_receiver(None)
-        a.on_resume_writing = None
-        b.on_resume_writing = None
-        with contextlib.suppress(Exception):
-            if st.end == "done":
-                a.close()
-                b.close()
-            else:
-                a.abort()
-                b.abort()
-    return st
+        await fut
+    except asyncio.CancelledError:
+        r.finish("cancelled")
+        raise
+    return r.stats

@@ -95,6 +95,12 @@ class Stream:
     ``get_write_buffer_size``.
     """
 
+    # slots: an idle relayed connection is mostly two of these; a subclass without its own
+    # __slots__ simply gets a __dict__ again
+    __slots__ = ("_buf", "_closed_fut", "_closing", "_drain_waiters", "_eof", "_eof_written",
+                 "_exc", "_lost", "_reading_paused", "_receiver", "_waiter", "_write_paused",
+                 "meta", "on_resume_writing", "relayed_by")
+
     #: pull-mode buffer above which the source is paused
     read_limit: int = 256 * 1024
 
@@ -114,6 +120,8 @@ class Stream:
         self._closing = False
         #: called once each time the write side becomes writable again (relay backpressure)
         self.on_resume_writing: Callable[[], None] | None = None
+        #: the :class:`~ugate_core.relay.Relay` that owns this stream now (it closes it)
+        self.relayed_by: Any = None
 
     # ------------------------------------------------------------------ subclass interface
     def _do_write(self, data: bytes | bytearray | memoryview) -> None:
@@ -392,6 +400,8 @@ class Stream:
 class TcpStream(Stream, asyncio.Protocol):
     """A kernel TCP socket driven by an asyncio transport (no StreamReader copies)."""
 
+    __slots__ = ("transport",)
+
     transport: asyncio.Transport | None
     #: transport write buffer above which the relay pauses the other side
     write_high: int = 256 * 1024
@@ -510,6 +520,8 @@ class TcpStream(Stream, asyncio.Protocol):
 
 class MemoryStream(Stream):
     """One end of an in-memory pipe (tests, embedding, adapters)."""
+
+    __slots__ = ("peer",)
 
     peer: MemoryStream | None
 

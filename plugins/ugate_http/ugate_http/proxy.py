@@ -190,7 +190,7 @@ class _Session:
         """Answered before the request body was read: half-close and discard what the client
         still sends for a moment, so it reads our answer instead of a reset (bounded)."""
         s = self.stream
-        if s.is_lost:
+        if s.is_lost or s.relayed_by is not None:
             return
         self.reader.detach()
         s.write_eof()
@@ -338,7 +338,7 @@ class _Session:
         self._count(200)
         self.stream.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.reader.detach()
-        await self.gw.relay(self.stream, up)
+        self.gw.start_relay(self.stream, up)  # runs on without this task
         return False
 
     # ------------------------------------------------------------------------ h2c

@@ -71,7 +71,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
     host, port = up.meta.local or ("0.0.0.0", 0)
     stream.write(p.reply(REP_SUCCEEDED, host, port))
     stream.unread(p.leftover())
-    await gw.relay(stream, up)
+    gw.start_relay(stream, up)  # runs on without this task
 
 
 async def _next(stream: Stream, p: Socks5Server) -> Event:
