@@ -7,6 +7,8 @@ Registered through the same hooks as external plugins.
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 from typing import TYPE_CHECKING
 
 from . import tls
@@ -35,11 +37,24 @@ async def _serve_tcp(stream: Stream, ctx: ListenerContext) -> None:
 async def dial_tcp(req: DialRequest) -> Stream:
     """Open a kernel TCP connection to the endpoint (the system resolver resolves names)."""
     loop = asyncio.get_running_loop()
-    meta = StreamMeta(protocol="tcp")
+    # whom we dial is known: no getpeername per connection when it is an address
+    meta = StreamMeta(protocol="tcp",
+                      remote=(req.host, req.target_port) if _is_ip(req.host) else None)
     _, proto = await loop.create_connection(
         lambda: TcpStream(meta), req.host, req.target_port
     )
     return proto
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip(host: str) -> bool:
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, host)
+            return True
+        except OSError:
+            pass
+    return False
 
 
 @hookimpl

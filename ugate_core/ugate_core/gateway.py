@@ -103,6 +103,9 @@ class _Listener:
         self.ctx = ListenerContext(gw, cfg)
         self.server: asyncio.Server | None = None
         self.active = 0
+        #: the one address this listener is bound to (every accepted stream's ``meta.local``,
+        #: shared, so no getsockname per connection); None for wildcard or several
+        self.local: tuple[str, int] | None = None
 
     def make_protocol(self) -> TcpStream:
         return _Accepted(self)
@@ -171,6 +174,7 @@ class _Accepted(TcpStream):
         super().__init__()
         self._listener = listener
         self._counted = False
+        self.meta.local = listener.local
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -385,6 +389,9 @@ class Gateway:
                     raise ConfigError(f"{lc.path}.listen", f"cannot listen on {lc.listen!r}: "
                                       f"{e.strerror or e}") from None
                 self.listeners[lc.name] = ln
+                addrs = ln.addresses()
+                if len(addrs) == 1 and addrs[0][0] not in ("0.0.0.0", "::"):
+                    ln.local = (str(addrs[0][0]), int(addrs[0][1]))
                 log.info("listening listener=%s address=%s protocols=%s", lc.name,
                          ",".join(f"{h}:{p}" for h, p in ln.addresses()),
                          ",".join(t.name for t in types) or "-")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -24,6 +23,7 @@ from typing import Any, Protocol, cast
 from .errors import ProtocolError
 
 _ids = itertools.count(1)
+_EMPTY = b""
 
 
 @dataclass(slots=True)
@@ -44,8 +44,15 @@ class StreamMeta:
     #: Requested destination as the client named it (``host:port``).
     target: str | None = None
     id: int = field(default_factory=lambda: next(_ids))
-    created: float = field(default_factory=time.time)
-    extra: dict[str, Any] = field(default_factory=dict)
+    _extra: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Protocol-specific facts (``spiffe``, ``http_version``, ...); made on first use."""
+        e = self._extra
+        if e is None:
+            e = self._extra = {}
+        return e
 
     @property
     def authenticated(self) -> bool:
@@ -106,7 +113,9 @@ class Stream:
 
     def __init__(self, meta: StreamMeta | None = None) -> None:
         self.meta = meta if meta is not None else StreamMeta()
-        self._buf = bytearray()
+        # pull-mode buffer: the shared empty bytes until bytes wait in it (an idle relayed
+        # stream never buffers; two empty bytearrays were ~3% of its memory)
+        self._buf: bytearray | bytes = _EMPTY
         self._eof = False
         self._lost = False
         self._exc: BaseException | None = None
@@ -114,7 +123,7 @@ class Stream:
         self._receiver: Receiver | None = None
         self._reading_paused = False
         self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._closed_fut: asyncio.Future[None] | None = None
         self._eof_written = False
         self._closing = False
@@ -148,6 +157,10 @@ class Stream:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def local_address(self) -> tuple[str, int] | None:
+        """This end's address, as far as it is known (``meta.local``)."""
+        return self.meta.local
+
     # ------------------------------------------------------------------ events from below
     def _on_data(self, data: bytes) -> None:
         if not data:
@@ -156,9 +169,13 @@ class Stream:
         if r is not None:
             r.data_received(data)
             return
-        self._buf += data
+        buf = self._buf
+        if buf:
+            buf += data  # a bytearray: in place
+        else:
+            self._buf = buf = bytearray(data)
         self._wake()
-        if len(self._buf) > self.read_limit:
+        if len(buf) > self.read_limit:
             self.pause_reading()
 
     def _on_eof(self) -> None:
@@ -186,13 +203,13 @@ class Stream:
             r.connection_lost(exc)
         else:
             self._wake()
-        for w in self._drain_waiters:
+        ws, self._drain_waiters = self._drain_waiters, None
+        for w in ws or ():
             if not w.done():
                 if exc is not None:
                     w.set_exception(ConnectionResetError(str(exc)))
                 else:
                     w.set_result(None)
-        self._drain_waiters.clear()
         if self._closed_fut is not None and not self._closed_fut.done():
             self._closed_fut.set_result(None)
 
@@ -201,10 +218,10 @@ class Stream:
 
     def _resume_writing(self) -> None:
         self._write_paused = False
-        for w in self._drain_waiters:
+        ws, self._drain_waiters = self._drain_waiters, None
+        for w in ws or ():
             if not w.done():
                 w.set_result(None)
-        self._drain_waiters.clear()
         cb = self.on_resume_writing
         if cb is not None:
             cb()
@@ -244,7 +261,7 @@ class Stream:
     def unread(self, data: bytes) -> None:
         """Put bytes back in front of the buffer (the shared-port sniffer hands them on)."""
         if data:
-            self._buf[0:0] = data
+            self._buf = bytearray(data) + self._buf
 
     def buffered(self) -> int:
         return len(self._buf)
@@ -256,7 +273,7 @@ class Stream:
             return
         if self._buf:
             data = bytes(self._buf)
-            self._buf.clear()
+            self._buf = _EMPTY
             receiver.data_received(data)
         if self._eof:
             receiver.eof_received()
@@ -278,8 +295,13 @@ class Stream:
             self._waiter = None
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        buf = self._buf
+        if n >= len(buf):
+            data = bytes(buf)
+            self._buf = _EMPTY  # let the bytearray (and its capacity) go
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]  # type: ignore[union-attr]  # non-empty: a bytearray
         if self._reading_paused and len(self._buf) <= self.read_limit // 2:
             self.resume_reading()
         return data
@@ -355,6 +377,8 @@ class Stream:
         if not self._write_paused:
             return
         fut = asyncio.get_running_loop().create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(fut)
         await fut
 
@@ -416,21 +440,15 @@ class TcpStream(Stream, asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=self.write_high)
         # TCP_NODELAY: asyncio and uvloop set it on every TCP transport themselves.
-        # One socket object for both names: uvloop builds a new one per get_extra_info call.
-        sock = transport.get_extra_info("socket")
-        peer: Any = None
-        local: Any = None
-        if sock is not None:
-            try:
-                peer = sock.getpeername()
-                local = sock.getsockname()
-            except OSError:
-                pass
-        # an IPv4 (host, port) is kept as is: uvloop's socket object caches the same tuple
-        if isinstance(peer, tuple):
-            self.meta.remote = peer if len(peer) == 2 else (str(peer[0]), int(peer[1]))
-        if isinstance(local, tuple):
-            self.meta.local = local if len(local) == 2 else (str(local[0]), int(local[1]))
+        # Addresses already known (a dialer knows whom it dialed, a listener bound to one
+        # address knows its own) are not asked of the kernel: on uvloop each ask builds a
+        # socket object and makes a syscall, per connection. ``local_address()`` asks late.
+        meta = self.meta
+        if meta.remote is None:
+            peer = transport.get_extra_info("peername")
+            # an IPv4 (host, port) is kept as is; IPv6 has flow info and scope id
+            if isinstance(peer, tuple):
+                meta.remote = peer if len(peer) == 2 else (str(peer[0]), int(peer[1]))
 
     def data_received(self, data: bytes) -> None:
         self._on_data(data)
@@ -509,6 +527,15 @@ class TcpStream(Stream, asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.set_write_buffer_limits(high, low)
+
+    def local_address(self) -> tuple[str, int] | None:
+        """This end's address (``meta.local``), asked of the kernel the first time."""
+        meta = self.meta
+        if meta.local is None and self.transport is not None:
+            local = self.transport.get_extra_info("sockname")
+            if isinstance(local, tuple):
+                meta.local = local if len(local) == 2 else (str(local[0]), int(local[1]))
+        return meta.local
 
     def get_socket(self) -> socket.socket | None:
         t = self.transport

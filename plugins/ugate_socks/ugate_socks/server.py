@@ -68,7 +68,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
     except DialError as e:
         stream.write(p.reply(reply_code(e.reason)))
         raise
-    host, port = up.meta.local or ("0.0.0.0", 0)
+    host, port = up.local_address() or ("0.0.0.0", 0)
     stream.write(p.reply(REP_SUCCEEDED, host, port))
     stream.unread(p.leftover())
     gw.start_relay(stream, up)  # runs on without this task

@@ -107,7 +107,7 @@ class StreamTransport(asyncio.Transport):
     def __init__(self, stream: Stream, protocol: asyncio.Protocol) -> None:
         extra = {
             "peername": stream.meta.remote or ("", 0),
-            "sockname": stream.meta.local or ("", 0),
+            "sockname": stream.local_address() or ("", 0),
             "ugate_stream": stream,
         }
         super().__init__(extra)
