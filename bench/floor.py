@@ -1,4 +1,4 @@
-"""The floor under ugate's tcp forward: accept, dial, ``ugate_core.relay.relay`` — nothing else.
+"""The floor under ugate's tcp forward: accept, dial, ``relay.start_relay`` — nothing else.
 
 No plugins, router, policy, metrics, hooks or logging: the difference between this row and the
 ``ugate tcp forward`` row of ``bench/run.py`` is what the gateway path costs per connection.
@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from ugate_core.cli import use_fast_loop
-from ugate_core.relay import relay
+from ugate_core.relay import start_relay
 from ugate_core.stream import TcpStream
 
 
@@ -35,7 +35,7 @@ class _Accepted(TcpStream):
         except OSError:
             self.abort()
             return
-        await relay(self, up, idle_timeout=3600.0)
+        start_relay(self, up, idle_timeout=3600.0)  # runs on without this task
 
 
 async def main(port: int, target: tuple[str, int]) -> None:

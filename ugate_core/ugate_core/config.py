@@ -8,6 +8,7 @@ plugin's ``options`` and the plugin checks them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
@@ -54,6 +55,7 @@ def parse_hostport(value: str, path: str, default_port: int | None = None) -> tu
     return host, port
 
 
+@functools.lru_cache(maxsize=4096)  # asked per connection by the authorize policy
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import ipaddress
 import logging
 import time
@@ -17,6 +18,7 @@ from .types import Destination, Discovery, Endpoint
 log = logging.getLogger("ugate.router")
 
 
+@functools.lru_cache(maxsize=4096)  # every dial parses its address; most repeat
 def split_address(address: str, default_port: int | None = None) -> tuple[str, int]:
     """``name:port`` / ``[v6]:port`` → (name, port), as a DialError on bad input."""
     from .config import parse_hostport
