@@ -1,13 +1,21 @@
-"""Bulk transfer through ugate's SSH server vs OpenSSH at both ends, per cipher.
+"""Bulk transfer through ugate's SSH server and SSH dialer vs OpenSSH at both ends, per cipher.
 
     python plugins/ugate_ssh/bench_ssh.py [--mib 256] [--runs 3] [--ciphers C1,C2]
+                                          [--side server|client|both]
 
 (default ciphers: aes128-gcm@openssh.com,chacha20-poly1305@openssh.com)
 
-For each cipher: ``ssh -c CIPHER -W 127.0.0.1:PORT`` downloads N MiB from a local source
-server and uploads N MiB to a local sink, once through ``ugate run`` (asyncssh server, uvloop
-when installed) and once through ``sshd`` (needs root; skipped otherwise). Prints MiB/s (best
-of the runs) and ugate/OpenSSH. Everything is on loopback; processes are stopped at the end.
+Server side, for each cipher: ``ssh -c CIPHER -W 127.0.0.1:PORT`` downloads N MiB from a local
+source server and uploads N MiB to a local sink, once through ``ugate run`` (asyncssh server,
+uvloop when installed) and once through ``sshd``.
+
+Client side, for each cipher: a plain TCP client downloads N MiB from the source and uploads N
+MiB to the sink through a local port that carries them over SSH to ``sshd`` (which opens the
+direct-tcpip channel): once with ugate's SSH dialer behind a ``tcp`` forward listener, once
+with OpenSSH's ``ssh -N -L``. sshd offers only the cipher under test, so both clients use it.
+
+sshd needs root (skipped otherwise). Prints MiB/s (best of the runs) and ugate/OpenSSH.
+Everything is on loopback; processes are stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SINK = r"""
 import socket, sys
@@ -29,8 +38,10 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
 while True:
     c, _ = s.accept()
-    while c.recv(1 << 20):
-        pass
+    n = 0
+    while d := c.recv(1 << 20):
+        n += len(d)
+    c.sendall(str(n).encode())  # the count after EOF: the uploader knows all arrived
     c.close()
 """
 
@@ -42,8 +53,11 @@ buf = b"\0" * (1 << 20)
 while True:
     c, _ = s.accept()
     left = n
-    while left > 0:
-        left -= c.send(buf[: min(left, len(buf))])
+    try:
+        while left > 0:
+            left -= c.send(buf[: min(left, len(buf))])
+    except OSError:
+        pass
     c.close()
 """
 
@@ -88,11 +102,197 @@ def upload(ssh_args: list[str], cipher: str, sink_port: int, nbytes: int) -> flo
     return nbytes / dt / (1 << 20)
 
 
+def tcp_download(port: int, nbytes: int) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    with socket.create_connection(("127.0.0.1", port), 10) as c:
+        c.settimeout(300)
+        while d := c.recv(1 << 20):
+            n += len(d)
+    dt = time.perf_counter() - t0
+    if n != nbytes:
+        raise SystemExit(f"client-side download: got {n} of {nbytes} bytes")
+    return nbytes / dt / (1 << 20)
+
+
+def tcp_upload(port: int, nbytes: int) -> float:
+    buf = memoryview(b"\0" * (1 << 20))
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), 10) as c:
+        c.settimeout(300)
+        left = nbytes
+        while left > 0:
+            left -= c.send(buf[: min(left, len(buf))])
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while d := c.recv(64):
+            got += d
+    dt = time.perf_counter() - t0
+    if got != str(nbytes).encode():
+        raise SystemExit(f"client-side upload: the sink counted {got!r}, not {nbytes}")
+    return nbytes / dt / (1 << 20)
+
+
+def start_sshd(tmp: Path, keygen: str, pub: str, cipher: str, procs: list[Any]) -> tuple[int, Path]:
+    """An sshd on a free loopback port that accepts ``pub`` and offers only ``cipher``."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    Path("/run/sshd").mkdir(exist_ok=True)
+    d = tmp / f"sshd-{len(procs)}"
+    d.mkdir()
+    hk = d / "hk"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)], check=True)
+    sp = free_port()
+    (d / "ak").write_text(pub + "\n")
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
+        f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {d}/pid\n"
+        f"AuthorizedKeysFile {d}/ak\nAllowTcpForwarding yes\nCiphers {cipher}\n")
+    procs.append(subprocess.Popen([sshd, "-D", "-f", str(d / "sshd_config"), "-E",
+                                   str(d / "sshd.log")], stderr=subprocess.DEVNULL))
+    wait_port(sp)
+    return sp, hk
+
+
+def client_side(a: argparse.Namespace, tmp: Path, keygen: str, ssh: str, ugate: str,
+                src_port: int, sink_port: int, procs: list[Any]) -> None:
+    """ugate's SSH dialer vs OpenSSH's ``ssh -L``, both to the same sshd."""
+    import asyncssh
+
+    from ugate_ssh.keys import mesh_id
+
+    nbytes = a.mib << 20
+    key = tmp / "cid"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    state = tmp / "cstate"
+    info = json.loads(subprocess.run([ugate, "id", "--json", "--state-dir", str(state)],
+                                     check=True, capture_output=True).stdout)
+    user = os.environ.get("USER", "root")
+    print(f"bulk transfer of {a.mib} MiB through the SSH client side, best of {a.runs} "
+          "(OpenSSH sshd at the other end; TCP client -> local port -> SSH -> sshd -> "
+          "source/sink)")
+    for cipher in a.ciphers.split(","):
+        pub = (tmp / "cid.pub").read_text().strip() + "\n" + info["ssh_public_key"]
+        sp, hk = start_sshd(tmp, keygen, pub, cipher, procs)
+        sshd_id = mesh_id(asyncssh.read_public_key(str(hk) + ".pub"))
+        kh = tmp / f"kh-{sp}"
+        alg, b64 = (Path(str(hk) + ".pub")).read_text().split()[:2]
+        kh.write_text(f"[127.0.0.1]:{sp} {alg} {b64}\n")
+        res: dict[str, dict[str, float]] = {"download": {}, "upload": {}}
+        for way, target in (("download", src_port), ("upload", sink_port)):
+            # ugate: tcp forward listener -> router -> ssh dialer -> sshd
+            gw_port = free_port()
+            cfg = tmp / f"c-{sp}-{way}.toml"
+            cfg.write_text(
+                f'[admin]\nlisten = ""\n[ssh]\nuser = "{user}"\n'
+                f'[listeners.fwd]\nlisten = "127.0.0.1:{gw_port}"\nprotocols = ["tcp"]\n'
+                f'target = "127.0.0.1:{target}"\n'
+                f'[hosts."127.0.0.1"]\nendpoints = ["127.0.0.1:{sp}"]\nprotocol = "ssh"\n'
+                f'identity = ["id:{sshd_id}"]\n')
+            gw = subprocess.Popen([ugate, "--log-level", "warning", "run", "-c", str(cfg),
+                                   "--state-dir", str(state)])
+            procs.append(gw)
+            wait_port(gw_port)
+            # OpenSSH: ssh -N -L
+            lp = free_port()
+            fwd = subprocess.Popen([ssh, "-F", "/dev/null", "-N", "-p", str(sp), "-i", str(key),
+                                    "-c", cipher, "-o", "BatchMode=yes",
+                                    "-o", f"UserKnownHostsFile={kh}",
+                                    "-o", "StrictHostKeyChecking=yes",
+                                    "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                                    "-o", "Compression=no", "-o", "ExitOnForwardFailure=yes",
+                                    "-L", f"127.0.0.1:{lp}:127.0.0.1:{target}",
+                                    "-l", user, "127.0.0.1"], stdin=subprocess.DEVNULL)
+            procs.append(fwd)
+            wait_port(lp)
+            run = tcp_download if way == "download" else tcp_upload
+            # best of the runs: the first ugate run also sets up the pooled SSH connection
+            best = {"ugate": 0.0, "openssh": 0.0}
+            for _ in range(a.runs):  # interleaved: drift hits both alike
+                best["ugate"] = max(best["ugate"], run(gw_port, nbytes))
+                best["openssh"] = max(best["openssh"], run(lp, nbytes))
+            res[way] = best
+            for p in (fwd, gw):
+                p.terminate()
+                p.wait(5)
+            line = f"{cipher:30} {way:8} " + "  ".join(
+                f"{k}={v:8.1f} MiB/s" for k, v in best.items())
+            line += f"  ugate/openssh={best['ugate'] / best['openssh']:.2f}x"
+            print(line, flush=True)
+
+
+def server_side(a: argparse.Namespace, tmp: Path, keygen: str, ssh: str, ugate: str,
+                src_port: int, sink_port: int, procs: list[Any]) -> None:
+    """OpenSSH's ``ssh -W`` through ugate's SSH server vs through sshd."""
+    nbytes = a.mib << 20
+    key = tmp / "id"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = (tmp / "id.pub").read_text().strip()
+    gw_port = free_port()
+    cfg = tmp / "ugate.toml"
+    cfg.write_text(f'[admin]\nlisten = ""\n[listeners.ssh]\nlisten = "127.0.0.1:{gw_port}"'
+                   f'\nprotocols = ["ssh"]\nauthorized_keys = ["{pub}"]\n')
+    state = tmp / "state"
+    info = json.loads(subprocess.run([ugate, "id", "--json", "--state-dir", str(state)],
+                                     check=True, capture_output=True).stdout)
+    gw = subprocess.Popen([ugate, "--log-level", "warning", "run", "-c", str(cfg),
+                           "--state-dir", str(state)])
+    procs.append(gw)
+    wait_port(gw_port)
+    kh = tmp / "known_hosts"
+    lines = [f"[127.0.0.1]:{gw_port} {info['ssh_public_key']}"]
+    targets = {"ugate": gw_port}
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if os.geteuid() == 0 and os.path.exists(sshd):
+        Path("/run/sshd").mkdir(exist_ok=True)
+        hk = tmp / "hk"
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)],
+                       check=True)
+        sp = free_port()
+        (tmp / "ak").write_text(pub + "\n")
+        (tmp / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
+            f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {tmp}/pid\n"
+            f"AuthorizedKeysFile {tmp}/ak\nAllowTcpForwarding yes\n")
+        procs.append(subprocess.Popen([sshd, "-D", "-f", str(tmp / "sshd_config"),
+                                       "-E", str(tmp / "sshd.log")],
+                                      stderr=subprocess.DEVNULL))
+        wait_port(sp)
+        alg, b64 = (tmp / "hk.pub").read_text().split()[:2]
+        lines.append(f"[127.0.0.1]:{sp} {alg} {b64}")
+        targets["openssh"] = sp
+    else:
+        print("sshd not available (needs root): ugate numbers only")
+    kh.write_text("\n".join(lines) + "\n")
+    print(f"bulk transfer of {a.mib} MiB through the SSH server, best of {a.runs} "
+          "(OpenSSH client at the other end)")
+    for cipher, way in [(c, w) for c in a.ciphers.split(",")
+                        for w in ("download", "upload")]:
+        res: dict[str, float] = {}
+        for name, port in targets.items():
+            args = [ssh, "-F", "/dev/null", "-p", str(port), "-i", str(key),
+                    "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
+                    "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+                    "-o", "IdentityAgent=none", "-o", "Compression=no",
+                    "-l", os.environ.get("USER", "root"), "127.0.0.1"]
+            if way == "download":
+                res[name] = max(download(args, cipher, src_port, nbytes)
+                                for _ in range(a.runs))
+            else:
+                res[name] = max(upload(args, cipher, sink_port, nbytes)
+                                for _ in range(a.runs))
+        line = f"{cipher:30} {way:8} " + "  ".join(
+            f"{k}={v:8.1f} MiB/s" for k, v in res.items())
+        if "openssh" in res:
+            line += f"  ugate/openssh={res['ugate'] / res['openssh']:.2f}x"
+        print(line, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ciphers", default="aes128-gcm@openssh.com,chacha20-poly1305@openssh.com")
+    ap.add_argument("--side", choices=["server", "client", "both"], default="both")
     a = ap.parse_args()
     nbytes = a.mib << 20
     ssh, keygen = shutil.which("ssh"), shutil.which("ssh-keygen")
@@ -112,67 +312,15 @@ def main() -> None:
             procs.append(sink)
             assert sink.stdout is not None
             sink_port = int(sink.stdout.readline())
-            key = tmp / "id"
-            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-            pub = (tmp / "id.pub").read_text().strip()
-            gw_port = free_port()
-            cfg = tmp / "ugate.toml"
-            cfg.write_text(f'[admin]\nlisten = ""\n[listeners.ssh]\nlisten = "127.0.0.1:{gw_port}"'
-                           f'\nprotocols = ["ssh"]\nauthorized_keys = ["{pub}"]\n')
-            state = tmp / "state"
-            info = json.loads(subprocess.run([ugate, "id", "--json", "--state-dir", str(state)],
-                                             check=True, capture_output=True).stdout)
-            gw = subprocess.Popen([ugate, "--log-level", "warning", "run", "-c", str(cfg),
-                                   "--state-dir", str(state)])
-            procs.append(gw)
-            wait_port(gw_port)
-            kh = tmp / "known_hosts"
-            lines = [f"[127.0.0.1]:{gw_port} {info['ssh_public_key']}"]
-            targets = {"ugate": gw_port}
             sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-            if os.geteuid() == 0 and os.path.exists(sshd):
-                Path("/run/sshd").mkdir(exist_ok=True)
-                hk = tmp / "hk"
-                subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)],
-                               check=True)
-                sp = free_port()
-                (tmp / "ak").write_text(pub + "\n")
-                (tmp / "sshd_config").write_text(
-                    f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
-                    f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {tmp}/pid\n"
-                    f"AuthorizedKeysFile {tmp}/ak\nAllowTcpForwarding yes\n")
-                procs.append(subprocess.Popen([sshd, "-D", "-f", str(tmp / "sshd_config"),
-                                               "-E", str(tmp / "sshd.log")],
-                                              stderr=subprocess.DEVNULL))
-                wait_port(sp)
-                alg, b64 = (tmp / "hk.pub").read_text().split()[:2]
-                lines.append(f"[127.0.0.1]:{sp} {alg} {b64}")
-                targets["openssh"] = sp
-            else:
-                print("sshd not available (needs root): ugate numbers only")
-            kh.write_text("\n".join(lines) + "\n")
-            print(f"bulk transfer of {a.mib} MiB through the SSH server, best of {a.runs} "
-                  "(OpenSSH client at the other end)")
-            for cipher, way in [(c, w) for c in a.ciphers.split(",")
-                                for w in ("download", "upload")]:
-                res: dict[str, float] = {}
-                for name, port in targets.items():
-                    args = [ssh, "-F", "/dev/null", "-p", str(port), "-i", str(key),
-                            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
-                            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
-                            "-o", "IdentityAgent=none", "-o", "Compression=no",
-                            "-l", os.environ.get("USER", "root"), "127.0.0.1"]
-                    if way == "download":
-                        res[name] = max(download(args, cipher, src_port, nbytes)
-                                        for _ in range(a.runs))
-                    else:
-                        res[name] = max(upload(args, cipher, sink_port, nbytes)
-                                        for _ in range(a.runs))
-                line = f"{cipher:30} {way:8} " + "  ".join(
-                    f"{k}={v:8.1f} MiB/s" for k, v in res.items())
-                if "openssh" in res:
-                    line += f"  ugate/openssh={res['ugate'] / res['openssh']:.2f}x"
-                print(line, flush=True)
+            have_sshd = os.geteuid() == 0 and os.path.exists(sshd)
+            if a.side in ("server", "both"):
+                server_side(a, tmp, keygen, ssh, ugate, src_port, sink_port, procs)
+            if a.side in ("client", "both"):
+                if have_sshd:
+                    client_side(a, tmp, keygen, ssh, ugate, src_port, sink_port, procs)
+                else:
+                    print("client side skipped: sshd not available (needs root)")
         finally:
             for p in reversed(procs):
                 p.terminate()

@@ -21,7 +21,13 @@ from ugate_core import Stream, StreamMeta
 
 
 class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
-    """A core Stream over one asyncssh TCP channel (this object is the channel's session)."""
+    """A core Stream over one asyncssh TCP channel (this object is the channel's session).
+
+    Received data is joined per event-loop turn: asyncssh delivers one call per SSH packet
+    (up to 32 KiB), several per read of the connection, and a relay would make one ``send()``
+    of each; joined, a read's worth of packets costs one (the largest cost of a client-side
+    download profile). The delay is the rest of the current turn.
+    """
 
     #: channel send buffer above which writers are paused
     write_high = 256 * 1024
@@ -32,6 +38,7 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
         self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._on_open = on_open
         self.on_lost: Callable[[ChannelStream], None] | None = None
+        self._rx: list[bytes] | None = None
 
     # asyncssh session callbacks
     def connection_made(self, chan: Any) -> None:
@@ -43,13 +50,25 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
             cb(self)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._on_data(data)
+        rx = self._rx
+        if rx is None:
+            self._rx = [data]
+            asyncio.get_running_loop().call_soon(self._deliver)
+        else:
+            rx.append(data)
+
+    def _deliver(self) -> None:
+        rx, self._rx = self._rx, None
+        if rx:
+            self._on_data(rx[0] if len(rx) == 1 else b"".join(rx))
 
     def eof_received(self) -> bool:
+        self._deliver()
         self._on_eof()
         return True  # keep our sending side open: half-close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._deliver()
         self._on_lost(exc)
         cb, self.on_lost = self.on_lost, None
         if cb is not None:
@@ -96,12 +115,23 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
         return 0 if self.chan is None else self.chan.get_write_buffer_size()
 
 
+#: asyncssh parser state StreamTransport reads to feed it one packet at a time (asyncssh 2.x)
+_PARSER_STATE = ("_recv_handler", "_recv_pkthdr", "_recv_packet", "_recv_blocksize", "_pktlen",
+                 "_recv_macsize", "_inpbuf")
+
+
 class StreamTransport(asyncio.Transport):
     """An asyncio transport over a core Stream (push mode), for an asyncssh connection.
 
     asyncssh writes one call per SSH packet (16-32 KiB); writes made in one event-loop turn
     are joined and handed to the stream once, so a window's worth of packets costs one
     ``send()`` instead of one per packet (the single largest cost in a bulk profile).
+
+    Received bytes are handed to asyncssh one SSH packet at a time. asyncssh keeps its input
+    as ``bytes`` and re-slices the rest of it after every header and packet, so a 256 KiB read
+    holding eight 32 KiB packets cost ~2 MiB of copying; fed packet by packet the rest is
+    always empty. Only the sizes are read from asyncssh's parser state (where it is not what
+    this asyncssh version has, every chunk is passed on whole, as before).
     """
 
     def __init__(self, stream: Stream, protocol: asyncio.Protocol) -> None:
@@ -116,6 +146,7 @@ class StreamTransport(asyncio.Transport):
         self._protocol = protocol
         self._closed = False
         self._pending: list[bytes | bytearray | memoryview] | None = None
+        self._paced = all(hasattr(protocol, a) for a in _PARSER_STATE)
 
     def start(self) -> None:
         """Tell the protocol it is connected, then hand it every byte (buffered ones first)."""
@@ -124,7 +155,23 @@ class StreamTransport(asyncio.Transport):
 
     # core Receiver
     def data_received(self, data: bytes) -> None:
-        self._protocol.data_received(data)
+        c: Any = self._protocol
+        n = len(data)
+        if not self._paced or n <= 4096:
+            c.data_received(data)
+            return
+        pos = 0
+        while pos < n and not self._closed:
+            h = c._recv_handler
+            if h == c._recv_pkthdr:
+                need = c._recv_blocksize - len(c._inpbuf)
+            elif h == c._recv_packet:
+                need = 4 + c._pktlen + c._recv_macsize - c._recv_blocksize - len(c._inpbuf)
+            else:  # version line, or a packet still being processed: all of it
+                need = n
+            end = n if need <= 0 else min(n, pos + need)
+            c.data_received(data if pos == 0 and end == n else data[pos:end])
+            pos = end
 
     def eof_received(self) -> None:
         self._protocol.eof_received()
