@@ -19,8 +19,13 @@ lint: setup
 	$(VENV)/bin/ruff check ugate_core plugins tests bench docs/examples
 	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(patsubst %/__init__.py,%,$(wildcard plugins/*/ugate_*/__init__.py))
 
+# the relay table, then each protocol plugin's rows against its real peer (SSH: OpenSSH,
+# HTTP: HAProxy, HBONE: Envoy); ~20 min on 2 CPUs
 bench: setup
 	$(PY) bench/run.py
+	$(PY) plugins/ugate_ssh/bench_ssh.py
+	$(PY) plugins/ugate_http/bench/bench_http.py
+	$(PY) plugins/ugate_hbone/bench_hbone.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick

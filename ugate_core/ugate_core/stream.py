@@ -54,6 +54,13 @@ class StreamMeta:
             e = self._extra = {}
         return e
 
+    def copy_extra(self, other: StreamMeta) -> StreamMeta:
+        """Take a copy of ``other``'s extra facts (a tunnel's streams inherit its
+        connection's); returns self."""
+        if other._extra:
+            self._extra = dict(other._extra)
+        return self
+
     @property
     def authenticated(self) -> bool:
         return self.peer_id is not None or self.user is not None

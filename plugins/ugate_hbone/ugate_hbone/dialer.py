@@ -117,8 +117,8 @@ class Pool:
             sess = await self._session(key, req, st)
             tm = sess.transport.meta
             meta = StreamMeta(protocol=protocol, local=tm.local, remote=tm.remote, sni=tm.sni,
-                              alpn=tm.alpn, peer_id=tm.peer_id, target=authority,
-                              extra=dict(tm.extra))
+                              alpn=tm.alpn, peer_id=tm.peer_id, target=authority
+                              ).copy_extra(tm)
             try:
                 s = sess.open_stream(headers, meta)
             except ConnectionRefusedError:

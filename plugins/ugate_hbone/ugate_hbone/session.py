@@ -311,7 +311,7 @@ class H2Session:
         tm = self.transport.meta
         meta = StreamMeta(protocol=tm.protocol, listener=tm.listener, local=tm.local,
                           remote=tm.remote, sni=tm.sni, alpn=tm.alpn, peer_id=tm.peer_id,
-                          user=tm.user, extra=dict(tm.extra))
+                          user=tm.user).copy_extra(tm)
         s = H2Stream(self, sid, meta)
         s.headers = list(ev.headers)
         self.streams[sid] = s
