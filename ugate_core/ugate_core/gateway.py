@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -119,44 +120,73 @@ class _Listener:
         gw, cfg = self.gw, self.cfg
         stream.meta.listener = cfg.name
         try:
-            if self.sniffing:
-                res = await sniff_stream(
-                    stream,
-                    self.types,
-                    timeout=cfg.sniff_timeout,
-                    max_bytes=cfg.sniff_max,
-                    default=self.default,
-                )
-                lt = res.listener
-                if lt is None:
-                    gw.reject(cfg.name, f"sniff_{res.reason}", f"first bytes {res.prefix[:16]!r}",
-                              stream.meta)
-                    stream.abort()
-                    return
-            else:
-                lt = self.types[0]
-            stream.meta.protocol = lt.name
-            gw.metrics.child(gw.metrics.connections, cfg.name, lt.name).inc()
-            assert lt.serve is not None
-            await lt.serve(stream, self.ctx)
-        except (ProtocolError, AuthError) as e:
-            gw.reject(cfg.name, e.reason, str(e), stream.meta)
-        except DialError as e:
-            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r",
-                     cfg.name, _peer(stream.meta), stream.meta.target, e.reason, str(e))
-        except TimeoutError:
-            gw.reject(cfg.name, "handshake_timeout", "", stream.meta)
-        except (StreamClosedError, ConnectionError) as e:
-            gw.reject(cfg.name, "client_closed", str(e), stream.meta)
+            with gw.guard(cfg.name, stream.meta):
+                await self._serve(stream)
         except asyncio.CancelledError:
             stream.abort()
             raise
-        except Exception:
-            gw.metrics.reject(cfg.name, "internal")
-            log.exception("listener_error listener=%s client=%s", cfg.name, _peer(stream.meta))
         finally:
             if not stream.is_closing() and stream.relayed_by is None:
                 stream.close()
+
+    async def _serve(self, stream: TcpStream) -> None:
+        gw, cfg = self.gw, self.cfg
+        if self.sniffing:
+            res = await sniff_stream(
+                stream,
+                self.types,
+                timeout=cfg.sniff_timeout,
+                max_bytes=cfg.sniff_max,
+                default=self.default,
+            )
+            lt = res.listener
+            if lt is None:
+                gw.reject(cfg.name, f"sniff_{res.reason}", f"first bytes {res.prefix[:16]!r}",
+                          stream.meta)
+                stream.abort()
+                return
+        else:
+            lt = self.types[0]
+        stream.meta.protocol = lt.name
+        gw.metrics.child(gw.metrics.connections, cfg.name, lt.name).inc()
+        assert lt.serve is not None
+        await lt.serve(stream, self.ctx)
+
+
+class _Guard:
+    """``with gateway.guard(listener, meta):`` around a connection's handling: the errors a
+    protocol raises become one log line and a counted refusal, never a crash (see
+    :meth:`Gateway.guard`)."""
+
+    __slots__ = ("gw", "listener", "meta")
+
+    def __init__(self, gw: Gateway, listener: str, meta: StreamMeta) -> None:
+        self.gw = gw
+        self.listener = listener
+        self.meta = meta
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if e is None or not isinstance(e, Exception):  # CancelledError goes on
+            return False
+        gw, name, meta = self.gw, self.listener, self.meta
+        if isinstance(e, ProtocolError | AuthError):
+            gw.reject(name, e.reason, str(e), meta)
+        elif isinstance(e, DialError):
+            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r",
+                     name, _peer(meta), meta.target, e.reason, str(e))
+        elif isinstance(e, TimeoutError):
+            gw.reject(name, "handshake_timeout", "", meta)
+        elif isinstance(e, StreamClosedError | ConnectionError):
+            gw.reject(name, "client_closed", str(e), meta)
+        else:
+            gw.metrics.reject(name, "internal")
+            log.error("listener_error listener=%s client=%s", name, _peer(meta),
+                      exc_info=(et or type(e), e, tb))
+        return True
 
 
 def _peer(meta: StreamMeta) -> str:
@@ -513,6 +543,14 @@ class Gateway:
         if done is not None:
             t.add_done_callback(done)
         return t
+
+    def guard(self, listener: str, meta: StreamMeta) -> contextlib.AbstractContextManager[None]:
+        """Handle what a connection's protocol raises, the same way for every listener:
+        ``ProtocolError``/``AuthError`` → counted refusal with its reason; ``DialError`` → a
+        ``dial_failed`` line (the protocol answered the client already); ``TimeoutError`` →
+        ``handshake_timeout``; a closed client → ``client_closed``; anything else →
+        ``internal`` with the traceback. Cancellation passes through."""
+        return _Guard(self, listener, meta)
 
     # ------------------------------------------------------------------------- policy
     def reject(self, listener: str, reason: str, detail: str = "",

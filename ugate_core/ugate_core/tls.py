@@ -36,7 +36,7 @@ from .errors import AuthError, ConfigError, DialError, ProtocolError
 from .ids import expected_identities_for, remember_key
 from .metrics import Metrics
 from .router import is_ip
-from .stream import StreamClosedError, StreamMeta, TcpStream
+from .stream import StreamMeta, TcpStream
 from .types import DialerType, DialRequest, ExpectedIdentity, ListenerType, RunningListener
 from .verify import leaf_id, peer_certificates, verified_spiffe
 
@@ -347,22 +347,13 @@ class TlsListener:
         gw.metrics.child(gw.metrics.connections, name, self.protocol).inc()
         tls: TlsStream | None = None
         try:
-            tls = await self._handshake(conn, meta)
-            await self.serve_tls(tls, meta)
-        except (ProtocolError, AuthError) as e:
-            gw.reject(name, e.reason, str(e), meta)
-        except DialError as e:
-            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r", name,
-                     _peer(meta), self.cfg.target, e.reason, str(e))
-        except (StreamClosedError, ConnectionError) as e:
-            gw.reject(name, "client_closed", str(e), meta)
+            with gw.guard(name, meta):
+                tls = await self._handshake(conn, meta)
+                await self.serve_tls(tls, meta)
         except asyncio.CancelledError:
             if tls is not None:
                 tls.abort()
             raise
-        except Exception:
-            gw.metrics.reject(name, "internal")
-            log.exception("listener_error listener=%s client=%s", name, _peer(meta))
         finally:
             if tls is None:
                 conn.close()
