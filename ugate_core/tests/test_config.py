@@ -85,3 +85,18 @@ async def test_listener_keys_checked_against_declared_option_keys() -> None:
     with pytest.raises(ConfigError) as ei:
         gw.check()
     assert str(ei.value).startswith("listeners.f.target: missing")
+
+
+def test_tune_malloc_setting_and_effect() -> None:
+    import sys
+
+    from ugate_core.malloc import tune_malloc
+
+    assert loads("[gateway]\ntune_malloc = false\n").gateway.tune_malloc is False
+    assert load_default().gateway.tune_malloc is True
+    with pytest.raises(ConfigError) as ei:
+        loads('[gateway]\ntune_malloc = "yes"\n')
+    assert "gateway.tune_malloc" in str(ei.value)
+    # once per process, and only where glibc's mallopt exists
+    assert tune_malloc() is sys.platform.startswith("linux")
+    assert tune_malloc() is sys.platform.startswith("linux")

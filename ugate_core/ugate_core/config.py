@@ -73,6 +73,8 @@ class GatewaySettings:
     connect_timeout: float = 5.0
     idle_timeout: float = 3600.0
     max_connections: int = 10000
+    #: raise glibc's mmap/trim thresholds for the process (:mod:`ugate_core.malloc`)
+    tune_malloc: bool = True
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         connect_timeout=_num(g, "connect_timeout", "gateway", d.connect_timeout, 0.01),
         idle_timeout=_num(g, "idle_timeout", "gateway", d.idle_timeout),
         max_connections=_int(g, "max_connections", "gateway", d.max_connections, 1),
+        tune_malloc=_bool(g, "tune_malloc", "gateway", d.tune_malloc),
     )
     a = _table(data.get("admin", {}), "admin")
     _check_keys(a, {"listen"}, "admin")

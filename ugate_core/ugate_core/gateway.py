@@ -20,6 +20,7 @@ import pluggy
 from . import plugins as _plugins
 from .config import Config, ListenerConfig, load_default
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
+from .malloc import tune_malloc
 from .metrics import Metrics
 from .relay import Relay, RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
@@ -395,6 +396,8 @@ class Gateway:
         self._stopped = asyncio.Event()
         raise_nofile_limit()
         self.check()
+        if self.config.gateway.tune_malloc:
+            tune_malloc()
         if self._identity is None and self.pm.hook.ugate_identity(gateway=self) is not None:
             _ = self.identity  # create or load the key before listening: a bad key fails here
         try:

@@ -7,7 +7,6 @@ from typing import Any
 
 from ugate_core import DialerType, Gateway, ListenerType, hookimpl
 
-from ._malloc import tune_malloc
 from .dialer import close_pool, dial_hbone, dial_hbonec
 from .listener import OPTION_KEYS, check_options, start_hbone_listener
 from .server import goaway_all, serve_hbone, serve_hbonec, sniff_preface
@@ -59,9 +58,7 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
 
 @hookimpl
 def ugate_startup(gateway: Gateway) -> None:
-    st = settings_of(gateway)  # a bad [hbone] table stops the start with its key and value
-    if st.tune_malloc:
-        tune_malloc()
+    settings_of(gateway)  # a bad [hbone] table stops the start with its key and value
 
 
 @hookimpl

@@ -11,7 +11,6 @@ Every key is optional::
     max_streams = 1000                # concurrent tunnels a client may open on one connection
     max_connections_per_peer = 4      # dialer: HTTP/2 connections to one peer before queueing
     idle_timeout = 300.0              # close an HTTP/2 connection without tunnels after this
-    tune_malloc = true                # glibc mmap/trim thresholds for bulk copies (_malloc.py)
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ _INTS: dict[str, tuple[int, int, int]] = {
     "max_streams": (1000, 1, 1 << 20),
     "max_connections_per_peer": (4, 1, 1024),
 }
-KEYS = frozenset({*_INTS, "trust_domain", "ca_bundle", "idle_timeout", "tune_malloc"})
+KEYS = frozenset({*_INTS, "trust_domain", "ca_bundle", "idle_timeout"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class HboneSettings:
     max_streams: int = 1000
     max_connections_per_peer: int = 4
     idle_timeout: float = 300.0
-    tune_malloc: bool = True
     #: the certificates of ``ca_bundle``
     ca_roots: tuple[x509.Certificate, ...] = field(default=(), repr=False)
 
@@ -63,6 +61,9 @@ class HboneSettings:
 def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
     """Validate the ``[hbone]`` table (reads ``ca_bundle``); ConfigError names key and value."""
     for k in t:
+        if k == "tune_malloc":
+            raise ConfigError("hbone.tune_malloc", "moved: it is process-wide, set "
+                              "[gateway] tune_malloc instead")
         if k not in KEYS:
             raise ConfigError(f"hbone.{k}", f"unknown key (known: {', '.join(sorted(KEYS))})")
     ints: dict[str, int] = {}
@@ -75,9 +76,6 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
     if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 86400:
         raise ConfigError("hbone.idle_timeout", f"{idle!r} is not a number of seconds "
                           "(0-86400)")
-    tune = t.get("tune_malloc", True)
-    if not isinstance(tune, bool):
-        raise ConfigError("hbone.tune_malloc", f"{tune!r} is not true or false")
     td = t.get("trust_domain", "")
     if not isinstance(td, str) or any(c in td for c in "/:?# "):
         raise ConfigError("hbone.trust_domain", f"{td!r} is not a trust domain "
@@ -102,7 +100,7 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
         raise ConfigError("hbone.trust_domain", f"{td!r} needs ca_bundle: the CA roots that "
                           "vouch for SPIFFE IDs of that trust domain")
     return HboneSettings(trust_domain=td.lower(), ca_bundle=ca, idle_timeout=float(idle),
-                         tune_malloc=tune, ca_roots=roots, **ints)
+                         ca_roots=roots, **ints)
 
 
 _cache: weakref.WeakKeyDictionary[Gateway, HboneSettings] = weakref.WeakKeyDictionary()

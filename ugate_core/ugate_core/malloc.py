@@ -1,7 +1,8 @@
-"""glibc malloc tuning for bulk HTTP/2 (``[hbone] tune_malloc``, on by default).
+"""glibc malloc tuning for bulk copies (``[gateway] tune_malloc``, on by default).
 
-h2 copies every DATA payload several times (frame buffer, body slice, ``tobytes``; on the send
-side serialize, join, ``data_to_send``), each copy a new object of up to a frame's size. glibc
+Protocol libraries copy every payload several times — h2 copies each DATA frame into a frame
+buffer, a body slice and ``tobytes``, and on the send side serializes, joins and hands over
+``data_to_send`` — each copy a new object of up to a frame's size. glibc
 serves allocations above ``M_MMAP_THRESHOLD`` (128 KiB at start, raised dynamically later) with
 a fresh ``mmap`` and gives freed heap tops back to the kernel above ``M_TRIM_THRESHOLD``, so
 those copies page-fault on every frame. Measured with two :class:`~ugate_hbone.session.H2Session`
@@ -9,8 +10,8 @@ objects in memory (1 GiB through one stream, 256 KiB frames): 3.1 CPU s/GiB with
 defaults, 0.43 s/GiB with the values below. Heap memory the process keeps after a burst is
 bounded by the trim threshold (32 MiB).
 
-This is process-wide (it helps the core relay's copy path and TLS as well); it is done once,
-on Linux with glibc only, and logged.
+This is process-wide (it helps the relay's copy path, TLS and every plugin), so the gateway
+does it once at start, on Linux with glibc only, and logs it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import ctypes.util
 import logging
 import sys
 
-log = logging.getLogger("ugate.hbone")
+log = logging.getLogger("ugate")
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
