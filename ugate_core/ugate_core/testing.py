@@ -81,22 +81,33 @@ class Upstream:
         return f"{self.host}:{self.port}"
 
 
+async def read_request_head(
+    r: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str]] | None:
+    """A test origin's request head: (method, target, lower-cased fields); None at EOF."""
+    try:
+        head = await r.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for ln in lines[1:]:
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return method, target, headers
+
+
 async def _http_handler(
     up: Upstream, r: asyncio.StreamReader, w: asyncio.StreamWriter
 ) -> None:
     try:
         while True:
-            try:
-                head = await r.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
+            got = await read_request_head(r)
+            if got is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for ln in lines[1:]:
-                if ":" in ln:
-                    k, v = ln.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
+            method, target, headers = got
             up.requests.append((method, target, headers))
             body = b""
             if "content-length" in headers:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ugate_core.testing import pattern
+from ugate_core.testing import pattern, read_request_head
 
 BLOCK = pattern(1 << 20, seed=5)
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -135,17 +135,10 @@ async def _handle(origin: Origin, r: asyncio.StreamReader, w: asyncio.StreamWrit
     served = 0
     try:
         while True:
-            try:
-                head = await r.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
+            got = await read_request_head(r)
+            if got is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for ln in lines[1:]:
-                if ":" in ln:
-                    k, v = ln.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
+            method, target, headers = got
             origin.requests.append((method, target, headers))
             served += 1
             path, _, query = target.partition("?")
