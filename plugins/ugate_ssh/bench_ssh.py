@@ -133,8 +133,9 @@ def tcp_upload(port: int, nbytes: int) -> float:
     return nbytes / dt / (1 << 20)
 
 
-def start_sshd(tmp: Path, keygen: str, pub: str, cipher: str, procs: list[Any]) -> tuple[int, Path]:
-    """An sshd on a free loopback port that accepts ``pub`` and offers only ``cipher``."""
+def start_sshd(tmp: Path, keygen: str, pub: str, cipher: str | None,
+               procs: list[Any]) -> tuple[int, Path]:
+    """An sshd on a free loopback port that accepts ``pub`` (and offers only ``cipher``)."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     Path("/run/sshd").mkdir(exist_ok=True)
     d = tmp / f"sshd-{len(procs)}"
@@ -146,7 +147,8 @@ def start_sshd(tmp: Path, keygen: str, pub: str, cipher: str, procs: list[Any]) 
     (d / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
         f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {d}/pid\n"
-        f"AuthorizedKeysFile {d}/ak\nAllowTcpForwarding yes\nCiphers {cipher}\n")
+        f"AuthorizedKeysFile {d}/ak\nAllowTcpForwarding yes\n"
+        + (f"Ciphers {cipher}\n" if cipher else ""))
     procs.append(subprocess.Popen([sshd, "-D", "-f", str(d / "sshd_config"), "-E",
                                    str(d / "sshd.log")], stderr=subprocess.DEVNULL))
     wait_port(sp)
@@ -243,21 +245,8 @@ def server_side(a: argparse.Namespace, tmp: Path, keygen: str, ssh: str, ugate: 
     targets = {"ugate": gw_port}
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if os.geteuid() == 0 and os.path.exists(sshd):
-        Path("/run/sshd").mkdir(exist_ok=True)
-        hk = tmp / "hk"
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(hk)],
-                       check=True)
-        sp = free_port()
-        (tmp / "ak").write_text(pub + "\n")
-        (tmp / "sshd_config").write_text(
-            f"ListenAddress 127.0.0.1\nPort {sp}\nHostKey {hk}\nUsePAM no\n"
-            f"StrictModes no\nPermitRootLogin prohibit-password\nPidFile {tmp}/pid\n"
-            f"AuthorizedKeysFile {tmp}/ak\nAllowTcpForwarding yes\n")
-        procs.append(subprocess.Popen([sshd, "-D", "-f", str(tmp / "sshd_config"),
-                                       "-E", str(tmp / "sshd.log")],
-                                      stderr=subprocess.DEVNULL))
-        wait_port(sp)
-        alg, b64 = (tmp / "hk.pub").read_text().split()[:2]
+        sp, hk = start_sshd(tmp, keygen, pub, None, procs)
+        alg, b64 = Path(f"{hk}.pub").read_text().split()[:2]
         lines.append(f"[127.0.0.1]:{sp} {alg} {b64}")
         targets["openssh"] = sp
     else:
