@@ -259,6 +259,7 @@ class Gateway:
         self._stopping = False
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._stop_requested = False  # stop() while start() was still running
         self._round_tripper: RoundTripper | None = None
         self._stopped: asyncio.Event | None = None
         self.ready = False
@@ -444,6 +445,8 @@ class Gateway:
             log.warning("no protocol plugins installed: only the built-in tcp forward works; "
                         "pip install ugate-socks ugate-http ...")
         self.ready = True
+        if self._stop_requested:
+            self.stop()
 
     def addresses(self, listener: str) -> list[tuple[str, int]]:
         """Where ``listener`` is bound (read back a port 0)."""
@@ -510,20 +513,23 @@ class Gateway:
         log.info("stopped")
 
     def stop(self) -> None:
-        """Ask ``serve()`` to shut down (safe from a signal handler)."""
+        """Ask ``serve()`` to shut down (safe from a signal handler, also while starting)."""
+        if self._started and not self.ready and not self._stopping:
+            self._stop_requested = True  # start() stops once it finished
+            return
         # not in self._tasks: shutdown drains those and must not wait for itself
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.get_running_loop().create_task(self.shutdown())
 
     async def serve(self, *, signals: bool = True) -> None:
         """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully."""
-        await self.start()
         loop = asyncio.get_running_loop()
-        if signals:
+        if signals:  # before start: a SIGTERM while starting must not kill the process
             for s in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(s, self.stop)
-        assert self._stopped is not None
         try:
+            await self.start()
+            assert self._stopped is not None
             await self._stopped.wait()
         finally:
             if signals:
