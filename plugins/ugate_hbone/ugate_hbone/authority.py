@@ -8,6 +8,7 @@ IPv4 or IPv6 literal; a port 1-65535), because the authority becomes a dial targ
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import string
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,7 @@ def _name(value: str, host: str) -> str:
     return name.lower()
 
 
+@functools.lru_cache(maxsize=4096)  # per tunnel; most authorities repeat (ipaddress is slow)
 def parse_authority(value: str | bytes) -> tuple[str, int]:
     """``host:port`` / ``[v6]:port`` → (host, port); the host lower-cased, IPv6 compressed.
 

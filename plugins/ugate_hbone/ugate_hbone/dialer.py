@@ -18,6 +18,7 @@ ID of that trust domain signed by ``[hbone] ca_bundle``. A mismatch is
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import ssl
@@ -312,6 +313,7 @@ async def dial_hbonec(req: DialRequest) -> Stream:
     return await pool_of(req.gateway).dial(req, tls=False)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
