@@ -178,7 +178,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         target = f"{sni}:{front.opts.passthrough_port}"
         stream.meta.target = target
         up = await gw.dial(target)
-        await gw.relay(stream, up)  # the buffered ClientHello goes first
+        gw.start_relay(stream, up)  # the buffered ClientHello goes first; runs on its own
         return
     if not front.is_ours(sni):
         stream.write(alert(112))

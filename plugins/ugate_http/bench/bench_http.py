@@ -133,6 +133,91 @@ def curl_h2_rate(port: int, path: str, size: int, upload: Path | None = None) ->
     return size / (time.monotonic() - t0) / (1 << 20)
 
 
+TLS_SINK = r"""
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        n, want, buf = 0, int(sys.argv[3]), bytearray(1 << 20)
+        while n < want and (k := t.recv_into(buf)):
+            n += k
+        t.sendall(str(n).encode())
+        t.close()
+    except OSError:
+        c.close()
+"""
+
+
+def tls_upload(port: int, nbytes: int, cafile: Path) -> float:
+    """One TLS connection with SNI backend.test: upload, the sink answers the count."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    buf = memoryview(b"\0" * (1 << 20))
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), 10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="backend.test") as t:
+        t.settimeout(120)
+        left = nbytes
+        while left > 0:
+            left -= t.send(buf[: min(left, len(buf))])
+        got = t.recv(64)
+    dt = time.monotonic() - t0
+    if got != str(nbytes).encode():
+        raise SystemExit(f"tls passthrough: the backend counted {got!r}, not {nbytes}")
+    return nbytes / dt / (1 << 20)
+
+
+def tls_passthrough(tmp: Path, procs: list[subprocess.Popen[bytes]], size: int,
+                    runs: int) -> dict[str, float]:
+    """TLS bulk through ugate's SNI passthrough (the shared port's TLS front, no termination)
+    vs through socat (a plain TCP forward) vs direct, to a Python TLS sink; interleaved."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj",
+                    "/CN=backend.test", "-addext", "subjectAltName=DNS:backend.test",
+                    "-keyout", str(tmp / "be.key"), "-out", str(tmp / "be.crt")],
+                   check=True, capture_output=True, timeout=60)
+    sink = subprocess.Popen([sys.executable, "-c", TLS_SINK, str(tmp / "be.crt"),
+                             str(tmp / "be.key"), str(size)], stdout=subprocess.PIPE)
+    procs.append(sink)
+    assert sink.stdout is not None
+    bport = int(sink.stdout.readline())
+    gp = free_port()
+    (tmp / "tls.toml").write_text(f"""
+[admin]
+listen = ""
+[listeners.front]
+listen = "127.0.0.1:{gp}"
+protocols = ["*"]
+passthrough = ["backend.test"]
+passthrough_port = {bport}
+[hosts."backend.test"]
+endpoints = ["127.0.0.1"]
+""")
+    ugate = shutil.which("ugate") or str(Path(sys.executable).with_name("ugate"))
+    procs.append(subprocess.Popen([ugate, "--log-level", "warning", "run", "-c",
+                                   str(tmp / "tls.toml"), "--state-dir", str(tmp / "st2")]))
+    ports = {"direct": bport, "ugate": gp}
+    if shutil.which("socat"):
+        sp = free_port()
+        procs.append(subprocess.Popen(["socat", "-b", "262144",
+                                       f"TCP-LISTEN:{sp},bind=127.0.0.1,reuseaddr,fork",
+                                       f"TCP:127.0.0.1:{bport}"]))
+        ports["socat"] = sp
+    for port in ports.values():
+        wait_port(port)
+    best = dict.fromkeys(ports, 0.0)
+    for _ in range(runs):  # interleaved: drift hits all alike
+        for name, port in ports.items():
+            best[name] = max(best[name], tls_upload(port, size, tmp / "be.crt"))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -208,12 +293,17 @@ backend b
             r["h2c req/s 4x25"] = h2load(h2p, n, 4, 25) if h2p else 0.0
             r["h2c down MiB/s"] = curl_h2_rate(h2p, f"/bytes/{size}", size) if h2p else 0.0
             r["h2c up MiB/s"] = curl_h2_rate(h2p, "/up", size, big) if h2p else 0.0
+        tls = tls_passthrough(tmp, procs, size, 2 if a.quick else 3)
         for key in res["direct"]:
             line = f"{key:17s}" + "".join(f"{n} {r[key]:8.0f}   " if r[key] else
                                           f"{n} {'-':>8s}   " for n, r in res.items())
             if "haproxy" in res and res["haproxy"][key]:
                 line += f"ugate/haproxy {res['ugate'][key] / res['haproxy'][key]:.2f}x"
             print(line)
+        line = "tls pass MiB/s   " + "".join(f"{n} {v:8.0f}   " for n, v in tls.items())
+        if tls.get("socat"):
+            line += f"ugate/socat {tls['ugate'] / tls['socat']:.2f}x"
+        print(line + "  (SNI passthrough, no termination; socat: plain TCP forward)")
     finally:
         for p in procs:
             p.terminate()
