@@ -92,6 +92,53 @@ def wait_port(port: int, timeout: float = 15) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """user+system CPU of a process so far (Linux /proc); 0 for None."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _paced(port: int, rate: float, seconds: float, conns: int) -> list[float]:
+    """``conns`` keep-alive connections sending GET /w at ``rate`` requests/s in all; the
+    latency of each is counted from its send (the event loop's timers wake up to a
+    millisecond late, which would otherwise be measured for every variant alike)."""
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+    interval = conns / rate
+    n = int(seconds / interval)
+    req = b"GET /w HTTP/1.1\r\nHost: svc.test\r\n\r\n"
+
+    async def one(k: int, start: float) -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in range(n):
+                due = start + k * interval / conns + i * interval
+                if (delay := due - loop.time()) > 0:
+                    await asyncio.sleep(delay)
+                sent = loop.time()
+                w.write(req)
+                head = await r.readuntil(b"\r\n\r\n")
+                m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                await r.readexactly(int(m.group(1)) if m else 0)
+                lat.append(loop.time() - sent)
+        finally:
+            w.close()
+
+    start = loop.time() + 0.05
+    await asyncio.gather(*(one(k, start) for k in range(conns)))
+    return lat
+
+
+def paced_latency(port: int, rate: float, seconds: float, conns: int = 4) -> tuple[float, float]:
+    """p50 and p99 in µs at a fixed request rate (the same load for every variant)."""
+    lat = sorted(asyncio.run(_paced(port, rate, seconds, conns)))
+    lat = lat[len(lat) // 10:] or lat  # the first tenth warms connections and pools
+    lat.sort()
+    return (lat[len(lat) // 2] * 1e6, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6)
+
+
 def wrk(port: int, conns: int, seconds: int) -> float:
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H", "Host: svc.test",
                           f"http://127.0.0.1:{port}/w"], capture_output=True, text=True,
@@ -248,12 +295,15 @@ endpoints = ["127.0.0.1:{up}"]
         ugate = shutil.which("ugate") or str(Path(sys.executable).with_name("ugate"))
         procs.append(subprocess.Popen([ugate, "--log-level", "warning", "run", "-c",
                                        str(tmp / "ugate.toml"), "--state-dir", str(tmp / "st")]))
+        pids: dict[str, int | None] = {"direct": None, "ugate": procs[-1].pid}
         targets = [("direct", up), ("ugate", gp)]
         h2ports = {"ugate": gp}  # the same listener takes h2c prior knowledge
         if shutil.which("haproxy"):
             hp = free_port()
             hp2 = free_port()
             (tmp / "haproxy.cfg").write_text(f"""
+global
+  nbthread 1
 defaults
   mode http
   timeout connect 5s
@@ -271,6 +321,7 @@ backend b
 """)
             procs.append(subprocess.Popen(["haproxy", "-f", str(tmp / "haproxy.cfg"), "-db"],
                                           stderr=subprocess.DEVNULL))
+            pids["haproxy"] = procs[-1].pid
             targets.append(("haproxy", hp))
             h2ports["haproxy"] = hp2
         for port in [p for _, p in targets] + list(h2ports.values()):
@@ -283,7 +334,13 @@ backend b
         for name, port in targets:
             r = res[name] = {}
             r["req/s c=1"] = wrk(port, 1, seconds)
+            c0 = cpu_seconds(pids[name])
             r["req/s c=16"] = wrk(port, 16, seconds)
+            n16 = r["req/s c=16"] * seconds
+            r["CPU us/req c=16"] = (cpu_seconds(pids[name]) - c0) / n16 * 1e6 \
+                if pids[name] and n16 else 0.0
+            r["p50 us @1k req/s"], r["p99 us @1k req/s"] = paced_latency(
+                port, 1000, 2 if a.quick else 4)
             r["download MiB/s"] = curl_rate(port, f"/bytes/{size}", size)
             r["chunked MiB/s"] = curl_rate(port, f"/bytes/{size}?chunked", size)
             r["upload MiB/s"] = curl_rate(port, "/up", size, big)
