@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import importlib
+import logging
 import os
 import socket
 import ssl
@@ -675,3 +676,45 @@ def test_fd_hygiene(loop_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
             up.close()
 
     run_on(loop_name, scenario())
+
+
+async def test_start_relay_reports_once_and_cancel_ends_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from ugate_core import start_relay
+
+    # a relay that ends by itself: both sides half-close
+    c1, a = stream_pair()
+    b, c2 = stream_pair()
+    done: list[RelayStats] = []
+    r = start_relay(a, b, on_done=done.append)
+    assert a.relayed_by is r and b.relayed_by is r
+    c1.write(b"up")
+    c2.write(b"down!")
+    assert await c2.readexactly(2) == b"up"
+    assert await c1.readexactly(5) == b"down!"
+    c1.write_eof()
+    c2.write_eof()
+    for _ in range(100):
+        if done:
+            break
+        await asyncio.sleep(0.01)
+    assert [(s.end, s.up, s.down) for s in done] == [("done", 2, 5)]
+    assert a.relayed_by is None and b.relayed_by is None
+    r.cancel()  # after the end: nothing happens, no second report
+    await asyncio.sleep(0.01)
+    assert len(done) == 1
+
+    # cancel() ends a live relay; a failing on_done is logged, not raised into the loop
+    c1, a = stream_pair()
+    b, c2 = stream_pair()
+
+    def boom(_st: RelayStats) -> None:
+        raise RuntimeError("callback bug")
+
+    r = start_relay(a, b, on_done=boom)
+    with caplog.at_level(logging.ERROR, "ugate.relay"):
+        r.cancel()
+    assert r.stats.end == "cancelled"
+    assert "relay on_done callback failed" in caplog.text
+    assert await asyncio.wait_for(c1.read(), 5) == b""
+    assert await asyncio.wait_for(c2.read(), 5) == b""

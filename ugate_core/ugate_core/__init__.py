@@ -16,7 +16,7 @@ from .ids import (
     remember_key,
     vip_of_public_key,
 )
-from .relay import RelayStats, relay
+from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import match_name, split_address
 from .sniff import choose as sniff_choose
@@ -72,6 +72,7 @@ __all__ = [
     "PluginError",
     "ProtocolError",
     "Receiver",
+    "Relay",
     "RelayStats",
     "RoundTripper",
     "RunningListener",
@@ -101,6 +102,7 @@ __all__ = [
     "remember_key",
     "sniff_choose",
     "split_address",
+    "start_relay",
     "stream_pair",
     "verify_peer",
     "vip_of_public_key",
