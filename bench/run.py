@@ -319,8 +319,11 @@ def variants(full: bool) -> list[Variant]:
     if full:
         vs.append(Variant("ugate-tcp-splice", "ugate tcp, splice from byte 0", cmd=ugate,
                           env={"UGATE_SPLICE": "always"}, files={"{key}.toml": tcp}))
-        vs.append(Variant("relay-floor", "floor: uvloop + relay() only",
+        vs.append(Variant("relay-floor", "floor: uvloop + start_relay() only",
                           cmd=[sys.executable, str(BENCH / "floor.py"), "{port}", "{target}"]))
+        vs.append(Variant("bare-floor", "floor: bare uvloop Protocol pair",
+                          cmd=[sys.executable, str(BENCH / "floor_bare.py"), "{port}",
+                               "{target}"]))
     vs += [
         Variant("ugate-socks5", "ugate SOCKS5", via="socks5", cmd=ugate,
                 files={"{key}.toml": UGATE_TOML + 'protocols = ["socks5"]\n'},
@@ -614,6 +617,14 @@ def goals(rows: list[Row]) -> list[str]:
             base = by.get((f"  same, right after, none held ({n})", "ugate-tcp"))
             check(f"{r.scenario}: live stream unaffected (>= 0.9x of none held)",
                   r.value / base if r.value and base else None, 0.9, True)
+    # what a Python relay can reach here at all, for the goals above that sit near it
+    ctx = [(b1, "x direct", ratio(b1, "haproxy-splice", "direct"), "HAProxy forced splice"),
+           ("sequential connections (1 B echo)", "x HAProxy",
+            ratio("sequential connections (1 B echo)", "bare-floor", "haproxy"),
+            "bare uvloop Protocol pair")]
+    for sc, unit, got, who in ctx:
+        if got is not None:
+            out.append(f"  (context: {who}, {sc}: {got:.2f} {unit})")
     return out
 
 
