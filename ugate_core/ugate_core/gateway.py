@@ -127,7 +127,7 @@ class _Listener:
             stream.abort()
             raise
         finally:
-            if not stream.is_closing() and stream.relayed_by is None:
+            if not stream.is_closing() and not stream.relaying:
                 stream.close()
 
     async def _serve(self, stream: TcpStream) -> None:

@@ -39,6 +39,7 @@ class SslStream(Stream):
         meta = dataclasses.replace(inner.meta)
         super().__init__(meta)
         self.inner = inner
+        inner.wrapped_by = self
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.ssl = context.wrap_bio(self._in, self._out, server_side, server_hostname)

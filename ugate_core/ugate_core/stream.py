@@ -113,7 +113,7 @@ class Stream:
     # __slots__ simply gets a __dict__ again
     __slots__ = ("_buf", "_closed_fut", "_closing", "_drain_waiters", "_eof", "_eof_written",
                  "_exc", "_lost", "_reading_paused", "_receiver", "_waiter", "_write_paused",
-                 "meta", "on_resume_writing", "relayed_by")
+                 "meta", "on_resume_writing", "relayed_by", "wrapped_by")
 
     #: pull-mode buffer above which the source is paused
     read_limit: int = 256 * 1024
@@ -138,6 +138,8 @@ class Stream:
         self.on_resume_writing: Callable[[], None] | None = None
         #: the :class:`~ugate_core.relay.Relay` that owns this stream now (it closes it)
         self.relayed_by: Any = None
+        #: a stream layered on this one (TLS over it), which then owns it
+        self.wrapped_by: Stream | None = None
 
     # ------------------------------------------------------------------ subclass interface
     def _do_write(self, data: bytes | bytearray | memoryview) -> None:
@@ -249,6 +251,17 @@ class Stream:
     def saw_eof(self) -> bool:
         """True once the peer half-closed (bytes may still be buffered)."""
         return self._eof
+
+    @property
+    def relaying(self) -> bool:
+        """True while a relay owns this stream or a stream layered on it (TLS over this
+        one): the relay closes it when it ends, so a handler returning must leave it open."""
+        s: Stream | None = self
+        while s is not None:
+            if s.relayed_by is not None:
+                return True
+            s = s.wrapped_by
+        return False
 
     @property
     def is_lost(self) -> bool:

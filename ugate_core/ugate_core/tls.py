@@ -357,7 +357,7 @@ class TlsListener:
         finally:
             if tls is None:
                 conn.close()
-            elif not tls.is_closing():
+            elif not tls.is_closing() and not tls.relaying:
                 tls.close()
 
     async def serve_tls(self, tls: TlsStream, meta: StreamMeta) -> None:

@@ -319,3 +319,22 @@ protocols = ["http"]
 users = { a = "b" }
 """)
     Gateway(cfg).check()
+
+
+async def test_https_proxy_connect_tunnel_on_the_shared_port(
+        start_gateway: StartGateway, http_upstream: Upstream, tmp_path: Path) -> None:
+    """curl with an HTTPS proxy (``-x https://``): TLS terminated by the shared port's front,
+    CONNECT inside it, then a tunnel relayed over the TLS stream. The handler's return must not
+    close the TLS stream's socket under the relay."""
+    from ugate_core.certs import anchor_pem
+
+    gw = await start_gateway(config(http_upstream))
+    name, port = gw.identity.fqdns[0], gw.port("shared")
+    anchor = tmp_path / "anchor.pem"
+    anchor.write_bytes(anchor_pem())
+    code, body, err = await curl("-p", "-x", f"https://{name}:{port}", "--proxy-cacert",
+                                 str(anchor), "--resolve", f"{name}:{port}:127.0.0.1",
+                                 f"http://{http_upstream.address}/bytes/{MIB}")
+    assert code == 200, err
+    assert body == pattern(MIB)
+    assert await wait_metric(gw, "ugate_streams_total", 1, listener="shared", end="done") == 1

@@ -190,7 +190,7 @@ class _Session:
         """Answered before the request body was read: half-close and discard what the client
         still sends for a moment, so it reads our answer instead of a reset (bounded)."""
         s = self.stream
-        if s.is_lost or s.relayed_by is not None:
+        if s.is_lost or s.relaying:
             return
         self.reader.detach()
         s.write_eof()
