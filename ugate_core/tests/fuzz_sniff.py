@@ -11,14 +11,13 @@ stream still holds every byte afterwards (the sniffer loses nothing).
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import tempfile
-import time
 
 from ugate_core import Gateway, loads
 from ugate_core.sniff import sniff_stream
 from ugate_core.stream import stream_pair
+from ugate_core.testing import mutate_bytes, run_fuzz_target
 from ugate_core.types import ListenerType
 
 SEEDS = [
@@ -71,37 +70,8 @@ def TestOneInput(data: bytes, runner: asyncio.Runner | None = None) -> None:
         assert split[0] or split[1] in REASONS
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(3)
-        i = rng.randrange(len(b) + 1)
-        if op == 0 and b:
-            b[min(i, len(b) - 1)] = rng.randrange(256)
-        elif op == 1:
-            b[i:i] = rng.randbytes(rng.randint(1, 8))
-        elif b:
-            del b[i : i + rng.randint(1, 8)]
-    return bytes(b[:200])
-
-
-def main(argv: list[str]) -> int:
-    try:
-        import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        seconds = float(argv[1]) if len(argv) > 1 else 10.0
-        rng = random.Random(0)
-        end, n = time.monotonic() + seconds, 0
-        with asyncio.Runner() as runner:
-            while time.monotonic() < end:
-                TestOneInput(_mutate(rng, rng.choice(SEEDS)), runner)
-                n += 1
-        print(f"fuzz_sniff: {n} inputs, {len(_types)} sniffers, no failure")
-        return 0
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    with asyncio.Runner() as runner:
+        sys.exit(run_fuzz_target(
+            "fuzz_sniff", lambda data: TestOneInput(data, runner),
+            lambda rng: TestOneInput(mutate_bytes(rng, rng.choice(SEEDS), 200), runner)))

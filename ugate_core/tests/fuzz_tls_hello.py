@@ -9,12 +9,11 @@ never changes the outcome; the parser never holds more than its bound.
 
 from __future__ import annotations
 
-import random
 import ssl
 import sys
-import time
 
 from ugate_core import ProtocolError
+from ugate_core.testing import mutate_bytes, run_fuzz_target
 from ugate_core.tls_hello import ClientHelloParser, ClientHelloReceived
 
 MAX = 4096  # a small bound, so the fuzzer reaches the limit checks too
@@ -66,41 +65,8 @@ def TestOneInput(data: bytes) -> None:
         assert _drive([data[i : i + 1] for i in range(len(data))]) == whole
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        i = rng.randrange(len(b) + 1)
-        if op == 0 and b:
-            b[min(i, len(b) - 1)] = rng.randrange(256)
-        elif op == 1:
-            b[i:i] = rng.randbytes(rng.randint(1, 8))
-        elif op == 2 and b:
-            del b[i : i + rng.randint(1, 8)]
-        elif b:  # length fields are where parsers break: nudge a 16-bit one
-            j = min(i, len(b) - 2)
-            if j >= 0:
-                v = (b[j] << 8 | b[j + 1]) + rng.choice([-1, 1, 255, -255, 4096])
-                b[j : j + 2] = (v & 0xFFFF).to_bytes(2, "big")
-    return bytes(b[: MAX + 512])
-
-
-def main(argv: list[str]) -> int:
-    try:
-        import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        seconds = float(argv[1]) if len(argv) > 1 else 10.0
-        rng = random.Random(0)
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            TestOneInput(_mutate(rng, rng.choice(SEEDS)))
-            n += 1
-        print(f"fuzz_tls_hello: {n} inputs, no failure")
-        return 0
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run_fuzz_target(
+        "fuzz_tls_hello", TestOneInput,
+        lambda rng: TestOneInput(mutate_bytes(rng, rng.choice(SEEDS), MAX + 512,
+                                              length_fields=True))))

@@ -218,3 +218,52 @@ def metric(gw: Gateway, name: str, **labels: str) -> float:
     """Current value of a metric sample (0 if absent)."""
     v = gw.metrics.registry.get_sample_value(name, labels)
     return 0.0 if v is None else float(v)
+
+
+# ---------------------------------------------------------------------------- fuzz targets
+def mutate_bytes(rng: random.Random, data: bytes, max_len: int = 1024,
+                 length_fields: bool = False) -> bytes:
+    """A few random edits of ``data``: overwrite, insert random bytes, delete a run; with
+    ``length_fields`` also nudge a 16-bit big-endian field (where length-prefixed parsers
+    break). For grammar-aware mutations a target writes its own."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(4 if length_fields else 3)
+        i = rng.randrange(len(b) + 1)
+        if op == 0 and b:
+            b[min(i, len(b) - 1)] = rng.randrange(256)
+        elif op == 1:
+            b[i:i] = rng.randbytes(rng.randint(1, 8))
+        elif op == 2 and b:
+            del b[i : i + rng.randint(1, 8)]
+        elif op == 3 and len(b) >= 2:
+            j = min(i, len(b) - 2)
+            v = (b[j] << 8 | b[j + 1]) + rng.choice([-1, 1, 255, -255, 4096])
+            b[j : j + 2] = (v & 0xFFFF).to_bytes(2, "big")
+    return bytes(b[:max_len])
+
+
+def run_fuzz_target(name: str, one_input: Callable[[bytes], None],
+                    random_case: Callable[[random.Random], None],
+                    argv: list[str] | None = None, seed: int = 0) -> int:
+    """The driver of every ``tests/fuzz_*.py``: libFuzzer through atheris when it is installed
+    (``one_input`` gets each input; argv are libFuzzer flags), else ``random_case(rng)`` in a
+    loop for ``argv[1]`` seconds (default 10), printing ``<name>: N inputs, no failure``."""
+    import sys
+    import time
+
+    argv = sys.argv if argv is None else argv
+    try:
+        import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        seconds = float(argv[1]) if len(argv) > 1 else 10.0
+        rng = random.Random(seed)
+        end, n = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            random_case(rng)
+            n += 1
+        print(f"{name}: {n} inputs, no failure")
+        return 0
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+    return 0

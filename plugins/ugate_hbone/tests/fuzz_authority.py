@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 
+from ugate_core.testing import run_fuzz_target
 from ugate_hbone.authority import (
     AuthorityError,
     ConnectRequest,
@@ -54,21 +54,6 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(b[:300])
 
 
-def main() -> None:
-    try:
-        import atheris  # type: ignore[import-not-found]
-    except ImportError:
-        seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-        rng = random.Random(1)
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            check(mutate(rng, rng.choice(SEEDS)))
-            n += 1
-        print(f"fuzz_authority: {n} inputs, no failure")
-        return
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run_fuzz_target("fuzz_authority", check,
+                             lambda rng: check(mutate(rng, rng.choice(SEEDS))), seed=1))

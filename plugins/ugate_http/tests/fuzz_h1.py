@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 
+from ugate_core.testing import run_fuzz_target
 from ugate_http.h1 import Event, HttpError, MessageEnded, RequestParser, ResponseParser
 
 SEEDS = [
@@ -82,26 +82,11 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(b)
 
 
-def main() -> None:
-    try:
-        import atheris  # type: ignore[import-not-found]
-    except ImportError:
-        seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-        rng = random.Random(0)
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            data = _mutate(rng, rng.choice(SEEDS))
-            check(data, rng.randint(0, len(data)))
-            n += 1
-        print(f"fuzz_h1: {n} inputs, no failure")
-        return
-
-    def one(data: bytes) -> None:
-        check(data[1:], data[0] if data else 0)
-
-    atheris.Setup(sys.argv, one)
-    atheris.Fuzz()
+def _random_case(rng: random.Random) -> None:
+    data = _mutate(rng, rng.choice(SEEDS))
+    check(data, rng.randint(0, len(data)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_fuzz_target("fuzz_h1", lambda data: check(data[1:], data[0] if data else 0),
+                             _random_case))

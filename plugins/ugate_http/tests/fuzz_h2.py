@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import time
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 
 from ugate_core import stream_pair
+from ugate_core.testing import run_fuzz_target
 from ugate_http.h1 import HttpError
 from ugate_http.h2conn import PREFACE, H2Conn, H2Exchange, H2Limits
 from ugate_http.h2msg import parse_request
@@ -97,29 +97,17 @@ def _headers(rng: random.Random) -> list[tuple[bytes, bytes]]:
     return base
 
 
-def main() -> None:
-    try:
-        import atheris  # type: ignore[import-not-found]
-    except ImportError:
-        seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-        rng = random.Random(0)
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            check_headers(_headers(rng))
-            data = _mutate(rng, rng.choice(SEEDS))[len(PREFACE):]
-            check_session(data, rng.randint(0, len(data) + len(PREFACE)))
-            n += 1
-        print(f"fuzz_h2: {n} inputs, no failure")
-        return
+def _random_case(rng: random.Random) -> None:
+    check_headers(_headers(rng))
+    data = _mutate(rng, rng.choice(SEEDS))[len(PREFACE):]
+    check_session(data, rng.randint(0, len(data) + len(PREFACE)))
 
-    def one(data: bytes) -> None:
-        check_session(data[1:], data[0] if data else 0)
-        fields = [tuple(p.split(b"=", 1)) for p in data.split(b"&") if b"=" in p]
-        check_headers([(k, v) for k, v in fields])  # type: ignore[misc]
 
-    atheris.Setup(sys.argv, one)
-    atheris.Fuzz()
+def _one_input(data: bytes) -> None:
+    check_session(data[1:], data[0] if data else 0)
+    fields = [tuple(p.split(b"=", 1)) for p in data.split(b"&") if b"=" in p]
+    check_headers([(k, v) for k, v in fields])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_fuzz_target("fuzz_h2", _one_input, _random_case))

@@ -8,11 +8,10 @@ way the property is the one the hypothesis tests check: any bytes give events or
 
 from __future__ import annotations
 
-import random
 import sys
-import time
 
 from ugate_core import ProtocolError
+from ugate_core.testing import mutate_bytes, run_fuzz_target
 from ugate_socks.protocol import (
     METHOD_NO_AUTH,
     METHOD_NONE_ACCEPTABLE,
@@ -65,36 +64,7 @@ def TestOneInput(data: bytes) -> None:
     assert _drive([data[i : i + 1] for i in range(len(data))]) == whole
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(3)
-        i = rng.randrange(len(b) + 1)
-        if op == 0 and b:
-            b[min(i, len(b) - 1)] = rng.randrange(256)
-        elif op == 1:
-            b[i:i] = rng.randbytes(rng.randint(1, 8))
-        elif b:
-            del b[i : i + rng.randint(1, 8)]
-    return bytes(b[:1024])
-
-
-def main(argv: list[str]) -> int:
-    try:
-        import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        seconds = float(argv[1]) if len(argv) > 1 else 10.0
-        rng = random.Random(0)
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            TestOneInput(_mutate(rng, rng.choice(SEEDS)))
-            n += 1
-        print(f"fuzz_socks5: {n} inputs, no failure")
-        return 0
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run_fuzz_target(
+        "fuzz_socks5", TestOneInput,
+        lambda rng: TestOneInput(mutate_bytes(rng, rng.choice(SEEDS)))))
