@@ -85,16 +85,19 @@ class EventReader:
                 w.set_result(None)
 
     async def _wait(self, deadline: float | None) -> None:
-        fut = asyncio.get_running_loop().create_future()
+        # a timer handle that fails the future, not asyncio.timeout_at: this runs about twice
+        # per proxied request, and the context manager (current_task, reschedule, uncancel)
+        # cost several times the handle
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._waiter = fut
+        timer = None if deadline is None else loop.call_at(deadline, _expire, fut)
         try:
-            if deadline is None:
-                await fut
-            else:
-                async with asyncio.timeout_at(deadline):
-                    await fut
+            await fut
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     # ------------------------------------------------------------------ consumer side
     @property
@@ -166,3 +169,8 @@ class EventReader:
         self._attached = False
         self.stream.set_receiver(None)
         self.stream.unread(self.parser.take_leftover())
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
