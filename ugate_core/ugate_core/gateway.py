@@ -57,6 +57,8 @@ class StreamRecord:
     #: what ``Gateway.relay`` awaits
     waiter: asyncio.Future[None] | None = None
     gateway: Gateway | None = None
+    #: called with this record once the relay ended and was accounted
+    then: Callable[[StreamRecord], None] | None = None
 
     def _ended(self, _st: RelayStats) -> None:
         assert self.gateway is not None
@@ -642,16 +644,18 @@ class Gateway:
         assert last is not None
         raise last
 
-    def start_relay(self, client: Stream, upstream: Stream) -> StreamRecord:
+    def start_relay(self, client: Stream, upstream: Stream, *,
+                    then: Callable[[StreamRecord], None] | None = None) -> StreamRecord:
         """Relay ``client`` ⇄ ``upstream`` on transport callbacks and return at once.
 
         The gateway owns both streams from here: it closes them, counts the bytes, calls the
-        ``stream_closed`` hooks and logs when the relay ends; ``/streams`` shows it meanwhile
-        and shutdown drains it. A handler that calls this can return: no task has to wait for
-        the life of the connection (an idle relayed connection then costs only its objects).
+        ``stream_closed`` hooks and logs when the relay ends, then calls ``then(record)``;
+        ``/streams`` shows it meanwhile and shutdown drains it. A handler that calls this can
+        return: no task has to wait for the life of the connection (an idle relayed connection
+        then costs only its objects).
         """
         listener = client.meta.listener or "-"
-        rec = StreamRecord(listener, client.meta, upstream.meta, gateway=self)
+        rec = StreamRecord(listener, client.meta, upstream.meta, gateway=self, then=then)
         self.streams[client.meta.id] = rec
         m = self.metrics
         m.child(m.streams_active, listener).inc()
@@ -682,6 +686,9 @@ class Gateway:
         w = rec.waiter
         if w is not None and not w.done():
             w.set_result(None)
+        then, rec.then = rec.then, None
+        if then is not None:
+            then(rec)
         if self._drained is not None and not self.streams:
             self._drained.set()
 

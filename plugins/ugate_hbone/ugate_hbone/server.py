@@ -161,7 +161,7 @@ class _Server:
             up.abort()
             return
         s.respond(200)
-        await gw.relay(s, up)
+        gw.start_relay(s, up)  # runs on the streams' callbacks; this task ends
 
 
 def _refuse(s: H2Stream, status: int, reason: str, detail: str) -> None:

@@ -382,17 +382,10 @@ class SshServer:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "connection closed")
 
         def opened(cs: ChannelStream) -> None:
-            t = asyncio.get_running_loop().create_task(self._relay(st, cs, up))
-            st.tasks.add(t)
-            t.add_done_callback(st.tasks.discard)
+            # no task per channel: the relay runs on callbacks and frees the channel slot
+            st.ctx.gateway.start_relay(cs, up, then=lambda _rec: _channel_closed(st))
 
         return ChannelStream(meta, on_open=opened)
-
-    async def _relay(self, st: _ConnState, cs: ChannelStream, up: Stream) -> None:
-        try:
-            await st.ctx.gateway.relay(cs, up)
-        finally:
-            st.channels -= 1
 
     # ---------------------------------------------------------------- tcpip-forward
     def open_forward(self, conn: _ServerConnection, listen_host: str,
@@ -422,3 +415,7 @@ class SshServer:
         for c in list(self.connections):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(c.wait_closed(), 1)
+
+
+def _channel_closed(st: _ConnState) -> None:
+    st.channels -= 1
