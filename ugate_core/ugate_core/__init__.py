@@ -18,7 +18,7 @@ from .ids import (
 )
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
-from .router import match_name, split_address
+from .router import is_ip, match_name, split_address
 from .sniff import choose as sniff_choose
 from .stream import (
     MemoryStream,
@@ -90,6 +90,7 @@ __all__ = [
     "hookimpl",
     "id_from_name",
     "id_of_public_key",
+    "is_ip",
     "load",
     "load_default",
     "loads",

@@ -7,14 +7,12 @@ Registered through the same hooks as external plugins.
 from __future__ import annotations
 
 import asyncio
-import functools
-import socket
 from typing import TYPE_CHECKING
 
 from . import tls
 from .hookspecs import hookimpl
 from .identity import FileIdentitySource
-from .router import LocalDiscovery
+from .router import LocalDiscovery, is_ip
 from .stream import StreamMeta, TcpStream
 from .types import (
     DialerType,
@@ -39,22 +37,11 @@ async def dial_tcp(req: DialRequest) -> Stream:
     loop = asyncio.get_running_loop()
     # whom we dial is known: no getpeername per connection when it is an address
     meta = StreamMeta(protocol="tcp",
-                      remote=(req.host, req.target_port) if _is_ip(req.host) else None)
+                      remote=(req.host, req.target_port) if is_ip(req.host) else None)
     _, proto = await loop.create_connection(
         lambda: TcpStream(meta), req.host, req.target_port
     )
     return proto
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_ip(host: str) -> bool:
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(fam, host)
-            return True
-        except OSError:
-            pass
-    return False
 
 
 @hookimpl

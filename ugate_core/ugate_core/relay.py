@@ -186,10 +186,6 @@ class Relay:
         self.total_handle: asyncio.TimerHandle | None = None
         self.pipes = (_Pipe(a, b, self, None), _Pipe(b, a, self, None))
 
-    @property
-    def ended(self) -> bool:
-        return bool(self.stats.end)
-
     def cancel(self) -> None:
         self.finish("cancelled")
 

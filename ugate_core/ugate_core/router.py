@@ -39,6 +39,7 @@ def normalize_name(host: str) -> str:
     return h
 
 
+@functools.lru_cache(maxsize=4096)  # asked per dial (SNI choice, known remote address)
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -18,8 +18,6 @@ ID of that trust domain signed by ``[hbone] ca_bundle``. A mismatch is
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import ssl
 import weakref
@@ -36,6 +34,7 @@ from ugate_core import (
     TlsStream,
     count_identity_failure,
     expected_identities_for,
+    is_ip,
     peer_certificates,
     verify_peer,
 )
@@ -103,7 +102,7 @@ class Pool:
         expected: tuple[ExpectedIdentity, ...] = ()
         if tls:
             expected = self._expected(req, st)
-        sni = "" if _is_ip(host) else host
+        sni = "" if is_ip(host) else host
         key = PeerKey(tls, host, port, expected, sni)
         authority = format_authority(dest.name, req.port)
         headers: list[Header] = [(b":method", b"CONNECT"), (b":authority", authority.encode())]
@@ -313,13 +312,6 @@ async def dial_hbonec(req: DialRequest) -> Stream:
     return await pool_of(req.gateway).dial(req, tls=False)
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 __all__ = ["H2Stream", "Pool", "dial_hbone", "dial_hbonec", "pool_of", "reason_for_status"]
