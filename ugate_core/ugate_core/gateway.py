@@ -54,8 +54,6 @@ class StreamRecord:
     started: float = field(default_factory=time.monotonic)
     #: the running relay (``relay.cancel()`` ends it)
     relay: Relay | None = None
-    #: what ``Gateway.relay`` awaits
-    waiter: asyncio.Future[None] | None = None
     gateway: Gateway | None = None
     #: called with this record once the relay ended and was accounted
     then: Callable[[StreamRecord], None] | None = None
@@ -683,9 +681,6 @@ class Gateway:
                  "age=%.3f", listener, _peer(rec.client), rec.client.target, st.up,
                  st.down, st.end, time.monotonic() - rec.started)
         rec.relay = None
-        w = rec.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
         then, rec.then = rec.then, None
         if then is not None:
             then(rec)
@@ -696,10 +691,12 @@ class Gateway:
         """Relay ``client`` ⇄ ``upstream`` with the configured timeouts and wait until it
         ended; visible on /streams. Cancelling the caller ends the relay (``cancelled``)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        rec = self.start_relay(client, upstream)
-        if rec.relay is None:  # ended while starting
-            return rec.stats
-        rec.waiter = fut
+        def ended(_rec: StreamRecord) -> None:
+            if not fut.done():  # cancelled when the caller was
+                fut.set_result(None)
+
+        # ``then`` may run inside start_relay already (a relay that ended while starting)
+        rec = self.start_relay(client, upstream, then=ended)
         try:
             await fut
         except asyncio.CancelledError:
