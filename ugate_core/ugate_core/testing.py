@@ -50,6 +50,21 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def wait_port(port: int, timeout: float = 15, host: str = "127.0.0.1") -> None:
+    """Block until something accepts on ``host:port`` (benchmarks start peers as processes);
+    SystemExit naming the port after ``timeout`` seconds."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {host}:{port} after {timeout:g}s")
+
+
 async def connect_when_listening(
     host: str, port: int, timeout: float = 10.0
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

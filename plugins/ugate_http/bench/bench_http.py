@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ugate_core.testing import free_port, wait_port
+
 BLOCK = os.urandom(1 << 20)
 
 
@@ -75,23 +77,6 @@ def origin_main(port: int) -> None:
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 def cpu_seconds(pid: int | None) -> float:
