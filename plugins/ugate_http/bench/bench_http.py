@@ -136,8 +136,10 @@ def wrk(port: int, conns: int, seconds: int) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def curl_rate(port: int, path: str, size: int, upload: Path | None = None) -> float:
-    args = ["curl", "-sS", "--http1.1", "--max-time", "120", "-o", "/dev/null",
+def curl_rate(port: int, path: str, size: int, upload: Path | None = None,
+              version: str = "--http1.1") -> float:
+    """MiB/s of one curl transfer; ``version`` ``--http2-prior-knowledge`` for h2c."""
+    args = ["curl", "-sS", version, "--max-time", "120", "-o", "/dev/null",
             "-H", "Host: svc.test"]
     if upload is not None:
         args += ["-X", "POST", "-T", str(upload)]
@@ -155,16 +157,6 @@ def h2load(port: int, n: int, conns: int, streams: int) -> float:
         print(out)
     m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     return float(m.group(1)) if m else 0.0
-
-
-def curl_h2_rate(port: int, path: str, size: int, upload: Path | None = None) -> float:
-    args = ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "120", "-o", "/dev/null",
-            "-H", "Host: svc.test"]
-    if upload is not None:
-        args += ["-X", "POST", "-T", str(upload)]
-    t0 = time.monotonic()
-    subprocess.run([*args, f"http://127.0.0.1:{port}{path}"], check=True, timeout=130)
-    return size / (time.monotonic() - t0) / (1 << 20)
 
 
 TLS_SINK = r"""
@@ -341,8 +333,9 @@ backend b
             n = 5000 if a.quick else 20000
             r["h2c req/s 1x100"] = h2load(h2p, n, 1, 100) if h2p else 0.0
             r["h2c req/s 4x25"] = h2load(h2p, n, 4, 25) if h2p else 0.0
-            r["h2c down MiB/s"] = curl_h2_rate(h2p, f"/bytes/{size}", size) if h2p else 0.0
-            r["h2c up MiB/s"] = curl_h2_rate(h2p, "/up", size, big) if h2p else 0.0
+            h2 = "--http2-prior-knowledge"
+            r["h2c down MiB/s"] = curl_rate(h2p, f"/bytes/{size}", size, None, h2) if h2p else 0.0
+            r["h2c up MiB/s"] = curl_rate(h2p, "/up", size, big, h2) if h2p else 0.0
         tls = tls_passthrough(tmp, procs, size, 2 if a.quick else 3)
         for key in res["direct"]:
             line = f"{key:17s}" + "".join(f"{n} {r[key]:8.0f}   " if r.get(key) else
