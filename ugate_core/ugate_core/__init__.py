@@ -6,6 +6,15 @@ Plugins import only from here.
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .gateway import Gateway, StreamRecord
+from .h2 import (
+    H2Codec,
+    H2ConnectionError,
+    H2Error,
+    H2ErrorCode,
+    H2Handler,
+    H2Setting,
+    H2UsageError,
+)
 from .hookspecs import hookimpl
 from .identity import FileIdentitySource, Identity, IdentityError
 from .ids import (
@@ -60,6 +69,13 @@ __all__ = [
     "ExpectedIdentity",
     "FileIdentitySource",
     "Gateway",
+    "H2Codec",
+    "H2ConnectionError",
+    "H2Error",
+    "H2ErrorCode",
+    "H2Handler",
+    "H2Setting",
+    "H2UsageError",
     "HttpRequest",
     "HttpResponse",
     "Identity",

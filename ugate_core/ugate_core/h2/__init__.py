@@ -1,0 +1,34 @@
+"""HTTP/2 (RFC 9113) for ugate, sans-IO: :class:`H2Codec` turns the peer's bytes into calls on
+an :class:`H2Handler` and queues the frames to send. HPACK is the ``hpack`` library's (extra
+``ugate-core[h2]``); framing, stream states and flow control are ours (see ``docs/h2.md``).
+"""
+
+from .codec import H2Codec
+from .frames import (
+    PREFACE,
+    H2ConnectionError,
+    H2Error,
+    H2ErrorCode,
+    H2Setting,
+    H2UsageError,
+    code_name,
+)
+from .handler import LOCAL_DEFAULTS, H2Handler
+from .headers import Header, check_request, check_response, check_trailers
+
+__all__ = [
+    "LOCAL_DEFAULTS",
+    "PREFACE",
+    "H2Codec",
+    "H2ConnectionError",
+    "H2Error",
+    "H2ErrorCode",
+    "H2Handler",
+    "H2Setting",
+    "H2UsageError",
+    "Header",
+    "check_request",
+    "check_response",
+    "check_trailers",
+    "code_name",
+]
