@@ -313,16 +313,24 @@ class UpstreamPool:
         if address in self._idle:
             if source is not None:
                 await self._authorize(address, source)
-            while (conn := self._take_idle(address)) is not None:
-                if conn.usable():
-                    self.reused += 1
-                    return conn, True
-                conn.close()
+            conn = self.take_reusable(address)
+            if conn is not None:
+                return conn, True
         stream = await self.gateway.dial(address, source=source)
         if source is not None:
             _allowed(source).add(address)
         self.dialed += 1
         return _Conn(address, stream, self.max_header_bytes), False
+
+    def take_reusable(self, address: str) -> _Conn | None:
+        """An idle connection to ``address`` that is still good to use (the caller made the
+        policy check), or None."""
+        while (conn := self._take_idle(address)) is not None:
+            if conn.usable():
+                self.reused += 1
+                return conn
+            conn.close()
+        return None
 
     def _take_idle(self, address: str, conn: _Conn | None = None) -> _Conn | None:
         """Remove ``conn`` (or the newest idle connection) to ``address`` from the pool."""

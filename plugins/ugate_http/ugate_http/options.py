@@ -41,6 +41,8 @@ class HttpOptions:
     #: receive windows: per stream, and per connection (bounds memory per client)
     h2_stream_window: int = 1 << 20
     h2_connection_window: int = 16 << 20
+    #: answer common requests from callbacks (express.py); false: every request in the task
+    express: bool = True
 
 
 KEYS = tuple(HttpOptions.__dataclass_fields__)
@@ -102,6 +104,9 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
     h2 = options.get("h2", d.h2)
     if not isinstance(h2, bool):
         raise ConfigError(f"{path}.h2", f"{h2!r} is not true or false")
+    express = options.get("express", d.express)
+    if not isinstance(express, bool):
+        raise ConfigError(f"{path}.express", f"{express!r} is not true or false")
     return HttpOptions(
         mode=str(mode),
         users=dict(users),
@@ -120,6 +125,7 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
                               (1 << 31) - 1),
         h2_connection_window=_int(options, "h2_connection_window", path,
                                   d.h2_connection_window, 65535, (1 << 31) - 1),
+        express=express,
     )
 
 

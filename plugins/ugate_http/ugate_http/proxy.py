@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 
 from ugate_core import DialError, ListenerContext, Sniff, Stream
 
-from .client import OutgoingRequest, Reply
+from .client import OutgoingRequest, Reply, _allowed
+from .express import Exchange, Handoff, close_step
 from .h1 import (
     BodyReceived,
     Framing,
@@ -49,6 +51,8 @@ from .rewrite import (
     end_to_end,
     error_response,
     forwarded_for,
+    peer,
+    response_head,
     split_absolute,
     split_authority,
 )
@@ -61,6 +65,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 << 20
 #: a response head is sent together with a first body piece up to this size
 COALESCE = 64 * 1024
+#: _read_head: the wait ended because the express lane answered requests meanwhile
+_AGAIN = object()
 
 __all__ = ["DIAL_STATUS", "PluginState", "close_state", "serve", "state_for"]
 
@@ -166,25 +172,147 @@ class _Session:
         self.consumed = ""
         #: deadline for the first request head (event-loop time), when serve() set one
         self.first_deadline: float | None = None
+        #: the express lane (express.py): the exchange in it, and how many it answered
+        self.express: Exchange | None = None
+        self.expressed = 0
+        #: the task is handling a request: new events are its own, not the express lane's
+        self.task_busy = False
+        #: event-loop time the last request ended (keep-alive idle is counted from it)
+        self.last_active = self.loop.time()
+        if opts.express and not opts.users:
+            self.reader.hook = self._on_client_events
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
         first = True
         while True:
-            if not first:
-                deadline = self.loop.time() + self.opts.keepalive_timeout
-                if not await self.reader.wait_readable(deadline):
-                    return  # idle keep-alive connection: close quietly
-            req = await self._read_head()
-            if req is None:
-                return
-            self.body = None
-            if not await self._handle(req):
-                if req.framing is not Framing.NONE and (self.body is None or not self.body.done):
-                    await self._linger()
-                return
-            self.reader.next_message()
+            if not first and not await self._keepalive_wait():
+                return  # idle keep-alive connection: close quietly
             first = False
+            ev = await self._read_head()
+            if ev is None:
+                return
+            if ev is _AGAIN:
+                continue
+            self.task_busy = True
+            try:
+                if isinstance(ev, Handoff):  # an exchange the express lane gave back
+                    if not await ev.step():
+                        return
+                else:
+                    assert isinstance(ev, Request)
+                    self.body = None
+                    if not await self._handle(ev):
+                        if ev.framing is not Framing.NONE and (self.body is None
+                                                               or not self.body.done):
+                            await self._linger()
+                        return
+                self.reader.next_message()
+            finally:
+                self.task_busy = False
+            self.last_active = self.loop.time()
+
+    async def _keepalive_wait(self) -> bool:
+        """Wait for the next request's first bytes; False after ``keepalive_timeout`` idle
+        (counted from the last request's end, whichever lane answered it)."""
+        ka = self.opts.keepalive_timeout
+        while True:
+            base = self.loop.time() if self.express is not None else self.last_active
+            if await self.reader.wait_readable(base + ka):
+                return True
+            if self.express is None and self.loop.time() >= self.last_active + ka:
+                return False
+
+    # ------------------------------------------------------------------------ express lane
+    def _on_client_events(self) -> bool:
+        """The client reader's hook: True when the express lane took care of what arrived,
+        False to wake the task."""
+        ex = self.express
+        if ex is not None:
+            if self.stream.is_lost:
+                ex.client_gone()
+            return True
+        if self.task_busy:
+            return False
+        return self._express_next()
+
+    def _express_next(self) -> bool:
+        """Send the next queued request in the express lane if it qualifies (see express.py);
+        False leaves it to the task."""
+        r = self.reader
+        ev = r.peek()
+        if not isinstance(ev, RequestReceived):
+            return False
+        req = ev.request
+        if req.method == "CONNECT" or req.framing is not Framing.NONE:
+            return False
+        opts = self.opts
+        target = req.target
+        try:
+            if target[:1] == "/":
+                if opts.mode == "forward":
+                    return False
+                host: str | None = None
+                for k, v in req.headers:
+                    if len(k) == 4 and k.lower() == "host":
+                        if host is not None:
+                            return False
+                        host = v.strip()
+                if host is None:
+                    return False
+                name, port = split_authority(host, opts.default_port)
+            else:
+                if target[:7].lower() != "http://":
+                    return False
+                _, host, target = split_absolute(target)
+                name, port = split_authority(host, 80)
+        except HttpError:
+            return False  # the task answers it
+        address = address_of(name, port)
+        meta = self.stream.meta
+        if address not in _allowed(meta) or not self.state.speaks_h1(address):
+            return False
+        f = self._fields(req, host)
+        if f.loop or f.expect or f.upgrade_field:
+            return False
+        conn = self.pool.take_reusable(address)
+        if conn is None:
+            return False
+        meta.target = address
+        fields = f.fields
+        if req.get("content-length") is not None:
+            fields.append(("Content-Length", "0"))
+        conn.requests += 1
+        conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields))
+        r.held = True
+        ex = self.express = Exchange(self, req, conn, address, target, self.loop.time())
+        self.expressed += 1
+        self.state.expressed += 1
+        conn.reader.push(conn.parser.expect(req.method))
+        if conn.reader.peek() is not None:
+            ex.on_upstream()
+        return True
+
+    def express_done(self, keep: bool, *, handoff: bool = True) -> None:
+        """The express exchange ended; ``keep``: the client connection stays open."""
+        self.express = None
+        self.last_active = self.loop.time()
+        r = self.reader
+        r.next_message()  # this request's events go: the task must not answer it again
+        if not keep:
+            if handoff:
+                r.push_front(Handoff(close_step))
+            r.release()
+            return
+        if not self._express_next():
+            r.release()
+
+    def express_handoff(self, step: Callable[[], Awaitable[bool]]) -> None:
+        """Give the express exchange back to the task: it runs ``step`` for this request."""
+        self.express = None
+        self.last_active = self.loop.time()
+        self.reader.push_front(Handoff(step))
+        self.reader.release()
 
     async def _linger(self) -> None:
         """Answered before the request body was read: half-close and discard what the client
@@ -202,19 +330,24 @@ class _Session:
         except TimeoutError:
             pass
 
-    async def _read_head(self) -> Request | None:
+    async def _read_head(self) -> Request | Handoff | object | None:
+        """The next request (or a :class:`Handoff`); None when the connection is done;
+        ``_AGAIN`` when the express lane answered requests while this waited."""
         t = self.gw.config.gateway.handshake_timeout
         deadline, self.first_deadline = self.first_deadline, None
+        n = self.expressed
         try:
             ev = await self.reader.next_event(deadline or self.loop.time() + t)
         except TimeoutError:
+            if self.express is not None or self.expressed != n:
+                return _AGAIN
             await self._fail(408, "header_timeout", f"no complete request head within {t:g}s")
             return None
         except HttpError as e:
             await self._fail(e.status, e.reason, str(e))
             return None
-        if ev is None:
-            return None
+        if ev is None or isinstance(ev, Handoff):
+            return ev
         assert isinstance(ev, RequestReceived)
         return ev.request
 
@@ -360,36 +493,46 @@ class _Session:
         await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}",
                                       end_to_end(head.headers)))
 
-    async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
-        meta = self.stream.meta
-        # one pass over the client's fields: what to forward, and what we act on
+    def _fields(self, req: Request, host: str) -> _Fields:
+        """One pass over the client's fields: what to forward (with ``Host``, ``Forwarded``,
+        ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on."""
         drop = (HOP_BY_HOP | FRAMING | req.connection | {"host", "expect", self.consumed})
-        fields = [("Host", host)]
+        f = _Fields([("Host", host)])
         via = self.state.via
-        expect_continue = False
-        upgrade: str | None = None
         xff: list[str] = []
         for k, v in req.headers:
             low = k.lower()
             if low in drop:
                 if low == "expect":
-                    expect_continue = expect_continue or "100-continue" in v.lower()
-                elif low == "upgrade" and "upgrade" in req.connection \
-                        and "h2c" not in v.lower():  # h2c is ours to take or ignore
-                    upgrade = v
+                    f.expect = True
+                    f.expect_continue = f.expect_continue or "100-continue" in v.lower()
+                elif low == "upgrade":
+                    f.upgrade_field = True
+                    if "upgrade" in req.connection and "h2c" not in v.lower():
+                        f.upgrade = v  # h2c is ours to take or ignore
                 continue
             if low == "via" and via in v:
-                return await self._fail(508, "loop", f"request came back to this gateway "
-                                        f"({via}) on its way to {address}")
+                f.loop = True
+                continue
             if low == "x-forwarded-for" and self.opts.forwarded:
                 xff.append(v)
                 continue
-            fields.append((k, v))
+            f.fields.append((k, v))
         if self.opts.forwarded:
-            fields.append(("Forwarded", forwarded_for(meta.remote, host)))
+            meta = self.stream.meta
+            f.fields.append(("Forwarded", forwarded_for(meta.remote, host)))
             xff.append(meta.remote[0] if meta.remote else "unknown")
-            fields.append(("X-Forwarded-For", ", ".join(xff)))
-        fields.append(("Via", f"1.1 {via}"))
+            f.fields.append(("X-Forwarded-For", ", ".join(xff)))
+        f.fields.append(("Via", f"1.1 {via}"))
+        return f
+
+    async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+        meta = self.stream.meta
+        f = self._fields(req, host)
+        if f.loop:
+            return await self._fail(508, "loop", f"request came back to this gateway "
+                                    f"({self.state.via}) on its way to {address}")
+        fields, expect_continue, upgrade = f.fields, f.expect_continue, f.upgrade
         body: _ClientBody | None = None
         length: int | None = None
         if req.framing is not Framing.NONE:
@@ -432,29 +575,10 @@ class _Session:
             self.reader.detach()
             await self.gw.relay(self.stream, up)
             return False
-        keep = req.keep_alive
-        fields = end_to_end(head.headers, tokens=head.connection)
-        chunked = False
-        if head.framing is Framing.LENGTH:
-            fields.append(("Content-Length", str(head.length)))
-        elif head.framing is Framing.NONE:
-            cl = head.get("content-length")
-            if req.method == "HEAD" or head.status == 304:
-                if cl is not None:
-                    fields.append(("Content-Length", cl.strip()))
-            elif head.status != 204:
-                fields.append(("Content-Length", "0"))
-        elif req.version == "1.1":
-            fields.append(("Transfer-Encoding", "chunked"))
-            chunked = True
-        else:
-            keep = False  # an HTTP/1.0 client reads to the end of the connection
-        if not keep:
-            fields.append(("Connection", "close"))
+        pending, chunked, keep = response_head(req, head)
         self._count(head.status)
         try:
             # the head goes out with the first piece of the body: one write for small answers
-            pending = encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields)
             while data := await resp.read():
                 if chunked:
                     data = encode_chunk(data)
@@ -476,19 +600,28 @@ class _Session:
             resp.abort()
             self.stream.abort()
             log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
-                     "error=%r", self.ctx.name, _peer(meta), address, head.status,
+                     "error=%r", self.ctx.name, peer(meta), address, head.status,
                      resp.received, str(e))
             return False
         await resp.release()
         up_bytes = body.count if body is not None else 0
         self.state.add_bytes(self.ctx.name, up_bytes, resp.received)
         log.debug("http_request listener=%s client=%s user=%s method=%s address=%s target=%s "
-                  "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, _peer(meta),
+                  "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, peer(meta),
                   meta.user or "-", req.method, address, target[:200], head.status, up_bytes,
                   resp.received, resp.reused, (self.loop.time() - t0) * 1000)
         return keep and (body is None or body.done)
 
 
-def _peer(meta: object) -> str:
-    remote = getattr(meta, "remote", None)
-    return f"{remote[0]}:{remote[1]}" if remote else "-"
+class _Fields:
+    """What :meth:`_Session._fields` found in a request's fields."""
+
+    __slots__ = ("expect", "expect_continue", "fields", "loop", "upgrade", "upgrade_field")
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self.fields = fields
+        self.expect = False  # an Expect field
+        self.expect_continue = False  # ... asking for 100-continue
+        self.upgrade_field = False  # an Upgrade field
+        self.upgrade: str | None = None  # ... to pass through (not h2c)
+        self.loop = False  # our own Via token: the request came back to us

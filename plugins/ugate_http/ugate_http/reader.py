@@ -40,6 +40,13 @@ class EventReader:
         self._attached = True
         #: called once when the stream ends (the pool drops idle connections the peer closed)
         self.on_eof: Callable[[], None] | None = None
+        #: called when events, an error or the end arrived, before the consumer is woken;
+        #: True means the hook took care of it (see ``express.py``: requests answered from
+        #: callbacks, with no task woken)
+        self.hook: Callable[[], bool] | None = None
+        #: the events belong to the hook's owner for now: the consumer task is not woken and
+        #: does not take them until this is cleared
+        self.held = False
         stream.set_receiver(self)
 
     # ------------------------------------------------------------------ Receiver (push)
@@ -58,7 +65,7 @@ class EventReader:
             self._events.extend(events)
             if self._queued > HIGH_WATER or self.parser.buffered() > HIGH_WATER:
                 self.stream.pause_reading()
-        self._wake()
+        self._notify()
 
     def eof_received(self) -> None:
         if self._eof:
@@ -69,7 +76,7 @@ class EventReader:
                 self._events.extend(self.parser.receive_eof())
             except HttpError as e:
                 self._error = e
-        self._wake()
+        self._notify()
         cb, self.on_eof = self.on_eof, None
         if cb is not None:
             cb()
@@ -77,9 +84,14 @@ class EventReader:
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof_received()
 
+    def _notify(self) -> None:
+        hook = self.hook
+        if hook is None or not hook():
+            self._wake()
+
     def _wake(self) -> None:
         w = self._waiter
-        if w is not None:
+        if w is not None and not self.held:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
@@ -104,12 +116,28 @@ class EventReader:
     def eof(self) -> bool:
         return self._eof
 
+    @property
+    def error(self) -> HttpError | None:
+        """What the parser refused (raised by the next ``next_event``)."""
+        return self._error
+
+    def release(self) -> None:
+        """Clear :attr:`held` and wake the consumer if something waits for it."""
+        self.held = False
+        if self._events or self._eof or self._error is not None or self.parser.buffered():
+            self._wake()
+
     def pending(self) -> bool:
         """True if events or unparsed bytes are waiting (a pipelined request)."""
         return bool(self._events) or self.parser.buffered() > 0
 
     def push(self, events: list[Event]) -> None:
         self._events.extend(events)
+
+    def push_front(self, ev: object) -> None:
+        """Put ``ev`` before every queued event (the express lane hands an exchange back to
+        the consumer task this way)."""
+        self._events.appendleft(ev)  # type: ignore[arg-type]
 
     def _resume(self) -> None:
         if (self._error is None and self._queued <= HIGH_WATER // 2
@@ -124,11 +152,12 @@ class EventReader:
 
     async def next_event(self, deadline: float | None = None) -> Event | None:
         events = self._events
-        while not events:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return None
+        while self.held or not events:
+            if not self.held:
+                if self._error is not None:
+                    raise self._error
+                if self._eof:
+                    return None
             self._resume()
             await self._wait(deadline)
         return self._taken(events.popleft())
@@ -153,7 +182,7 @@ class EventReader:
 
     async def wait_readable(self, deadline: float) -> bool:
         """Wait until bytes or EOF arrive (keep-alive idle); False at the deadline."""
-        while not (self.pending() or self._eof or self._error is not None):
+        while self.held or not (self.pending() or self._eof or self._error is not None):
             self._resume()
             try:
                 await self._wait(deadline)

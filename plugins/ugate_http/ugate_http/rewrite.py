@@ -10,7 +10,7 @@ import re
 
 from ugate_core import format_hostport
 
-from .h1 import Headers, HttpError, connection_tokens, encode_head
+from .h1 import Framing, Headers, HttpError, Request, Response, connection_tokens, encode_head
 
 #: fields that describe one connection, never forwarded (RFC 9110 7.6.1, plus legacy ones)
 HOP_BY_HOP = frozenset({
@@ -129,3 +129,34 @@ def error_response(status: int, message: str, extra: list[tuple[str, str]] | Non
 
 def _safe(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v.replace("\r", " ").replace("\n", " ")) for k, v in fields]
+
+
+def response_head(req: Request, head: Response) -> tuple[bytes, bool, bool]:
+    """The head to send the client for the upstream's final response ``head`` to ``req``:
+    (bytes, re-chunk the body?, keep the client connection?)."""
+    keep = req.keep_alive
+    fields = end_to_end(head.headers, tokens=head.connection)
+    chunked = False
+    if head.framing is Framing.LENGTH:
+        fields.append(("Content-Length", str(head.length)))
+    elif head.framing is Framing.NONE:
+        cl = head.get("content-length")
+        if req.method == "HEAD" or head.status == 304:
+            if cl is not None:
+                fields.append(("Content-Length", cl.strip()))
+        elif head.status != 204:
+            fields.append(("Content-Length", "0"))
+    elif req.version == "1.1":
+        fields.append(("Transfer-Encoding", "chunked"))
+        chunked = True
+    else:
+        keep = False  # an HTTP/1.0 client reads to the end of the connection
+    if not keep:
+        fields.append(("Connection", "close"))
+    return encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields), chunked, keep
+
+
+def peer(meta: object) -> str:
+    """``host:port`` of a stream meta's remote end, for logs."""
+    remote = getattr(meta, "remote", None)
+    return f"{remote[0]}:{remote[1]}" if remote else "-"

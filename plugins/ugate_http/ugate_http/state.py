@@ -52,6 +52,8 @@ class PluginState:
         self._children: dict[tuple[str, int], Counter] = {}
         self._bytes: dict[str, tuple[Counter, Counter]] = {}
         self._rt_options: HttpOptions | None = None
+        #: requests sent in the express lane (express.py), for tests and benchmarks
+        self.expressed = 0
         #: address → (expiry, speaks HTTP/2): the per-request protocol choice, cached briefly
         self._h2_seen: dict[str, tuple[float, bool]] = {}
 
@@ -121,6 +123,12 @@ class PluginState:
                 req, source=source, on_interim=on_interim, scheme=scheme)
         return await self.pool(listener, opts).round_trip(req, source=source,
                                                           on_interim=on_interim)
+
+    def speaks_h1(self, address: str) -> bool:
+        """True if discovery said ``address`` speaks HTTP/1.1 within the last second (the
+        express lane asks; no lookup)."""
+        hit = self._h2_seen.get(address)
+        return hit is not None and not hit[1] and hit[0] > time.monotonic()
 
     async def _wants_h2(self, address: str) -> bool:
         """Does discovery say ``address`` speaks HTTP/2? (remembered for a second: this is

@@ -1,0 +1,194 @@
+"""The express lane (express.py) answers what the session's task would, byte for byte.
+
+Each scenario runs on one keep-alive client connection against a listener with the lane on
+and one with it off; the raw response bytes must be equal and the lane must have been taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ugate_core import Gateway
+from ugate_core.testing import StartGateway
+from ugate_http.state import state_for
+
+if TYPE_CHECKING:
+    from conftest import Origin  # type: ignore[import-not-found]
+
+
+def config(origin_port: int) -> str:
+    return f"""
+[admin]
+listen = ""
+[gateway]
+handshake_timeout = 5.0
+[listeners.on]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+mode = "auto"
+response_timeout = 0.5
+[listeners.off]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+mode = "auto"
+response_timeout = 0.5
+express = false
+[hosts."svc.test"]
+endpoints = ["127.0.0.1:{origin_port}"]
+"""
+
+
+async def read_response(r: asyncio.StreamReader, head_only: bool = False) -> bytes:
+    """One response, raw: head, then a Content-Length or chunked body (none for HEAD)."""
+    head = await r.readuntil(b"\r\n\r\n")
+    if head_only or re.match(rb"HTTP/1\.1 (1\d\d|204|304)", head):
+        return head
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if m:
+        return head + await r.readexactly(int(m.group(1)))
+    if re.search(rb"(?i)\r\ntransfer-encoding: *chunked", head):
+        body = b""
+        while True:
+            line = await r.readuntil(b"\r\n")
+            n = int(line.split(b";")[0], 16)
+            body += line + await r.readexactly(n + 2)
+            if n == 0:
+                return head + body
+    return head + await r.read(-1)
+
+
+async def exchange(gw: Gateway, listener: str, requests: list[tuple[bytes, bool]],
+                   slow_reader: bool = False) -> list[bytes]:
+    """Send each request (``(bytes, is_head)``) on one connection, in turn; the raw answers."""
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port(listener), limit=1 << 22)
+    out: list[bytes] = []
+    try:
+        for raw, head_only in requests:
+            w.write(raw)
+            await w.drain()
+            if slow_reader:
+                await asyncio.sleep(0.3)  # the proxy's socket buffers fill: backpressure
+            out.append(await asyncio.wait_for(read_response(r, head_only), 20))
+        w.write_eof()
+        out.append(await asyncio.wait_for(r.read(-1), 10))  # what follows: nothing, or EOF
+    except (ConnectionError, asyncio.IncompleteReadError) as e:
+        out.append(f"<{type(e).__name__}>".encode())
+    finally:
+        w.close()
+    return out
+
+
+def get(path: str, *fields: str, method: str = "GET") -> tuple[bytes, bool]:
+    extra = "".join(f"{f}\r\n" for f in fields)
+    return (f"{method} {path} HTTP/1.1\r\nHost: svc.test\r\n{extra}\r\n".encode(),
+            method == "HEAD")
+
+
+async def both(gw: Gateway, requests: list[tuple[bytes, bool]], *,
+               slow_reader: bool = False) -> list[bytes]:
+    st = state_for(gw)
+    before = st.expressed
+    off = await exchange(gw, "off", requests, slow_reader)
+    assert st.expressed == before, "express = false must keep every request in the task"
+    on = await exchange(gw, "on", requests, slow_reader)
+    assert on == off
+    assert st.expressed > before, "the express lane was not taken"
+    return on
+
+
+async def test_common_answers_are_the_same(start_gateway: StartGateway, origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port))
+    got = await both(gw, [
+        get("/first"),  # the task: the policy check for svc.test:80 happens here
+        get("/b", "X-Forwarded-For: 10.0.0.1", "Content-Length: 0"),
+        get("/bytes/10", method="HEAD"),
+        get("/bytes/100000?chunked"),
+        get("/bytes/70000?close"),  # HTTP/1.0 close-delimited: re-chunked, not pooled
+        get("http://svc.test/absolute"),
+        get("/last"),
+    ])
+    assert got[0].endswith(b"hello /first\n") and got[1].endswith(b"hello /b\n")
+    assert b"Content-Length: 10\r\n" in got[2] and got[2].endswith(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in got[3] and got[3].endswith(b"\r\n0\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in got[4]
+    assert got[5].endswith(b"hello /absolute\n") and got[6].endswith(b"hello /last\n")
+    assert got[7] == b""  # our EOF: the gateway closes quietly
+    # what the origin saw of the express requests: forwarded fields as the task sends them
+    fwd = [h for m, t, h in origin.requests if t == "/b"]
+    assert len(fwd) == 2 and fwd[0] == fwd[1]
+    assert fwd[0]["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert fwd[0]["content-length"] == "0" and "via" in fwd[0]
+
+
+async def test_large_body_with_backpressure(start_gateway: StartGateway,
+                                            origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port))
+    n = 8 << 20
+    got = await both(gw, [get("/one"), get(f"/bytes/{n}"), get("/after")], slow_reader=True)
+    body = got[1].split(b"\r\n\r\n", 1)[1]
+    assert len(body) == n and hashlib.sha256(body).hexdigest() == origin.sha256(n)
+    assert got[2].endswith(b"hello /after\n")
+
+
+async def test_stale_pooled_connection_is_retried(start_gateway: StartGateway,
+                                                  origin: Origin) -> None:
+    """/flaky: the origin drops its kept-alive connection at the second request; the
+    express lane gives the request back to the task, which dials again."""
+    gw = await start_gateway(config(origin.port))
+    got = await both(gw, [get("/flaky"), get("/flaky"), get("/x")])
+    assert [g.rsplit(b"\n", 2)[-2] for g in got[:3]] == [b"hello /flaky", b"hello /flaky",
+                                                        b"hello /x"]
+
+
+@pytest.mark.parametrize(("path", "status", "why"), [
+    ("/slow", b"504", b"did not answer within 0.5s"),
+    ("/garbage", b"502", b"malformed status line"),
+])
+async def test_errors_before_the_answer_go_to_the_task(
+        start_gateway: StartGateway, origin: Origin, path: str, status: bytes,
+        why: bytes) -> None:
+    gw = await start_gateway(config(origin.port))
+    got = await both(gw, [get("/one"), get(path)])
+    assert got[1].startswith(b"HTTP/1.1 " + status) and why in got[1], got[1]
+    assert got[2] == b""  # and the connection ends
+
+
+async def test_pipelined_and_connection_close(start_gateway: StartGateway,
+                                              origin: Origin) -> None:
+    gw = await start_gateway(config(origin.port))
+    batch = b"".join(get(f"/p{i}")[0] for i in range(5))
+    got = await both(gw, [get("/one"), (batch, False)])
+    assert got[1].endswith(b"hello /p0\n")  # the rest follow on the connection, in order
+    assert re.findall(rb"hello /p\d", got[2]) == [b"hello /p1", b"hello /p2", b"hello /p3",
+                                                  b"hello /p4"]
+    got = await both(gw, [get("/one"), get("/two", "Connection: close")])
+    assert b"Connection: close\r\n" in got[1] and got[1].endswith(b"hello /two\n")
+    assert got[2] == b""
+
+
+async def test_client_gone_mid_answer(start_gateway: StartGateway, origin: Origin) -> None:
+    """A client that leaves in the middle of an express answer: the upstream connection is
+    dropped (never pooled half-read) and the gateway serves the next client."""
+    gw = await start_gateway(config(origin.port))
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port("on"))
+    w.write(get("/one")[0])
+    await read_response(r)
+    before = state_for(gw).expressed
+    w.write(get(f"/bytes/{64 << 20}")[0])
+    await r.readexactly(1 << 20)
+    assert state_for(gw).expressed == before + 1
+    w.transport.abort()
+    pool = state_for(gw).pools["on"]
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if origin.connections == 1 and pool.idle_count() == 0:
+            break
+    assert pool.idle_count() == 0
+    got = await exchange(gw, "on", [get("/again")])
+    assert [t for _, t, _ in origin.requests].count(f"/bytes/{64 << 20}") == 1
+    assert got[0].endswith(b"hello /again\n") and origin.connections == 2
