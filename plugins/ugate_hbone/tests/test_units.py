@@ -335,17 +335,6 @@ async def test_goaway_refuses_new_streams_but_finishes_running_ones() -> None:
     assert server.closed and client.closed
 
 
-@given(st.binary(max_size=64))
-def test_cheap_data_frame_repr_matches_hyperframe(data: bytes) -> None:
-    from hyperframe.frame import DataFrame, Frame, _raw_data_repr
-
-    import ugate_hbone._h2fast  # noqa: F401
-
-    f = DataFrame(1, data)
-    assert f._body_repr() == _raw_data_repr(f.serialize_body()) == Frame._body_repr(f)
-    assert repr(f).startswith("DataFrame(stream_id=1")
-
-
 def _client_bytes(sizes: list[int]) -> bytes:
     """What an h2 client sends: preface, SETTINGS, a CONNECT and DATA frames of ``sizes``."""
     from h2.config import H2Configuration

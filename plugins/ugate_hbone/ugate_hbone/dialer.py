@@ -282,7 +282,7 @@ class Pool:
         self.connections_opened += 1
         log.info("hbone_connected peer=%s:%d protocol=%s peer_id=%s max_streams=%d", key.host,
                  key.port, meta.protocol, meta.peer_id or "-",
-                 sess.h2.remote_settings.max_concurrent_streams)
+                 sess.peer_max_streams)
         return sess
 
 

@@ -2,8 +2,9 @@
 :class:`H2Stream`, itself a core Stream, so ``gateway.relay`` moves tunnel bytes with
 backpressure both ways.
 
-h2 (python-hyper) does the framing, HPACK and the state machines; this module does the I/O
-and the flow-control policy:
+Core's sans-IO codec (:class:`~ugate_core.H2Codec`) does the framing, HPACK, stream states
+and checks what the peer sends; it calls this session's ``on_*`` methods (an
+:class:`~ugate_core.H2Handler`). This module does the I/O and the flow-control policy:
 
 * **sending**: a stream's bytes go out as DATA frames within the peer's stream and connection
   windows; what does not fit waits in the stream's own queue, and the stream reports
@@ -13,12 +14,12 @@ and the flow-control policy:
   stream whose reader is paused withholds its stream-level updates, so the peer stops sending
   on that stream only. Connection-level updates go out at once up to ``connection_window / 2``
   bytes held by paused streams: a stalled stream does not stall the others.
-* updates are batched (a quarter window at a time) and we never re-validate the headers we
-  build ourselves (``validate_outbound_headers=False``): h2's per-frame cost is the hot path.
+* updates are batched (a quarter window at a time); the codec never re-validates the headers
+  we build ourselves.
 
-h2 cannot finish streams after a GOAWAY (its connection state machine refuses every frame once
-one was sent or received): :meth:`H2Session.goaway` and a received GOAWAY put it back into the
-open state so that streams already running end normally.
+After a GOAWAY (sent or received) running streams finish normally; new ones are refused, and
+streams of ours the peer never processed (above its GOAWAY's last stream id) fail with
+``ConnectionRefusedError`` so that the dialer retries them.
 """
 
 from __future__ import annotations
@@ -27,28 +28,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
+from ugate_core import (
+    H2Codec,
+    H2ConnectionError,
+    H2Error,
+    H2ErrorCode,
+    H2Handler,
+    H2Setting,
+    H2UsageError,
+    Stream,
+    StreamMeta,
 )
-from h2.exceptions import H2Error, NoAvailableStreamIDError
-from h2.exceptions import ProtocolError as H2ProtocolError
-from h2.settings import SettingCodes, Settings
 
-from ugate_core import Stream, StreamMeta
-
-from . import _h2fast  # noqa: F401  (cheap DATA frame repr: see the module)
 from .h2stream import H2Stream, Header
 from .settings import HboneSettings
 
@@ -62,7 +54,7 @@ MAX_HEADER_LIST = 16384
 RequestHandler = Callable[[H2Stream], None]
 
 
-class H2Session:
+class H2Session(H2Handler):
     """The asyncio side of one HTTP/2 connection (client or server) over ``transport``.
 
     Server: ``on_request(stream)`` is called for every new request (headers in
@@ -92,27 +84,12 @@ class H2Session:
         self.on_change = on_change
         #: idle deadline before the first stream (a server's handshake timeout)
         self.first_idle = first_idle
-        config = H2Configuration(
-            client_side=client,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=False,
-        )
-        h2 = self.h2 = H2Connection(config)
-        values: dict[SettingCodes, int] = {
-            SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
-            SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
-            SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            SettingCodes.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
-        }
-        if client:
-            values[SettingCodes.ENABLE_PUSH] = 0
-        h2.local_settings = Settings(client=client, initial_values=values)
-        # initial values are never "acknowledged" in h2: apply their local effects here
-        h2.max_inbound_frame_size = settings.max_frame_size
-        h2.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.codec = H2Codec(self, client=client, settings={
+            H2Setting.INITIAL_WINDOW_SIZE: settings.stream_window,
+            H2Setting.MAX_FRAME_SIZE: settings.max_frame_size,
+            H2Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
+        }, connection_window=settings.connection_window)
         self.streams: dict[int, H2Stream] = {}
         self._blocked: dict[H2Stream, None] = {}  # ordered set: streams with queued bytes
         self._tx_waiting: set[H2Stream] = set()
@@ -124,12 +101,6 @@ class H2Session:
         self._stream_step = max(settings.stream_window // 4, 1)
         self._conn_step = max(settings.connection_window // 4, 1)
         self._budget = settings.connection_window // 2
-        # frame boundaries of the peer's bytes (see _scan): preface left, body left, header
-        self._skip = 0 if client else len(PREFACE)
-        self._left = 0
-        self._hdr = b""
-        self._first_frame = True
-        self._max_in = settings.max_frame_size
         self.goaway_received = False
         self.goaway_sent = False
         self.closed = False
@@ -140,25 +111,11 @@ class H2Session:
         self._done: asyncio.Future[None] = loop.create_future()
         self._idle_handle: asyncio.TimerHandle | None = None
         self.streams_opened = 0
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            DataReceived: self._on_data_event,
-            RequestReceived: self._on_request_event,
-            ResponseReceived: self._on_response_event,
-            StreamEnded: self._on_end_event,
-            StreamReset: self._on_reset_event,
-            WindowUpdated: self._on_window_event,
-            RemoteSettingsChanged: self._on_settings_event,
-            ConnectionTerminated: self._on_goaway_event,
-        }
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Send our preface and SETTINGS, then take the transport's bytes (push mode)."""
-        h2 = self.h2
-        h2.initiate_connection()
-        extra = self.settings.connection_window - 65535
-        if extra > 0:
-            h2.increment_flow_control_window(extra)
+        self.codec.initiate_connection()
         self._flush()
         self.transport.on_resume_writing = self._tx_resumed
         self.transport.set_receiver(self)
@@ -176,21 +133,21 @@ class H2Session:
         """How many more streams the peer lets us open now."""
         if not self.usable:
             return 0
-        limit = self.h2.remote_settings.max_concurrent_streams
-        return max(0, limit - len(self.streams))
+        return max(0, self.codec.remote_max_streams - len(self.streams))
 
-    def goaway(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
+    @property
+    def peer_max_streams(self) -> int:
+        """The peer's SETTINGS_MAX_CONCURRENT_STREAMS."""
+        return self.codec.remote_max_streams
+
+    def goaway(self, code: int = H2ErrorCode.NO_ERROR) -> None:
         """Tell the peer to open no more streams; running streams finish; then close."""
         if self.closed or self.goaway_sent:
             return
         self.goaway_sent = True
-        state = self.h2.state_machine.state
-        with contextlib.suppress(H2Error):
-            self.h2.close_connection(code)
-        if code == ErrorCodes.NO_ERROR and state != ConnectionState.CLOSED:
-            self.h2.state_machine.state = state  # let running streams finish (see module doc)
+        self.codec.goaway(code)
         self._flush()
-        if not self.streams or code != ErrorCodes.NO_ERROR:
+        if not self.streams or code != H2ErrorCode.NO_ERROR:
             self.close()
 
     def close(self, exc: BaseException | None = None) -> None:
@@ -222,23 +179,16 @@ class H2Session:
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if not self._scan(data):
-            return
+        self._dispatching = True
         try:
-            events = self.h2.receive_data(data)
-        except H2ProtocolError as e:
+            self.codec.receive_data(data)
+        except H2ConnectionError as e:
+            self._dispatching = False
             self.error = f"HTTP/2 protocol error: {e}"
             log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
                      _addr(self.transport.meta), str(e))
-            self.close(ConnectionAbortedError(self.error))
+            self.close(ConnectionAbortedError(self.error))  # flushes the GOAWAY first
             return
-        handlers = self._handlers
-        self._dispatching = True
-        try:
-            for ev in events:
-                h = handlers.get(type(ev))
-                if h is not None:
-                    h(ev)
         except Exception as e:
             log.exception("h2_session_error session=%s", self.name)
             self.error = f"internal error: {e!r}"
@@ -248,53 +198,6 @@ class H2Session:
         self._dispatching = False
         self._flush()
 
-    def _scan(self, data: bytes) -> bool:
-        """Check each frame header as it arrives: the first frame must be SETTINGS (RFC 9113
-        3.4) and none may exceed our SETTINGS_MAX_FRAME_SIZE. h2 checks a frame's length only
-        once the whole claimed body is buffered (up to 16 MiB; an HTTP/1.1 answer reads as a
-        4.7 MB frame). False (and the connection closed) on a violation."""
-        i, n = 0, len(data)
-        if self._skip:  # the client's preface: h2 checks it
-            i = min(self._skip, n)
-            self._skip -= i
-        while i < n:
-            left = self._left
-            if left:
-                if left >= n - i:
-                    self._left = left - (n - i)
-                    return True
-                i += left
-                self._left = 0
-            hdr = self._hdr
-            need = 9 - len(hdr)
-            if need > n - i:
-                self._hdr = hdr + data[i:]
-                return True
-            h = hdr + data[i:i + need] if hdr else data[i:i + 9]
-            self._hdr = b""
-            i += need
-            length = (h[0] << 16) | (h[1] << 8) | h[2]
-            if self._first_frame:
-                self._first_frame = False
-                if h[3] != 0x4 or length % 6 or length > 6 * 64:
-                    return self._bad(f"the peer did not start with a SETTINGS frame (first "
-                                     f"bytes {bytes(h)!r})")
-            if length > self._max_in:
-                return self._bad(f"frame of {length} bytes (type {h[3]}) exceeds our "
-                                 f"SETTINGS_MAX_FRAME_SIZE {self._max_in}")
-            self._left = length
-        return True
-
-    def _bad(self, why: str) -> bool:
-        self.error = f"HTTP/2 protocol error: {why}"
-        log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
-                 _addr(self.transport.meta), self.error)
-        with contextlib.suppress(H2Error):
-            self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR
-                                     if "SETTINGS frame" in why else ErrorCodes.FRAME_SIZE_ERROR)
-        self.close(ConnectionAbortedError(self.error))
-        return False
-
     def eof_received(self) -> None:
         self.close(None if not self.streams else ConnectionResetError(
             f"HTTP/2 connection {self.name}: peer closed with {len(self.streams)} streams open"))
@@ -302,53 +205,68 @@ class H2Session:
     def connection_lost(self, exc: BaseException | None) -> None:
         self.close(exc or ConnectionResetError(f"HTTP/2 connection {self.name} lost"))
 
-    # ------------------------------------------------------------------ events
-    def _on_request_event(self, ev: RequestReceived) -> None:
-        sid = ev.stream_id
+    # ------------------------------------------------------------------ H2Handler
+    def on_headers(self, sid: int, headers: list[Header], end_stream: bool) -> None:
+        s = self.streams.get(sid)
+        if s is None:
+            if not self.client:
+                self._on_request(sid, headers, end_stream)
+            return
+        if headers[0][1][:1] == b"1":
+            return  # an informational response: the final one follows
+        s.headers = headers
+        fut = s.response
+        if fut is not None and not fut.done():
+            fut.set_result(headers)
+        if end_stream:
+            self._remote_end(s)
+
+    def _on_request(self, sid: int, headers: list[Header], end_stream: bool) -> None:
         if self.on_request is None or self.goaway_sent:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.codec.reset_stream(sid, H2ErrorCode.REFUSED_STREAM)
             return
         tm = self.transport.meta
         meta = StreamMeta(protocol=tm.protocol, listener=tm.listener, local=tm.local,
                           remote=tm.remote, sni=tm.sni, alpn=tm.alpn, peer_id=tm.peer_id,
                           user=tm.user).copy_extra(tm)
         s = H2Stream(self, sid, meta)
-        s.headers = list(ev.headers)
+        s.headers = headers
         self.streams[sid] = s
         self.streams_opened += 1
         self._disarm_idle()
         self.on_request(s)
+        if end_stream:
+            self._remote_end(s)
 
-    def _on_response_event(self, ev: ResponseReceived) -> None:
-        s = self.streams.get(ev.stream_id)
-        if s is None:
-            return
-        s.headers = list(ev.headers)
-        fut = s.response
-        if fut is not None and not fut.done():
-            fut.set_result(s.headers)
+    def on_trailers(self, sid: int, headers: list[Header]) -> None:
+        s = self.streams.get(sid)
+        if s is not None:
+            self._remote_end(s)
 
-    def _on_data_event(self, ev: DataReceived) -> None:
-        n = ev.flow_controlled_length
-        s = self.streams.get(ev.stream_id)
+    def on_data(self, sid: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        n = flow_len
+        s = self.streams.get(sid)
         if s is None:
             self._conn_ack(n)
             return
-        s._on_data(ev.data)
-        if s._reading_paused:
-            s._held += n
-            self._held += n
-            if self._held > self._budget:
-                self._conn_deferred += n
+        if data:
+            s._on_data(data)
+        if n:
+            if s._reading_paused:
+                s._held += n
+                self._held += n
+                if self._held > self._budget:
+                    self._conn_deferred += n
+                else:
+                    self._conn_ack(n)
             else:
                 self._conn_ack(n)
-        else:
-            self._conn_ack(n)
-            self._stream_ack(s, n)
+                self._stream_ack(s, n)
+        if end_stream:
+            self._remote_end(s)
 
-    def _on_end_event(self, ev: StreamEnded) -> None:
-        s = self.streams.get(ev.stream_id)
-        if s is None or s._remote_ended:
+    def _remote_end(self, s: H2Stream) -> None:
+        if s._remote_ended or s._finished:
             return
         s._remote_ended = True
         fut = s.response
@@ -360,51 +278,52 @@ class H2Session:
         if s._local_ended and not s._finished:
             self._finish(s, None)
 
-    def _on_reset_event(self, ev: StreamReset) -> None:
-        s = self.streams.get(ev.stream_id)
+    def on_reset(self, sid: int, code: int) -> None:
+        s = self.streams.get(sid)
         if s is None:
             return
-        code = _code_name(ev.error_code)
-        msg = f"HTTP/2 stream {s.sid} reset by the peer ({code})"
+        msg = f"HTTP/2 stream {sid} reset by the peer ({_code_name(code)})"
         # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
-        self._finish(s, ConnectionRefusedError(msg) if ev.error_code == ErrorCodes.REFUSED_STREAM
+        self._finish(s, ConnectionRefusedError(msg) if code == H2ErrorCode.REFUSED_STREAM
                      else ConnectionResetError(msg))
 
-    def _on_window_event(self, ev: WindowUpdated) -> None:
+    def on_stream_error(self, sid: int, code: int, message: str) -> None:
+        log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
+                 _code_name(code), message)
+        s = self.streams.get(sid)
+        if s is not None:
+            self._finish(s, ConnectionResetError(f"HTTP/2 stream {sid}: {message}"))
+
+    def on_window(self, sid: int) -> None:
         if not self._blocked:
             return
-        if ev.stream_id == 0:
+        if sid == 0:
             self._drain_all()
         else:
-            s = self.streams.get(ev.stream_id)
+            s = self.streams.get(sid)
             if s is not None and s in self._blocked:
                 self._drain(s)
 
-    def _on_settings_event(self, ev: RemoteSettingsChanged) -> None:
-        changed = ev.changed_settings
-        if SettingCodes.INITIAL_WINDOW_SIZE in changed and self._blocked:
+    def on_settings(self, changed: dict[int, int]) -> None:
+        if H2Setting.INITIAL_WINDOW_SIZE in changed and self._blocked:
             self._drain_all()
-        if SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+        if H2Setting.MAX_CONCURRENT_STREAMS in changed:
             self._changed()
         if not self.remote_settings.done():
             self.remote_settings.set_result(None)
 
-    def _on_goaway_event(self, ev: ConnectionTerminated) -> None:
+    def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
         self.goaway_received = True
-        last = ev.last_stream_id if ev.last_stream_id is not None else 0
-        code = _code_name(ev.error_code)
+        name = _code_name(code)
         log.info("h2_goaway_received session=%s remote=%s code=%s last_stream=%d streams=%d",
-                 self.name, _addr(self.transport.meta), code, last, len(self.streams))
-        if ev.error_code != ErrorCodes.NO_ERROR:
-            self.close(ConnectionResetError(f"HTTP/2 connection {self.name}: GOAWAY {code}"))
+                 self.name, _addr(self.transport.meta), name, last_sid, len(self.streams))
+        if code != H2ErrorCode.NO_ERROR:
+            self.close(ConnectionResetError(f"HTTP/2 connection {self.name}: GOAWAY {name}"))
             return
-        # h2 closed its state machine: reopen it so running streams can finish
-        self.h2.state_machine.state = (ConnectionState.CLIENT_OPEN if self.client
-                                       else ConnectionState.SERVER_OPEN)
         for sid, s in list(self.streams.items()):
-            if self.client and sid > last:  # never processed by the peer: safe to retry
+            if self.client and sid > last_sid:  # never processed by the peer: safe to retry
                 self._finish(s, ConnectionRefusedError(
-                    f"HTTP/2 stream {sid} refused by GOAWAY (last stream {last})"))
+                    f"HTTP/2 stream {sid} refused by GOAWAY (last stream {last_sid})"))
         self._changed()
         if not self.streams:
             self.close()
@@ -415,7 +334,7 @@ class H2Session:
         if u >= self._conn_step:
             self._conn_unacked = 0
             with contextlib.suppress(H2Error):
-                self.h2.increment_flow_control_window(u)
+                self.codec.window_update(0, u)
         else:
             self._conn_unacked = u
 
@@ -423,8 +342,8 @@ class H2Session:
         u = s._unacked + n
         if u >= self._stream_step and not s._remote_ended and not s._finished:
             s._unacked = 0
-            with contextlib.suppress(H2Error, KeyError):
-                self.h2.increment_flow_control_window(u, s.sid)
+            with contextlib.suppress(H2Error):
+                self.codec.window_update(s.sid, u)
         else:
             s._unacked = u
 
@@ -444,28 +363,10 @@ class H2Session:
     # ------------------------------------------------------------------ flow control: out
     def _send(self, s: H2Stream, data: bytes | bytearray | memoryview) -> int:
         """Frame as much of ``data`` as the windows allow; return the bytes framed."""
-        h2 = self.h2
-        sid = s.sid
         try:
-            window = h2.local_flow_control_window(sid)
-        except H2Error:
-            return len(data)  # the stream is gone in h2: drop
-        if window <= 0:
-            return 0
-        total = len(data)
-        n = window if window < total else total
-        mfs = h2.max_outbound_frame_size
-        if n <= mfs:
-            h2.send_data(sid, data if n == total and isinstance(data, bytes)
-                         else memoryview(data)[:n])
-            return n
-        view = memoryview(data)
-        off = 0
-        while off < n:
-            k = min(mfs, n - off)
-            h2.send_data(sid, view[off:off + k])
-            off += k
-        return n
+            return self.codec.send_data(s.sid, data)
+        except H2UsageError:
+            return len(data)  # the stream is gone in the codec: drop
 
     def _write(self, s: H2Stream, data: bytes | bytearray | memoryview) -> None:
         if s._finished or self.closed:
@@ -474,11 +375,7 @@ class H2Session:
             s._pending.append(bytes(data))
             s._pending_len += len(data)
         else:
-            try:
-                sent = self._send(s, data)
-            except H2Error as e:
-                self._stream_error(s, e)
-                return
+            sent = self._send(s, data)
             if sent < len(data):
                 rest = memoryview(data)[sent:]
                 s._pending.append(rest)
@@ -492,18 +389,14 @@ class H2Session:
 
     def _drain(self, s: H2Stream) -> None:
         pending = s._pending
-        try:
-            while pending:
-                chunk = pending[0]
-                sent = self._send(s, chunk)
-                s._pending_len -= sent
-                if sent < len(chunk):
-                    pending[0] = memoryview(chunk)[sent:]
-                    return
-                pending.popleft()
-        except H2Error as e:
-            self._stream_error(s, e)
-            return
+        while pending:
+            chunk = pending[0]
+            sent = self._send(s, chunk)
+            s._pending_len -= sent
+            if sent < len(chunk):
+                pending[0] = memoryview(chunk)[sent:]
+                return
+            pending.popleft()
         self._blocked.pop(s, None)
         if s._end_queued:
             self._end(s)
@@ -515,17 +408,17 @@ class H2Session:
 
     def _drain_all(self) -> None:
         for s in list(self._blocked):
-            if self.h2.outbound_flow_control_window <= 0:
+            if self.codec.send_window <= 0:
                 break
             self._drain(s)
 
     def _flush(self) -> None:
         if self._dispatching:
             return
-        data = self.h2.data_to_send()
-        if data:
+        codec = self.codec
+        if codec.out:
             t = self.transport
-            t.write(data)
+            t.write(codec.data_to_send())
             if t.write_paused:
                 self._tx_paused = True
 
@@ -550,14 +443,12 @@ class H2Session:
     def _end(self, s: H2Stream) -> None:
         s._end_queued = False
         s._local_ended = True
-        try:
-            self.h2.end_stream(s.sid)
-        except H2Error:
-            pass
+        with contextlib.suppress(H2Error):
+            self.codec.end_stream(s.sid)
         if s._remote_ended:
             self._finish(s, None)
         elif s._close_queued:
-            self._reset(s, ErrorCodes.NO_ERROR)
+            self._reset(s, H2ErrorCode.NO_ERROR)
 
     def _close_stream(self, s: H2Stream, *, graceful: bool) -> None:
         if s._finished:
@@ -566,7 +457,7 @@ class H2Session:
             self._finish(s, None)
             return
         if not graceful:
-            self._reset(s, ErrorCodes.CONNECT_ERROR if s.established else ErrorCodes.CANCEL)
+            self._reset(s, H2ErrorCode.CONNECT_ERROR if s.established else H2ErrorCode.CANCEL)
         else:
             s._close_queued = True
             if not s._local_ended and not s._end_queued:
@@ -575,17 +466,16 @@ class H2Session:
                 else:
                     self._end(s)
             elif s._local_ended and not s._remote_ended:
-                self._reset(s, ErrorCodes.NO_ERROR)
+                self._reset(s, H2ErrorCode.NO_ERROR)
         self._flush()
 
-    def _reset(self, s: H2Stream, code: ErrorCodes) -> None:
-        with contextlib.suppress(H2Error, KeyError):
-            self.h2.reset_stream(s.sid, code)
+    def _reset(self, s: H2Stream, code: int) -> None:
+        self.codec.reset_stream(s.sid, code)
         self._finish(s, None)
 
     def _stream_error(self, s: H2Stream, e: Exception) -> None:
         log.info("h2_stream_error session=%s stream=%d error=%r", self.name, s.sid, str(e))
-        self._reset(s, ErrorCodes.INTERNAL_ERROR)
+        self._reset(s, H2ErrorCode.INTERNAL_ERROR)
         self._flush()
 
     def _finish(self, s: H2Stream, exc: BaseException | None) -> None:
@@ -620,17 +510,17 @@ class H2Session:
     # ------------------------------------------------------------------ client side
     def open_stream(self, headers: list[Header], meta: StreamMeta) -> H2Stream:
         """Send a request (no END_STREAM) and return its stream; await ``.response``."""
-        h2 = self.h2
+        codec = self.codec
         try:
-            sid = h2.get_next_available_stream_id()
-        except NoAvailableStreamIDError:
+            sid = codec.next_stream_id()
+        except H2UsageError:
             self.goaway()
             raise ConnectionRefusedError(f"HTTP/2 connection {self.name}: stream ids "
                                          "exhausted") from None
         s = H2Stream(self, sid, meta)
         s.response = self._loop.create_future()
         try:
-            h2.send_headers(sid, headers)
+            codec.send_headers(sid, headers)
         except H2Error as e:  # e.g. the peer lowered SETTINGS_MAX_CONCURRENT_STREAMS
             raise ConnectionRefusedError(f"HTTP/2 connection {self.name}: cannot open a "
                                          f"stream: {e}") from None
@@ -652,7 +542,7 @@ class H2Session:
             return
         hs = [(b":status", str(status).encode()), *headers]
         try:
-            self.h2.send_headers(s.sid, hs, end_stream=end and not body)
+            self.codec.send_headers(s.sid, hs, end_stream=end and not body)
             if body:
                 self._write(s, body)
             if end:
@@ -693,9 +583,9 @@ class H2Session:
         self.goaway()
 
 
-def _code_name(code: Any) -> str:
+def _code_name(code: int) -> str:
     try:
-        return ErrorCodes(code).name
+        return H2ErrorCode(code).name
     except ValueError:
         return str(code)
 
