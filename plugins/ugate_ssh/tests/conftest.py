@@ -15,6 +15,7 @@ import pytest
 from ugate_core import Gateway
 from ugate_core.testing import require_peer, run
 from ugate_ssh.keys import known_hosts_line
+from ugate_ssh.recv import PacketReader
 from ugate_ssh.state import SshState
 
 
@@ -194,3 +195,36 @@ async def sshd(tmp_path: Path, openssh: OpenSsh) -> AsyncIterator[Sshd]:
             except TimeoutError:
                 s.proc.kill()
                 await s.proc.wait()
+
+
+@dataclass
+class Readers:
+    """The receive-path readers made for SSH connections in a test (see ``readers``)."""
+
+    made: list[PacketReader] = field(default_factory=list)
+    #: when set, every SSH connection made asks for a new key after this many bytes sent
+    rekey_bytes: int = 0
+
+    @property
+    def fast(self) -> int:
+        return sum(r.fast for r in self.made)
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> Readers:
+    """Records the :class:`PacketReader` of every SSH connection (server and dialer)."""
+    from ugate_ssh import adapters, recv
+
+    rs = Readers()
+
+    def spy(protocol: object) -> PacketReader | None:
+        if rs.rekey_bytes:
+            protocol._rekey_bytes = rs.rekey_bytes  # type: ignore[attr-defined]
+        r = recv.reader_for(protocol)
+        if r is not None:
+            rs.made.append(r)
+        return r
+
+    monkeypatch.setattr(adapters, "reader_for", spy)
+    return rs
+

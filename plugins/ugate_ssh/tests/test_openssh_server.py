@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from ugate_core.testing import StartGateway, Upstream, free_port, metric, pattern, run
 
-from .conftest import OpenSsh, gateway_host_key_line, wait_port
+from .conftest import OpenSsh, Readers, gateway_host_key_line, wait_port
 
 
 def http_get(path: str) -> bytes:
@@ -114,6 +115,29 @@ async def test_ssh_W_half_close_echo(
                                          f"{echo_server[0]}:{echo_server[1]}"), input=data)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout == data
+
+
+async def test_ssh_W_rekeying_both_ways(
+    start_gateway: StartGateway, openssh: OpenSsh, echo_server: tuple[str, int],
+    readers: Readers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenSSH asks for new keys every 256 KiB (RekeyLimit) and so does ugate (rekey_bytes):
+    4 MiB echoed through ``-W`` come back intact; between key exchanges the gateway takes
+    channel data on the short receive path."""
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    readers.rekey_bytes = 256 * 1024
+    _gw, port, kh = await gateway(start_gateway, openssh)
+    data = pattern(4 << 20, seed=11)
+    for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
+        res = await openssh.run(openssh.args(
+            port, "alice", kh, "-c", cipher, "-o", "RekeyLimit=256K",
+            "-W", f"{echo_server[0]}:{echo_server[1]}"), input=data, timeout=60)
+        assert res.returncode == 0, res.stderr.decode()
+        assert res.stdout == data
+    kex = sum("Completed key exchange" in r.getMessage() for r in caplog.records)
+    assert kex >= 2 * 10, kex
+    assert len(readers.made) == 2 and all(r.fast > 50 for r in readers.made), \
+        [(r.fast, r.handed) for r in readers.made]
 
 
 async def test_max_channels_per_connection(start_gateway: StartGateway,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -13,7 +15,7 @@ from ugate_core.testing import StartGateway, Upstream, metric, pattern
 from ugate_ssh.keys import mesh_id, public_line
 from ugate_ssh.state import SshState
 
-from .conftest import Sshd
+from .conftest import Readers, Sshd
 from .test_openssh_server import body_of, http_get
 
 
@@ -82,3 +84,46 @@ identity = ["id:{other}"]
     assert ei.value.reason == "identity"
     assert f"is not the expected id:{other}" in str(ei.value)
     assert http_upstream.requests == []
+
+
+async def test_dialer_rekeys_mid_transfer(
+    start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream,
+    echo_server: tuple[str, int], readers: Readers, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path
+) -> None:
+    """The dialer asks sshd for new keys every 256 KiB and sshd does the same (RekeyLimit):
+    downloads and an echoed upload arrive intact, and channel data from sshd takes the short
+    receive path between key exchanges."""
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    readers.rekey_bytes = 256 * 1024
+    with (tmp_path / "sshd" / "sshd_config").open("a") as f:
+        f.write("RekeyLimit 512K\n")
+    sshd_id = mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[ssh]
+user = "{getpass.getuser()}"
+[hosts."127.0.0.1"]
+endpoints = ["127.0.0.1:{sshd.port}"]
+protocol = "ssh"
+identity = ["id:{sshd_id}"]
+""")
+    sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
+    await sshd.start()
+    n = 6 << 20
+    assert await get(gw, http_upstream.address, n) == pattern(n)
+    up = pattern(3 << 20, seed=2)
+    s = await gw.dial(f"{echo_server[0]}:{echo_server[1]}")
+    s.write(up)
+    s.write_eof()
+    back = b""
+    while chunk := await asyncio.wait_for(s.read(), 20):
+        back += chunk
+    s.close()
+    assert back == up
+    kex = sum("Completed key exchange" in r.getMessage() for r in caplog.records)
+    assert kex >= 20, kex  # (6 + 3) MiB received, 3 MiB sent: rekeys either way
+    assert len(readers.made) == 1 and readers.fast > 200, \
+        [(r.fast, r.handed) for r in readers.made]
+

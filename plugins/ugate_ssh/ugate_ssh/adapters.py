@@ -19,6 +19,8 @@ import asyncssh
 
 from ugate_core import Stream, StreamMeta
 
+from .recv import reader_for
+
 
 class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
     """A core Stream over one asyncssh TCP channel (this object is the channel's session).
@@ -127,11 +129,14 @@ class StreamTransport(asyncio.Transport):
     are joined and handed to the stream once, so a window's worth of packets costs one
     ``send()`` instead of one per packet (the single largest cost in a bulk profile).
 
-    Received bytes are handed to asyncssh one SSH packet at a time. asyncssh keeps its input
-    as ``bytes`` and re-slices the rest of it after every header and packet, so a 256 KiB read
-    holding eight 32 KiB packets cost ~2 MiB of copying; fed packet by packet the rest is
-    always empty. Only the sizes are read from asyncssh's parser state (where it is not what
-    this asyncssh version has, every chunk is passed on whole, as before).
+    Received bytes: once the connection encrypts, a :class:`~.recv.PacketReader` frames them
+    and delivers channel data without asyncssh's per-packet path (everything else still goes
+    through asyncssh). Before that, or with an asyncssh without the internals it uses, they are
+    handed to asyncssh one SSH packet at a time: asyncssh keeps its input as ``bytes`` and
+    re-slices the rest of it after every header and packet, so a 256 KiB read holding eight
+    32 KiB packets cost ~2 MiB of copying; fed packet by packet the rest is always empty. Only
+    the sizes are read from asyncssh's parser state (where it is not what this asyncssh version
+    has, every chunk is passed on whole).
     """
 
     def __init__(self, stream: Stream, protocol: asyncio.Protocol) -> None:
@@ -143,10 +148,14 @@ class StreamTransport(asyncio.Transport):
         super().__init__(extra)
         self._info = extra
         self.stream = stream
-        self._protocol = protocol
         self._closed = False
         self._pending: list[bytes | bytearray | memoryview] | None = None
+        self._attach(protocol)
+
+    def _attach(self, protocol: asyncio.Protocol) -> None:
+        self._protocol = protocol
         self._paced = all(hasattr(protocol, a) for a in _PARSER_STATE)
+        self.reader = reader_for(protocol) if self._paced else None
 
     def start(self) -> None:
         """Tell the protocol it is connected, then hand it every byte (buffered ones first)."""
@@ -157,11 +166,15 @@ class StreamTransport(asyncio.Transport):
     def data_received(self, data: bytes) -> None:
         c: Any = self._protocol
         n = len(data)
-        if not self._paced or n <= 4096:
+        rx = self.reader
+        if rx is None and (not self._paced or n <= 4096):
             c.data_received(data)
             return
         pos = 0
         while pos < n and not self._closed:
+            if rx is not None and (rx.active or rx.can_start()):
+                pos = rx.feed(data, pos)
+                continue
             h = c._recv_handler
             if h == c._recv_pkthdr:
                 need = c._recv_blocksize - len(c._inpbuf)
@@ -235,7 +248,7 @@ class StreamTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.Protocol)
-        self._protocol = protocol
+        self._attach(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
