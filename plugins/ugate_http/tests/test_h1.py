@@ -407,3 +407,33 @@ def test_target_helpers_never_crash(text: str, default: int | None) -> None:
         except HttpError as e:
             assert e.status == 400 and str(e)
     assert basic_credentials(text) is None or isinstance(basic_credentials(text), tuple)
+
+
+FIELD_BYTES = st.lists(st.one_of(
+    st.sampled_from([b"Host: a\r\n", b"Content-Length: 5\r\n", b"connection: close, x\r\n",
+                     b"X:  v  \r\n", b"X:\r\n", b"Bad Name: x\r\n", b" folded\r\n", b"A: b\n",
+                     b"A: \xff\xfe\r\n", b"A: b\rc\r\n", b"A: \x00\r\n", b"A b\r\n", b":\r\n",
+                     b"Transfer-Encoding: chunked\r\n", b"A: b\r\r\n", b"\t\r\n"]),
+    st.binary(max_size=12).map(lambda b: b + b"\r\n")), max_size=12)
+
+
+@PARSE
+@given(FIELD_BYTES, st.integers(1, 12))
+def test_fast_head_fields_match_the_line_parser(lines: list[bytes], max_fields: int) -> None:
+    """The one-regex field parser gives what the line-by-line one gives, errors included."""
+    from ugate_http.h1 import _first_line, _head_fields, _lines, _parse_fields, _strip_end
+
+    block = _strip_end(b"GET / HTTP/1.1\r\n" + b"".join(lines) + b"\r\n")
+    if b"\n\n" in block or b"\n\r\n" in block:
+        return  # an empty line would have ended the head earlier
+    _, rest = _first_line(block)
+
+    def outcome(f: object) -> object:
+        try:
+            return f()  # type: ignore[operator]
+        except HttpError as e:
+            return (e.status, e.reason, str(e))
+
+    fast = outcome(lambda: _head_fields(block, rest, 400, max_fields))
+    slow = outcome(lambda: _parse_fields(_lines(block)[1:], max_fields, 400))
+    assert fast == slow

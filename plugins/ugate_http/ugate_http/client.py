@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class OutgoingRequest:
 class _Conn:
     """One kept-alive HTTP/1.1 connection to an upstream."""
 
-    __slots__ = ("address", "idle_handle", "parser", "reader", "requests", "stream")
+    __slots__ = ("address", "idle_since", "on_eof", "parser", "reader", "requests", "stream")
 
     def __init__(self, address: str, stream: Stream, max_header_bytes: int) -> None:
         self.address = address
@@ -98,22 +99,19 @@ class _Conn:
         self.parser = ResponseParser(max_header_bytes=max_header_bytes)
         self.reader = EventReader(stream, self.parser)
         self.requests = 0
-        self.idle_handle: asyncio.TimerHandle | None = None
+        #: event-loop time this connection went idle into the pool
+        self.idle_since = 0.0
+        #: the pool's "the upstream closed it" callback, made once per connection
+        self.on_eof: Callable[[], None] | None = None
 
     def usable(self) -> bool:
         s = self.stream
         return not (s.is_closing() or s.saw_eof or s.buffered() or self.reader.pending())
 
     def close(self) -> None:
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
         self.stream.close()
 
     def abort(self) -> None:
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
         self.stream.abort()
 
 
@@ -296,6 +294,9 @@ class UpstreamPool:
         self.max_header_bytes = max_header_bytes
         self._idle: dict[str, list[_Conn]] = {}
         self._idle_total = 0
+        #: one timer per pool closes connections idle longer than pool_idle_timeout (a timer
+        #: per pooled connection was set and cancelled on every request)
+        self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.dialed = 0
         self.reused = 0
@@ -325,8 +326,11 @@ class UpstreamPool:
     def take_reusable(self, address: str) -> _Conn | None:
         """An idle connection to ``address`` that is still good to use (the caller made the
         policy check), or None."""
+        if address not in self._idle:
+            return None
+        oldest = asyncio.get_running_loop().time() - self.pool_idle_timeout
         while (conn := self._take_idle(address)) is not None:
-            if conn.usable():
+            if conn.idle_since > oldest and conn.usable():
                 self.reused += 1
                 return conn
             conn.close()
@@ -347,9 +351,6 @@ class UpstreamPool:
             del self._idle[address]
         self._idle_total -= 1
         conn.reader.on_eof = None
-        if conn.idle_handle is not None:
-            conn.idle_handle.cancel()
-            conn.idle_handle = None
         return conn
 
     def _put(self, conn: _Conn) -> None:
@@ -361,10 +362,28 @@ class UpstreamPool:
         if lst is None:
             lst = self._idle[conn.address] = []
         loop = asyncio.get_running_loop()
-        conn.idle_handle = loop.call_later(self.pool_idle_timeout, self._expire, conn)
-        conn.reader.on_eof = lambda: self._expire(conn)  # the upstream closed it: drop now
+        conn.idle_since = loop.time()
+        if conn.on_eof is None:
+            conn.on_eof = functools.partial(self._expire, conn)
+        conn.reader.on_eof = conn.on_eof  # the upstream closed it: drop it now
         lst.append(conn)
         self._idle_total += 1
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
+
+    def _sweep_every(self) -> float:
+        """A connection leaves the pool at most this long after its idle timeout."""
+        return max(self.pool_idle_timeout / 4, 0.05)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        oldest = asyncio.get_running_loop().time() - self.pool_idle_timeout
+        for lst in list(self._idle.values()):
+            for conn in [c for c in lst if c.idle_since <= oldest]:
+                self._expire(conn)
+        if self._idle_total and not self._closed:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(),
+                                                                  self._sweep)
 
     def _expire(self, conn: _Conn) -> None:
         if self._take_idle(conn.address, conn) is not None:
@@ -373,6 +392,9 @@ class UpstreamPool:
     async def aclose(self) -> None:
         """Close every idle connection; responses in flight close theirs when released."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         idle, self._idle = self._idle, {}
         self._idle_total = 0
         for lst in idle.values():

@@ -25,7 +25,6 @@ lane produces the same bytes, counters and log lines as the task (tests run both
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -67,8 +66,8 @@ class Handoff:
 class Exchange:
     """One request in the express lane, from the upstream's first byte to the pool."""
 
-    __slots__ = ("address", "chunked", "conn", "head", "keep", "pending", "progress",
-                 "received", "req", "s", "t0", "target", "timer")
+    __slots__ = ("address", "chunked", "conn", "deadline", "head", "keep", "pending",
+                 "progress", "received", "req", "s", "t0", "target")
 
     def __init__(self, session: _Session, req: Request, conn: _Conn, address: str,
                  target: str, t0: float) -> None:
@@ -83,10 +82,10 @@ class Exchange:
         self.chunked = False
         self.keep = False
         self.received = 0
+        #: body bytes moved since the session's timer last looked (see ``tick``)
         self.progress = False
-        pool = session.pool
-        self.timer: asyncio.TimerHandle | None = session.loop.call_at(
-            t0 + pool.response_timeout, self._timed_out)
+        #: event-loop time by which the answer must start (then: the body must move)
+        self.deadline = t0 + session.pool.response_timeout
         conn.reader.hook = self.on_upstream
 
     # ------------------------------------------------------------------ upstream events
@@ -133,11 +132,8 @@ class Exchange:
         self.head = head
         self.pending, self.chunked, self.keep = response_head(req, head)
         s._count(head.status)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if head.framing is not Framing.NONE and s.pool.idle_timeout:
-            self.timer = s.loop.call_later(s.pool.idle_timeout, self._idle_check)
+        idle = s.pool.idle_timeout
+        self.deadline = s.loop.time() + idle if idle else float("inf")
         return True
 
     def _body(self, data: bytes) -> None:
@@ -191,9 +187,6 @@ class Exchange:
     # ------------------------------------------------------------------ endings
     def _unhook(self) -> None:
         self.conn.reader.hook = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         client = self.s.stream
         if client.on_resume_writing == self._client_resumed:
             client.on_resume_writing = None
@@ -216,23 +209,25 @@ class Exchange:
             return
         self._cut(str(e) if e is not None else "upstream closed in the middle of the body")
 
-    def _timed_out(self) -> None:
-        self.timer = None
-        self._unhook()
-        self.conn.abort()
-        t = self.s.pool.response_timeout
-        msg = f"upstream {self.address} did not answer within {t:g}s"
-        self.s.express_handoff(lambda: self.s._fail(504, "upstream_timeout", msg))
-
-    def _idle_check(self) -> None:
-        idle = self.s.pool.idle_timeout
+    def tick(self, now: float) -> None:
+        """The session's timer found this exchange past its deadline (one timer per client
+        connection, not one per request): no answer in time (the task's 504), or no body
+        progress for ``idle_timeout`` (both connections cut)."""
+        s = self.s
+        if self.head is None:
+            self._unhook()
+            self.conn.abort()
+            t = s.pool.response_timeout
+            msg = f"upstream {self.address} did not answer within {t:g}s"
+            s.express_handoff(lambda: s._fail(504, "upstream_timeout", msg))
+            return
+        idle = s.pool.idle_timeout
         if self.progress:
             self.progress = False
-            self.timer = self.s.loop.call_later(idle, self._idle_check)
+            self.deadline = now + idle
             return
-        self.timer = None
         self._cut(f"upstream {self.address}: no body bytes for {idle:g}s"
-                  if not self.s.stream.write_paused else f"client read nothing for {idle:g}s")
+                  if not s.stream.write_paused else f"client read nothing for {idle:g}s")
 
     def _cut(self, why: str) -> None:
         """The answer had started: both connections end, as in the task's ``_answer``."""

@@ -123,6 +123,14 @@ _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _FIELD_LINE = re.compile(rb"([" + _TCHAR + rb"]+):[\t ]*([\t\x20-\x7e\x80-\xff]*?)[\t ]*")
+# the same grammar over a whole head decoded as latin-1: one C-level pass validates every
+# field line and one extracts them, instead of a regex call, two decodes and a tuple per line
+# in Python (a head with an error is parsed again line by line, for the exact message)
+_REQUEST_LINE_S = re.compile(_REQUEST_LINE.pattern.decode("latin-1"))
+_STATUS_LINE_S = re.compile(_STATUS_LINE.pattern.decode("latin-1"))
+_FIELD_LINE_S = _FIELD_LINE.pattern.decode("latin-1") + r"\r?\n"
+_FIELD_PAIRS = re.compile(_FIELD_LINE_S)
+_FIELD_BLOCK = re.compile(f"(?:{_FIELD_LINE_S})*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 _LENGTH = re.compile(r"[0-9]{1,18}")
 
@@ -203,6 +211,36 @@ def _parse_fields(lines: list[bytes], max_fields: int, status: int) -> tuple[Hea
         if low in _SPECIAL:
             special.setdefault(low, []).append(value)
     return tuple(out), special
+
+
+def _first_line(block: bytes) -> tuple[str, str]:
+    """A head block (as ``_take_head`` gives it), decoded → (first line, field lines each
+    ending in a line feed)."""
+    text = block.decode("latin-1")
+    nl = text.find("\n")
+    if nl < 0:
+        return (text[:-1] if text.endswith("\r") else text), ""
+    first = text[:nl - 1] if nl and text[nl - 1] == "\r" else text[:nl]
+    return first, text[nl + 1:] + "\n"
+
+
+def _head_fields(block: bytes, rest: str, status: int, max_fields: int
+                 ) -> tuple[Headers, Special]:
+    """The field lines ``rest`` of ``block`` → fields and the ones the parser acts on; the
+    same results and errors as ``_lines`` + ``_parse_fields``."""
+    if not rest:
+        return (), {}
+    if rest.count("\n") > max_fields or _FIELD_BLOCK.fullmatch(rest) is None:
+        return _parse_fields(_lines(block)[1:], max_fields, status)  # raises, with the reason
+    headers = tuple(_FIELD_PAIRS.findall(rest))
+    special: Special = {}
+    low = rest.lower()
+    if "content-length" in low or "transfer-encoding" in low or "connection" in low:
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _SPECIAL:
+                special.setdefault(lname, []).append(value)
+    return headers, special
 
 
 def _elements(values: list[str]) -> list[str]:
@@ -491,15 +529,16 @@ class RequestParser(_Parser):
         block = self._take_head()
         if block is None:
             return None
-        lines = _lines(block)
-        m = _REQUEST_LINE.fullmatch(lines[0])
+        first, rest = _first_line(block)
+        m = _REQUEST_LINE_S.fullmatch(first)
         if m is None:
-            raise HttpError(f"malformed request line {lines[0][:80]!r}", "bad_request")
+            raise HttpError(f"malformed request line {first[:80].encode('latin-1')!r}",
+                            "bad_request")
         major, minor = int(m.group(3)), int(m.group(4))
         if major != 1:
             raise HttpError(f"HTTP version {major}.{minor} is not supported on HTTP/1.1",
                             "bad_version", 505)
-        headers, special = _parse_fields(lines[1:], self.max_fields, 400)
+        headers, special = _head_fields(block, rest, 400, self.max_fields)
         length = _content_length(special, 400)
         codings = _codings(special)
         framing, n = Framing.NONE, 0
@@ -513,8 +552,8 @@ class RequestParser(_Parser):
         elif length:
             framing, n = Framing.LENGTH, length
         req = Request(
-            method=m.group(1).decode("ascii"),
-            target=m.group(2).decode("ascii"),
+            method=m.group(1),
+            target=m.group(2),
             headers=headers,
             version="1.0" if minor == 0 else "1.1",
             framing=framing,
@@ -561,16 +600,17 @@ class ResponseParser(_Parser):
         block = self._take_head()
         if block is None:
             return None
-        lines = _lines(block)
-        m = _STATUS_LINE.fullmatch(lines[0])
+        first, rest = _first_line(block)
+        m = _STATUS_LINE_S.fullmatch(first)
         if m is None:
-            raise HttpError(f"malformed status line {lines[0][:80]!r}", "bad_response", 502)
+            raise HttpError(f"malformed status line {first[:80].encode('latin-1')!r}",
+                            "bad_response", 502)
         major, minor, status = int(m.group(1)), int(m.group(2)), int(m.group(3))
         if major != 1 or status < 100:
-            raise HttpError(f"status line {lines[0][:80]!r} is not HTTP/1.x", "bad_response",
-                            502)
-        headers, special = _parse_fields(lines[1:], self.max_fields, 502)
-        reason = (m.group(4) or b"").decode("latin-1")
+            raise HttpError(f"status line {first[:80].encode('latin-1')!r} is not HTTP/1.x",
+                            "bad_response", 502)
+        headers, special = _head_fields(block, rest, 502, self.max_fields)
+        reason = m.group(4) or ""
         version = "1.0" if minor == 0 else "1.1"
         conn = _connection(special)
         if 100 <= status < 200 and status != 101:

@@ -67,6 +67,8 @@ LINGER_BYTES = 64 << 20
 COALESCE = 64 * 1024
 #: _read_head: the wait ended because the express lane answered requests meanwhile
 _AGAIN = object()
+#: request fields never forwarded as they came
+_DROP = HOP_BY_HOP | FRAMING | {"host", "expect"}
 
 __all__ = ["DIAL_STATUS", "PluginState", "close_state", "serve", "state_for"]
 
@@ -179,11 +181,23 @@ class _Session:
         self.task_busy = False
         #: event-loop time the last request ended (keep-alive idle is counted from it)
         self.last_active = self.loop.time()
+        #: the express exchanges' deadlines: one timer, re-armed only when it fires
+        self._ex_timer: asyncio.TimerHandle | None = None
+        #: (Host, Forwarded value, X-Forwarded-For element) of the last request
+        self._forwarded: tuple[str, str, str] | None = None
         if opts.express and not opts.users:
             self.reader.hook = self._on_client_events
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._ex_timer is not None:
+                self._ex_timer.cancel()
+                self._ex_timer = None
+
+    async def _run(self) -> None:
         first = True
         while True:
             if not first and not await self._keepalive_wait():
@@ -288,10 +302,27 @@ class _Session:
         ex = self.express = Exchange(self, req, conn, address, target, self.loop.time())
         self.expressed += 1
         self.state.expressed += 1
+        timer = self._ex_timer
+        if timer is None or timer.when() > ex.deadline:
+            if timer is not None:
+                timer.cancel()
+            self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
         conn.reader.push(conn.parser.expect(req.method))
         if conn.reader.peek() is not None:
             ex.on_upstream()
         return True
+
+    def _express_tick(self) -> None:
+        self._ex_timer = None
+        ex = self.express
+        if ex is None:
+            return  # idle: the next exchange arms it again
+        now = self.loop.time()
+        if now >= ex.deadline:
+            ex.tick(now)
+        ex = self.express
+        if ex is not None and ex.deadline != float("inf"):
+            self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
 
     def express_done(self, keep: bool, *, handoff: bool = True) -> None:
         """The express exchange ended; ``keep``: the client connection stays open."""
@@ -496,7 +527,9 @@ class _Session:
     def _fields(self, req: Request, host: str) -> _Fields:
         """One pass over the client's fields: what to forward (with ``Host``, ``Forwarded``,
         ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on."""
-        drop = (HOP_BY_HOP | FRAMING | req.connection | {"host", "expect", self.consumed})
+        drop = _DROP
+        if req.connection or self.consumed:
+            drop = drop | req.connection | {self.consumed}
         f = _Fields([("Host", host)])
         via = self.state.via
         xff: list[str] = []
@@ -519,9 +552,13 @@ class _Session:
                 continue
             f.fields.append((k, v))
         if self.opts.forwarded:
-            meta = self.stream.meta
-            f.fields.append(("Forwarded", forwarded_for(meta.remote, host)))
-            xff.append(meta.remote[0] if meta.remote else "unknown")
+            fw = self._forwarded
+            if fw is None or fw[0] != host:
+                remote = self.stream.meta.remote
+                fw = self._forwarded = (host, forwarded_for(remote, host),
+                                        remote[0] if remote else "unknown")
+            f.fields.append(("Forwarded", fw[1]))
+            xff.append(fw[2])
             f.fields.append(("X-Forwarded-For", ", ".join(xff)))
         f.fields.append(("Via", f"1.1 {via}"))
         return f
