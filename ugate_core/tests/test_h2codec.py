@@ -307,6 +307,28 @@ def test_upgrade_h2c() -> None:
         bad.initiate_upgrade_connection(base64.urlsafe_b64encode(b"12345"))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), min_size=1, max_size=40),
+       st.integers(0, 39))
+def test_hpack_caches_follow_the_tables(picks: list[tuple[int, int]], shrink_at: int) -> None:
+    """Repeated blocks come from the caches; new fields, evictions (long values in a 4 KiB
+    table) and the peer shrinking its table to 0 mid-way must never serve a stale block."""
+    c, _cr, s, sr = pair(max_header_list_size=1 << 20)
+    for i, (name, extra) in enumerate(picks):
+        if i == shrink_at:
+            s.out += frame(4, 0, 0, settings_payload({H2Setting.HEADER_TABLE_SIZE: 0}))
+            pump(c, s)
+        h = [(b":method", b"CONNECT"), (b":authority", b"svc%d.test:80" % name)]
+        h += [(b"x-fill", b"v" * 1500 * extra)] if extra else []
+        sid = c.next_stream_id()
+        c.send_headers(sid, h, end_stream=True)
+        pump(c, s)
+        assert sr.events[-1] == ("headers", sid, h, True)
+        s.send_headers(sid, [(b":status", b"200")], end_stream=True)
+        pump(c, s)
+    assert sr.of("stream_error") == []
+
+
 # ------------------------------------------------------------------------------ bad peers
 @pytest.mark.parametrize(("data", "code"), [
     (b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00", H2ErrorCode.PROTOCOL_ERROR),

@@ -141,7 +141,7 @@ class H2Codec(Receiver):
             self._n_local += 1
         elif s.local_closed:
             raise H2UsageError(f"stream {sid} already ended")
-        block = self._encoder.encode(headers)
+        block = self._hpack.encode(headers)
         flags = END_STREAM if end_stream else 0
         mfs = self.max_outbound_frame_size
         out = self.out

@@ -4,7 +4,7 @@ parser and what each frame does to the state (RFC 9113 4-6), and the helpers bot
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from .frames import (
     ACK,
@@ -24,6 +24,7 @@ from .frames import (
     PRIORITY_FLAG,
     SETTINGS,
     H2ConnectionError,
+    H2Error,
     H2ErrorCode,
     H2Setting,
     frame,
@@ -35,9 +36,7 @@ from .frames import (
 )
 from .handler import LOCAL_DEFAULTS, REMOTE_DEFAULTS, H2Handler, StreamState
 from .headers import Header, check_request, check_response, check_trailers
-
-if TYPE_CHECKING:
-    from hpack import Decoder, Encoder
+from .hpack import Hpack
 
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
@@ -92,13 +91,8 @@ class Receiver:
         #: streams we reset lately: the peer's frames in flight on them are ignored, while a
         #: frame on another closed stream is an error (RFC 9113 5.1)
         self._reset_recent: dict[int, None] = {}
-        from hpack import Decoder, Encoder, HPACKError  # the extra ugate-core[h2]
-
-        self._encoder: Encoder = Encoder()
-        self._decoder: Decoder = Decoder(
-            max_header_list_size=local[H2Setting.MAX_HEADER_LIST_SIZE])
-        self._hpack_errors = (HPACKError, IndexError, ValueError, TypeError)
-        self._decoder.max_allowed_table_size = local.get(H2Setting.HEADER_TABLE_SIZE, 4096)
+        self._hpack = Hpack(local[H2Setting.MAX_HEADER_LIST_SIZE],
+                            local.get(H2Setting.HEADER_TABLE_SIZE, 4096))
         # receive state
         self._buf = bytearray()  # an incomplete frame (header, or a whole non-DATA frame)
         self._preface_left = 0 if client else len(PREFACE)
@@ -356,9 +350,9 @@ class Receiver:
     def _header_block(self, sid: int, block: bytes, end_stream: bool,
                       self_dependent: bool) -> None:
         try:  # always decode: the HPACK tables must follow every block
-            headers: list[Header] = self._decoder.decode(block, raw=True)  # type: ignore
-        except self._hpack_errors as e:
-            self._fail(H2ErrorCode.COMPRESSION_ERROR, f"header block of stream {sid}: {e}")
+            headers = self._hpack.decode(block, sid)
+        except H2Error as e:
+            self._fail(e.code, str(e))
         if self_dependent:
             self._stream_error(sid, _PROTOCOL, f"stream {sid} depends on itself")
             return
@@ -474,7 +468,7 @@ class Receiver:
             elif ident == H2Setting.MAX_CONCURRENT_STREAMS:
                 self.remote_max_streams = value
             elif ident == H2Setting.HEADER_TABLE_SIZE:
-                self._encoder.header_table_size = min(value, 4096)
+                self._hpack.peer_table_size(value)
             elif ident in (H2Setting.ENABLE_PUSH, H2Setting.ENABLE_CONNECT_PROTOCOL) \
                     and value > 1:
                 self._fail(_PROTOCOL, f"SETTINGS {H2Setting(ident).name} {value} is not 0 or 1")
