@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from ugate_core import DialError
+from ugate_core import DialError, Gateway
 from ugate_core.testing import StartGateway, Upstream, metric, pattern
 from ugate_ssh.keys import mesh_id, public_line
 from ugate_ssh.state import SshState
@@ -29,10 +29,10 @@ async def get(gw: object, address: str, n: int) -> bytes:
     return body_of(data)
 
 
-async def test_dialer_reaches_service_behind_sshd(
-    start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream
-) -> None:
-    sshd_id = mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
+async def gateway_via(start_gateway: StartGateway, sshd: Sshd, peer_id: str = "") -> Gateway:
+    """A gateway that routes 127.0.0.1 through ``sshd`` (expecting its ID, or ``peer_id``),
+    and sshd started, accepting the gateway's key."""
+    peer_id = peer_id or mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
     gw = await start_gateway(f"""
 [admin]
 listen = ""
@@ -41,10 +41,17 @@ user = "{getpass.getuser()}"
 [hosts."127.0.0.1"]
 endpoints = ["127.0.0.1:{sshd.port}"]
 protocol = "ssh"
-identity = ["id:{sshd_id}"]
+identity = ["id:{peer_id}"]
 """)
     sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
     await sshd.start()
+    return gw
+
+
+async def test_dialer_reaches_service_behind_sshd(
+    start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream
+) -> None:
+    gw = await gateway_via(start_gateway, sshd)
     # several streams at once over one pooled connection
     sizes = [100, 70_000, 1 << 20, 5]
     bodies = await asyncio.gather(*(get(gw, http_upstream.address, n) for n in sizes))
@@ -67,18 +74,7 @@ async def test_dialer_refuses_wrong_host_key(
     start_gateway: StartGateway, sshd: Sshd, http_upstream: Upstream
 ) -> None:
     other = mesh_id(asyncssh.generate_private_key("ssh-ed25519"))
-    gw = await start_gateway(f"""
-[admin]
-listen = ""
-[ssh]
-user = "{getpass.getuser()}"
-[hosts."127.0.0.1"]
-endpoints = ["127.0.0.1:{sshd.port}"]
-protocol = "ssh"
-identity = ["id:{other}"]
-""")
-    sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
-    await sshd.start()
+    gw = await gateway_via(start_gateway, sshd, other)
     with pytest.raises(DialError) as ei:
         await gw.dial(http_upstream.address)
     assert ei.value.reason == "identity"
@@ -98,19 +94,7 @@ async def test_dialer_rekeys_mid_transfer(
     readers.rekey_bytes = 256 * 1024
     with (tmp_path / "sshd" / "sshd_config").open("a") as f:
         f.write("RekeyLimit 512K\n")
-    sshd_id = mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
-    gw = await start_gateway(f"""
-[admin]
-listen = ""
-[ssh]
-user = "{getpass.getuser()}"
-[hosts."127.0.0.1"]
-endpoints = ["127.0.0.1:{sshd.port}"]
-protocol = "ssh"
-identity = ["id:{sshd_id}"]
-""")
-    sshd.authorized_keys.write_text(public_line(SshState.of(gw).host_key()) + "\n")
-    await sshd.start()
+    gw = await gateway_via(start_gateway, sshd)
     n = 6 << 20
     assert await get(gw, http_upstream.address, n) == pattern(n)
     up = pattern(3 << 20, seed=2)
