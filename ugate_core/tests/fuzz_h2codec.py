@@ -24,44 +24,53 @@ GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"),
        (b":authority", b"a.test"), (b"x-long", b"y" * 20000)]
 
 
-class _Log(H2Handler):
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
+class Recorder(H2Handler):
+    """Every handler call as a tuple (``test_h2codec`` uses it too). The pieces of one run of
+    DATA (until END_STREAM) are merged, so any split of the same bytes records the same; the
+    credit goes back at once unless ``hold``."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.events: list[tuple[Any, ...]] = []
         self.codec: H2Codec | None = None
+        self.hold = hold
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [e for e in self.events if e[0] == kind]
 
     def on_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        self.calls.append(("h", sid, [tuple(h) for h in headers], end_stream))
+        self.events.append(("headers", sid, [tuple(h) for h in headers], end_stream))
 
     def on_trailers(self, sid: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.calls.append(("t", sid, [tuple(h) for h in headers]))
+        self.events.append(("trailers", sid, [tuple(h) for h in headers]))
 
     def on_data(self, sid: int, data: bytes, flow_len: int, end_stream: bool) -> None:
-        last = self.calls[-1] if self.calls else None
-        if last is not None and last[0] == "d" and last[1] == sid and not last[4]:
-            self.calls[-1] = ("d", sid, last[2] + data, last[3] + flow_len, end_stream)
+        assert type(data) is bytes
+        last = self.events[-1] if self.events else None
+        if last is not None and last[0] == "data" and last[1] == sid and not last[4]:
+            self.events[-1] = ("data", sid, last[2] + data, last[3] + flow_len, end_stream)
         else:
-            self.calls.append(("d", sid, data, flow_len, end_stream))
-        if self.codec is not None and flow_len:
+            self.events.append(("data", sid, data, flow_len, end_stream))
+        if not self.hold and self.codec is not None and flow_len:
             self.codec.window_update(0, flow_len)
             self.codec.window_update(sid, flow_len)
 
     def on_reset(self, sid: int, code: int) -> None:
-        self.calls.append(("r", sid, code))
+        self.events.append(("reset", sid, code))
 
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
-        self.calls.append(("e", sid, code))
+        self.events.append(("stream_error", sid, code))
 
     def on_window(self, sid: int) -> None:
-        self.calls.append(("w", sid))
+        self.events.append(("window", sid))
 
     def on_settings(self, changed: dict[int, int]) -> None:
-        self.calls.append(("s", sorted(changed.items())))
+        self.events.append(("settings", dict(changed)))
 
     def on_ping(self, data: bytes, ack: bool) -> None:
-        self.calls.append(("p", data, ack))
+        self.events.append(("ping", data, ack))
 
     def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
-        self.calls.append(("g", last_sid, code, debug))
+        self.events.append(("goaway", last_sid, code, debug))
 
 
 def _client_bytes() -> bytes:
@@ -96,7 +105,7 @@ SEEDS = [(False, _client_bytes()), (True, _server_bytes())]
 
 
 def _run(data: bytes, client: bool, pieces: list[int]) -> tuple[list[tuple[Any, ...]], int]:
-    log = _Log()
+    log = Recorder()
     c = H2Codec(log, client=client, settings={H2Setting.MAX_FRAME_SIZE: MAX_FRAME,
                                                H2Setting.MAX_HEADER_LIST_SIZE: 65536})
     log.codec = c
@@ -115,7 +124,7 @@ def _run(data: bytes, client: bool, pieces: list[int]) -> tuple[list[tuple[Any, 
             k += 1
     except H2ConnectionError as e:
         code = e.code
-    return log.calls, code
+    return log.events, code
 
 
 def TestOneInput(data: bytes) -> None:

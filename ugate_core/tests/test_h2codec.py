@@ -25,53 +25,12 @@ from ugate_core import (
 from ugate_core.h2.frames import PREFACE, frame, settings_payload
 from ugate_core.testing import free_port, pattern, require_peer
 
+from .fuzz_h2codec import Recorder
+
 Event = tuple[Any, ...]
 REQ = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x"),
        (b":authority", b"a.test")]
 CONNECT = [(b":method", b"CONNECT"), (b":authority", b"svc.test:80")]
-
-
-class Recorder(H2Handler):
-    """Every handler call as a tuple; DATA credit handed back at once unless ``hold``."""
-
-    def __init__(self, hold: bool = False) -> None:
-        self.events: list[Event] = []
-        self.codec: H2Codec | None = None
-        self.hold = hold
-
-    def on_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        self.events.append(("headers", sid, [tuple(h) for h in headers], end_stream))
-
-    def on_trailers(self, sid: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.events.append(("trailers", sid, [tuple(h) for h in headers]))
-
-    def on_data(self, sid: int, data: bytes, flow_len: int, end_stream: bool) -> None:
-        assert type(data) is bytes
-        self.events.append(("data", sid, data, flow_len, end_stream))
-        if not self.hold and self.codec is not None and flow_len:
-            self.codec.window_update(0, flow_len)
-            self.codec.window_update(sid, flow_len)
-
-    def on_reset(self, sid: int, code: int) -> None:
-        self.events.append(("reset", sid, code))
-
-    def on_stream_error(self, sid: int, code: int, message: str) -> None:
-        self.events.append(("stream_error", sid, code))
-
-    def on_window(self, sid: int) -> None:
-        self.events.append(("window", sid))
-
-    def on_settings(self, changed: dict[int, int]) -> None:
-        self.events.append(("settings", dict(changed)))
-
-    def on_ping(self, data: bytes, ack: bool) -> None:
-        self.events.append(("ping", data, ack))
-
-    def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
-        self.events.append(("goaway", last_sid, code, debug))
-
-    def of(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e[0] == kind]
 
 
 def make(client: bool, hold: bool = False, **settings: int) -> tuple[H2Codec, Recorder]:
@@ -466,19 +425,6 @@ def test_local_errors() -> None:
 
 
 # ------------------------------------------------------------------------------ hypothesis
-def _normalize(events: list[Event]) -> list[Event]:
-    """DATA delivered in pieces, merged per frame run, so splits compare equal."""
-    out: list[Event] = []
-    for e in events:
-        if e[0] == "data" and out and out[-1][0] == "data" and out[-1][1] == e[1] \
-                and not out[-1][4]:
-            p = out[-1]
-            out[-1] = ("data", e[1], p[2] + e[2], p[3] + e[3], e[4])
-        else:
-            out.append(e)
-    return out
-
-
 @st.composite
 def client_streams(draw: st.DrawFn) -> bytes:
     """What a client sends: preface, SETTINGS, requests, DATA (some padded), trailers, RST,
@@ -532,7 +478,7 @@ def _feed(data: bytes, cuts: list[int], max_frame: int = 16384) -> tuple[list[Ev
             k += 1
     except H2ConnectionError as e:
         err = H2ErrorCode(e.code).name
-    return _normalize(sr.events), err
+    return sr.events, err
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
