@@ -88,9 +88,10 @@ class Receiver:
         self.last_peer_sid = 0
         self._n_local = 0  # open streams we started / the peer started
         self._n_peer = 0
-        #: streams we reset lately: the peer's frames in flight on them are ignored, while a
-        #: frame on another closed stream is an error (RFC 9113 5.1)
-        self._reset_recent: dict[int, None] = {}
+        #: streams lately closed by END_STREAM both ways: a frame there is an error (RFC 9113
+        #: 5.1); frames on other closed streams (reset, refused) are ignored, since the peer may
+        #: have sent them before it heard. Forgetting one only makes us lenient.
+        self._ended_recent: dict[int, None] = {}
         self._hpack = Hpack(local[H2Setting.MAX_HEADER_LIST_SIZE],
                             local.get(H2Setting.HEADER_TABLE_SIZE, 4096))
         # receive state
@@ -206,12 +207,12 @@ class Receiver:
 
     def _rst(self, sid: int, code: int) -> None:
         self.out += rst_stream(sid, code)
-        self._forget(sid)
-
-    def _forget(self, sid: int) -> None:
-        """Drop ``sid``; the peer's frames still on their way there will be ignored."""
         self._drop(sid)
-        recent = self._reset_recent
+
+    def _ended(self, sid: int) -> None:
+        """Both sides of ``sid`` sent END_STREAM: drop it, remember it for a while."""
+        self._drop(sid)
+        recent = self._ended_recent
         recent[sid] = None
         if len(recent) > 1024:
             del recent[next(iter(recent))]
@@ -221,13 +222,12 @@ class Receiver:
         self.handler.on_stream_error(sid, code, message)
 
     def _closed(self, sid: int, what: str) -> None:
-        """``what`` arrived on a stream that is not open: ignored after our RST_STREAM
-        (the peer had not heard of it yet), else an error."""
-        if sid in self._reset_recent:
-            return
+        """``what`` arrived on a stream that is not open: an error on an idle stream or one
+        that ended normally, else ignored (see ``_ended_recent``)."""
         if not sid or self._is_idle(sid):
             self._fail(_PROTOCOL, f"{what} on {'idle ' if sid else ''}stream {sid}")
-        self._fail(H2ErrorCode.STREAM_CLOSED, f"{what} on closed stream {sid}")
+        if sid in self._ended_recent:
+            self._fail(H2ErrorCode.STREAM_CLOSED, f"{what} on closed stream {sid}")
 
     # ------------------------------------------------------------------ DATA
     def _data_start(self, sid: int, length: int, end: int) -> None:
@@ -413,7 +413,7 @@ class Receiver:
     def _remote_end(self, sid: int, s: StreamState) -> None:
         s.remote_closed = True
         if s.local_closed:
-            self._drop(sid)
+            self._ended(sid)
 
     # ------------------------------------------------------------------ other frames
     def _on_priority(self, sid: int, flags: int, payload: bytes) -> None:
@@ -497,7 +497,7 @@ class Receiver:
         code = u32(payload, 4)
         self.goaway_received = (last, code)
         for other in [k for k in self.streams if k > last and k & 1 != self._peer_odd]:
-            self._forget(other)
+            self._drop(other)
         self.handler.on_goaway(last, code, payload[8:])
 
     def _on_window_update(self, sid: int, flags: int, payload: bytes) -> None:
@@ -529,4 +529,4 @@ class Receiver:
     def _local_end(self, sid: int, s: StreamState) -> None:
         s.local_closed = True
         if s.remote_closed:
-            self._drop(sid)
+            self._ended(sid)
