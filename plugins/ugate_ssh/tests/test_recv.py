@@ -7,13 +7,19 @@ import asyncio
 import hashlib
 import logging
 import random
+import struct
 from typing import Any
 
 import asyncssh
 import pytest
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_DATA
 from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketHandler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ugate_core import MemoryStream
+from ugate_core import MemoryStream, stream_pair
 from ugate_core.testing import pattern
 from ugate_ssh.adapters import StreamTransport
 from ugate_ssh.client import _StreamTunnel
@@ -254,3 +260,135 @@ async def test_without_the_internals_asyncssh_path_is_used(
     assert st.reader is None and st._paced
     warnings = [r.getMessage() for r in caplog.records if "ssh_fast_receive_off" in r.getMessage()]
     assert len(warnings) == 1 and "simulated change" in warnings[0]  # two connections, one line
+
+
+# ----------------------------------------------------------------- framing, without asyncssh
+class _Identity:
+    """An Encryption that changes nothing (the first block is the plain header)."""
+
+    def decrypt_header(self, seq: int, first_block: bytes, header_len: int
+                       ) -> tuple[bytes, bytes]:
+        return first_block, first_block[:header_len]
+
+    def decrypt_packet(self, seq: int, first: bytes, rest: Any, header_len: int,
+                       mac: bytes) -> bytes:
+        return first[header_len:] + bytes(rest)
+
+
+class _Chan:
+    """What the reader looks at on a channel whose data handling is asyncssh's."""
+
+    _packet_handlers = {MSG_CHANNEL_DATA: SSHChannel._process_data}
+    process_packet = SSHPacketHandler.process_packet
+    _recv_state = "open"
+    _recv_window = 1 << 30
+
+    def __init__(self, events: list[tuple[int, bytes]]) -> None:
+        self.events = events
+
+    def _accept_data(self, data: bytes) -> None:
+        self.events.append((MSG_CHANNEL_DATA, data))
+
+
+SLOW = 20  # a packet type whose handler is a coroutine in asyncssh (KEXINIT): parser waits
+
+
+class _Parser(asyncio.Protocol):
+    """asyncssh's receive state machine, reduced: header block, rest, dispatch; a SLOW packet
+    blocks the parser until release(), as a coroutine handler does."""
+
+    def __init__(self, events: list[tuple[int, bytes]]) -> None:
+        self.events = events
+        self._recv_encryption: Any = _Identity()
+        self._recv_blocksize, self._recv_macsize, self._max_recv_pktlen = 16, 16, 1 << 20
+        self._recv_seq = self._pktlen = 0
+        self._inpbuf = b""
+        self._recv_handler: Any = self._recv_pkthdr
+        self._channels = {0: _Chan(events)}
+        self._auth_complete, self._decompressor, self._transport = True, None, object()
+        self.blocked = False
+
+    def data_received(self, data: bytes) -> None:
+        self._inpbuf += data
+        while self._inpbuf and self._recv_handler():
+            pass
+
+    def _recv_pkthdr(self) -> bool:
+        if len(self._inpbuf) < 16:
+            return False
+        self._first, length = self._recv_encryption.decrypt_header(
+            self._recv_seq, self._inpbuf[:16], 4)
+        self._pktlen = int.from_bytes(length, "big")
+        self._inpbuf = self._inpbuf[16:]
+        self._recv_handler = self._recv_packet
+        return True
+
+    def _recv_packet(self) -> bool:
+        rem = 4 + self._pktlen + 16 - 16
+        if len(self._inpbuf) < rem:
+            return False
+        plain = self._recv_encryption.decrypt_packet(
+            self._recv_seq, self._first, self._inpbuf[:rem - 16], 4, self._inpbuf[rem - 16:rem])
+        self._inpbuf = self._inpbuf[rem:]
+        kind = plain[1]
+        payload = plain[1:len(plain) - plain[0]]
+        self.events.append((kind, payload[9:] if kind == MSG_CHANNEL_DATA else payload[1:]))
+        if kind == SLOW:
+            self.blocked = True
+            self._recv_handler = lambda: False
+            return False
+        self._finish_recv_packet(kind, self._recv_seq)
+        return True
+
+    def release(self) -> None:
+        if self.blocked:
+            self.blocked = False
+            self._finish_recv_packet(SLOW, self._recv_seq)
+            self.data_received(b"")
+
+    def _finish_recv_packet(self, pkttype: int, seq: int) -> None:
+        self._recv_seq = seq + 1
+        self._recv_handler = self._recv_pkthdr
+
+    def _reset_keepalive_timer(self) -> None:
+        pass
+
+
+def _wire(kind: int, body: bytes) -> bytes:
+    payload = bytes([kind]) + (struct.pack(">II", 0, len(body)) if kind == MSG_CHANNEL_DATA
+                               else b"") + body
+    pad = 4 + (-(4 + 1 + len(payload) + 4) % 16)
+    inner = bytes([pad]) + payload + b"p" * pad
+    return struct.pack(">I", len(inner)) + inner + b"M" * 16
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from([MSG_CHANNEL_DATA, MSG_CHANNEL_DATA, 93, SLOW]),
+                          st.integers(0, 300) | st.integers(0, 3000)), min_size=1, max_size=12),
+       st.lists(st.integers(1, 20) | st.integers(1, 4000), min_size=1, max_size=30),
+       st.lists(st.booleans(), min_size=1, max_size=30))
+def test_reader_framing_any_cuts(kinds: list[tuple[int, int]], cuts: list[int],
+                                 release: list[bool]) -> None:
+    """Packets cut anywhere (inside first blocks too), asyncssh's parser blocked by a slow
+    packet for a read or more: every packet is taken once, in order, data the short way when
+    the reader frames, the rest by the parser."""
+    events: list[tuple[int, bytes]] = []
+    parser = _Parser(events)
+    _, s = stream_pair()
+    t = StreamTransport(s, parser)
+    assert t._paced and t.reader is None  # not an asyncssh connection: attach one by hand
+    t.reader = PacketReader(parser)
+    sent = [(k, bytes([i % 251]) * n) for i, (k, n) in enumerate(kinds)]
+    wire = b"".join(_wire(k, b) for k, b in sent)
+    pos = i = 0
+    while pos < len(wire):
+        n = cuts[i % len(cuts)]
+        t.data_received(wire[pos:pos + n])
+        if release[i % len(release)]:
+            parser.release()
+        pos += n
+        i += 1
+    while parser.blocked:
+        parser.release()
+    assert events == sent
+    assert parser._recv_seq == len(sent) and not parser._inpbuf

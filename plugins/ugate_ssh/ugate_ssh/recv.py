@@ -176,38 +176,43 @@ class PacketReader:
         """Take the packets in ``data[pos:]``; returns where asyncssh's own parser must go on
         (``len(data)`` unless a handed packet left it busy), an incomplete packet is kept."""
         c = self.conn
+        if c._transport is None:  # closed: asyncssh's own path decides what that means
+            self.active = False
+            return pos
         self.active = True
         c._reset_keepalive_timer()
+        n = len(data)
         try:
             if self._stash:
-                if self._head is None:  # not even the first block yet: rare, join all
-                    data, pos = self._stash + data[pos:], 0
-                    self._stash = b""
-                else:
-                    first, length, size = self._head
-                    need = size - len(self._stash)
-                    if len(data) - pos < need:
+                stash = self._stash
+                if self._head is None:  # even its first block was cut
+                    need = c._recv_blocksize - len(stash)
+                    if n - pos < need:
                         self._stash += data[pos:]
-                        return len(data)
-                    pkt = self._stash + data[pos:pos + need]
-                    self._stash, self._head = b"", None
+                        return n
+                    stash += data[pos:pos + need]
                     pos += need
-                    self._packet(pkt, 0, size, first, length)
-            n = len(data)
+                    self._head = self._header(stash)
+                    if self._head is None:
+                        return n
+                first, length, size = self._head
+                need = size - len(stash)
+                if n - pos < need:
+                    self._stash = stash + data[pos:]
+                    return n
+                self._stash, self._head = b"", None
+                self._packet(stash + data[pos:pos + need], 0, size, first, length)
+                pos += need
             while pos < n and self.active:
-                bs = c._recv_blocksize
-                if n - pos < bs:
+                if n - pos < c._recv_blocksize:
                     self._stash = data[pos:]
                     return n
-                first, length = c._recv_encryption.decrypt_header(
-                    c._recv_seq, data[pos:pos + bs], 4)
-                pktlen = int.from_bytes(length, "big")
-                size = 4 + pktlen + c._recv_macsize
-                if pktlen > c._max_recv_pktlen or size < bs:  # asyncssh refuses it
-                    self._hand(data[pos:pos + bs], first, length, None)
+                head = self._header(data[pos:pos + c._recv_blocksize])
+                if head is None:
                     return n
+                first, length, size = head
                 if n - pos < size:
-                    self._stash, self._head = data[pos:], (first, length, size)
+                    self._stash, self._head = data[pos:], head
                     return n
                 self._packet(data, pos, pos + size, first, length)
                 pos += size
@@ -215,12 +220,24 @@ class PacketReader:
             c._send_disconnect(exc.code, exc.reason, exc.lang)
             c._force_close(exc)
             self.active = False
-            return len(data)
+            return n
         except Exception:
             c.internal_error()
             self.active = False
-            return len(data)
+            return n
         return pos
+
+    def _header(self, block: bytes) -> tuple[bytes, bytes, int] | None:
+        """A packet's first block: decrypted, with the packet's size on the wire; None when
+        asyncssh refuses the length (it is handed the block and disconnects)."""
+        c = self.conn
+        first, length = c._recv_encryption.decrypt_header(c._recv_seq, block, 4)
+        pktlen = int.from_bytes(length, "big")
+        size = 4 + pktlen + c._recv_macsize
+        if pktlen > c._max_recv_pktlen or size < len(block):
+            self._hand(block, first, length, None)
+            return None
+        return first, length, size
 
     def _packet(self, data: bytes, pos: int, end: int, first: bytes, length: bytes) -> None:
         c = self.conn
