@@ -13,6 +13,8 @@ Client side, for each cipher: a plain TCP client downloads N MiB from the source
 MiB to the sink through a local port that carries them over SSH to ``sshd`` (which opens the
 direct-tcpip channel): once with ugate's SSH dialer behind a ``tcp`` forward listener, once
 with OpenSSH's ``ssh -N -L``. sshd offers only the cipher under test, so both clients use it.
+Also printed: the CPU seconds per GiB of the ugate process and of ``ssh -L`` (less swayed by
+other load on the machine than MiB/s).
 
 sshd needs root (skipped otherwise). Prints MiB/s (best of the runs) and ugate/OpenSSH.
 Everything is on loopback; processes are stopped at the end.
@@ -126,6 +128,12 @@ def tcp_upload(port: int, nbytes: int) -> float:
     return nbytes / dt / (1 << 20)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_sshd(tmp: Path, keygen: str, pub: str, cipher: str | None,
                procs: list[Any]) -> tuple[int, Path]:
     """An sshd on a free loopback port that accepts ``pub`` (and offers only ``cipher``)."""
@@ -202,9 +210,12 @@ def client_side(a: argparse.Namespace, tmp: Path, keygen: str, ssh: str, ugate: 
             run = tcp_download if way == "download" else tcp_upload
             # best of the runs: the first ugate run also sets up the pooled SSH connection
             best = {"ugate": 0.0, "openssh": 0.0}
+            cpu = {"ugate": 1e9, "openssh": 1e9}  # CPU s/GiB of the process, least of the runs
             for _ in range(a.runs):  # interleaved: drift hits both alike
-                best["ugate"] = max(best["ugate"], run(gw_port, nbytes))
-                best["openssh"] = max(best["openssh"], run(lp, nbytes))
+                for name, port, proc in (("ugate", gw_port, gw), ("openssh", lp, fwd)):
+                    c0 = cpu_seconds(proc.pid)
+                    best[name] = max(best[name], run(port, nbytes))
+                    cpu[name] = min(cpu[name], (cpu_seconds(proc.pid) - c0) * 1024 / a.mib)
             res[way] = best
             for p in (fwd, gw):
                 p.terminate()
@@ -212,6 +223,7 @@ def client_side(a: argparse.Namespace, tmp: Path, keygen: str, ssh: str, ugate: 
             line = f"{cipher:30} {way:8} " + "  ".join(
                 f"{k}={v:8.1f} MiB/s" for k, v in best.items())
             line += f"  ugate/openssh={best['ugate'] / best['openssh']:.2f}x"
+            line += f"  CPU s/GiB ugate={cpu['ugate']:.2f} ssh={cpu['openssh']:.2f}"
             print(line, flush=True)
 
 
