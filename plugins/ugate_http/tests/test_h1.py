@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ugate_core import ProtocolError, Sniff
@@ -437,3 +437,57 @@ def test_fast_head_fields_match_the_line_parser(lines: list[bytes], max_fields: 
     fast = outcome(lambda: _head_fields(block, rest, 400, max_fields))
     slow = outcome(lambda: _parse_fields(_lines(block)[1:], max_fields, 400))
     assert fast == slow
+
+
+@PARSE
+@given(st.lists(st.sampled_from(PIECES), max_size=30), st.sampled_from(["GET", "HEAD"]),
+       st.booleans())
+@example([b"GET ", b"/", b" HTTP/1.1", b"\r\n", b"Host: a\r\n", b"\r\n"], "GET", False)
+@example([b"POST ", b"/", b" HTTP/1.0", b"\r\n", b"Content-Length: 3\r\n", b"\r\n", b"abc"],
+         "GET", False)
+@example([b"Content-Length: 3\r\n", b"\r\n", b"abc"], "GET", True)
+@example([b"Content-Length: 3\r\n", b"\r\n"], "HEAD", True)
+@example([b"Host: a\r\n", b"\r\n", b"\xff"], "GET", True)
+def test_receive_whole_is_receive_data_without_events(pieces: list[bytes], method: str,
+                                                      response: bool) -> None:
+    """receive_whole either declines and changes nothing, or returns what receive_data's
+    events say and leaves the parser exactly where receive_data does."""
+    data = b"".join(pieces)
+    if response:
+        data = b"HTTP/1.1 200 OK\r\n" + data
+    parsers: list[RequestParser | ResponseParser] = []
+    for _ in range(2):
+        p: RequestParser | ResponseParser = ResponseParser() if response else RequestParser()
+        if isinstance(p, ResponseParser):
+            p.expect(method)
+        parsers.append(p)
+    a, b = parsers
+
+    def outcome(f: object) -> object:
+        try:
+            return f()  # type: ignore[operator]
+        except HttpError as e:
+            return (e.status, e.reason, str(e))
+
+    whole = outcome(lambda: a.receive_whole(data))
+    if whole is None:  # declined: a is untouched, as b
+        assert (a._state, a.buffered()) == (b._state, b.buffered())
+        return
+    events = outcome(lambda: b.receive_data(data))
+    if isinstance(whole, tuple) and len(whole) == 3:  # the same error
+        assert events == whole
+        return
+    assert isinstance(whole, tuple) and isinstance(events, list)
+    msg, body = whole
+    head = events[0]
+    assert (head.response if response else head.request) == msg  # type: ignore[union-attr]
+    assert merge(events[1:]) == ([BodyReceived(data=body)] if body else []) + [MessageEnded()]
+    assert (a._state, a.buffered(), a.framing) == (b._state, b.buffered(), b.framing)
+    # and both go on alike
+    tail = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" if not response else \
+        b"HTTP/1.1 204 No\r\n\r\n"
+    if isinstance(a, ResponseParser) and isinstance(b, ResponseParser):
+        assert a.expect("GET") == b.expect("GET")
+    else:
+        assert a.next_message() == b.next_message()
+    assert outcome(lambda: a.receive_data(tail)) == outcome(lambda: b.receive_data(tail))

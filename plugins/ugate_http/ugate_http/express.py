@@ -67,12 +67,14 @@ class Exchange:
     """One request in the express lane, from the upstream's first byte to the pool."""
 
     __slots__ = ("address", "chunked", "conn", "deadline", "head", "keep", "pending",
-                 "progress", "received", "req", "s", "t0", "target")
+                 "progress", "queued", "received", "req", "s", "t0", "target")
 
     def __init__(self, session: _Session, req: Request, conn: _Conn, address: str,
-                 target: str, t0: float) -> None:
+                 target: str, t0: float, queued: bool) -> None:
         self.s = session
         self.req = req
+        #: the request's events are queued in the client reader (else it was taken whole)
+        self.queued = queued
         self.conn = conn
         self.address = address
         self.target = target
@@ -87,8 +89,19 @@ class Exchange:
         #: event-loop time by which the answer must start (then: the body must move)
         self.deadline = t0 + session.pool.response_timeout
         conn.reader.hook = self.on_upstream
+        conn.reader.whole = self.on_whole
 
     # ------------------------------------------------------------------ upstream events
+    def on_whole(self, msg: Request | Response, body: bytes) -> bool:
+        """The whole answer arrived in one piece (the upstream reader's ``whole`` hook)."""
+        if type(msg) is not Response or self.head is not None:
+            return False
+        self._head(msg)
+        if body:
+            self._body(body)
+        self._end()
+        return True
+
     def on_upstream(self) -> bool:
         r = self.conn.reader
         client = self.s.stream
@@ -187,6 +200,7 @@ class Exchange:
     # ------------------------------------------------------------------ endings
     def _unhook(self) -> None:
         self.conn.reader.hook = None
+        self.conn.reader.whole = None
         client = self.s.stream
         if client.on_resume_writing == self._client_resumed:
             client.on_resume_writing = None

@@ -346,6 +346,34 @@ class _Parser:
         self._buf += data
         return self._run()
 
+    def receive_whole(self, data: bytes) -> tuple[Request | Response, bytes] | None:
+        """The short way for the common case: when nothing is buffered and ``data`` is exactly
+        one whole message (a CRLF head, then all of its Content-Length body or none), return
+        its head and body and leave the parser paused after it, as ``receive_data`` would
+        after :class:`MessageEnded` — but with no event objects. ``None``, with nothing
+        changed, for anything else (then call ``receive_data``). Raises what ``receive_data``
+        would for a bad head."""
+        if self._state is not _State.HEAD or self._buf or self._head_started:
+            return None
+        i = data.find(b"\n\r\n")
+        if i < 0 or i + 3 > self.max_header_bytes or data[:1] in (b"\r", b"\n") \
+                or data.find(b"\n\n", 0, i) >= 0:
+            return None
+        msg = self._parse(data[:i])
+        body = data[i + 3:]
+        framing = msg.framing
+        if framing is Framing.LENGTH:
+            if len(body) != msg.length:
+                return None
+        elif framing is not Framing.NONE or body or (type(msg) is Response and msg.interim):
+            return None
+        self._framing = framing
+        self._state = _State.DONE
+        return msg, body
+
+    def _parse(self, block: bytes) -> Request | Response:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def receive_eof(self) -> list[Event]:
         """The peer closed. Ends a close-delimited body; raises if a message was cut short."""
         st = self._state
@@ -377,8 +405,10 @@ class _Parser:
         raise NotImplementedError
 
     def _run(self) -> list[Event]:
-        out: list[Event] = []
         buf = self._buf
+        if not buf:
+            return []  # no state makes an event out of nothing
+        out: list[Event] = []
         while True:
             st = self._state
             if st is _State.HEAD:
@@ -529,6 +559,11 @@ class RequestParser(_Parser):
         block = self._take_head()
         if block is None:
             return None
+        req = self._parse(block)
+        self._start_body(req.framing, req.length)
+        return RequestReceived(request=req)
+
+    def _parse(self, block: bytes) -> Request:
         first, rest = _first_line(block)
         m = _REQUEST_LINE_S.fullmatch(first)
         if m is None:
@@ -551,7 +586,7 @@ class RequestParser(_Parser):
             framing = Framing.CHUNKED
         elif length:
             framing, n = Framing.LENGTH, length
-        req = Request(
+        return Request(
             method=m.group(1),
             target=m.group(2),
             headers=headers,
@@ -560,8 +595,6 @@ class RequestParser(_Parser):
             length=n,
             connection=_connection(special),
         )
-        self._start_body(framing, n)
-        return RequestReceived(request=req)
 
     def _run(self) -> list[Event]:
         out = super()._run()
@@ -600,6 +633,12 @@ class ResponseParser(_Parser):
         block = self._take_head()
         if block is None:
             return None
+        resp = self._parse(block)
+        if not resp.interim:
+            self._start_body(resp.framing, resp.length)
+        return ResponseReceived(response=resp)
+
+    def _parse(self, block: bytes) -> Response:
         first, rest = _first_line(block)
         m = _STATUS_LINE_S.fullmatch(first)
         if m is None:
@@ -614,14 +653,11 @@ class ResponseParser(_Parser):
         version = "1.0" if minor == 0 else "1.1"
         conn = _connection(special)
         if 100 <= status < 200 and status != 101:
-            return ResponseReceived(response=Response(status=status, reason=reason,
-                                                      headers=headers, version=version,
-                                                      connection=conn))
+            return Response(status=status, reason=reason, headers=headers, version=version,
+                            connection=conn)
         framing, n = self._framing_for(status, special)
-        resp = Response(status=status, reason=reason, headers=headers, version=version,
+        return Response(status=status, reason=reason, headers=headers, version=version,
                         framing=framing, length=n, connection=conn)
-        self._start_body(framing, n)
-        return ResponseReceived(response=resp)
 
     def _framing_for(self, status: int, special: Special) -> tuple[Framing, int]:
         if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):

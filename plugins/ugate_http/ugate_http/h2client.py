@@ -20,9 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from h2.errors import ErrorCodes
-
-from ugate_core import Stream, StreamMeta
+from ugate_core import H2ErrorCode, Stream, StreamMeta
 
 from .client import OutgoingRequest, authorize_reuse
 from .h1 import Framing, Headers, HttpError, Response
@@ -132,7 +130,7 @@ class H2UpstreamResponse:
                 pump.cancel()
             elif not pump.cancelled():
                 pump.exception()
-        self.ex.reset(ErrorCodes.CANCEL)
+        self.ex.reset(H2ErrorCode.CANCEL)
 
     async def detach(self) -> Stream:
         raise HttpError("an HTTP/2 upstream cannot switch protocols", "bad_response", 502)
@@ -322,7 +320,7 @@ class H2UpstreamPool:
         except BaseException:
             if pump is not None and not pump.done():
                 pump.cancel()
-            ex.reset(ErrorCodes.CANCEL)
+            ex.reset(H2ErrorCode.CANCEL)
             raise
         return H2UpstreamResponse(self, conn, ex, head, pump, reused)
 
@@ -342,6 +340,6 @@ class H2UpstreamPool:
             raise HttpError(f"upstream {req.authority}: {e}", "upstream_closed",
                             502) from None
         except BaseException:
-            ex.reset(ErrorCodes.CANCEL)
+            ex.reset(H2ErrorCode.CANCEL)
             raise
 

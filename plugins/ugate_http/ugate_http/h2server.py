@@ -14,9 +14,7 @@ import asyncio
 import hmac
 import logging
 
-from h2.errors import ErrorCodes
-
-from ugate_core import DialError, ListenerContext, Stream
+from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
 
 from .client import OutgoingRequest, Reply
 from .h1 import Framing, HttpError, Request, Response
@@ -127,9 +125,8 @@ class H2Front:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             conn.close()
-            if conn.error is not None:
-                reason, detail = conn.error
-                self.ctx.reject(reason, detail, self.stream.meta)
+            if conn.error_reason:
+                self.ctx.reject(conn.error_reason, conn.error, self.stream.meta)
             log.debug("h2_closed listener=%s client=%s requests=%d", self.ctx.name,
                       _peer(self.stream), conn.requests)
 
@@ -164,7 +161,7 @@ class H2Front:
             self._timer = None
         task = self.loop.create_task(self._handle(ex, req, err))
         ex.task = task
-        self.tasks[ex.id] = task
+        self.tasks[ex.sid] = task
 
     # ------------------------------------------------------------------ one request
     async def _handle(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
@@ -190,9 +187,9 @@ class H2Front:
             pass  # the client reset the stream or the connection ended: nobody to answer
         except Exception as e:
             log.warning("h2_request_error listener=%s client=%s stream=%d error=%r",
-                        self.ctx.name, _peer(self.stream), ex.id, e)
+                        self.ctx.name, _peer(self.stream), ex.sid, e)
         finally:
-            self.tasks.pop(ex.id, None)
+            self.tasks.pop(ex.sid, None)
             ex.task = None
             ex.finish()
 
@@ -331,7 +328,7 @@ class H2Front:
             resp.abort()
             client_gone = isinstance(e, StreamResetError) and ex.error is not None
             if not client_gone:
-                ex.reset(ErrorCodes.INTERNAL_ERROR)
+                ex.reset(H2ErrorCode.INTERNAL_ERROR)
             log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
                      "error=%r", self.ctx.name, _peer(self.stream), address, head.status,
                      resp.received, str(e) or type(e).__name__)

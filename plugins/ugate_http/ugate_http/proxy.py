@@ -185,8 +185,11 @@ class _Session:
         self._ex_timer: asyncio.TimerHandle | None = None
         #: (Host, Forwarded value, X-Forwarded-For element) of the last request
         self._forwarded: tuple[str, str, str] | None = None
+        #: the request the express lane last declined (not examined twice)
+        self._declined: Request | None = None
         if opts.express and not opts.users:
             self.reader.hook = self._on_client_events
+            self.reader.whole = self._express_whole
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -253,12 +256,21 @@ class _Session:
     def _express_next(self) -> bool:
         """Send the next queued request in the express lane if it qualifies (see express.py);
         False leaves it to the task."""
-        r = self.reader
-        ev = r.peek()
-        if not isinstance(ev, RequestReceived):
+        ev = self.reader.peek()
+        if not isinstance(ev, RequestReceived) or ev.request is self._declined:
             return False
-        req = ev.request
+        return self._express_take(ev.request, queued=True)
+
+    def _express_whole(self, msg: Request | Response, body: bytes) -> bool:
+        """The reader's ``whole`` hook: a request that arrived whole, before any event was
+        made of it."""
+        if self.express is not None or self.task_busy or type(msg) is not Request:
+            return False
+        return self._express_take(msg, queued=False)
+
+    def _express_take(self, req: Request, *, queued: bool) -> bool:
         if req.method == "CONNECT" or req.framing is not Framing.NONE:
+            self._declined = req
             return False
         opts = self.opts
         target = req.target
@@ -281,16 +293,20 @@ class _Session:
                 _, host, target = split_absolute(target)
                 name, port = split_authority(host, 80)
         except HttpError:
+            self._declined = req
             return False  # the task answers it
         address = address_of(name, port)
         meta = self.stream.meta
         if address not in _allowed(meta) or not self.state.speaks_h1(address):
+            self._declined = req
             return False
         f = self._fields(req, host)
         if f.loop or f.expect or f.upgrade_field:
+            self._declined = req
             return False
         conn = self.pool.take_reusable(address)
         if conn is None:
+            self._declined = req
             return False
         meta.target = address
         fields = f.fields
@@ -298,8 +314,9 @@ class _Session:
             fields.append(("Content-Length", "0"))
         conn.requests += 1
         conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields))
-        r.held = True
-        ex = self.express = Exchange(self, req, conn, address, target, self.loop.time())
+        self.reader.held = True
+        ex = self.express = Exchange(self, req, conn, address, target, self.loop.time(),
+                                     queued)
         self.expressed += 1
         self.state.expressed += 1
         timer = self._ex_timer
@@ -326,10 +343,13 @@ class _Session:
 
     def express_done(self, keep: bool, *, handoff: bool = True) -> None:
         """The express exchange ended; ``keep``: the client connection stays open."""
-        self.express = None
+        ex, self.express = self.express, None
         self.last_active = self.loop.time()
         r = self.reader
-        r.next_message()  # this request's events go: the task must not answer it again
+        if ex is not None and not ex.queued:
+            r.resume_parser()
+        else:
+            r.next_message()  # this request's events go: the task must not answer it again
         if not keep:
             if handoff:
                 r.push_front(Handoff(close_step))
@@ -340,8 +360,10 @@ class _Session:
 
     def express_handoff(self, step: Callable[[], Awaitable[bool]]) -> None:
         """Give the express exchange back to the task: it runs ``step`` for this request."""
-        self.express = None
+        ex, self.express = self.express, None
         self.last_active = self.loop.time()
+        if ex is not None and not ex.queued:  # the task reads the request as if queued
+            self.reader.push_whole(ex.req, b"")
         self.reader.push_front(Handoff(step))
         self.reader.release()
 

@@ -15,7 +15,18 @@ from collections.abc import Callable
 
 from ugate_core import Stream
 
-from .h1 import BodyReceived, Event, HttpError, MessageEnded, RequestParser, ResponseParser
+from .h1 import (
+    BodyReceived,
+    Event,
+    HttpError,
+    MessageEnded,
+    Request,
+    RequestParser,
+    RequestReceived,
+    Response,
+    ResponseParser,
+    ResponseReceived,
+)
 
 #: bytes queued (parsed body or unparsed input) above which the source is paused
 HIGH_WATER = 512 * 1024
@@ -44,6 +55,10 @@ class EventReader:
         #: True means the hook took care of it (see ``express.py``: requests answered from
         #: callbacks, with no task woken)
         self.hook: Callable[[], bool] | None = None
+        #: offered each whole message that arrives in one piece while nothing waits before it
+        #: (``parser.receive_whole``: no event objects); True: taken, the parser is paused
+        #: after it; False: it is queued as events, as any other message
+        self.whole: Callable[[Request | Response, bytes], bool] | None = None
         #: the events belong to the hook's owner for now: the consumer task is not woken and
         #: does not take them until this is cleared
         self.held = False
@@ -53,8 +68,15 @@ class EventReader:
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
             return
+        whole = self.whole
         try:
-            events = self.parser.receive_data(data)
+            if whole is not None and not self._events \
+                    and (w := self.parser.receive_whole(data)) is not None:
+                if whole(*w):
+                    return
+                events = _events_of(*w)
+            else:
+                events = self.parser.receive_data(data)
         except HttpError as e:
             self._error = e
             self.stream.pause_reading()
@@ -175,10 +197,21 @@ class EventReader:
         while events:
             if isinstance(self._taken(events.popleft()), MessageEnded):
                 break
+        self.resume_parser()
+
+    def resume_parser(self) -> None:
+        """Parse on after a message that was taken whole (``whole``): none of its events
+        are queued."""
         try:
-            events.extend(self.parser.next_message())
+            self._events.extend(self.parser.next_message())
         except HttpError as e:
             self._error = e
+
+    def push_whole(self, msg: Request | Response, body: bytes) -> None:
+        """Queue, in front, the events of a message taken whole (given back to the consumer
+        task, which reads it as if it had been queued)."""
+        for ev in reversed(_events_of(msg, body)):
+            self._events.appendleft(ev)
 
     async def wait_readable(self, deadline: float) -> bool:
         """Wait until bytes or EOF arrive (keep-alive idle); False at the deadline."""
@@ -198,6 +231,16 @@ class EventReader:
         self._attached = False
         self.stream.set_receiver(None)
         self.stream.unread(self.parser.take_leftover())
+
+
+def _events_of(msg: Request | Response, body: bytes) -> list[Event]:
+    """The events ``receive_data`` gives for a whole message."""
+    out: list[Event] = [RequestReceived(request=msg) if type(msg) is Request
+                        else ResponseReceived(response=msg)]  # type: ignore[arg-type]
+    if body:
+        out.append(BodyReceived(data=body))
+    out.append(MessageEnded())
+    return out
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
