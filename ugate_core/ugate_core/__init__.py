@@ -6,15 +6,19 @@ Plugins import only from here.
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .gateway import Gateway, StreamRecord
+from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
     H2Codec,
     H2ConnectionError,
+    H2Endpoint,
     H2Error,
     H2ErrorCode,
+    H2Flow,
     H2Handler,
     H2Setting,
     H2UsageError,
 )
+from .h2 import code_name as h2_code_name
 from .hookspecs import hookimpl
 from .identity import FileIdentitySource, Identity, IdentityError
 from .ids import (
@@ -56,6 +60,7 @@ from .types import (
 from .verify import peer_certificates, verify_peer
 
 __all__ = [
+    "H2_PREFACE",
     "AuthError",
     "BytesBody",
     "Config",
@@ -71,8 +76,10 @@ __all__ = [
     "Gateway",
     "H2Codec",
     "H2ConnectionError",
+    "H2Endpoint",
     "H2Error",
     "H2ErrorCode",
+    "H2Flow",
     "H2Handler",
     "H2Setting",
     "H2UsageError",
@@ -103,6 +110,7 @@ __all__ = [
     "count_identity_failure",
     "expected_identities_for",
     "format_hostport",
+    "h2_code_name",
     "hookimpl",
     "id_from_name",
     "id_of_public_key",

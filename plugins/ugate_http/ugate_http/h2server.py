@@ -96,6 +96,7 @@ class H2Front:
         self.conn = H2Conn(stream, limits, client=False, on_request=self._on_request,
                            name=f"{ctx.name}-{stream.meta.id}")
         self.conn.on_idle = self._on_idle
+        self.conn.on_malformed = self._on_malformed
         #: the task answering each running stream, by stream id
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -151,6 +152,10 @@ class H2Front:
             self._on_idle(conn)
             return
         conn.goaway()
+
+    def _on_malformed(self, message: str) -> None:
+        """The codec reset a request that breaks RFC 9113's rules (PROTOCOL_ERROR)."""
+        self.ctx.reject("bad_request", f"HTTP/2 {message} (stream reset)", self.stream.meta)
 
     def _on_request(self, ex: H2Exchange) -> None:
         self._spawn(ex, None, None)

@@ -1,9 +1,12 @@
 """HTTP/2 (RFC 9113) for ugate, sans-IO: :class:`H2Codec` turns the peer's bytes into calls on
-an :class:`H2Handler` and queues the frames to send. HPACK is the ``hpack`` library's (extra
-``ugate-core[h2]``); framing, stream states and flow control are ours (see ``docs/h2.md``).
+an :class:`H2Handler` and queues the frames to send; :class:`H2Endpoint` runs a codec over a
+core Stream (I/O and flow-control policy) for HBONE and the HTTP proxy. HPACK is the
+``hpack`` library's (extra ``ugate-core[h2]``); framing, stream states and flow control are
+ours (see ``docs/h2.md``).
 """
 
 from .codec import H2Codec
+from .endpoint import H2Endpoint, H2Flow
 from .frames import (
     PREFACE,
     H2ConnectionError,
@@ -21,8 +24,10 @@ __all__ = [
     "PREFACE",
     "H2Codec",
     "H2ConnectionError",
+    "H2Endpoint",
     "H2Error",
     "H2ErrorCode",
+    "H2Flow",
     "H2Handler",
     "H2Setting",
     "H2UsageError",
