@@ -448,6 +448,7 @@ def test_fast_head_fields_match_the_line_parser(lines: list[bytes], max_fields: 
 @example([b"Content-Length: 3\r\n", b"\r\n", b"abc"], "GET", True)
 @example([b"Content-Length: 3\r\n", b"\r\n"], "HEAD", True)
 @example([b"Host: a\r\n", b"\r\n", b"\xff"], "GET", True)
+@example([b"\n", b"\r\n\r\n"], "GET", True)  # the head ends at the bare LF pair
 def test_receive_whole_is_receive_data_without_events(pieces: list[bytes], method: str,
                                                       response: bool) -> None:
     """receive_whole either declines and changes nothing, or returns what receive_data's

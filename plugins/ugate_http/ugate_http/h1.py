@@ -48,9 +48,11 @@ class Framing(enum.Enum):
     TUNNEL = "tunnel"  # the connection stops being HTTP (CONNECT 2xx, 101)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Request:
-    """A request head. ``target`` is as sent (origin-, absolute-, authority- or asterisk-form)."""
+    """A request head. ``target`` is as sent (origin-, absolute-, authority- or asterisk-form).
+    Read-only by convention (not frozen: a frozen dataclass costs twice as much to make, and
+    one is made per message)."""
 
     method: str
     target: str
@@ -69,9 +71,10 @@ class Request:
         return self.version == "1.1" and "close" not in self.connection
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Response:
-    """A response head. ``framing`` depends on the request method, so the parser is told it."""
+    """A response head. ``framing`` depends on the request method, so the parser is told it.
+    Read-only by convention, as :class:`Request`."""
 
     status: int
     reason: str = ""
@@ -128,9 +131,13 @@ _FIELD_LINE = re.compile(rb"([" + _TCHAR + rb"]+):[\t ]*([\t\x20-\x7e\x80-\xff]*
 # in Python (a head with an error is parsed again line by line, for the exact message)
 _REQUEST_LINE_S = re.compile(_REQUEST_LINE.pattern.decode("latin-1"))
 _STATUS_LINE_S = re.compile(_STATUS_LINE.pattern.decode("latin-1"))
-_FIELD_LINE_S = _FIELD_LINE.pattern.decode("latin-1") + r"\r?\n"
-_FIELD_PAIRS = re.compile(_FIELD_LINE_S)
-_FIELD_BLOCK = re.compile(f"(?:{_FIELD_LINE_S})*")
+# (the value without its trailing whitespace, with possessive repeats: the lazy form of
+# _FIELD_LINE tries the line's end after every character, several times slower)
+_VCHAR = r"[\x21-\x7e\x80-\xff]"
+_FIELD_PAIRS = re.compile(_TCHAR.decode("latin-1").join(["([", "]+):[\\t ]*+"])
+                          + f"((?:{_VCHAR}++|[\\t ]++(?={_VCHAR}))*+)[\\t ]*+\\r?\\n")
+_FIELD_BLOCK = re.compile(_TCHAR.decode("latin-1").join(["(?:[", "]+:"])
+                          + r"[\t\x20-\x7e\x80-\xff]*\r?\n)*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 _LENGTH = re.compile(r"[0-9]{1,18}")
 
@@ -247,7 +254,12 @@ def _elements(values: list[str]) -> list[str]:
     return [p.strip() for v in values for p in v.split(",") if p.strip()]
 
 
+_NO_TOKENS: frozenset[str] = frozenset()
+
+
 def _connection(special: Special) -> frozenset[str]:
+    if not special:
+        return _NO_TOKENS
     vals = special.get("connection", []) + special.get("proxy-connection", [])
     return frozenset(t.lower() for t in _elements(vals)) if vals else frozenset()
 
@@ -256,6 +268,10 @@ def _content_length(special: Special, status: int) -> int | None:
     raw = special.get("content-length")
     if raw is None:
         return None
+    if len(raw) == 1:  # the common case: one plain number
+        v = raw[0]
+        if v.isdigit() and v.isascii() and len(v) <= 18:
+            return int(v)
     vals = _elements(raw)
     if not vals:
         raise HttpError("empty Content-Length", "bad_request", status)
@@ -269,6 +285,8 @@ def _content_length(special: Special, status: int) -> int | None:
 
 
 def _codings(special: Special) -> list[str] | None:
+    if not special:
+        return None
     raw = special.get("transfer-encoding")
     return None if raw is None else [c.lower() for c in _elements(raw)]
 
@@ -357,7 +375,7 @@ class _Parser:
             return None
         i = data.find(b"\n\r\n")
         if i < 0 or i + 3 > self.max_header_bytes or data[:1] in (b"\r", b"\n") \
-                or data.find(b"\n\n", 0, i) >= 0:
+                or data.find(b"\n\n", 0, i + 1) >= 0:  # a bare-LF end before (or in) it
             return None
         msg = self._parse(data[:i])
         body = data[i + 3:]
@@ -687,10 +705,8 @@ class ResponseParser(_Parser):
 # ------------------------------------------------------------------------------ writing
 def encode_head(first_line: str, headers: Headers | list[tuple[str, str]]) -> bytes:
     """``first_line`` and fields, CRLF-terminated. Values must already be valid (no CR/LF)."""
-    parts = [first_line]
-    parts.extend(f"{k}: {v}" for k, v in headers)
-    parts.append("\r\n")
-    return "\r\n".join(parts).encode("latin-1")
+    return "\r\n".join([first_line, *[f"{k}: {v}" for k, v in headers], "", ""]).encode(
+        "latin-1")
 
 
 def encode_chunk(data: bytes) -> bytes:

@@ -185,6 +185,8 @@ class _Session:
         self._ex_timer: asyncio.TimerHandle | None = None
         #: (Host, Forwarded value, X-Forwarded-For element) of the last request
         self._forwarded: tuple[str, str, str] | None = None
+        #: the express lane's last authority: (as sent, default port, address)
+        self._route: tuple[str, int, str] | None = None
         #: the request the express lane last declined (not examined twice)
         self._declined: Request | None = None
         if opts.express and not opts.users:
@@ -286,16 +288,22 @@ class _Session:
                         host = v.strip()
                 if host is None:
                     return False
-                name, port = split_authority(host, opts.default_port)
+                port = opts.default_port
             else:
                 if target[:7].lower() != "http://":
                     return False
                 _, host, target = split_absolute(target)
-                name, port = split_authority(host, 80)
+                port = 80
+            route = self._route
+            if route is not None and route[0] == host and route[1] == port:
+                address = route[2]
+            else:
+                name, port = split_authority(host, port)
+                address = address_of(name, port)
+                self._route = (host, port, address)
         except HttpError:
             self._declined = req
             return False  # the task answers it
-        address = address_of(name, port)
         meta = self.stream.meta
         if address not in _allowed(meta) or not self.state.speaks_h1(address):
             self._declined = req
