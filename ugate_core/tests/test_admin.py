@@ -67,3 +67,21 @@ async def test_readyz_goes_503_during_shutdown(start_gateway: StartGateway) -> N
     w.write(b"GET /readyz HTTP/1.1\r\n\r\n")
     assert (await r.read(-1)).startswith(b"HTTP/1.1 503")
     w.close()
+
+
+def test_tallies_are_exact_at_every_reading() -> None:
+    """A Tally's plain additions show in the counter whenever the registry is read: by
+    get_sample_value (what tests use) and by the /metrics text."""
+    from ugate_core.metrics import Metrics
+
+    m = Metrics()
+    t = m.tally(m.bytes, "web", "down")
+    assert m.tally(m.bytes, "web", "down") is t
+    t.n += 5
+    t.n += 7
+    assert m.registry.get_sample_value("ugate_relay_bytes_total",
+                                       {"listener": "web", "direction": "down"}) == 12
+    assert t.n == 0  # folded
+    t.n += 1
+    m.child(m.bytes, "web", "down").inc(2)  # the same child, also counted directly
+    assert b'ugate_relay_bytes_total{direction="down",listener="web"} 15.0' in m.render()

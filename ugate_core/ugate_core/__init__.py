@@ -29,6 +29,7 @@ from .ids import (
     remember_key,
     vip_of_public_key,
 )
+from .metrics import Tally
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import is_ip, match_name, split_address
@@ -104,6 +105,7 @@ __all__ = [
     "StreamClosedError",
     "StreamMeta",
     "StreamRecord",
+    "Tally",
     "TcpStream",
     "TlsStream",
     "UgateError",

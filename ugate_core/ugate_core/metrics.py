@@ -7,11 +7,43 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
+class Tally:
+    """A counter child for per-request paths: ``tally.n += k`` is a plain integer addition
+    (a prometheus ``inc()`` is four calls and a lock); what it holds is added to its
+    prometheus child each time the registry is collected, so every reading is exact."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n = 0
+
+
+class _Fold:
+    """Registered first in the registry: collecting it folds the tallies into their counters
+    before those are collected."""
+
+    def __init__(self, tallies: dict[tuple[int, tuple[str, ...]], Tally]) -> None:
+        self.tallies = tallies
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        for t in self.tallies.values():
+            if t.n:
+                n, t.n = t.n, 0
+                t.child.inc(n)
+        return []
+
+
 class Metrics:
     """The counters every part of the gateway shares. Plugins may add their own on ``registry``."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self._tallies: dict[tuple[int, tuple[str, ...]], Tally] = {}
+        r.register(_Fold(self._tallies))
         self.connections = Counter(
             "ugate_connections", "Accepted connections", ["listener", "protocol"], registry=r
         )
@@ -62,6 +94,15 @@ class Metrics:
                 self._children.clear()
             c = self._children[key] = metric.labels(*labels)
         return c
+
+    def tally(self, metric: Any, *labels: str) -> Tally:
+        """A :class:`Tally` for ``metric.labels(*labels)`` (label values from config or a small
+        fixed set, never from clients: tallies are kept for the gateway's life)."""
+        key = (id(metric), labels)
+        t = self._tallies.get(key)
+        if t is None:
+            t = self._tallies[key] = Tally(self.child(metric, *labels))
+        return t
 
     def reject(self, listener: str, reason: str) -> None:
         self.child(self.rejections, listener, reason).inc()

@@ -187,7 +187,7 @@ class Exchange:
             s.pool._put(conn)
         else:
             conn.close()
-        s.state.add_bytes(s.ctx.name, 0, self.received)
+        s.state.add_bytes(s.lname, 0, self.received)
         if log.isEnabledFor(logging.DEBUG):
             meta = s.stream.meta
             log.debug("http_request listener=%s client=%s user=%s method=%s address=%s "

@@ -165,6 +165,8 @@ class _Session:
         self.opts = opts
         self.state = state
         self.reader = EventReader(stream, RequestParser(max_header_bytes=opts.max_header_bytes))
+        #: the listener's name (a property of ctx: asked per request)
+        self.lname = ctx.name
         self.pool = state.pool(ctx.name, opts)
         self.idle: float | None = self.gw.config.gateway.idle_timeout or None
         self.loop = asyncio.get_running_loop()
@@ -475,7 +477,7 @@ class _Session:
                 raise ConnectionResetError(f"client read nothing for {self.idle:g}s") from None
 
     def _count(self, status: int) -> None:
-        self.state.count(self.ctx.name, status)
+        self.state.count(self.lname, status)
 
     async def _fail(self, status: int, reason: str, message: str,
                     extra: list[tuple[str, str]] | None = None) -> bool:
@@ -672,7 +674,7 @@ class _Session:
             return False
         await resp.release()
         up_bytes = body.count if body is not None else 0
-        self.state.add_bytes(self.ctx.name, up_bytes, resp.received)
+        self.state.add_bytes(self.lname, up_bytes, resp.received)
         log.debug("http_request listener=%s client=%s user=%s method=%s address=%s target=%s "
                   "status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name, peer(meta),
                   meta.user or "-", req.method, address, target[:200], head.status, up_bytes,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from ugate_core import DialError, StreamMeta
+from ugate_core import DialError, StreamMeta, Tally
 
 from .client import OutgoingRequest, Reply, UpstreamPool
 from .h1 import Response
@@ -49,8 +49,8 @@ class PluginState:
             "ugate_http_requests", "HTTP requests answered by the http listener, by status",
             ["listener", "code"], registry=gateway.metrics.registry,
         )
-        self._children: dict[tuple[str, int], Counter] = {}
-        self._bytes: dict[str, tuple[Counter, Counter]] = {}
+        self._counts: dict[tuple[str, int], Tally] = {}
+        self._bytes: dict[str, tuple[Tally, Tally]] = {}
         self._rt_options: HttpOptions | None = None
         #: requests sent in the express lane (express.py), for tests and benchmarks
         self.expressed = 0
@@ -58,22 +58,21 @@ class PluginState:
         self._h2_seen: dict[str, tuple[float, bool]] = {}
 
     def count(self, listener: str, status: int) -> None:
-        key = (listener, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(listener, str(status))
-        child.inc()
+        t = self._counts.get((listener, status))
+        if t is None:
+            t = self._counts[(listener, status)] = self.gateway.metrics.tally(
+                self.requests, listener, str(status))
+        t.n += 1
 
     def add_bytes(self, listener: str, up: int, down: int) -> None:
         """Body bytes of proxied requests, in the core's relay byte counter."""
         pair = self._bytes.get(listener)
         if pair is None:
-            b = self.gateway.metrics.bytes
-            pair = self._bytes[listener] = (b.labels(listener, "up"), b.labels(listener, "down"))
-        if up:
-            pair[0].inc(up)
-        if down:
-            pair[1].inc(down)
+            m = self.gateway.metrics
+            pair = self._bytes[listener] = (m.tally(m.bytes, listener, "up"),
+                                            m.tally(m.bytes, listener, "down"))
+        pair[0].n += up
+        pair[1].n += down
 
     def pool(self, listener: str, opts: HttpOptions) -> UpstreamPool:
         p = self.pools.get(listener)
