@@ -318,6 +318,9 @@ async def test_h2load_100_concurrent_streams(start_gateway: StartGateway, origin
     assert "status codes: 2000 2xx" in out
     assert answered(gw, 200) == 2000
     assert origin.connections <= 128  # upstream connections were reused
+    from ugate_http.state import state_for
+
+    assert state_for(gw).expressed > 1000  # most streams were answered from callbacks
 
 
 # ------------------------------------------------------------------------------ https h2

@@ -87,7 +87,8 @@ class H2Exchange(H2Flow):
     __slots__ = (
         "_chunks", "_end_queued", "_finished", "_held", "_local_ended", "_pending",
         "_pending_len", "_queued", "_remote_ended", "_rx", "_tx", "_tx_blocked", "_unacked",
-        "conn", "error", "head", "headers", "on_fail", "on_interim", "on_writable", "received",
+        "conn", "error", "head", "headers", "on_fail", "on_finish", "on_interim", "on_writable",
+        "received",
         "sid", "task", "trailers",
     )
 
@@ -110,6 +111,8 @@ class H2Exchange(H2Flow):
         self.on_fail: Callable[[StreamResetError], None] | None = None
         #: called when :meth:`write`'s queue has drained (the sync writer may go on)
         self.on_writable: Callable[[], None] | None = None
+        #: called once when the connection forgets the stream (ended both ways, or failed)
+        self.on_finish: Callable[[], None] | None = None
         self.received = 0
 
     def __repr__(self) -> str:
@@ -122,6 +125,11 @@ class H2Exchange(H2Flow):
     @property
     def local_ended(self) -> bool:
         return self._local_ended
+
+    @property
+    def ending(self) -> bool:
+        """Our side ended, or ends once the queued bytes went out."""
+        return self._local_ended or self._end_queued
 
     # ------------------------------------------------------------------ from the connection
     def _flow_data(self, data: bytes) -> bool:
@@ -481,6 +489,9 @@ class H2Conn(H2Endpoint[H2Exchange]):
         if self.streams.get(ex.sid) is ex:
             del self.streams[ex.sid]
             self._forget_flow(ex)
+            cb, ex.on_finish = ex.on_finish, None
+            if cb is not None:
+                cb()
             if not self.streams and not self.closed:
                 if self.goaway_received or self.peer_eof or self.goaway_sent:
                     self.close()

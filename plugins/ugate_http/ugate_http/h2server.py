@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
 
-from .client import OutgoingRequest, Reply
-from .h1 import Framing, HttpError, Request, Response
+from .client import OutgoingRequest, Reply, _allowed
+from .h1 import Framing, HttpError, Request, Response, encode_head
 from .h2conn import H2Conn, H2Exchange, H2Limits, Header, StreamResetError
+from .h2express import H2Express
 from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
 from .options import HttpOptions
 from .rewrite import DIAL_STATUS, address_of, basic_credentials, forwarded_for
@@ -100,6 +102,17 @@ class H2Front:
         #: the task answering each running stream, by stream id
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.pool = state.pool(ctx.name, opts)
+        #: the express lane (h2express.py): its streams by id, and their deadlines' timer
+        self._lane = opts.express and not opts.users
+        self.express: dict[int, H2Express] = {}
+        self._xp_timer: asyncio.TimerHandle | None = None
+        self.peer = _peer(stream)
+        remote = stream.meta.remote
+        self._client_ip = remote[0] if remote else "unknown"
+        self._via = f"2 {state.via}"
+        #: ((authority, scheme), Forwarded value) of the last request
+        self._forwarded: tuple[tuple[str, str], str] | None = None
         stream.meta.extra["http_version"] = "2"
 
     # ------------------------------------------------------------------ connection
@@ -112,14 +125,18 @@ class H2Front:
             try:
                 req = request_from_h1(upgrade[0], default_port=self.opts.default_port)
             except HttpError as e:
-                self._spawn(ex1, None, e)
+                err = e
+                self._spawn(ex1, lambda: self._serve(ex1, None, err))
             else:
-                self._spawn(ex1, req, None)
+                self._spawn(ex1, lambda: self._serve(ex1, req, None))
         try:
             await conn.wait_closed()
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._xp_timer is not None:
+                self._xp_timer.cancel()
+                self._xp_timer = None
             tasks = list(self.tasks.values())
             for task in tasks:
                 task.cancel()
@@ -129,7 +146,7 @@ class H2Front:
             if conn.error_reason:
                 self.ctx.reject(conn.error_reason, conn.error, self.stream.meta)
             log.debug("h2_closed listener=%s client=%s requests=%d", self.ctx.name,
-                      _peer(self.stream), conn.requests)
+                      self.peer, conn.requests)
 
     def _on_idle(self, conn: H2Conn) -> None:
         if self._timer is not None:
@@ -158,45 +175,114 @@ class H2Front:
         self.ctx.reject("bad_request", f"HTTP/2 {message} (stream reset)", self.stream.meta)
 
     def _on_request(self, ex: H2Exchange) -> None:
-        self._spawn(ex, None, None)
-
-    def _spawn(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None) -> None:
         if self._timer is not None and self.conn.settled:
             self._timer.cancel()
             self._timer = None
-        task = self.loop.create_task(self._handle(ex, req, err))
+        opts = self.opts
+        if opts.mode == "forward":
+            self._spawn(ex, lambda: self._serve(ex, None, None))
+            return
+        try:
+            req = parse_request(ex.headers, default_port=opts.default_port,
+                                max_bytes=opts.max_header_bytes)
+        except HttpError as e:
+            err = e
+            self._spawn(ex, lambda: self._serve(ex, None, err))
+            return
+        if self._lane and ex.remote_ended and self._express(ex, req):
+            return
+        self._spawn(ex, lambda: self._proxy(ex, req))
+
+    def _spawn(self, ex: H2Exchange, step: Callable[[], Awaitable[None]]) -> None:
+        task = self.loop.create_task(self._run_step(ex, step))
         ex.task = task
         self.tasks[ex.sid] = task
 
+    # ------------------------------------------------------------------ express lane
+    def _express(self, ex: H2Exchange, req: H2Request) -> bool:
+        """Send a bodyless request on an idle pooled connection from this callback and
+        answer it from the upstream's (h2express.py); False leaves it to a task."""
+        address = address_of(req.host, req.port)
+        meta = self.stream.meta
+        if address not in _allowed(meta) or not self.state.speaks_h1(address):
+            return False
+        fields = self._fields(req, "")
+        if fields is None:
+            return False  # a loop: the task answers 508
+        conn = self.pool.take_reusable(address)
+        if conn is None:
+            return False
+        meta.target = address
+        if req.length is not None:
+            fields.append(("Content-Length", "0"))
+        conn.requests += 1
+        conn.stream.write(encode_head(f"{req.method} {req.path} HTTP/1.1", fields))
+        xp = self.express[ex.sid] = H2Express(self, ex, req, conn, address, self.loop.time())
+        self.state.expressed += 1
+        timer = self._xp_timer
+        if timer is None or timer.when() > xp.deadline:
+            if timer is not None:
+                timer.cancel()
+            self._xp_timer = self.loop.call_at(xp.deadline, self._express_tick)
+        conn.reader.push(conn.parser.expect(req.method))
+        if conn.reader.peek() is not None:
+            xp.on_upstream()
+        return True
+
+    def _express_tick(self) -> None:
+        """The express streams' deadlines: one timer per connection, re-armed when it
+        fires."""
+        self._xp_timer = None
+        now = self.loop.time()
+        for xp in [x for x in self.express.values() if x.deadline <= now]:
+            xp.tick(now)
+        if self.express:
+            first = min(x.deadline for x in self.express.values())
+            if first != float("inf"):
+                self._xp_timer = self.loop.call_at(first, self._express_tick)
+
+    def express_handoff(self, xp: H2Express, step: Awaitable[None]) -> None:
+        """Give an express stream to a task, which runs ``step`` for it."""
+        ex = xp.ex
+        self.express.pop(ex.sid, None)
+        ex.on_fail = ex.on_writable = ex.on_finish = None
+
+        async def run() -> None:
+            await step
+
+        self._spawn(ex, run)
+
     # ------------------------------------------------------------------ one request
-    async def _handle(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
-                      ) -> None:
+    async def _run_step(self, ex: H2Exchange, step: Callable[[], Awaitable[None]]) -> None:
         try:
-            if err is not None:
-                await self._fail(ex, err.status, err.reason, str(err))
-                return
-            if self.opts.mode == "forward":
-                await self._fail(ex, 400, "not_proxy_request",
-                                 "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
-                                 "requests are proxied in mode 'reverse' or 'auto'")
-                return
-            if req is None:
-                try:
-                    req = parse_request(ex.headers, default_port=self.opts.default_port,
-                                        max_bytes=self.opts.max_header_bytes)
-                except HttpError as e:
-                    await self._fail(ex, e.status, e.reason, str(e))
-                    return
-            await self._proxy(ex, req)
+            await step()
         except (StreamResetError, asyncio.CancelledError):
             pass  # the client reset the stream or the connection ended: nobody to answer
         except Exception as e:
             log.warning("h2_request_error listener=%s client=%s stream=%d error=%r",
-                        self.ctx.name, _peer(self.stream), ex.sid, e)
+                        self.ctx.name, self.peer, ex.sid, e)
         finally:
             self.tasks.pop(ex.sid, None)
-            ex.task = None
             ex.finish()
+
+    async def _serve(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
+                     ) -> None:
+        if err is not None:
+            await self._fail(ex, err.status, err.reason, str(err))
+            return
+        if self.opts.mode == "forward":
+            await self._fail(ex, 400, "not_proxy_request",
+                             "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
+                             "requests are proxied in mode 'reverse' or 'auto'")
+            return
+        if req is None:
+            try:
+                req = parse_request(ex.headers, default_port=self.opts.default_port,
+                                    max_bytes=self.opts.max_header_bytes)
+            except HttpError as e:
+                await self._fail(ex, e.status, e.reason, str(e))
+                return
+        await self._proxy(ex, req)
 
     def _count(self, status: int) -> None:
         self.state.count(self.ctx.name, status)
@@ -234,6 +320,40 @@ class H2Front:
         self.stream.meta.user = user
         return None
 
+    def _fields(self, req: H2Request, consumed: str) -> list[tuple[str, str]] | None:
+        """The HTTP/1.1 fields to send upstream (``Host``, end-to-end fields but
+        ``consumed``, ``Forwarded``, ``X-Forwarded-For``, ``Via``); None if our ``Via`` token
+        is in the request's (a loop)."""
+        opts = self.opts
+        via = self.state.via
+        fields: list[tuple[str, str]] = [("Host", req.authority)]
+        xff: list[str] = []
+        vias: list[str] = []
+        for k, v in req.headers:
+            if k == "via":
+                if via in v:
+                    return None
+                vias.append(v)
+                continue
+            if k == "x-forwarded-for" and opts.forwarded:
+                xff.append(v)
+                continue
+            if k == consumed:
+                continue
+            fields.append((k, v))
+        if opts.forwarded:
+            key = (req.authority, req.scheme)
+            fwd = self._forwarded
+            if fwd is None or fwd[0] != key:
+                remote = self.stream.meta.remote
+                fwd = self._forwarded = (key, forwarded_for(remote, *key))
+            fields.append(("forwarded", fwd[1]))
+            xff.append(self._client_ip)
+            fields.append(("x-forwarded-for", ", ".join(xff)))
+        vias.append(self._via)
+        fields.append(("via", ", ".join(vias)))
+        return fields
+
     async def _proxy(self, ex: H2Exchange, req: H2Request) -> None:
         meta = self.stream.meta
         opts = self.opts
@@ -246,30 +366,11 @@ class H2Front:
                 return
             consumed = "authorization"
         address = address_of(req.host, req.port)
-        via = self.state.via
-        fields: list[tuple[str, str]] = [("Host", req.authority)]
-        xff: list[str] = []
-        vias: list[str] = []
-        for k, v in req.headers:
-            if k == "via":
-                if via in v:
-                    await self._fail(ex, 508, "loop", f"request came back to this gateway "
-                                     f"({via}) on its way to {address}")
-                    return
-                vias.append(v)
-                continue
-            if k == "x-forwarded-for" and opts.forwarded:
-                xff.append(v)
-                continue
-            if k == consumed:
-                continue
-            fields.append((k, v))
-        if opts.forwarded:
-            fields.append(("forwarded", forwarded_for(meta.remote, req.authority, req.scheme)))
-            xff.append(meta.remote[0] if meta.remote else "unknown")
-            fields.append(("x-forwarded-for", ", ".join(xff)))
-        vias.append(f"2 {via}")
-        fields.append(("via", ", ".join(vias)))
+        fields = self._fields(req, consumed)
+        if fields is None:
+            await self._fail(ex, 508, "loop", f"request came back to this gateway "
+                             f"({self.state.via}) on its way to {address}")
+            return
         body: _H2Body | None = None
         length = req.length
         if not ex.remote_ended or ex.pending:
@@ -335,7 +436,7 @@ class H2Front:
             if not client_gone:
                 ex.reset(H2ErrorCode.INTERNAL_ERROR)
             log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
-                     "error=%r", self.ctx.name, _peer(self.stream), address, head.status,
+                     "error=%r", self.ctx.name, self.peer, address, head.status,
                      resp.received, str(e) or type(e).__name__)
             return
         await resp.release()
@@ -344,7 +445,7 @@ class H2Front:
         meta = self.stream.meta
         log.debug("http_request listener=%s client=%s user=%s version=2 method=%s address=%s "
                   "target=%s status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name,
-                  _peer(self.stream), meta.user or "-", req.method, address, req.path[:200],
+                  self.peer, meta.user or "-", req.method, address, req.path[:200],
                   head.status, up, resp.received, resp.reused, (self.loop.time() - t0) * 1000)
 
 

@@ -1,0 +1,275 @@
+"""The express lane of the HTTP/2 front: common requests answered from callbacks.
+
+A stream of the HTTP/2 front (:class:`~ugate_http.h2server.H2Front`) is normally answered by
+a task: a coroutine per request, awaiting the upstream pool's exchange, each body piece and
+the send windows. For the common request — no body, a listener without credentials, an
+address this client connection was already allowed to reach, that speaks HTTP/1.1 and to
+which the pool holds an idle connection — the request head is written upstream from the
+HTTP/2 connection's callback, and the answer is passed on from the upstream reader's
+callbacks (:class:`H2Express`): head, body within the client's windows (a stream that cannot
+send pauses its upstream connection until ``on_writable``), END_STREAM or trailers, the
+connection back to the pool. This is the HTTP/2 side of the HTTP/1.1 express lane
+(``express.py``), with the same rules:
+
+* anything unusual before the answer started hands the stream to a task that does exactly
+  what it would have done had it taken the request: a stale pooled connection (the task's
+  round trip, which may dial), an upstream error or timeout (the task's 502/504), an unasked
+  ``101`` (502);
+* after the answer started, an error cuts the stream (RST_STREAM), as the task does;
+* the client resetting the stream (or the connection closing) aborts the upstream connection.
+
+One timer per client connection guards every express stream on it (``response_timeout``
+until the head, then ``gateway.idle_timeout`` without progress).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ugate_core import H2ErrorCode
+
+from .client import UpstreamResponse, _Conn
+from .h1 import BodyReceived, Framing, HttpError, MessageEnded, Request, Response, ResponseReceived
+from .h2conn import H2Exchange, StreamResetError
+from .h2msg import H2Request, response_headers, trailer_headers
+
+if TYPE_CHECKING:
+    from .h2server import H2Front
+
+log = logging.getLogger("ugate.http")
+
+
+class H2Express:
+    """One request of the HTTP/2 front in the express lane, from the upstream's first byte
+    to the end of the client's stream."""
+
+    __slots__ = ("address", "conn", "deadline", "done", "ex", "front", "head", "progress",
+                 "received", "req", "t0", "trailers")
+
+    def __init__(self, front: H2Front, ex: H2Exchange, req: H2Request, conn: _Conn,
+                 address: str, t0: float) -> None:
+        self.front = front
+        self.ex = ex
+        self.req = req
+        self.conn = conn
+        self.address = address
+        self.t0 = t0
+        self.head: Response | None = None
+        self.received = 0
+        #: body bytes moved since the front's timer last looked
+        self.progress = False
+        #: event-loop time by which the answer must start (then: by which it must move)
+        self.deadline = t0 + front.pool.response_timeout
+        #: the upstream's trailers, sent once the stream's queue drained
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: the upstream part is over (the connection went back to the pool, or was dropped)
+        self.done = False
+        r = conn.reader
+        r.hook = self.on_upstream
+        r.whole = self.on_whole
+        ex.on_fail = self.client_gone
+        ex.on_writable = self._writable
+        ex.on_finish = self._finished
+
+    # ------------------------------------------------------------------ upstream events
+    def on_whole(self, msg: Request | Response, body: bytes) -> bool:
+        """The whole answer arrived in one piece (the upstream reader's ``whole`` hook)."""
+        if type(msg) is not Response or self.head is not None:
+            return False
+        try:
+            if self._head(msg):
+                if body:
+                    self._body(body, True)
+                self._end(())
+        except Exception as e:
+            self._bug(e)
+        return True
+
+    def on_upstream(self) -> bool:
+        """The upstream reader's hook: events, an error or the end arrived."""
+        try:
+            self._on_upstream()
+        except Exception as e:
+            self._bug(e)
+        return True
+
+    def _bug(self, e: Exception) -> None:
+        """An error of ours in a callback: never leave both connections hanging."""
+        log.exception("h2_express_error listener=%s client=%s stream=%d", self.front.ctx.name,
+                      self.front.peer, self.ex.sid)
+        self._cut(f"internal error: {e!r}")
+
+    def _on_upstream(self) -> None:
+        r = self.conn.reader
+        ex = self.ex
+        while (ev := r.peek()) is not None:
+            t = type(ev)
+            if self.done or (ex._tx_blocked and t is not MessageEnded):
+                return  # resumed by _writable
+            r.next_event_nowait()
+            if t is BodyReceived:
+                nxt = r.peek()  # the end with the last piece: END_STREAM on its DATA frame
+                end = type(nxt) is MessageEnded and not nxt.trailers
+                self._body(ev.data, end)  # type: ignore[union-attr]
+            elif t is MessageEnded:
+                self._end(ev.trailers)  # type: ignore[union-attr]
+                return
+            elif t is ResponseReceived:
+                if not self._head(ev.response):  # type: ignore[union-attr]
+                    return
+            else:
+                self._failed(HttpError(f"upstream {self.address}: unexpected "
+                                       f"{t.__name__}", "bad_response", 502))
+                return
+        if r.error is not None:
+            self._failed(r.error)
+        elif r.eof:
+            self._failed(None)
+
+    def _head(self, head: Response) -> bool:
+        """The upstream's response head: False if the stream went to a task."""
+        ex = self.ex
+        front = self.front
+        if head.interim:
+            if head.status != 100 and not ex.local_ended:
+                ex.send_headers([h for h in response_headers(head, "GET")
+                                 if h[0] != b"content-length"])
+            return True
+        if head.framing is Framing.TUNNEL:  # unasked: the task answers 502
+            self._unhook()
+            resp = UpstreamResponse(front.pool, self.conn, head, None, True)
+            front.express_handoff(self, front._answer(ex, self.req, resp, self.address,
+                                                      None, self.t0))
+            return False
+        self.head = head
+        front._count(head.status)
+        ex.send_headers(response_headers(head, self.req.method),
+                        end=head.framing is Framing.NONE)
+        idle = front.pool.idle_timeout
+        self.deadline = front.loop.time() + idle if idle else float("inf")
+        return True
+
+    def _body(self, data: bytes, end: bool = False) -> None:
+        self.received += len(data)
+        self.progress = True
+        ex = self.ex
+        if not ex.ending and not ex.write(data, end):
+            self.conn.stream.pause_reading()  # resumed by _writable
+
+    def _writable(self) -> None:
+        """The stream's queue drained: pass on what the upstream sent meanwhile."""
+        self.progress = True
+        ex = self.ex
+        if self.trailers is not None and not ex.local_ended:
+            ex.send_headers(self.trailers, end=True)
+            self.trailers = None
+        if not self.done:
+            self.conn.stream.resume_reading()
+            self.on_upstream()
+
+    def _end(self, trailers: tuple[tuple[str, str], ...]) -> None:
+        """The whole answer came: the stream ends (now or when its queue drained), the
+        upstream connection goes back to the pool."""
+        ex = self.ex
+        if not ex.ending:
+            if trailers:
+                tr = trailer_headers(trailers)
+                if ex._tx_blocked:
+                    self.trailers = tr
+                else:
+                    ex.send_headers(tr, end=True)
+            else:
+                ex.write(b"", end=True)
+        self._unhook()
+        self.done = True
+        head = self.head
+        assert head is not None
+        front = self.front
+        conn = self.conn
+        conn.stream.resume_reading()  # if _body paused it
+        if head.keep_alive and conn.usable():
+            front.pool._put(conn)
+        else:
+            conn.close()
+        front.state.add_bytes(front.ctx.name, 0, self.received)
+        if log.isEnabledFor(logging.DEBUG):
+            meta = front.stream.meta
+            log.debug("http_request listener=%s client=%s user=%s version=2 method=%s "
+                      "address=%s target=%s status=%d up=0 down=%d reused=True ms=%.1f "
+                      "express=True", front.ctx.name, front.peer, meta.user or "-",
+                      self.req.method, self.address, self.req.path[:200], head.status,
+                      self.received, (front.loop.time() - self.t0) * 1000)
+
+    def _finished(self) -> None:
+        """The stream ended (its last frame went out, or it failed): the front's timer
+        forgets it. (The upstream part, if left, ends in this same callback chain.)"""
+        self.front.express.pop(self.ex.sid, None)
+
+    # ------------------------------------------------------------------ endings
+    def _unhook(self) -> None:
+        r = self.conn.reader
+        r.hook = None
+        r.whole = None
+
+    def _failed(self, e: HttpError | None) -> None:
+        """The upstream closed or sent bad bytes (``e``)."""
+        self._unhook()
+        conn = self.conn
+        front = self.front
+        ex = self.ex
+        if self.head is None:
+            stale = e is None or (e.reason == "incomplete" and conn.parser.buffered() == 0)
+            conn.abort()
+            if stale:  # the keep-alive race: the task retries, on a new connection if need be
+                log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
+                front.express_handoff(self, front._proxy(ex, self.req))
+            else:
+                assert e is not None
+                front.express_handoff(self, front._fail(ex, e.status, e.reason, str(e)))
+            return
+        self._cut(str(e) if e is not None else "upstream closed in the middle of the body")
+
+    def tick(self, now: float) -> None:
+        """The front's timer found this stream past its deadline: no answer in time (the
+        task's 504), or no progress for ``idle_timeout`` either way (the stream is cut)."""
+        front = self.front
+        if self.head is None:
+            self._unhook()
+            self.conn.abort()
+            t = front.pool.response_timeout
+            msg = f"upstream {self.address} did not answer within {t:g}s"
+            front.express_handoff(self, front._fail(self.ex, 504, "upstream_timeout", msg))
+            return
+        idle = front.pool.idle_timeout
+        if self.progress:
+            self.progress = False
+            self.deadline = now + idle
+            return
+        self._cut(f"upstream {self.address}: no body bytes for {idle:g}s"
+                  if not self.ex._tx_blocked else f"client took nothing for {idle:g}s")
+
+    def _cut(self, why: str) -> None:
+        """The answer had started: the stream is reset, the upstream connection dropped."""
+        if not self.done:
+            self._unhook()
+            self.done = True
+            self.conn.abort()
+        front = self.front
+        head = self.head
+        log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
+                 "error=%r", front.ctx.name, front.peer, self.address,
+                 head.status if head else 0, self.received, why)
+        self.ex.on_fail = None
+        front.express.pop(self.ex.sid, None)
+        if not self.ex.local_ended:
+            self.ex.reset(H2ErrorCode.INTERNAL_ERROR)
+
+    def client_gone(self, exc: StreamResetError) -> None:
+        """The client reset the stream or the connection closed: drop the upstream one."""
+        if not self.done:
+            self._unhook()
+            self.done = True
+            self.conn.abort()
+        self.ex.on_writable = None
+        self.front.express.pop(self.ex.sid, None)
