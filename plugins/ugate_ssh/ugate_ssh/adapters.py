@@ -20,6 +20,7 @@ import asyncssh
 from ugate_core import Stream, StreamMeta
 
 from .recv import reader_for
+from .send import PacketWriter, writer_for
 
 
 class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
@@ -41,12 +42,16 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
         self._on_open = on_open
         self.on_lost: Callable[[ChannelStream], None] | None = None
         self._rx: list[bytes] | None = None
+        self.writer: PacketWriter | None = None
 
     # asyncssh session callbacks
     def connection_made(self, chan: Any) -> None:
         assert isinstance(chan, asyncssh.SSHTCPChannel)
         self.chan = chan
         chan.set_write_buffer_limits(high=self.write_high)
+        w = chan.get_extra_info("ugate_ssh_writer")
+        if isinstance(w, PacketWriter) and w.attach(chan):
+            self.writer = w
         cb, self._on_open = self._on_open, None
         if cb is not None:
             cb(self)
@@ -86,7 +91,10 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
     def _do_write(self, data: bytes | bytearray | memoryview) -> None:
         c = self.chan
         if c is not None and not c.is_closing():
-            c.write(bytes(data))
+            if self.writer is not None:
+                self.writer.write(c, data)
+            else:
+                c.write(bytes(data))
 
     def _do_write_eof(self) -> None:
         c = self.chan
@@ -156,6 +164,8 @@ class StreamTransport(asyncio.Transport):
         self._protocol = protocol
         self._paced = all(hasattr(protocol, a) for a in _PARSER_STATE)
         self.reader = reader_for(protocol) if self._paced else None
+        self.writer = writer_for(protocol)
+        self._info["ugate_ssh_writer"] = self.writer
 
     def start(self) -> None:
         """Tell the protocol it is connected, then hand it every byte (buffered ones first)."""
