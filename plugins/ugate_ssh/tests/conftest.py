@@ -16,6 +16,7 @@ from ugate_core import Gateway
 from ugate_core.testing import require_peer, run
 from ugate_ssh.keys import known_hosts_line
 from ugate_ssh.recv import PacketReader
+from ugate_ssh.send import PacketWriter
 from ugate_ssh.state import SshState
 
 
@@ -199,9 +200,11 @@ async def sshd(tmp_path: Path, openssh: OpenSsh) -> AsyncIterator[Sshd]:
 
 @dataclass
 class Readers:
-    """The receive-path readers made for SSH connections in a test (see ``readers``)."""
+    """The receive-path readers and send-path writers made for SSH connections in a test
+    (see ``readers``)."""
 
     made: list[PacketReader] = field(default_factory=list)
+    writers: list[PacketWriter] = field(default_factory=list)
     #: when set, every SSH connection made asks for a new key after this many bytes sent
     rekey_bytes: int = 0
 
@@ -209,11 +212,16 @@ class Readers:
     def fast(self) -> int:
         return sum(r.fast for r in self.made)
 
+    @property
+    def sent_fast(self) -> int:
+        return sum(w.fast for w in self.writers)
+
 
 @pytest.fixture
 def readers(monkeypatch: pytest.MonkeyPatch) -> Readers:
-    """Records the :class:`PacketReader` of every SSH connection (server and dialer)."""
-    from ugate_ssh import adapters, recv
+    """Records the :class:`PacketReader` and :class:`PacketWriter` of every SSH connection
+    (server and dialer)."""
+    from ugate_ssh import adapters, recv, send
 
     rs = Readers()
 
@@ -225,6 +233,13 @@ def readers(monkeypatch: pytest.MonkeyPatch) -> Readers:
             rs.made.append(r)
         return r
 
+    def spy_writer(protocol: object) -> PacketWriter | None:
+        w = send.writer_for(protocol)
+        if w is not None:
+            rs.writers.append(w)
+        return w
+
     monkeypatch.setattr(adapters, "reader_for", spy)
+    monkeypatch.setattr(adapters, "writer_for", spy_writer)
     return rs
 

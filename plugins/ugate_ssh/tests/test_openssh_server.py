@@ -140,6 +140,28 @@ async def test_ssh_W_rekeying_both_ways(
         [(r.fast, r.handed) for r in readers.made]
 
 
+async def test_ssh_W_download_rekeying_on_the_short_send_path(
+    start_gateway: StartGateway, openssh: OpenSsh, http_upstream: Upstream,
+    readers: Readers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A download through ugate's server: its data goes out on the short send path, while
+    OpenSSH (RekeyLimit) and ugate (rekey_bytes) both ask for new keys every 1 MiB."""
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    readers.rekey_bytes = 1 << 20
+    _gw, port, kh = await gateway(start_gateway, openssh)
+    n = 12 << 20
+    for cipher in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr"):
+        res = await openssh.run(openssh.args(
+            port, "alice", kh, "-c", cipher, "-o", "RekeyLimit=1M",
+            "-W", http_upstream.address), input=http_get(f"/bytes/{n}"), timeout=60)
+        assert res.returncode == 0, res.stderr.decode()
+        assert body_of(res.stdout) == pattern(n)
+    kex = sum("Completed key exchange" in r.getMessage() for r in caplog.records)
+    assert kex >= 3 * 8, kex
+    assert len(readers.writers) == 3 and all(w.fast > 100 for w in readers.writers), \
+        [w.fast for w in readers.writers]
+
+
 async def test_max_channels_per_connection(start_gateway: StartGateway,
                                            echo_server: tuple[str, int]) -> None:
     import asyncssh

@@ -12,10 +12,12 @@ from typing import Any
 
 import asyncssh
 import pytest
+from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.logging import SSHLogger
 
 from ugate_core import stream_pair
 from ugate_core.testing import pattern
+from ugate_ssh import seal
 from ugate_ssh.adapters import ChannelStream, StreamTransport
 from ugate_ssh.client import _StreamTunnel
 from ugate_ssh.send import PacketWriter, unsupported, writer_for
@@ -161,6 +163,8 @@ def test_installed_asyncssh_has_what_the_writer_needs() -> None:
         assert writer_for(asyncio.Protocol()) is None
     finally:
         loop.close()
+    # the AEAD shortcuts match this asyncssh's encrypt_packet (checked at import)
+    assert set(seal.SHORT) == {GCMEncryption, ChachaEncryption}
 
 
 @pytest.mark.parametrize(("enc", "mac"), CIPHERS)
@@ -252,3 +256,28 @@ async def test_without_the_internals_asyncssh_path_is_used(
 def test_memory_stream_pair_is_not_an_ssh_connection() -> None:
     a, _ = stream_pair()
     assert writer_for(a) is None
+
+
+async def test_without_the_aead_shortcuts_encrypt_packet_is_used(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seal, "SHORT", {})
+    for enc in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
+        data, answer, _, ct, _ = await upload([200_000] * 5, enc, rekey_bytes=300_000,
+                                              window=100_000)
+        assert answer == _expect(data)
+        assert ct.writer is not None and ct.writer.fast > 10
+
+
+def test_a_shortcut_that_differs_from_asyncssh_is_not_used() -> None:
+    class NoCounter(seal._Gcm):  # forgets to advance the GCM invocation counter
+        def __call__(self, seq: int, length: bytes, plain: bytes) -> tuple[bytes, ...]:
+            iv = self.cipher._iv
+            out = super().__call__(seq, length, plain)
+            self.cipher._iv = iv
+            return out
+
+    assert seal._same(b"aes128-gcm@openssh.com", 16, 12, seal._Gcm)
+    assert not seal._same(b"aes128-gcm@openssh.com", 16, 12, NoCounter)
+    assert seal._same(b"chacha20-poly1305@openssh.com", 64, 0, seal._Chacha)
+    assert not seal._same(b"aes256-gcm@openssh.com", 32, 12, seal._Chacha)

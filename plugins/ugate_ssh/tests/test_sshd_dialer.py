@@ -111,3 +111,37 @@ async def test_dialer_rekeys_mid_transfer(
     assert len(readers.made) == 1 and readers.fast > 200, \
         [(r.fast, r.handed) for r in readers.made]
 
+
+
+async def test_dialer_upload_rekeys_on_the_short_send_path(
+    start_gateway: StartGateway, sshd: Sshd, echo_server: tuple[str, int], readers: Readers,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """An upload through the dialer goes out on the short send path while sshd (RekeyLimit)
+    and the dialer (rekey_bytes) ask for new keys every 4 MiB: each key exchange goes through
+    asyncssh, the data in between takes the short path, and every byte comes back."""
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    readers.rekey_bytes = 4 << 20
+    with (tmp_path / "sshd" / "sshd_config").open("a") as f:
+        f.write("RekeyLimit 4M\nCiphers aes128-gcm@openssh.com\n")
+    gw = await gateway_via(start_gateway, sshd)
+    up = pattern(24 << 20, seed=4)
+    s = await gw.dial(f"{echo_server[0]}:{echo_server[1]}")
+    back = bytearray()
+
+    async def read_all() -> None:
+        while chunk := await asyncio.wait_for(s.read(), 20):
+            back.extend(chunk)
+
+    reading = asyncio.ensure_future(read_all())
+    for i in range(0, len(up), 100_000):
+        s.write(up[i:i + 100_000])
+        await s.drain()
+    s.write_eof()
+    await reading
+    s.close()
+    assert bytes(back) == up
+    kex = sum("Completed key exchange" in r.getMessage() for r in caplog.records)
+    assert kex >= 6, kex  # the dialer logs each; sshd does not
+    assert len(readers.writers) == 1 and readers.sent_fast > 500, \
+        [w.fast for w in readers.writers]

@@ -9,11 +9,13 @@ of that is not the cipher.
 :class:`PacketWriter` sends ``MSG_CHANNEL_DATA`` itself, as RFC 4253 section 6 lays out the
 binary packet: the header (padding length, message type, recipient channel, data length)
 and random padding around the data in one buffer, encrypted with the connection's own
-asyncssh ``Encryption`` object for its current keys and sequence number; ciphertext and MAC
-are handed to the transport as they are (:class:`~.adapters.StreamTransport` joins a loop
-turn's writes once). Afterwards asyncssh's state is what its own path would have left: the
-send sequence number, the bytes counted towards rekeying, the channel's send window and
-buffer length. asyncssh has no keepalive or idle timer on the send side.
+asyncssh ``Encryption`` object for its current keys and sequence number (for AES-GCM and
+chacha20-poly1305 with its keys and nonce, without its per-packet copies: :mod:`.seal`);
+the encrypted pieces are handed to the transport as they are
+(:class:`~.adapters.StreamTransport` joins a loop turn's writes once). Afterwards asyncssh's
+state is what its own path would have left: the send sequence number, the bytes counted
+towards rekeying, the channel's send window and buffer length. asyncssh has no keepalive or
+idle timer on the send side.
 
 It stands aside — the packet goes through asyncssh's ``send_packet`` unchanged — whenever
 asyncssh would do more than send it: before authentication, during a key exchange (asyncssh
@@ -63,6 +65,8 @@ except ImportError as e:  # another module layout: the writer stays off (see wri
     _IMPORT_ERROR = f"import: {e}"
 else:
     _IMPORT_ERROR = ""
+
+from .seal import Sealer, sealer
 
 log = logging.getLogger("ugate.ssh")
 
@@ -158,6 +162,7 @@ class PacketWriter:
         self.fast = 0
         self._enc: object = None
         self._enc_ok = False
+        self._seal: Sealer | None = None
         self._pool = b""
         self._pos = _POOL
 
@@ -187,8 +192,9 @@ class PacketWriter:
         """asyncssh would send a data packet now without doing anything else first."""
         c = self.conn
         enc = c._send_encryption
-        if enc is not self._enc:
+        if enc is not self._enc:  # new keys
             self._enc, self._enc_ok = enc, enc is not None and _short_mode(enc)
+            self._seal = sealer(enc) if self._enc_ok else None
         return (self._enc_ok and c._kex_complete and c._auth_complete
                 and not c._deferred_packets and c._compressor is None
                 and c._transport is not None and SSHLogger._debug_level < 2
@@ -258,11 +264,10 @@ class PacketWriter:
             n.to_bytes(4, "big")
         plain = b"".join((head, data, self._pool[pos:pos + pad]))
         seq = c._send_seq
-        packet, mac = c._send_encryption.encrypt_packet(seq, pktlen.to_bytes(4, "big"), plain)
+        assert self._seal is not None
         t = c._transport
-        t.write(packet)
-        if mac:
-            t.write(mac)
+        for piece in self._seal(seq, pktlen.to_bytes(4, "big"), plain):
+            t.write(piece)
         c._send_seq = (seq + 1) & 0xffffffff
         c._rekey_bytes_sent += pktlen
         self.fast += 1
