@@ -189,6 +189,8 @@ class _Session:
         self._forwarded: tuple[str, str, str] | None = None
         #: the express lane's last authority: (as sent, default port, address)
         self._route: tuple[str, int, str] | None = None
+        #: the request being taken arrived whole (no events queued for it)
+        self._whole = False
         #: the request the express lane last declined (not examined twice)
         self._declined: Request | None = None
         if opts.express and not opts.users:
@@ -263,18 +265,27 @@ class _Session:
         ev = self.reader.peek()
         if not isinstance(ev, RequestReceived) or ev.request is self._declined:
             return False
-        return self._express_take(ev.request, queued=True)
+        self._whole = False
+        return self._express_take(ev.request)
 
     def _express_whole(self, msg: Request | Response, body: bytes) -> bool:
         """The reader's ``whole`` hook: a request that arrived whole, before any event was
         made of it."""
         if self.express is not None or self.task_busy or type(msg) is not Request:
             return False
-        return self._express_take(msg, queued=False)
+        self._whole = True
+        return self._express_take(msg)
 
-    def _express_take(self, req: Request, *, queued: bool) -> bool:
-        if req.method == "CONNECT" or req.framing is not Framing.NONE:
+    def _express_take(self, req: Request) -> bool:
+        if not self._express_send(req):
             self._declined = req
+            return False
+        return True
+
+    def _express_send(self, req: Request) -> bool:
+        """Send ``req`` upstream in the express lane; False (nothing sent) if it does not
+        qualify."""
+        if req.method == "CONNECT" or req.framing is not Framing.NONE:
             return False
         opts = self.opts
         target = req.target
@@ -282,51 +293,42 @@ class _Session:
             if target[:1] == "/":
                 if opts.mode == "forward":
                     return False
-                host: str | None = None
-                for k, v in req.headers:
-                    if len(k) == 4 and k.lower() == "host":
-                        if host is not None:
-                            return False
-                        host = v.strip()
-                if host is None:
+                f = self._fields(req, None)  # finds Host too
+                if f.hosts != 1:
                     return False
-                port = opts.default_port
+                host = f.host
+                default = opts.default_port
             else:
                 if target[:7].lower() != "http://":
                     return False
                 _, host, target = split_absolute(target)
-                port = 80
+                default = 80
+                f = self._fields(req, host)
+            if f.loop or f.expect or f.upgrade_field:
+                return False
             route = self._route
-            if route is not None and route[0] == host and route[1] == port:
+            if route is not None and route[0] == host and route[1] == default:
                 address = route[2]
             else:
-                name, port = split_authority(host, port)
-                address = address_of(name, port)
-                self._route = (host, port, address)
+                address = address_of(*split_authority(host, default))
+                self._route = (host, default, address)
         except HttpError:
-            self._declined = req
             return False  # the task answers it
         meta = self.stream.meta
         if address not in _allowed(meta) or not self.state.speaks_h1(address):
-            self._declined = req
-            return False
-        f = self._fields(req, host)
-        if f.loop or f.expect or f.upgrade_field:
-            self._declined = req
             return False
         conn = self.pool.take_reusable(address)
         if conn is None:
-            self._declined = req
             return False
         meta.target = address
         fields = f.fields
-        if req.get("content-length") is not None:
+        if f.length_field:
             fields.append(("Content-Length", "0"))
         conn.requests += 1
         conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields))
         self.reader.held = True
         ex = self.express = Exchange(self, req, conn, address, target, self.loop.time(),
-                                     queued)
+                                     not self._whole)
         self.expressed += 1
         self.state.expressed += 1
         timer = self._ex_timer
@@ -334,8 +336,9 @@ class _Session:
             if timer is not None:
                 timer.cancel()
             self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
-        conn.reader.push(conn.parser.expect(req.method))
-        if conn.reader.peek() is not None:
+        events = conn.parser.expect(req.method)
+        if events:  # bytes the upstream sent early: the answer starts now
+            conn.reader.push(events)
             ex.on_upstream()
         return True
 
@@ -556,19 +559,25 @@ class _Session:
         await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}",
                                       end_to_end(head.headers)))
 
-    def _fields(self, req: Request, host: str) -> _Fields:
+    def _fields(self, req: Request, host: str | None) -> _Fields:
         """One pass over the client's fields: what to forward (with ``Host``, ``Forwarded``,
-        ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on."""
+        ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on. ``host`` None:
+        the request's own ``Host`` (``f.hosts`` says how many it has)."""
         drop = _DROP
         if req.connection or self.consumed:
             drop = drop | req.connection | {self.consumed}
-        f = _Fields([("Host", host)])
+        f = _Fields([("Host", host or "")])
         via = self.state.via
         xff: list[str] = []
         for k, v in req.headers:
             low = k.lower()
             if low in drop:
-                if low == "expect":
+                if low == "host":
+                    f.hosts += 1
+                    f.host = v.strip()
+                elif low == "content-length":
+                    f.length_field = True
+                elif low == "expect":
                     f.expect = True
                     f.expect_continue = f.expect_continue or "100-continue" in v.lower()
                 elif low == "upgrade":
@@ -583,6 +592,9 @@ class _Session:
                 xff.append(v)
                 continue
             f.fields.append((k, v))
+        if host is None:
+            host = f.host
+            f.fields[0] = ("Host", host)
         if self.opts.forwarded:
             fw = self._forwarded
             if fw is None or fw[0] != host:
@@ -685,10 +697,14 @@ class _Session:
 class _Fields:
     """What :meth:`_Session._fields` found in a request's fields."""
 
-    __slots__ = ("expect", "expect_continue", "fields", "loop", "upgrade", "upgrade_field")
+    __slots__ = ("expect", "expect_continue", "fields", "host", "hosts", "length_field", "loop",
+                 "upgrade", "upgrade_field")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self.fields = fields
+        self.host = ""  # the (last) Host field's value
+        self.hosts = 0  # how many Host fields
+        self.length_field = False  # a Content-Length field (0: the request has no body)
         self.expect = False  # an Expect field
         self.expect_continue = False  # ... asking for 100-continue
         self.upgrade_field = False  # an Upgrade field
