@@ -31,8 +31,6 @@ version without these internals); the transport then feeds asyncssh as before.
 
 from __future__ import annotations
 
-import inspect
-import logging
 from typing import Any
 
 import asyncssh
@@ -50,7 +48,7 @@ except ImportError as e:  # another module layout: the reader stays off (see rea
 else:
     _IMPORT_ERROR = ""
 
-log = logging.getLogger("ugate.ssh")
+from .internals import logger_problem, missing, off_once, params
 
 #: connection state the reader reads and writes (asyncssh 2.x)
 CONN_STATE = ("_recv_encryption", "_recv_blocksize", "_recv_macsize", "_recv_seq",
@@ -61,28 +59,19 @@ CONN_STATE = ("_recv_encryption", "_recv_blocksize", "_recv_macsize", "_recv_seq
 CHAN_STATE = ("_recv_state", "_recv_window", "_accept_data")
 
 
-def _params(f: Any) -> list[str]:
-    try:
-        return list(inspect.signature(f).parameters)[1:]
-    except (TypeError, ValueError):
-        return []
-
-
 def _interface_problem() -> str:
     """What in asyncssh's classes differs from what the reader was written against."""
     if _IMPORT_ERROR:
         return _IMPORT_ERROR
-    if _params(Encryption.decrypt_header) != ["seq", "first_block", "header_len"] or \
-            _params(Encryption.decrypt_packet) != ["seq", "first", "rest", "header_len", "mac"]:
+    if params(Encryption.decrypt_header) != ["seq", "first_block", "header_len"] or \
+            params(Encryption.decrypt_packet) != ["seq", "first", "rest", "header_len", "mac"]:
         return "Encryption.decrypt_header/decrypt_packet signature"
-    if _params(SSHConnection._finish_recv_packet)[:2] != ["pkttype", "seq"]:
+    if params(SSHConnection._finish_recv_packet)[:2] != ["pkttype", "seq"]:
         return "SSHConnection._finish_recv_packet signature"
     if SSHChannel._packet_handlers.get(MSG_CHANNEL_DATA) is not \
             getattr(SSHChannel, "_process_data", None):
         return "SSHChannel._packet_handlers[MSG_CHANNEL_DATA]"
-    if not isinstance(getattr(SSHLogger, "_debug_level", None), int):
-        return "SSHLogger._debug_level"
-    return ""
+    return logger_problem()
 
 
 _PROBLEM = _interface_problem()
@@ -93,9 +82,9 @@ def unsupported(conn: object) -> str:
     it can)."""
     if _PROBLEM:
         return _PROBLEM
-    missing = [a for a in CONN_STATE if not hasattr(conn, a)]
-    if missing:
-        return f"connection has no {', '.join(missing)}"
+    why = missing(conn, CONN_STATE)
+    if why:
+        return why
     if getattr(type(conn), "_packet_handlers", {}).get(MSG_IGNORE) is not \
             getattr(SSHConnection, "_process_ignore", None):
         return f"{type(conn).__name__}._packet_handlers[MSG_IGNORE]"
@@ -110,9 +99,7 @@ def reader_for(protocol: object) -> PacketReader | None:
     why = unsupported(protocol)
     if not why:
         return PacketReader(protocol)
-    if not _warned:
-        _warned.append(why)
-        log.warning("ssh_fast_receive_off asyncssh=%s reason=%r", asyncssh.__version__, why)
+    off_once("ssh_fast_receive_off", why, _warned)
     return None
 
 

@@ -40,8 +40,6 @@ is attached and asyncssh sends everything, as before.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import os
 import time
 from typing import Any
@@ -66,9 +64,8 @@ except ImportError as e:  # another module layout: the writer stays off (see wri
 else:
     _IMPORT_ERROR = ""
 
+from .internals import logger_problem, missing, off_once, params
 from .seal import Sealer, sealer
-
-log = logging.getLogger("ugate.ssh")
 
 #: connection state the writer reads and writes (asyncssh 2.x)
 CONN_STATE = ("_send_encryption", "_send_seq", "_send_blocksize", "_send_enchdrlen",
@@ -80,29 +77,20 @@ CHAN_STATE = ("_send_buf", "_send_buf_len", "_send_window", "_send_pktsize", "_s
               "_send_chan", "_encoding", "_conn", "_pause_resume_writing")
 
 
-def _params(f: Any) -> list[str]:
-    try:
-        return list(inspect.signature(f).parameters)[1:]
-    except (TypeError, ValueError):
-        return []
-
-
 def _interface_problem() -> str:
     """What in asyncssh's classes differs from what the writer was written against."""
     if _IMPORT_ERROR:
         return _IMPORT_ERROR
-    if _params(Encryption.encrypt_packet) != ["seq", "header", "packet"]:
+    if params(Encryption.encrypt_packet) != ["seq", "header", "packet"]:
         return "Encryption.encrypt_packet signature"
     for cls in (BasicEncryption, GCMEncryption, ChachaEncryption):
         if not hasattr(cls, "encrypt_packet"):
             return f"{cls.__name__}.encrypt_packet"
-    if _params(SSHConnection.send_packet)[:1] != ["pkttype"] or \
-            _params(SSHChannel._flush_send_buf) != [] or \
-            _params(SSHChannel.write)[:2] != ["data", "datatype"]:
+    if params(SSHConnection.send_packet)[:1] != ["pkttype"] or \
+            params(SSHChannel._flush_send_buf) != [] or \
+            params(SSHChannel.write)[:2] != ["data", "datatype"]:
         return "SSHConnection.send_packet / SSHChannel._flush_send_buf / write signature"
-    if not isinstance(getattr(SSHLogger, "_debug_level", None), int):
-        return "SSHLogger._debug_level"
-    return ""
+    return logger_problem()
 
 
 _PROBLEM = _interface_problem()
@@ -113,9 +101,9 @@ def unsupported(conn: object) -> str:
     it can)."""
     if _PROBLEM:
         return _PROBLEM
-    missing = [a for a in CONN_STATE if not hasattr(conn, a)]
-    if missing:
-        return f"connection has no {', '.join(missing)}"
+    why = missing(conn, CONN_STATE)
+    if why:
+        return why
     if getattr(type(conn), "send_packet", None) is not SSHConnection.send_packet:
         return f"{type(conn).__name__}.send_packet"
     return ""
@@ -132,9 +120,7 @@ def writer_for(protocol: object) -> PacketWriter | None:
     why = unsupported(protocol)
     if not why:
         return PacketWriter(protocol)
-    if not _warned:
-        _warned.append(why)
-        log.warning("ssh_fast_send_off asyncssh=%s reason=%r", asyncssh.__version__, why)
+    off_once("ssh_fast_send_off", why, _warned)
     return None
 
 
