@@ -4,11 +4,10 @@ it lives on (:class:`~ugate_hbone.session.H2Session`) does its framing and flow 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ugate_core import Stream, StreamMeta
+from ugate_core import H2Flow, Stream, StreamMeta
 
 if TYPE_CHECKING:
     from .session import H2Session
@@ -16,28 +15,21 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 
 
-class H2Stream(Stream):
-    """One HTTP/2 stream (a CONNECT tunnel) as a core Stream."""
+class H2Stream(Stream, H2Flow):
+    """One HTTP/2 stream (a CONNECT tunnel) as a core Stream; its send queue and receive
+    credit are core's :class:`~ugate_core.H2Flow`."""
 
     def __init__(self, session: H2Session, sid: int, meta: StreamMeta) -> None:
         super().__init__(meta)
+        self._flow_init(sid)
         self.session = session
-        self.sid = sid
         #: request headers (server side) or response headers (client side)
         self.headers: list[Header] = []
         #: client side: resolved with the response headers
         self.response: asyncio.Future[list[Header]] | None = None
         #: a 2xx was sent (server) or received (client): now a tunnel
         self.established = False
-        self._pending: deque[bytes | memoryview] = deque()
-        self._pending_len = 0
-        self._local_ended = False
-        self._end_queued = False
         self._close_queued = False
-        self._remote_ended = False
-        self._finished = False
-        self._unacked = 0
-        self._held = 0
 
     def __repr__(self) -> str:
         return f"<H2Stream {self.sid} of {self.session.name}>"
@@ -50,9 +42,20 @@ class H2Stream(Stream):
                 return int(v)
         return None
 
+    # ------------------------------------------------------------------ H2Flow hooks
+    def _flow_data(self, data: bytes) -> bool:
+        self._on_data(data)
+        return not self._reading_paused  # a paused reader's credit is withheld
+
+    def _tx_pause(self) -> None:
+        self._pause_writing()
+
+    def _tx_resume(self) -> None:
+        self._resume_writing()
+
     # ------------------------------------------------------------------ Stream interface
     def _do_write(self, data: bytes | bytearray | memoryview) -> None:
-        self.session._write(self, data)
+        self.session.write(self, data)
 
     def _do_write_eof(self) -> None:
         self.session._write_eof(self)

@@ -3,8 +3,10 @@
 backpressure both ways.
 
 Core's sans-IO codec (:class:`~ugate_core.H2Codec`) does the framing, HPACK, stream states
-and checks what the peer sends; it calls this session's ``on_*`` methods (an
-:class:`~ugate_core.H2Handler`). This module does the I/O and the flow-control policy:
+and checks what the peer sends; it calls this session's ``on_*`` methods. Core's
+:class:`~ugate_core.H2Endpoint`, which this session is, does the I/O and the flow-control
+policy (shared with the HTTP proxy's HTTP/2 connections); this module says what a stream is
+(a tunnel, a core Stream) and what requests, responses, resets and GOAWAY mean for it:
 
 * **sending**: a stream's bytes go out as DATA frames within the peer's stream and connection
   windows; what does not fit waits in the stream's own queue, and the stream reports
@@ -25,20 +27,20 @@ streams of ours the peer never processed (above its GOAWAY's last stream id) fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
 from ugate_core import (
-    H2Codec,
+    H2_PREFACE,
     H2ConnectionError,
+    H2Endpoint,
     H2Error,
     H2ErrorCode,
-    H2Handler,
     H2Setting,
     H2UsageError,
     Stream,
     StreamMeta,
+    h2_code_name,
 )
 
 from .h2stream import H2Stream, Header
@@ -46,7 +48,7 @@ from .settings import HboneSettings
 
 log = logging.getLogger("ugate.hbone")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PREFACE = H2_PREFACE
 #: the largest header list we accept (SETTINGS_MAX_HEADER_LIST_SIZE)
 MAX_HEADER_LIST = 16384
 
@@ -54,7 +56,7 @@ MAX_HEADER_LIST = 16384
 RequestHandler = Callable[[H2Stream], None]
 
 
-class H2Session(H2Handler):
+class H2Session(H2Endpoint[H2Stream]):
     """The asyncio side of one HTTP/2 connection (client or server) over ``transport``.
 
     Server: ``on_request(stream)`` is called for every new request (headers in
@@ -74,136 +76,55 @@ class H2Session(H2Handler):
         on_change: Callable[[], None] | None = None,
         first_idle: float | None = None,
     ) -> None:
-        self.transport = transport
+        super().__init__(transport, client=client, settings={
+            H2Setting.INITIAL_WINDOW_SIZE: settings.stream_window,
+            H2Setting.MAX_FRAME_SIZE: settings.max_frame_size,
+            H2Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
+        }, connection_window=settings.connection_window, name=name)
         self.settings = settings
-        self.client = client
-        self.name = name or f"{'client' if client else 'server'}-{transport.meta.id}"
         self.on_request = on_request
         self.on_idle = on_idle
         #: called when a stream ends, the peer's limits change or the connection closes
         self.on_change = on_change
         #: idle deadline before the first stream (a server's handshake timeout)
         self.first_idle = first_idle
-        self.codec = H2Codec(self, client=client, settings={
-            H2Setting.INITIAL_WINDOW_SIZE: settings.stream_window,
-            H2Setting.MAX_FRAME_SIZE: settings.max_frame_size,
-            H2Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
-        }, connection_window=settings.connection_window)
-        self.streams: dict[int, H2Stream] = {}
-        self._blocked: dict[H2Stream, None] = {}  # ordered set: streams with queued bytes
-        self._tx_waiting: set[H2Stream] = set()
-        self._tx_paused = False
-        self._dispatching = False
-        self._conn_unacked = 0
-        self._conn_deferred = 0
-        self._held = 0
-        self._stream_step = max(settings.stream_window // 4, 1)
-        self._conn_step = max(settings.connection_window // 4, 1)
-        self._budget = settings.connection_window // 2
-        self.goaway_received = False
-        self.goaway_sent = False
-        self.closed = False
-        self.error: str = ""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.remote_settings: asyncio.Future[None] = loop.create_future()
-        self._done: asyncio.Future[None] = loop.create_future()
+        self.remote_settings: asyncio.Future[None] = self._loop.create_future()
         self._idle_handle: asyncio.TimerHandle | None = None
         self.streams_opened = 0
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, upgrade_settings: bytes | None = None) -> None:
         """Send our preface and SETTINGS, then take the transport's bytes (push mode)."""
-        self.codec.initiate_connection()
-        self._flush()
-        self.transport.on_resume_writing = self._tx_resumed
-        self.transport.set_receiver(self)
+        super().start(upgrade_settings)
         self._arm_idle()
-
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self._done)
-
-    @property
-    def usable(self) -> bool:
-        """True while new streams may be opened here."""
-        return not (self.closed or self.goaway_received or self.goaway_sent)
-
-    def capacity(self) -> int:
-        """How many more streams the peer lets us open now."""
-        if not self.usable:
-            return 0
-        return max(0, self.codec.remote_max_streams - len(self.streams))
 
     @property
     def peer_max_streams(self) -> int:
         """The peer's SETTINGS_MAX_CONCURRENT_STREAMS."""
         return self.codec.remote_max_streams
 
-    def goaway(self, code: int = H2ErrorCode.NO_ERROR) -> None:
-        """Tell the peer to open no more streams; running streams finish; then close."""
-        if self.closed or self.goaway_sent:
-            return
-        self.goaway_sent = True
-        self.codec.goaway(code)
-        self._flush()
-        if not self.streams or code != H2ErrorCode.NO_ERROR:
-            self.close()
-
     def close(self, exc: BaseException | None = None) -> None:
-        """Close the connection; streams still open are lost."""
-        if self.closed:
-            return
-        self.closed = True
-        self._flush()
+        """Close the connection (dropped at once when ``exc`` says why); streams still open
+        are lost."""
+        self._shut(exc, abort=exc is not None)
+
+    def _stream_lost(self, f: H2Stream, exc: BaseException) -> None:
+        self._finish(f, exc)
+
+    def _closed(self) -> None:
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
-        err = exc or ConnectionResetError(f"HTTP/2 connection {self.name} closed")
-        for s in list(self.streams.values()):
-            self._finish(s, err)
         if not self.remote_settings.done():
-            self.remote_settings.set_exception(err)
+            self.remote_settings.set_exception(ConnectionResetError(
+                f"HTTP/2 connection {self.name} closed"))
             self.remote_settings.exception()
-        self.transport.set_receiver(None)
-        self.transport.on_resume_writing = None
-        if exc is None:
-            self.transport.close()
-        else:
-            self.transport.abort()
-        if not self._done.done():
-            self._done.set_result(None)
         self._changed()
 
-    # ------------------------------------------------------------------ Receiver
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self._dispatching = True
-        try:
-            self.codec.receive_data(data)
-        except H2ConnectionError as e:
-            self._dispatching = False
-            self.error = f"HTTP/2 protocol error: {e}"
-            log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
-                     _addr(self.transport.meta), str(e))
-            self.close(ConnectionAbortedError(self.error))  # flushes the GOAWAY first
-            return
-        except Exception as e:
-            log.exception("h2_session_error session=%s", self.name)
-            self.error = f"internal error: {e!r}"
-            self._dispatching = False
-            self.close(e)
-            return
-        self._dispatching = False
-        self._flush()
-
-    def eof_received(self) -> None:
-        self.close(None if not self.streams else ConnectionResetError(
-            f"HTTP/2 connection {self.name}: peer closed with {len(self.streams)} streams open"))
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.close(exc or ConnectionResetError(f"HTTP/2 connection {self.name} lost"))
+    def _protocol_error(self, e: H2ConnectionError) -> None:
+        log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
+                 _addr(self.transport.meta), str(e))
 
     # ------------------------------------------------------------------ H2Handler
     def on_headers(self, sid: int, headers: list[Header], end_stream: bool) -> None:
@@ -243,28 +164,6 @@ class H2Session(H2Handler):
         if s is not None:
             self._remote_end(s)
 
-    def on_data(self, sid: int, data: bytes, flow_len: int, end_stream: bool) -> None:
-        n = flow_len
-        s = self.streams.get(sid)
-        if s is None:
-            self._conn_ack(n)
-            return
-        if data:
-            s._on_data(data)
-        if n:
-            if s._reading_paused:
-                s._held += n
-                self._held += n
-                if self._held > self._budget:
-                    self._conn_deferred += n
-                else:
-                    self._conn_ack(n)
-            else:
-                self._conn_ack(n)
-                self._stream_ack(s, n)
-        if end_stream:
-            self._remote_end(s)
-
     def _remote_end(self, s: H2Stream) -> None:
         if s._remote_ended or s._finished:
             return
@@ -282,31 +181,20 @@ class H2Session(H2Handler):
         s = self.streams.get(sid)
         if s is None:
             return
-        msg = f"HTTP/2 stream {sid} reset by the peer ({_code_name(code)})"
+        msg = f"HTTP/2 stream {sid} reset by the peer ({h2_code_name(code)})"
         # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
         self._finish(s, ConnectionRefusedError(msg) if code == H2ErrorCode.REFUSED_STREAM
                      else ConnectionResetError(msg))
 
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
         log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
-                 _code_name(code), message)
+                 h2_code_name(code), message)
         s = self.streams.get(sid)
         if s is not None:
             self._finish(s, ConnectionResetError(f"HTTP/2 stream {sid}: {message}"))
 
-    def on_window(self, sid: int) -> None:
-        if not self._blocked:
-            return
-        if sid == 0:
-            self._drain_all()
-        else:
-            s = self.streams.get(sid)
-            if s is not None and s in self._blocked:
-                self._drain(s)
-
     def on_settings(self, changed: dict[int, int]) -> None:
-        if H2Setting.INITIAL_WINDOW_SIZE in changed and self._blocked:
-            self._drain_all()
+        super().on_settings(changed)
         if H2Setting.MAX_CONCURRENT_STREAMS in changed:
             self._changed()
         if not self.remote_settings.done():
@@ -314,7 +202,7 @@ class H2Session(H2Handler):
 
     def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
         self.goaway_received = True
-        name = _code_name(code)
+        name = h2_code_name(code)
         log.info("h2_goaway_received session=%s remote=%s code=%s last_stream=%d streams=%d",
                  self.name, _addr(self.transport.meta), name, last_sid, len(self.streams))
         if code != H2ErrorCode.NO_ERROR:
@@ -328,123 +216,19 @@ class H2Session(H2Handler):
         if not self.streams:
             self.close()
 
-    # ------------------------------------------------------------------ flow control: in
-    def _conn_ack(self, n: int) -> None:
-        u = self._conn_unacked + n
-        if u >= self._conn_step:
-            self._conn_unacked = 0
-            with contextlib.suppress(H2Error):
-                self.codec.window_update(0, u)
-        else:
-            self._conn_unacked = u
-
-    def _stream_ack(self, s: H2Stream, n: int) -> None:
-        u = s._unacked + n
-        if u >= self._stream_step and not s._remote_ended and not s._finished:
-            s._unacked = 0
-            with contextlib.suppress(H2Error):
-                self.codec.window_update(s.sid, u)
-        else:
-            s._unacked = u
-
+    # ------------------------------------------------------------------ flow control
     def _release(self, s: H2Stream) -> None:
         """``s`` resumed reading: hand back what it held."""
-        held = s._held
-        if not held:
-            return
-        s._held = 0
-        self._held -= held
-        if self._conn_deferred and self._held <= self._budget:
-            d, self._conn_deferred = self._conn_deferred, 0
-            self._conn_ack(d)
-        self._stream_ack(s, held)
-        self._flush()
-
-    # ------------------------------------------------------------------ flow control: out
-    def _send(self, s: H2Stream, data: bytes | bytearray | memoryview) -> int:
-        """Frame as much of ``data`` as the windows allow; return the bytes framed."""
-        try:
-            return self.codec.send_data(s.sid, data)
-        except H2UsageError:
-            return len(data)  # the stream is gone in the codec: drop
-
-    def _write(self, s: H2Stream, data: bytes | bytearray | memoryview) -> None:
-        if s._finished or self.closed:
-            return
-        if s._pending_len:
-            s._pending.append(bytes(data))
-            s._pending_len += len(data)
-        else:
-            sent = self._send(s, data)
-            if sent < len(data):
-                rest = memoryview(data)[sent:]
-                s._pending.append(rest)
-                s._pending_len += len(rest)
-                self._blocked[s] = None
-        self._flush()
-        if (s._pending_len or self._tx_paused) and not s._write_paused:
-            s._pause_writing()
-            if self._tx_paused and not s._pending_len:
-                self._tx_waiting.add(s)
-
-    def _drain(self, s: H2Stream) -> None:
-        pending = s._pending
-        while pending:
-            chunk = pending[0]
-            sent = self._send(s, chunk)
-            s._pending_len -= sent
-            if sent < len(chunk):
-                pending[0] = memoryview(chunk)[sent:]
-                return
-            pending.popleft()
-        self._blocked.pop(s, None)
-        if s._end_queued:
-            self._end(s)
-        if s._write_paused and not s._finished:
-            if self._tx_paused:
-                self._tx_waiting.add(s)
-            else:
-                s._resume_writing()
-
-    def _drain_all(self) -> None:
-        for s in list(self._blocked):
-            if self.codec.send_window <= 0:
-                break
-            self._drain(s)
-
-    def _flush(self) -> None:
-        if self._dispatching:
-            return
-        codec = self.codec
-        if codec.out:
-            t = self.transport
-            t.write(codec.data_to_send())
-            if t.write_paused:
-                self._tx_paused = True
-
-    def _tx_resumed(self) -> None:
-        self._tx_paused = False
-        waiting = self._tx_waiting
-        self._tx_waiting = set()
-        for s in waiting:
-            if s._write_paused and not s._pending_len and not s._finished:
-                s._resume_writing()
+        if s._held:
+            self.consumed(s)
+            self._flush()
 
     # ------------------------------------------------------------------ stream ends
     def _write_eof(self, s: H2Stream) -> None:
-        if s._finished or s._local_ended or self.closed:
-            return
-        if s._pending_len:
-            s._end_queued = True
-            return
-        self._end(s)
-        self._flush()
+        if not (s._finished or s._local_ended or self.closed):
+            self.write(s, b"", True)  # END_STREAM now, or once the queue drained
 
-    def _end(self, s: H2Stream) -> None:
-        s._end_queued = False
-        s._local_ended = True
-        with contextlib.suppress(H2Error):
-            self.codec.end_stream(s.sid)
+    def _local_end(self, s: H2Stream) -> None:
         if s._remote_ended:
             self._finish(s, None)
         elif s._close_queued:
@@ -461,10 +245,7 @@ class H2Session(H2Handler):
         else:
             s._close_queued = True
             if not s._local_ended and not s._end_queued:
-                if s._pending_len:
-                    s._end_queued = True
-                else:
-                    self._end(s)
+                self.write(s, b"", True)
             elif s._local_ended and not s._remote_ended:
                 self._reset(s, H2ErrorCode.NO_ERROR)
         self._flush()
@@ -481,19 +262,8 @@ class H2Session(H2Handler):
     def _finish(self, s: H2Stream, exc: BaseException | None) -> None:
         if s._finished:
             return
-        s._finished = True
         self.streams.pop(s.sid, None)
-        self._blocked.pop(s, None)
-        self._tx_waiting.discard(s)
-        s._pending.clear()
-        s._pending_len = 0
-        if s._held:
-            self._held -= s._held
-            self._conn_ack(s._held)  # its stream is gone; the connection window is not
-            s._held = 0
-            if self._conn_deferred and self._held <= self._budget:
-                d, self._conn_deferred = self._conn_deferred, 0
-                self._conn_ack(d)
+        self._forget_flow(s)
         fut = s.response
         if fut is not None and not fut.done():
             fut.set_exception(exc if exc is not None else ConnectionResetError(
@@ -544,7 +314,7 @@ class H2Session(H2Handler):
         try:
             self.codec.send_headers(s.sid, hs, end_stream=end and not body)
             if body:
-                self._write(s, body)
+                self.write(s, body)
             if end:
                 s._eof_written = True
                 if body:
@@ -581,13 +351,6 @@ class H2Session(H2Handler):
         if self.on_idle is not None:
             self.on_idle(self)
         self.goaway()
-
-
-def _code_name(code: int) -> str:
-    try:
-        return H2ErrorCode(code).name
-    except ValueError:
-        return str(code)
 
 
 def _addr(meta: StreamMeta) -> str:

@@ -165,7 +165,7 @@ class H2Endpoint(H2Handler, Generic[F]):
         self._shut(exc, abort=False)
 
     def abort(self, exc: BaseException | None = None) -> None:
-        """Drop the connection at once."""
+        """Write what is queued and drop the connection (no waiting for the socket)."""
         self._shut(exc, abort=True)
 
     def _shut(self, exc: BaseException | None, *, abort: bool) -> None:
@@ -173,8 +173,7 @@ class H2Endpoint(H2Handler, Generic[F]):
             return
         self.closed = True
         self._dispatching = False
-        if not abort:
-            self._flush()
+        self._flush()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
