@@ -192,3 +192,42 @@ async def test_client_gone_mid_answer(start_gateway: StartGateway, origin: Origi
     got = await exchange(gw, "on", [get("/again")])
     assert [t for _, t, _ in origin.requests].count(f"/bytes/{64 << 20}") == 1
     assert got[0].endswith(b"hello /again\n") and origin.connections == 2
+
+
+async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
+    """Pipelined answers pile up for a client that reads nothing for a while: the upstream is
+    paused while the client's buffers are full, but never pooled paused (the next request on
+    that connection would wait for an answer it never reads), and every answer arrives once
+    the client reads. The origin answers in one write, so answers arrive whole."""
+    size = 30000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while await r.readuntil(b"\r\n\r\n"):
+                w.write(answer)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        gw = await start_gateway(config(server.sockets[0].getsockname()[1]))
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port("on"), limit=1 << 22)
+        w.write(get("/one")[0])
+        await read_response(r)
+        n = 1000  # 30 MB: more than loopback's socket buffers hold
+        w.write(b"".join(get("/x")[0] for _ in range(n)))
+        await asyncio.sleep(1.0)  # > response_timeout: a stalled pooled connection would 504
+        pool = state_for(gw).pools["on"]
+        paused = [c for lst in pool._idle.values() for c in lst if c.stream._reading_paused]
+        for _ in range(n):
+            got = await asyncio.wait_for(read_response(r), 10)
+            assert got == answer
+        w.close()
+        assert state_for(gw).expressed >= n
+        assert not paused, "a pooled upstream connection was left paused"
+    finally:
+        server.close()

@@ -98,7 +98,7 @@ class Exchange:
             return False
         self._head(msg)
         if body:
-            self._body(body)
+            self._body(body, last=True)
         self._end()
         return True
 
@@ -149,7 +149,7 @@ class Exchange:
         self.deadline = s.loop.time() + idle if idle else float("inf")
         return True
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes, last: bool = False) -> None:
         self.received += len(data)
         self.progress = True
         if self.chunked:
@@ -162,7 +162,7 @@ class Exchange:
             self.pending = b""
         client = self.s.stream
         client.write(data)
-        if client.write_paused:
+        if client.write_paused and not last:  # (never pool a connection left paused)
             self.conn.stream.pause_reading()
             client.on_resume_writing = self._client_resumed
 
