@@ -199,13 +199,15 @@ async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
     paused while the client's buffers are full, but never pooled paused (the next request on
     that connection would wait for an answer it never reads), and every answer arrives once
     the client reads. The origin answers in one write, so answers arrive whole."""
-    size = 30000
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    def answer(size: int) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+
+    small, big = answer(30000), answer(3 << 20)  # big: read in many pieces, not whole
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
-            while await r.readuntil(b"\r\n\r\n"):
-                w.write(answer)
+            while head := await r.readuntil(b"\r\n\r\n"):
+                w.write(big if head.startswith(b"GET /big ") else small)
                 await w.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -219,15 +221,15 @@ async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
         w.write(get("/one")[0])
         await read_response(r)
         n = 1000  # 30 MB: more than loopback's socket buffers hold
-        w.write(b"".join(get("/x")[0] for _ in range(n)))
-        await asyncio.sleep(1.0)  # > response_timeout: a stalled pooled connection would 504
+        w.write(b"".join(get("/x")[0] for _ in range(n)) + get("/big")[0] + get("/x")[0])
+        await asyncio.sleep(1.0)  # > response_timeout: a stalled exchange would 504
         pool = state_for(gw).pools["on"]
         paused = [c for lst in pool._idle.values() for c in lst if c.stream._reading_paused]
-        for _ in range(n):
+        for i in range(n + 2):
             got = await asyncio.wait_for(read_response(r), 10)
-            assert got == answer
+            assert got == (big if i == n else small), got[:80]
         w.close()
-        assert state_for(gw).expressed >= n
+        assert state_for(gw).expressed >= n  # (the 1 s protocol cache may send one to the task)
         assert not paused, "a pooled upstream connection was left paused"
     finally:
         server.close()

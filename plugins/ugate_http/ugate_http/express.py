@@ -106,10 +106,11 @@ class Exchange:
         r = self.conn.reader
         client = self.s.stream
         while (ev := r.peek()) is not None:
-            if client.write_paused:
-                return True  # resumed by _client_resumed
-            r.next_event_nowait()
             t = type(ev)
+            if t is BodyReceived and client.write_paused:  # (a head is taken at once: the
+                self._wait_for_client()  # upstream answered in time, whatever the client)
+                return True
+            r.next_event_nowait()
             if t is BodyReceived:
                 self._body(ev.data)  # type: ignore[union-attr]
             elif t is MessageEnded:
@@ -163,8 +164,12 @@ class Exchange:
         client = self.s.stream
         client.write(data)
         if client.write_paused and not last:  # (never pool a connection left paused)
-            self.conn.stream.pause_reading()
-            client.on_resume_writing = self._client_resumed
+            self._wait_for_client()
+
+    def _wait_for_client(self) -> None:
+        """The client's buffers are full: stop reading the upstream until it drains them."""
+        self.conn.stream.pause_reading()
+        self.s.stream.on_resume_writing = self._client_resumed
 
     def _client_resumed(self) -> None:
         self.s.stream.on_resume_writing = None
