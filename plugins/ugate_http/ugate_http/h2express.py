@@ -244,7 +244,7 @@ class H2Express:
         idle = front.pool.idle_timeout
         if self.progress:
             self.progress = False
-            self.deadline = now + idle
+            self.deadline = now + idle if idle else float("inf")
             return
         self._cut(f"upstream {self.address}: no body bytes for {idle:g}s"
                   if not self.ex._tx_blocked else f"client took nothing for {idle:g}s")
