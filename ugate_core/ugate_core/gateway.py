@@ -149,7 +149,7 @@ class _Listener:
         else:
             lt = self.types[0]
         stream.meta.protocol = lt.name
-        gw.metrics.child(gw.metrics.connections, cfg.name, lt.name).inc()
+        gw.metrics.tally(gw.metrics.connections, cfg.name, lt.name).n += 1
         assert lt.serve is not None
         await lt.serve(stream, self.ctx)
 
@@ -634,11 +634,11 @@ class Gateway:
                 last = DialError("refused" if isinstance(e, ConnectionRefusedError)
                                  else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")
             else:
-                self.metrics.child(self.metrics.dials, dialer.name, "ok").inc()
+                self.metrics.tally(self.metrics.dials, dialer.name, "ok").n += 1
                 if s.meta.target is None:
                     s.meta.target = f"{dest.name}:{req.target_port}"
                 return s
-            self.metrics.child(self.metrics.dials, dialer.name, last.reason).inc()
+            self.metrics.tally(self.metrics.dials, dialer.name, last.reason).n += 1
         assert last is not None
         raise last
 
@@ -656,7 +656,7 @@ class Gateway:
         rec = StreamRecord(listener, client.meta, upstream.meta, gateway=self, then=then)
         self.streams[client.meta.id] = rec
         m = self.metrics
-        m.child(m.streams_active, listener).inc()
+        m.tally(m.streams_active, listener).n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_opened.get_hookimpls():
             hooks.ugate_stream_opened(gateway=self, record=rec)
@@ -669,11 +669,11 @@ class Gateway:
         self.streams.pop(rec.client.id, None)
         m = self.metrics
         listener = rec.listener
-        m.child(m.streams_active, listener).dec()
+        m.tally(m.streams_active, listener).n -= 1
         st = rec.stats
-        m.child(m.bytes, listener, "up").inc(st.up)
-        m.child(m.bytes, listener, "down").inc(st.down)
-        m.child(m.streams, listener, st.end or "cancelled").inc()
+        m.tally(m.bytes, listener, "up").n += st.up
+        m.tally(m.bytes, listener, "down").n += st.down
+        m.tally(m.streams, listener, st.end or "cancelled").n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_closed.get_hookimpls():
             hooks.ugate_stream_closed(gateway=self, record=rec)

@@ -8,9 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class Tally:
-    """A counter child for per-request paths: ``tally.n += k`` is a plain integer addition
-    (a prometheus ``inc()`` is four calls and a lock); what it holds is added to its
-    prometheus child each time the registry is collected, so every reading is exact."""
+    """A counter (or gauge) child for per-request paths: ``tally.n += k`` is a plain integer
+    addition (a prometheus ``inc()`` is four calls and a lock); what it holds is added to its
+    prometheus child each time the registry is collected, so every reading is exact. (A
+    gauge's tally may go below zero between readings.)"""
 
     __slots__ = ("child", "n")
 
@@ -105,7 +106,7 @@ class Metrics:
         return t
 
     def reject(self, listener: str, reason: str) -> None:
-        self.child(self.rejections, listener, reason).inc()
+        self.tally(self.rejections, listener, reason).n += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -144,7 +144,7 @@ class Router:
         hit = self._cache.get(key)
         dest: Destination | None
         if hit is not None and hit[0] > now:
-            self.metrics.child(self.metrics.discovery, "cache", "cached").inc()
+            self.metrics.tally(self.metrics.discovery, "cache", "cached").n += 1
             dest = hit[1]
         else:
             fut = self._inflight.get(key)
@@ -191,10 +191,10 @@ class Router:
                 log.warning("discovery_error discovery=%s name=%s error=%r", d.name, name, e)
                 continue
             if dest is not None:
-                self.metrics.child(self.metrics.discovery, d.name, "hit").inc()
+                self.metrics.tally(self.metrics.discovery, d.name, "hit").n += 1
                 self._store(name, port, dest, dest.ttl)
                 return dest
-            self.metrics.child(self.metrics.discovery, d.name, "miss").inc()
+            self.metrics.tally(self.metrics.discovery, d.name, "miss").n += 1
         # unknown names and IP literals alike: remember "nobody knows" briefly, so a burst of
         # connections to one address asks the discoveries once
         self._store(name, port, None, 5.0)

@@ -344,7 +344,7 @@ class TlsListener:
         with contextlib.suppress(OSError):
             peer = conn.getpeername()
             meta.remote = (str(peer[0]), int(peer[1]))
-        gw.metrics.child(gw.metrics.connections, name, self.protocol).inc()
+        gw.metrics.tally(gw.metrics.connections, name, self.protocol).n += 1
         tls: TlsStream | None = None
         try:
             with gw.guard(name, meta):
