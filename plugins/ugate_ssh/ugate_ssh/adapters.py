@@ -137,6 +137,9 @@ class StreamTransport(asyncio.Transport):
     are joined and handed to the stream once, so a window's worth of packets costs one
     ``send()`` instead of one per packet (the single largest cost in a bulk profile).
 
+    Channel data sent: once the connection encrypts, a :class:`~.send.PacketWriter` (offered
+    to channels as the extra info ``ugate_ssh_writer``) builds and encrypts its packets.
+
     Received bytes: once the connection encrypts, a :class:`~.recv.PacketReader` frames them
     and delivers channel data without asyncssh's per-packet path (everything else still goes
     through asyncssh). Before that, or with an asyncssh without the internals it uses, they are
