@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .client import UpstreamResponse, _Conn
+from .client import UpstreamPool, UpstreamResponse, _Conn
 from .h1 import (
     BodyReceived,
     Framing,
@@ -63,71 +63,174 @@ class Handoff:
         self.step = step
 
 
-class Exchange:
-    """One request in the express lane, from the upstream's first byte to the pool."""
+class UpstreamLeg:
+    """The upstream side of an express exchange, shared by the HTTP/1.1 lane
+    (:class:`Exchange`) and the HTTP/2 one (:class:`~ugate_http.h2express.H2Express`): the
+    upstream reader's hooks, the deadline (``response_timeout`` until the head, then
+    ``gateway.idle_timeout`` without progress, both checked by the front's one timer through
+    :meth:`tick`), and what an upstream failure means — before the head the request goes
+    back to a task (:meth:`_retry` after a stale keep-alive connection, else
+    :meth:`_refuse` with the task's 502/504); after it, :meth:`_cut`. A lane provides those
+    three, :meth:`_on_upstream` and :meth:`on_whole` (the reader's hooks), and
+    :meth:`_client_blocked`."""
 
-    __slots__ = ("address", "chunked", "conn", "deadline", "head", "keep", "pending",
-                 "progress", "queued", "received", "req", "s", "t0", "target")
+    __slots__ = ("address", "conn", "deadline", "head", "pool", "progress", "received", "t0")
+
+    def __init__(self, pool: UpstreamPool, conn: _Conn, address: str, t0: float) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.address = address
+        self.t0 = t0
+        self.head: Response | None = None
+        self.received = 0
+        #: body bytes moved since the front's timer last looked (see ``tick``)
+        self.progress = False
+        #: event-loop time by which the answer must start (then: the body must move)
+        self.deadline = t0 + pool.response_timeout
+        r = conn.reader
+        r.hook = self.on_upstream
+        r.whole = self.on_whole
+
+    def on_upstream(self) -> bool:
+        """The upstream reader's hook: events, an error or the end arrived."""
+        try:
+            self._on_upstream()
+        except Exception as e:
+            self._bug(e)
+        return True
+
+    # ------------------------------------------------------------------ a lane's part
+    def _on_upstream(self) -> None:  # pragma: no cover - abstract
+        """Take what the upstream reader holds."""
+        raise NotImplementedError
+
+    def on_whole(self, msg: Request | Response, body: bytes) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def _retry(self) -> None:  # pragma: no cover - abstract
+        """Hand the request to a task that sends it again (it may dial)."""
+        raise NotImplementedError
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:  # pragma: no cover
+        """Hand the request to a task that answers ``status`` as it would have."""
+        raise NotImplementedError
+
+    def _cut(self, why: str) -> None:  # pragma: no cover - abstract
+        """The answer had started: end it (and drop the upstream connection)."""
+        raise NotImplementedError
+
+    def _client_blocked(self) -> bool:  # pragma: no cover - abstract
+        """The client takes no more now (its buffers or windows are full)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def _took_head(self, head: Response, now: float) -> None:
+        self.head = head
+        idle = self.pool.idle_timeout
+        self.deadline = now + idle if idle else float("inf")
+
+    def _unhook(self) -> None:
+        r = self.conn.reader
+        r.hook = None
+        r.whole = None
+
+    def _bug(self, e: Exception) -> None:
+        """An error of ours in a callback: never leave both connections hanging."""
+        log.error("http_express_error address=%s error=%r", self.address, e, exc_info=e)
+        self._cut(f"internal error: {e!r}")
+
+    def _failed(self, e: HttpError | None) -> None:
+        """The upstream closed (``e`` None) or sent bad bytes."""
+        self._unhook()
+        conn = self.conn
+        if self.head is None:
+            stale = e is None or (e.reason == "incomplete" and conn.parser.buffered() == 0)
+            conn.abort()
+            if stale:  # the keep-alive race: a task retries, on a new connection if need be
+                log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
+                self._retry()
+            else:
+                assert e is not None
+                self._refuse(e.status, e.reason, str(e))
+            return
+        self._cut(str(e) if e is not None else "upstream closed in the middle of the body")
+
+    def tick(self, now: float) -> None:
+        """The front's timer found this exchange past its deadline: no answer in time (the
+        task's 504), or no progress either way for ``idle_timeout`` (cut)."""
+        if self.head is None:
+            self._unhook()
+            self.conn.abort()
+            t = self.pool.response_timeout
+            self._refuse(504, "upstream_timeout",
+                         f"upstream {self.address} did not answer within {t:g}s")
+            return
+        idle = self.pool.idle_timeout
+        if self.progress:
+            self.progress = False
+            self.deadline = now + idle if idle else float("inf")
+            return
+        self._cut(f"client read nothing for {idle:g}s" if self._client_blocked()
+                  else f"upstream {self.address}: no body bytes for {idle:g}s")
+
+
+class Exchange(UpstreamLeg):
+    """One request in the HTTP/1.1 express lane, from the upstream's first byte to the
+    pool."""
+
+    __slots__ = ("chunked", "keep", "pending", "queued", "req", "s", "target")
 
     def __init__(self, session: _Session, req: Request, conn: _Conn, address: str,
                  target: str, t0: float, queued: bool) -> None:
+        super().__init__(session.pool, conn, address, t0)
         self.s = session
         self.req = req
         #: the request's events are queued in the client reader (else it was taken whole)
         self.queued = queued
-        self.conn = conn
-        self.address = address
         self.target = target
-        self.t0 = t0
-        self.head: Response | None = None
         self.pending = b""  # the client's response head, sent with the first body piece
         self.chunked = False
         self.keep = False
-        self.received = 0
-        #: body bytes moved since the session's timer last looked (see ``tick``)
-        self.progress = False
-        #: event-loop time by which the answer must start (then: the body must move)
-        self.deadline = t0 + session.pool.response_timeout
-        conn.reader.hook = self.on_upstream
-        conn.reader.whole = self.on_whole
 
     # ------------------------------------------------------------------ upstream events
     def on_whole(self, msg: Request | Response, body: bytes) -> bool:
         """The whole answer arrived in one piece (the upstream reader's ``whole`` hook)."""
         if type(msg) is not Response or self.head is not None:
             return False
-        self._head(msg)
-        if body:
-            self._body(body, last=True)
-        self._end()
+        try:
+            self._head(msg)
+            if body:
+                self._body(body, last=True)
+            self._end()
+        except Exception as e:
+            self._bug(e)
         return True
 
-    def on_upstream(self) -> bool:
+    def _on_upstream(self) -> None:
         r = self.conn.reader
         client = self.s.stream
         while (ev := r.peek()) is not None:
             t = type(ev)
             if t is BodyReceived and client.write_paused:  # (a head is taken at once: the
                 self._wait_for_client()  # upstream answered in time, whatever the client)
-                return True
+                return
             r.next_event_nowait()
             if t is BodyReceived:
                 self._body(ev.data)  # type: ignore[union-attr]
             elif t is MessageEnded:
                 self._end()
-                return True
+                return
             elif t is ResponseReceived:
                 if not self._head(ev.response):  # type: ignore[union-attr]
-                    return True
+                    return
             else:
                 self._failed(HttpError(f"upstream {self.address}: unexpected "
                                        f"{t.__name__}", "bad_response", 502))
-                return True
+                return
         if r.error is not None:
             self._failed(r.error)
         elif r.eof:
             self._failed(None)
-        return True
 
     def _head(self, head: Response) -> bool:
         s = self.s
@@ -143,11 +246,9 @@ class Exchange:
             s.express_handoff(lambda: s._answer(req, resp, self.address, self.target, None,
                                                 None, self.t0))
             return False
-        self.head = head
+        self._took_head(head, s.loop.time())
         self.pending, self.chunked, self.keep = response_head(req, head)
         s._count(head.status)
-        idle = s.pool.idle_timeout
-        self.deadline = s.loop.time() + idle if idle else float("inf")
         return True
 
     def _body(self, data: bytes, last: bool = False) -> None:
@@ -204,49 +305,21 @@ class Exchange:
 
     # ------------------------------------------------------------------ endings
     def _unhook(self) -> None:
-        self.conn.reader.hook = None
-        self.conn.reader.whole = None
+        super()._unhook()
         client = self.s.stream
         if client.on_resume_writing == self._client_resumed:
             client.on_resume_writing = None
 
-    def _failed(self, e: HttpError | None) -> None:
-        """The upstream closed or sent bad bytes (``e``)."""
-        self._unhook()
-        conn = self.conn
-        s = self.s
-        if self.head is None:
-            stale = e is None or (e.reason == "incomplete" and conn.parser.buffered() == 0)
-            conn.abort()
-            if stale:  # the keep-alive race: the task retries, on a new connection if need be
-                log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
-                req = self.req
-                s.express_handoff(lambda: s._handle(req))
-            else:
-                assert e is not None
-                s.express_handoff(lambda: s._fail(e.status, e.reason, str(e)))
-            return
-        self._cut(str(e) if e is not None else "upstream closed in the middle of the body")
+    def _retry(self) -> None:
+        s, req = self.s, self.req
+        s.express_handoff(lambda: s._handle(req))
 
-    def tick(self, now: float) -> None:
-        """The session's timer found this exchange past its deadline (one timer per client
-        connection, not one per request): no answer in time (the task's 504), or no body
-        progress for ``idle_timeout`` (both connections cut)."""
+    def _refuse(self, status: int, reason: str, message: str) -> None:
         s = self.s
-        if self.head is None:
-            self._unhook()
-            self.conn.abort()
-            t = s.pool.response_timeout
-            msg = f"upstream {self.address} did not answer within {t:g}s"
-            s.express_handoff(lambda: s._fail(504, "upstream_timeout", msg))
-            return
-        idle = s.pool.idle_timeout
-        if self.progress:
-            self.progress = False
-            self.deadline = now + idle
-            return
-        self._cut(f"upstream {self.address}: no body bytes for {idle:g}s"
-                  if not s.stream.write_paused else f"client read nothing for {idle:g}s")
+        s.express_handoff(lambda: s._fail(status, reason, message))
+
+    def _client_blocked(self) -> bool:
+        return self.s.stream.write_paused
 
     def _cut(self, why: str) -> None:
         """The answer had started: both connections end, as in the task's ``_answer``."""
@@ -258,7 +331,8 @@ class Exchange:
         log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
                  "error=%r", s.ctx.name, peer(s.stream.meta), self.address,
                  head.status if head else 0, self.received, why)
-        s.express_done(False)
+        if s.express is self:  # (not if a bug struck after the session moved on)
+            s.express_done(False)
 
     def client_gone(self) -> None:
         """The client connection was lost in the middle: give up the upstream one too."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ugate_core import H2ErrorCode
 
 from .client import UpstreamResponse, _Conn
+from .express import UpstreamLeg
 from .h1 import BodyReceived, Framing, HttpError, MessageEnded, Request, Response, ResponseReceived
 from .h2conn import H2Exchange, StreamResetError
 from .h2msg import H2Request, response_headers, trailer_headers
@@ -40,34 +41,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("ugate.http")
 
 
-class H2Express:
+class H2Express(UpstreamLeg):
     """One request of the HTTP/2 front in the express lane, from the upstream's first byte
     to the end of the client's stream."""
 
-    __slots__ = ("address", "conn", "deadline", "done", "ex", "front", "head", "progress",
-                 "received", "req", "t0", "trailers")
+    __slots__ = ("done", "ex", "front", "req", "trailers")
 
     def __init__(self, front: H2Front, ex: H2Exchange, req: H2Request, conn: _Conn,
                  address: str, t0: float) -> None:
+        super().__init__(front.pool, conn, address, t0)
         self.front = front
         self.ex = ex
         self.req = req
-        self.conn = conn
-        self.address = address
-        self.t0 = t0
-        self.head: Response | None = None
-        self.received = 0
-        #: body bytes moved since the front's timer last looked
-        self.progress = False
-        #: event-loop time by which the answer must start (then: by which it must move)
-        self.deadline = t0 + front.pool.response_timeout
         #: the upstream's trailers, sent once the stream's queue drained
         self.trailers: list[tuple[bytes, bytes]] | None = None
         #: the upstream part is over (the connection went back to the pool, or was dropped)
         self.done = False
-        r = conn.reader
-        r.hook = self.on_upstream
-        r.whole = self.on_whole
         ex.on_fail = self.client_gone
         ex.on_writable = self._writable
         ex.on_finish = self._finished
@@ -85,20 +74,6 @@ class H2Express:
         except Exception as e:
             self._bug(e)
         return True
-
-    def on_upstream(self) -> bool:
-        """The upstream reader's hook: events, an error or the end arrived."""
-        try:
-            self._on_upstream()
-        except Exception as e:
-            self._bug(e)
-        return True
-
-    def _bug(self, e: Exception) -> None:
-        """An error of ours in a callback: never leave both connections hanging."""
-        log.exception("h2_express_error listener=%s client=%s stream=%d", self.front.ctx.name,
-                      self.front.peer, self.ex.sid)
-        self._cut(f"internal error: {e!r}")
 
     def _on_upstream(self) -> None:
         r = self.conn.reader
@@ -142,12 +117,10 @@ class H2Express:
             front.express_handoff(self, front._answer(ex, self.req, resp, self.address,
                                                       None, self.t0))
             return False
-        self.head = head
+        self._took_head(head, front.loop.time())
         front._count(head.status)
         ex.send_headers(response_headers(head, self.req.method),
                         end=head.framing is Framing.NONE)
-        idle = front.pool.idle_timeout
-        self.deadline = front.loop.time() + idle if idle else float("inf")
         return True
 
     def _body(self, data: bytes, end: bool = False) -> None:
@@ -207,47 +180,14 @@ class H2Express:
         self.front.express.pop(self.ex.sid, None)
 
     # ------------------------------------------------------------------ endings
-    def _unhook(self) -> None:
-        r = self.conn.reader
-        r.hook = None
-        r.whole = None
+    def _retry(self) -> None:
+        self.front.express_handoff(self, self.front._proxy(self.ex, self.req))
 
-    def _failed(self, e: HttpError | None) -> None:
-        """The upstream closed or sent bad bytes (``e``)."""
-        self._unhook()
-        conn = self.conn
-        front = self.front
-        ex = self.ex
-        if self.head is None:
-            stale = e is None or (e.reason == "incomplete" and conn.parser.buffered() == 0)
-            conn.abort()
-            if stale:  # the keep-alive race: the task retries, on a new connection if need be
-                log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
-                front.express_handoff(self, front._proxy(ex, self.req))
-            else:
-                assert e is not None
-                front.express_handoff(self, front._fail(ex, e.status, e.reason, str(e)))
-            return
-        self._cut(str(e) if e is not None else "upstream closed in the middle of the body")
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.front.express_handoff(self, self.front._fail(self.ex, status, reason, message))
 
-    def tick(self, now: float) -> None:
-        """The front's timer found this stream past its deadline: no answer in time (the
-        task's 504), or no progress for ``idle_timeout`` either way (the stream is cut)."""
-        front = self.front
-        if self.head is None:
-            self._unhook()
-            self.conn.abort()
-            t = front.pool.response_timeout
-            msg = f"upstream {self.address} did not answer within {t:g}s"
-            front.express_handoff(self, front._fail(self.ex, 504, "upstream_timeout", msg))
-            return
-        idle = front.pool.idle_timeout
-        if self.progress:
-            self.progress = False
-            self.deadline = now + idle if idle else float("inf")
-            return
-        self._cut(f"upstream {self.address}: no body bytes for {idle:g}s"
-                  if not self.ex._tx_blocked else f"client took nothing for {idle:g}s")
+    def _client_blocked(self) -> bool:
+        return self.ex._tx_blocked
 
     def _cut(self, why: str) -> None:
         """The answer had started: the stream is reset, the upstream connection dropped."""
