@@ -178,6 +178,10 @@ class StreamTransport(asyncio.Transport):
     # core Receiver
     def data_received(self, data: bytes) -> None:
         c: Any = self._protocol
+        if getattr(c, "_transport", self) is None:
+            # asyncssh closed the connection: bytes still in flight mean nothing now (fed to
+            # it, they were parsed as if unencrypted: "Max packet size exceeded" disconnects)
+            return
         n = len(data)
         rx = self.reader
         if rx is None and (not self._paced or n <= 4096):
