@@ -105,8 +105,8 @@ class _Conn:
         self.on_eof: Callable[[], None] | None = None
 
     def usable(self) -> bool:
-        s = self.stream
-        return not (s.is_closing() or s.saw_eof or s.buffered() or self.reader.pending())
+        r = self.reader  # (the stream is in push mode: its bytes and its end go to the reader)
+        return not (r._eof or r._events or r.parser._buf or self.stream.is_closing())
 
     def close(self) -> None:
         self.stream.close()

@@ -410,7 +410,7 @@ class _Parser:
             self._state = _State.HEAD
             self._scan = 0
             self._framing = Framing.NONE
-        return self._run()
+        return self._run() if self._buf else []
 
     def take_leftover(self) -> bytes:
         """Bytes received beyond the last message (CONNECT / Upgrade: the tunnel's start)."""
@@ -592,6 +592,9 @@ class RequestParser(_Parser):
             raise HttpError(f"HTTP version {major}.{minor} is not supported on HTTP/1.1",
                             "bad_version", 505)
         headers, special = _head_fields(block, rest, 400, self.max_fields)
+        if not special:  # no framing or Connection fields: the common GET
+            return Request(method=m.group(1), target=m.group(2), headers=headers,
+                           version="1.0" if minor == 0 else "1.1")
         length = _content_length(special, 400)
         codings = _codings(special)
         framing, n = Framing.NONE, 0

@@ -185,6 +185,9 @@ class _Session:
         self.last_active = self.loop.time()
         #: the express exchanges' deadlines: one timer, re-armed only when it fires
         self._ex_timer: asyncio.TimerHandle | None = None
+        self._ex_timer_at = 0.0
+        #: the addresses the policy allowed this connection (client._allowed's set)
+        self._allowed: set[str] | None = None
         #: (Host, Forwarded value, X-Forwarded-For element) of the last request
         self._forwarded: tuple[str, str, str] | None = None
         #: the express lane's last authority: (as sent, default port, address)
@@ -315,7 +318,10 @@ class _Session:
         except HttpError:
             return False  # the task answers it
         meta = self.stream.meta
-        if address not in _allowed(meta) or not self.state.speaks_h1(address):
+        allowed = self._allowed
+        if allowed is None or len(allowed) > 64:
+            allowed = self._allowed = _allowed(meta)
+        if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
         if conn is None:
@@ -332,10 +338,11 @@ class _Session:
         self.expressed += 1
         self.state.expressed += 1
         timer = self._ex_timer
-        if timer is None or timer.when() > ex.deadline:
+        if timer is None or self._ex_timer_at > ex.deadline:
             if timer is not None:
                 timer.cancel()
             self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
+            self._ex_timer_at = ex.deadline
         events = conn.parser.expect(req.method)
         if events:  # bytes the upstream sent early: the answer starts now
             conn.reader.push(events)
@@ -353,6 +360,7 @@ class _Session:
         ex = self.express
         if ex is not None and ex.deadline != float("inf"):
             self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
+            self._ex_timer_at = ex.deadline
 
     def express_done(self, keep: bool, *, handoff: bool = True) -> None:
         """The express exchange ended; ``keep``: the client connection stays open."""
