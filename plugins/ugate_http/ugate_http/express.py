@@ -264,7 +264,7 @@ class Exchange(UpstreamLeg):
             self.pending = b""
         client = self.s.stream
         client.write(data)
-        if client.write_paused and not last:  # (never pool a connection left paused)
+        if client.write_paused and not last:
             self._wait_for_client()
 
     def _wait_for_client(self) -> None:
@@ -289,6 +289,7 @@ class Exchange(UpstreamLeg):
         head = self.head
         assert head is not None
         conn = self.conn
+        conn.stream.resume_reading()  # if the last piece paused it (never pooled paused)
         if head.keep_alive and conn.usable():
             s.pool._put(conn)
         else:
