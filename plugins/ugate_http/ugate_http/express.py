@@ -42,6 +42,7 @@ from .h1 import (
     encode_head,
     encode_last_chunk,
 )
+from .reader import EventReader
 from .rewrite import end_to_end, peer, response_head
 
 if TYPE_CHECKING:
@@ -139,6 +140,17 @@ class UpstreamLeg:
         log.error("http_express_error address=%s error=%r", self.address, e, exc_info=e)
         self._cut(f"internal error: {e!r}")
 
+    def _unexpected(self, t: type) -> None:
+        self._failed(HttpError(f"upstream {self.address}: unexpected {t.__name__}",
+                               "bad_response", 502))
+
+    def _drained(self, r: EventReader) -> None:
+        """Every event taken: what the reader holds besides (an error, the end) decides."""
+        if r.error is not None:
+            self._failed(r.error)
+        elif r.eof:
+            self._failed(None)
+
     def _failed(self, e: HttpError | None) -> None:
         """The upstream closed (``e`` None) or sent bad bytes."""
         self._unhook()
@@ -224,13 +236,9 @@ class Exchange(UpstreamLeg):
                 if not self._head(ev.response):  # type: ignore[union-attr]
                     return
             else:
-                self._failed(HttpError(f"upstream {self.address}: unexpected "
-                                       f"{t.__name__}", "bad_response", 502))
+                self._unexpected(t)
                 return
-        if r.error is not None:
-            self._failed(r.error)
-        elif r.eof:
-            self._failed(None)
+        self._drained(r)
 
     def _head(self, head: Response) -> bool:
         s = self.s

@@ -31,7 +31,7 @@ from ugate_core import H2ErrorCode
 
 from .client import UpstreamResponse, _Conn
 from .express import UpstreamLeg
-from .h1 import BodyReceived, Framing, HttpError, MessageEnded, Request, Response, ResponseReceived
+from .h1 import BodyReceived, Framing, MessageEnded, Request, Response, ResponseReceived
 from .h2conn import H2Exchange, StreamResetError
 from .h2msg import H2Request, response_headers, trailer_headers
 
@@ -94,13 +94,9 @@ class H2Express(UpstreamLeg):
                 if not self._head(ev.response):  # type: ignore[union-attr]
                     return
             else:
-                self._failed(HttpError(f"upstream {self.address}: unexpected "
-                                       f"{t.__name__}", "bad_response", 502))
+                self._unexpected(t)
                 return
-        if r.error is not None:
-            self._failed(r.error)
-        elif r.eof:
-            self._failed(None)
+        self._drained(r)
 
     def _head(self, head: Response) -> bool:
         """The upstream's response head: False if the stream went to a task."""
