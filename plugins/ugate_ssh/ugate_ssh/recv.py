@@ -8,7 +8,9 @@ timer. For bulk transfer that is most of the Python time per 32 KiB packet.
 
 :class:`PacketReader` takes over the framing once a connection encrypts and does, per packet,
 what asyncssh would: decrypt with the connection's own ``Encryption`` object (the MAC or AEAD
-tag is checked before any byte of the payload is looked at), and for ``MSG_CHANNEL_DATA``
+tag is checked before any byte of the payload is looked at; for AES-GCM and chacha20-poly1305
+with :func:`.seal.opener`, one cipher object per key and no copies, in step with the object's
+state), and for ``MSG_CHANNEL_DATA``
 whose checks pass (authenticated, no compression, asyncssh's debug level below 2, a channel
 that is open, of a class whose data handling is asyncssh's own, within its window) it calls the
 channel's ``_accept_data`` (window bookkeeping and window adjusts, buffering while paused,
@@ -49,6 +51,7 @@ else:
     _IMPORT_ERROR = ""
 
 from .internals import logger_problem, missing, off_once, params
+from .seal import Opener, opener
 
 #: connection state the reader reads and writes (asyncssh 2.x)
 CONN_STATE = ("_recv_encryption", "_recv_blocksize", "_recv_macsize", "_recv_seq",
@@ -153,6 +156,11 @@ class PacketReader:
         self.handed = 0
         self._stash = b""  # the start of a packet the next read completes
         self._head: tuple[bytes, bytes, int] | None = None  # its decrypted first block
+        self._enc: Any = None  # the Encryption object _open was made for
+        self._open: Opener | None = None
+        #: packets decrypted by the seal.opener shortcut / Encryption objects (keys) seen
+        self.opened = 0
+        self.keys = 0
 
     def can_start(self) -> bool:
         c = self.conn
@@ -229,9 +237,17 @@ class PacketReader:
     def _packet(self, data: bytes, pos: int, end: int, first: bytes, length: bytes) -> None:
         c = self.conn
         seq, ms = c._recv_seq, c._recv_macsize
-        plain = c._recv_encryption.decrypt_packet(
-            seq, first, memoryview(data)[pos + c._recv_blocksize:end - ms], 4,
-            data[end - ms:end])
+        enc = c._recv_encryption
+        if enc is not self._enc:  # new keys
+            self._enc, self._open = enc, opener(enc)
+            self.keys += 1
+        if self._open is not None:
+            plain = self._open(seq, data, pos, end)
+            self.opened += 1
+        else:
+            plain = enc.decrypt_packet(
+                seq, first, memoryview(data)[pos + c._recv_blocksize:end - ms], 4,
+                data[end - ms:end])
         # plain: padding length, payload (type, channel, data length, data), padding
         if plain is not None and c._auth_complete and c._decompressor is None \
                 and SSHLogger._debug_level < 2:
