@@ -192,8 +192,6 @@ class _Session:
         self._forwarded: tuple[str, str, str] | None = None
         #: the express lane's last authority: (as sent, default port, address)
         self._route: tuple[str, int, str] | None = None
-        #: the request being taken arrived whole (no events queued for it)
-        self._whole = False
         #: the request the express lane last declined (not examined twice)
         self._declined: Request | None = None
         if opts.express and not opts.users:
@@ -268,26 +266,24 @@ class _Session:
         ev = self.reader.peek()
         if not isinstance(ev, RequestReceived) or ev.request is self._declined:
             return False
-        self._whole = False
-        return self._express_take(ev.request)
+        return self._express_take(ev.request, queued=True)
 
     def _express_whole(self, msg: Request | Response, body: bytes) -> bool:
         """The reader's ``whole`` hook: a request that arrived whole, before any event was
         made of it."""
         if self.express is not None or self.task_busy or type(msg) is not Request:
             return False
-        self._whole = True
-        return self._express_take(msg)
+        return self._express_take(msg, queued=False)
 
-    def _express_take(self, req: Request) -> bool:
-        if not self._express_send(req):
+    def _express_take(self, req: Request, *, queued: bool) -> bool:
+        if not self._express_send(req, queued):
             self._declined = req
             return False
         return True
 
-    def _express_send(self, req: Request) -> bool:
+    def _express_send(self, req: Request, queued: bool) -> bool:
         """Send ``req`` upstream in the express lane; False (nothing sent) if it does not
-        qualify."""
+        qualify. ``queued``: its events wait in the client reader (else it came whole)."""
         if req.method == "CONNECT" or req.framing is not Framing.NONE:
             return False
         opts = self.opts
@@ -334,15 +330,14 @@ class _Session:
         conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields))
         self.reader.held = True
         ex = self.express = Exchange(self, req, conn, address, target, self.loop.time(),
-                                     not self._whole)
+                                     queued)
         self.expressed += 1
         self.state.expressed += 1
         timer = self._ex_timer
         if timer is None or self._ex_timer_at > ex.deadline:
             if timer is not None:
                 timer.cancel()
-            self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
-            self._ex_timer_at = ex.deadline
+            self._arm_express_timer(ex.deadline)
         events = conn.parser.expect(req.method)
         if events:  # bytes the upstream sent early: the answer starts now
             conn.reader.push(events)
@@ -359,8 +354,11 @@ class _Session:
             ex.tick(now)
         ex = self.express
         if ex is not None and ex.deadline != float("inf"):
-            self._ex_timer = self.loop.call_at(ex.deadline, self._express_tick)
-            self._ex_timer_at = ex.deadline
+            self._arm_express_timer(ex.deadline)
+
+    def _arm_express_timer(self, when: float) -> None:
+        self._ex_timer = self.loop.call_at(when, self._express_tick)
+        self._ex_timer_at = when
 
     def express_done(self, keep: bool, *, handoff: bool = True) -> None:
         """The express exchange ended; ``keep``: the client connection stays open."""
