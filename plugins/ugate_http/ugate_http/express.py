@@ -33,6 +33,7 @@ from .client import UpstreamPool, UpstreamResponse, _Conn
 from .h1 import (
     BodyReceived,
     Framing,
+    Headers,
     HttpError,
     MessageEnded,
     Request,
@@ -100,9 +101,44 @@ class UpstreamLeg:
             self._bug(e)
         return True
 
+    def _on_upstream(self) -> None:
+        """Take what the upstream reader holds, in order, until the lane must wait."""
+        r = self.conn.reader
+        while (ev := r.peek()) is not None:
+            t = type(ev)
+            if self._hold(t):
+                return
+            r.next_event_nowait()
+            if t is BodyReceived:
+                nxt = r.peek()  # the last piece, with no trailers after it
+                self._body(ev.data, type(nxt) is MessageEnded and not nxt.trailers)  # type: ignore[union-attr]
+            elif t is MessageEnded:
+                self._end(ev.trailers)  # type: ignore[union-attr]
+                return
+            elif t is ResponseReceived:
+                if not self._head(ev.response):  # type: ignore[union-attr]
+                    return
+            else:
+                self._unexpected(t)
+                return
+        self._drained(r)
+
     # ------------------------------------------------------------------ a lane's part
-    def _on_upstream(self) -> None:  # pragma: no cover - abstract
-        """Take what the upstream reader holds."""
+    def _hold(self, t: type) -> bool:  # pragma: no cover - abstract
+        """The next event is of type ``t``: True to stop taking events for now (the lane
+        has arranged to be resumed)."""
+        raise NotImplementedError
+
+    def _head(self, head: Response) -> bool:  # pragma: no cover - abstract
+        """The answer's head: False if the request went to a task."""
+        raise NotImplementedError
+
+    def _body(self, data: bytes, last: bool = False) -> None:  # pragma: no cover - abstract
+        """A piece of the body; ``last``: the end follows with no trailers."""
+        raise NotImplementedError
+
+    def _end(self, trailers: Headers = ()) -> None:  # pragma: no cover - abstract
+        """The whole answer came."""
         raise NotImplementedError
 
     def on_whole(self, msg: Request | Response, body: bytes) -> bool:  # pragma: no cover
@@ -218,27 +254,11 @@ class Exchange(UpstreamLeg):
             self._bug(e)
         return True
 
-    def _on_upstream(self) -> None:
-        r = self.conn.reader
-        client = self.s.stream
-        while (ev := r.peek()) is not None:
-            t = type(ev)
-            if t is BodyReceived and client.write_paused:  # (a head is taken at once: the
-                self._wait_for_client()  # upstream answered in time, whatever the client)
-                return
-            r.next_event_nowait()
-            if t is BodyReceived:
-                self._body(ev.data)  # type: ignore[union-attr]
-            elif t is MessageEnded:
-                self._end()
-                return
-            elif t is ResponseReceived:
-                if not self._head(ev.response):  # type: ignore[union-attr]
-                    return
-            else:
-                self._unexpected(t)
-                return
-        self._drained(r)
+    def _hold(self, t: type) -> bool:
+        if t is BodyReceived and self.s.stream.write_paused:  # (a head is taken at once:
+            self._wait_for_client()  # the upstream answered in time, whatever the client)
+            return True
+        return False
 
     def _head(self, head: Response) -> bool:
         s = self.s
@@ -286,8 +306,8 @@ class Exchange(UpstreamLeg):
             self.conn.stream.resume_reading()
             self.on_upstream()
 
-    def _end(self) -> None:
-        s = self.s
+    def _end(self, trailers: Headers = ()) -> None:
+        s = self.s  # (trailers are dropped: README)
         data = self.pending
         if self.chunked:
             data += encode_last_chunk()

@@ -31,7 +31,7 @@ from ugate_core import H2ErrorCode
 
 from .client import UpstreamResponse, _Conn
 from .express import UpstreamLeg
-from .h1 import BodyReceived, Framing, MessageEnded, Request, Response, ResponseReceived
+from .h1 import Framing, Headers, MessageEnded, Request, Response
 from .h2conn import H2Exchange, StreamResetError
 from .h2msg import H2Request, response_headers, trailer_headers
 
@@ -75,28 +75,9 @@ class H2Express(UpstreamLeg):
             self._bug(e)
         return True
 
-    def _on_upstream(self) -> None:
-        r = self.conn.reader
-        ex = self.ex
-        while (ev := r.peek()) is not None:
-            t = type(ev)
-            if self.done or (ex._tx_blocked and t is not MessageEnded):
-                return  # resumed by _writable
-            r.next_event_nowait()
-            if t is BodyReceived:
-                nxt = r.peek()  # the end with the last piece: END_STREAM on its DATA frame
-                end = type(nxt) is MessageEnded and not nxt.trailers
-                self._body(ev.data, end)  # type: ignore[union-attr]
-            elif t is MessageEnded:
-                self._end(ev.trailers)  # type: ignore[union-attr]
-                return
-            elif t is ResponseReceived:
-                if not self._head(ev.response):  # type: ignore[union-attr]
-                    return
-            else:
-                self._unexpected(t)
-                return
-        self._drained(r)
+    def _hold(self, t: type) -> bool:
+        # only the end (with no DATA left to send) passes a blocked stream
+        return self.done or (self.ex._tx_blocked and t is not MessageEnded)  # _writable resumes
 
     def _head(self, head: Response) -> bool:
         """The upstream's response head: False if the stream went to a task."""
@@ -119,11 +100,11 @@ class H2Express(UpstreamLeg):
                         end=head.framing is Framing.NONE)
         return True
 
-    def _body(self, data: bytes, end: bool = False) -> None:
+    def _body(self, data: bytes, last: bool = False) -> None:
         self.received += len(data)
         self.progress = True
-        ex = self.ex
-        if not ex.ending and not ex.write(data, end):
+        ex = self.ex  # (the last piece carries END_STREAM)
+        if not ex.ending and not ex.write(data, last):
             self.conn.stream.pause_reading()  # resumed by _writable
 
     def _writable(self) -> None:
@@ -137,7 +118,7 @@ class H2Express(UpstreamLeg):
             self.conn.stream.resume_reading()
             self.on_upstream()
 
-    def _end(self, trailers: tuple[tuple[str, str], ...]) -> None:
+    def _end(self, trailers: Headers = ()) -> None:
         """The whole answer came: the stream ends (now or when its queue drained), the
         upstream connection goes back to the pool."""
         ex = self.ex
