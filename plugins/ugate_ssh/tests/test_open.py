@@ -4,7 +4,6 @@ the same plaintext, the same refusal of a wrong tag and the same cipher state as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from typing import Any
@@ -15,10 +14,8 @@ from asyncssh.encryption import ChachaEncryption, GCMEncryption, get_encryption
 
 from ugate_core.testing import pattern
 from ugate_ssh import seal
-from ugate_ssh.adapters import StreamTransport
-from ugate_ssh.client import _StreamTunnel
 
-from .test_recv import HOST_KEY, ChoppedStream, EchoSession, Owner, Reader, transfer
+from .test_recv import corrupted_transfer, transfer
 
 AEAD = [("aes128-gcm@openssh.com", 16, 12), ("aes256-gcm@openssh.com", 32, 12),
         ("chacha20-poly1305@openssh.com", 64, 0)]
@@ -104,51 +101,15 @@ async def test_rekeying_switches_keys(enc: str) -> None:
     assert rx is not None and rx.keys >= 8 and rx.opened >= rx.fast > 50
 
 
-async def _corrupted(enc: str) -> tuple[BaseException | None, bytes, StreamTransport]:
-    """One byte flipped 1 MiB into what the client sends: how the server's connection ends
-    and what its session got before."""
-    loop = asyncio.get_running_loop()
-    got = bytearray()
-
-    class Count(EchoSession):
-        def data_received(self, d: bytes, datatype: Any) -> None:
-            got.extend(d)
-
-    class Counting(Owner):
-        def session_requested(self) -> EchoSession:
-            return Count()
-
-    owner = Counting()
-    cs, ss = ChoppedStream(3, flip_at=1 << 20), ChoppedStream(4)
-    cs.peer, ss.peer = ss, cs
-    sopts = await asyncssh.SSHServerConnectionOptions.construct(
-        server_factory=lambda: owner, server_host_keys=[HOST_KEY], encryption_algs=[enc],
-        encoding=None)
-    st = StreamTransport(ss, asyncssh.SSHServerConnection(loop, sopts))
-    st.start()
-    conn = await asyncssh.connect("peer", tunnel=_StreamTunnel(cs), known_hosts=None, config=[],
-                                  username="u", agent_path=None, client_keys=None,
-                                  encryption_algs=[enc])
-    chan, _ = await conn.create_session(Reader, encoding=None)
-    chan.write(pattern(2 << 20, seed=3))
-    await asyncio.wait_for(conn.wait_closed(), 10)
-    for _ in range(100):
-        if owner.lost:
-            break
-        await asyncio.sleep(0.01)
-    assert len(owner.lost) == 1
-    return owner.lost[0], bytes(got), st
-
-
 @pytest.mark.parametrize("enc", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"])
 async def test_corrupted_packet_fails_as_with_decrypt_packet(
     enc: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exc, got, st = await _corrupted(enc)
+    exc, got, st = await corrupted_transfer(enc)
     assert st.reader is not None and st.reader.opened > 0
     monkeypatch.setattr(seal, "OPEN", {})
     monkeypatch.setattr(seal, "_warned", ["quiet"])
-    stock_exc, stock_got, stock_st = await _corrupted(enc)
+    stock_exc, stock_got, stock_st = await corrupted_transfer(enc)
     assert stock_st.reader is not None and stock_st.reader.opened == 0
     assert isinstance(exc, asyncssh.Error) and type(exc) is type(stock_exc)
     assert str(exc) == str(stock_exc) and "MAC verification failed" in str(exc)

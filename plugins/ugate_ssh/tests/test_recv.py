@@ -193,9 +193,9 @@ async def test_rekeying_mid_transfer(caplog: pytest.LogCaptureFixture) -> None:
     assert owner.lost == [None]
 
 
-async def test_corrupted_packet_is_refused_not_delivered() -> None:
-    """One flipped bit in a data packet: the AEAD check fails before anything of it is
-    delivered; asyncssh disconnects with its own error."""
+async def corrupted_transfer(enc: str) -> tuple[BaseException | None, bytes, StreamTransport]:
+    """One byte flipped 1 MiB into what the client sends: how the server's connection ends
+    and what its session got before."""
     loop = asyncio.get_running_loop()
     got = bytearray()
 
@@ -208,27 +208,36 @@ async def test_corrupted_packet_is_refused_not_delivered() -> None:
             return Count()
 
     owner = Counting()
-    data = pattern(2 << 20, seed=3)
     cs, ss = ChoppedStream(3, flip_at=1 << 20), ChoppedStream(4)
     cs.peer, ss.peer = ss, cs
     sopts = await asyncssh.SSHServerConnectionOptions.construct(
-        server_factory=lambda: owner, server_host_keys=[HOST_KEY],
-        encryption_algs=["aes128-gcm@openssh.com"], encoding=None)
+        server_factory=lambda: owner, server_host_keys=[HOST_KEY], encryption_algs=[enc],
+        encoding=None)
     st = StreamTransport(ss, asyncssh.SSHServerConnection(loop, sopts))
     st.start()
     conn = await asyncssh.connect("peer", tunnel=_StreamTunnel(cs), known_hosts=None, config=[],
                                   username="u", agent_path=None, client_keys=None,
-                                  encryption_algs=["aes128-gcm@openssh.com"])
+                                  encryption_algs=[enc])
     chan, _ = await conn.create_session(Reader, encoding=None)
-    chan.write(data)
+    chan.write(pattern(2 << 20, seed=3))
     await asyncio.wait_for(conn.wait_closed(), 10)
     for _ in range(100):
         if owner.lost:
             break
         await asyncio.sleep(0.01)
-    assert len(owner.lost) == 1 and isinstance(owner.lost[0], asyncssh.Error)
-    assert "MAC verification failed" in str(owner.lost[0])
-    assert 0 < len(got) < (1 << 20) and bytes(got) == data[:len(got)]
+    assert len(owner.lost) == 1
+    return owner.lost[0], bytes(got), st
+
+
+
+async def test_corrupted_packet_is_refused_not_delivered() -> None:
+    """One flipped bit in a data packet: the AEAD check fails before anything of it is
+    delivered; asyncssh disconnects with its own error."""
+    exc, got, st = await corrupted_transfer("aes128-gcm@openssh.com")
+    data = pattern(2 << 20, seed=3)
+    assert isinstance(exc, asyncssh.Error)
+    assert "MAC verification failed" in str(exc)
+    assert 0 < len(got) < (1 << 20) and got == data[:len(got)]
     assert st.reader is not None and st.reader.fast > 0
 
 
