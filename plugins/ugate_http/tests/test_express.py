@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from conftest import Origin  # type: ignore[import-not-found]
 
 
-def config(origin_port: int) -> str:
+def config(origin_port: int, mode: str = "auto") -> str:
+    """Two http listeners to one origin: ``on`` (the express lane) and ``off``
+    (``express = false``), response_timeout 0.5 s (test_h2_express uses it too)."""
     return f"""
 [admin]
 listen = ""
@@ -30,12 +32,12 @@ handshake_timeout = 5.0
 [listeners.on]
 listen = "127.0.0.1:0"
 protocols = ["http"]
-mode = "auto"
+mode = "{mode}"
 response_timeout = 0.5
 [listeners.off]
 listen = "127.0.0.1:0"
 protocols = ["http"]
-mode = "auto"
+mode = "{mode}"
 response_timeout = 0.5
 express = false
 [hosts."svc.test"]

@@ -31,30 +31,14 @@ from ugate_core import Gateway
 from ugate_core.testing import StartGateway
 from ugate_http.state import state_for
 
+from .test_express import config as lanes_config
+
 if TYPE_CHECKING:
     from conftest import Origin  # type: ignore[import-not-found]
 
 
 def config(origin_port: int) -> str:
-    return f"""
-[admin]
-listen = ""
-[gateway]
-handshake_timeout = 5.0
-[listeners.on]
-listen = "127.0.0.1:0"
-protocols = ["http"]
-mode = "reverse"
-response_timeout = 0.5
-[listeners.off]
-listen = "127.0.0.1:0"
-protocols = ["http"]
-mode = "reverse"
-response_timeout = 0.5
-express = false
-[hosts."svc.test"]
-endpoints = ["127.0.0.1:{origin_port}"]
-"""
+    return lanes_config(origin_port, "reverse")
 
 
 @dataclass
