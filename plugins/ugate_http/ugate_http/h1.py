@@ -261,7 +261,7 @@ def _connection(special: Special) -> frozenset[str]:
     if not special:
         return _NO_TOKENS
     vals = special.get("connection", []) + special.get("proxy-connection", [])
-    return frozenset(t.lower() for t in _elements(vals)) if vals else frozenset()
+    return frozenset(t.lower() for t in _elements(vals)) if vals else _NO_TOKENS
 
 
 def _content_length(special: Special, status: int) -> int | None:
@@ -285,8 +285,6 @@ def _content_length(special: Special, status: int) -> int | None:
 
 
 def _codings(special: Special) -> list[str] | None:
-    if not special:
-        return None
     raw = special.get("transfer-encoding")
     return None if raw is None else [c.lower() for c in _elements(raw)]
 
@@ -410,7 +408,7 @@ class _Parser:
             self._state = _State.HEAD
             self._scan = 0
             self._framing = Framing.NONE
-        return self._run() if self._buf else []
+        return self._run() if self._buf else []  # (no state makes an event of nothing)
 
     def take_leftover(self) -> bytes:
         """Bytes received beyond the last message (CONNECT / Upgrade: the tunnel's start)."""
@@ -423,10 +421,8 @@ class _Parser:
         raise NotImplementedError
 
     def _run(self) -> list[Event]:
-        buf = self._buf
-        if not buf:
-            return []  # no state makes an event out of nothing
         out: list[Event] = []
+        buf = self._buf
         while True:
             st = self._state
             if st is _State.HEAD:
