@@ -31,8 +31,11 @@ def logger_problem() -> str:
     return ""
 
 
-def missing(conn: object, names: tuple[str, ...]) -> str:
-    """Which of ``names`` the connection lacks, as a reason ("" when none)."""
+def missing(problem: str, conn: object, names: tuple[str, ...]) -> str:
+    """Why a path cannot run on ``conn``: the module-wide ``problem`` with asyncssh's
+    classes, else which of ``names`` the connection lacks ("" when neither)."""
+    if problem:
+        return problem
     gone = [a for a in names if not hasattr(conn, a)]
     return f"connection has no {', '.join(gone)}" if gone else ""
 

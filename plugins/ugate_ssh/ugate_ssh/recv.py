@@ -83,9 +83,7 @@ _PROBLEM = _interface_problem()
 def unsupported(conn: object) -> str:
     """Why the asyncssh connection ``conn`` cannot be read by :class:`PacketReader` ("" when
     it can)."""
-    if _PROBLEM:
-        return _PROBLEM
-    why = missing(conn, CONN_STATE)
+    why = missing(_PROBLEM, conn, CONN_STATE)
     if why:
         return why
     if getattr(type(conn), "_packet_handlers", {}).get(MSG_IGNORE) is not \

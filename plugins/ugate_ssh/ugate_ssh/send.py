@@ -99,9 +99,7 @@ _PROBLEM = _interface_problem()
 def unsupported(conn: object) -> str:
     """Why the asyncssh connection ``conn`` cannot be written by :class:`PacketWriter` ("" when
     it can)."""
-    if _PROBLEM:
-        return _PROBLEM
-    why = missing(conn, CONN_STATE)
+    why = missing(_PROBLEM, conn, CONN_STATE)
     if why:
         return why
     if getattr(type(conn), "send_packet", None) is not SSHConnection.send_packet:
