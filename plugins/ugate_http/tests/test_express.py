@@ -95,8 +95,10 @@ async def both(gw: Gateway, requests: list[tuple[bytes, bool]], *,
                slow_reader: bool = False) -> list[bytes]:
     st = state_for(gw)
     before = st.expressed
+    raw = (st.raw_requests, st.raw_answers)
     off = await exchange(gw, "off", requests, slow_reader)
     assert st.expressed == before, "express = false must keep every request in the task"
+    assert (st.raw_requests, st.raw_answers) == raw, "express = false: no raw lane either"
     on = await exchange(gw, "on", requests, slow_reader)
     assert on == off
     assert st.expressed > before, "the express lane was not taken"
@@ -105,6 +107,7 @@ async def both(gw: Gateway, requests: list[tuple[bytes, bool]], *,
 
 async def test_common_answers_are_the_same(start_gateway: StartGateway, origin: Origin) -> None:
     gw = await start_gateway(config(origin.port))
+    st = state_for(gw)
     got = await both(gw, [
         get("/first"),  # the task: the policy check for svc.test:80 happens here
         get("/b", "X-Forwarded-For: 10.0.0.1", "Content-Length: 0"),
@@ -120,6 +123,10 @@ async def test_common_answers_are_the_same(start_gateway: StartGateway, origin: 
     assert b"Transfer-Encoding: chunked" in got[4]
     assert got[5].endswith(b"hello /absolute\n") and got[6].endswith(b"hello /last\n")
     assert got[7] == b""  # our EOF: the gateway closes quietly
+    # the raw lane (raw.py) took the canonical requests (HEAD, ?chunked, ?close, /last) and
+    # the whole Content-Length answers to GETs (/absolute, /last); the rest took the parsing
+    # path, with the same bytes
+    assert (st.raw_requests, st.raw_answers) == (4, 2)
     # what the origin saw of the express requests: forwarded fields as the task sends them
     fwd = [h for m, t, h in origin.requests if t == "/b"]
     assert len(fwd) == 2 and fwd[0] == fwd[1]

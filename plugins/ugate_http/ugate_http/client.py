@@ -298,6 +298,9 @@ class UpstreamPool:
         #: per pooled connection was set and cancelled on every request)
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        #: the loop the pool's connections live on (asyncio.get_running_loop costs a getpid
+        #: system call on Python 3.11, and take_reusable/_put run once per request each)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dialed = 0
         self.reused = 0
 
@@ -328,7 +331,7 @@ class UpstreamPool:
         policy check), or None."""
         if address not in self._idle:
             return None
-        oldest = asyncio.get_running_loop().time() - self.pool_idle_timeout
+        oldest = (self._loop or self._running_loop()).time() - self.pool_idle_timeout
         while (conn := self._take_idle(address)) is not None:
             if conn.idle_since > oldest and conn.usable():
                 self.reused += 1
@@ -361,7 +364,7 @@ class UpstreamPool:
             return
         if lst is None:
             lst = self._idle[conn.address] = []
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._running_loop()
         conn.idle_since = loop.time()
         if conn.on_eof is None:
             conn.on_eof = functools.partial(self._expire, conn)
@@ -370,6 +373,10 @@ class UpstreamPool:
         self._idle_total += 1
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _sweep_every(self) -> float:
         """A connection leaves the pool at most this long after its idle timeout."""

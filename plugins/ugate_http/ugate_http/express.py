@@ -43,6 +43,7 @@ from .h1 import (
     encode_head,
     encode_last_chunk,
 )
+from .raw import response_head as raw_response_head
 from .reader import EventReader
 from .rewrite import end_to_end, peer, response_head
 
@@ -170,6 +171,7 @@ class UpstreamLeg:
         r = self.conn.reader
         r.hook = None
         r.whole = None
+        r.raw = None
 
     def _bug(self, e: Exception) -> None:
         """An error of ours in a callback: never leave both connections hanging."""
@@ -226,19 +228,34 @@ class Exchange(UpstreamLeg):
     """One request in the HTTP/1.1 express lane, from the upstream's first byte to the
     pool."""
 
-    __slots__ = ("chunked", "keep", "pending", "queued", "req", "s", "target")
+    __slots__ = ("_req", "chunked", "keep", "pending", "queued", "raw", "s", "target")
 
-    def __init__(self, session: _Session, req: Request, conn: _Conn, address: str,
-                 target: str, t0: float, queued: bool) -> None:
+    def __init__(self, session: _Session, req: Request | None, conn: _Conn, address: str,
+                 target: str, t0: float, queued: bool, raw: bytes = b"") -> None:
         super().__init__(session.pool, conn, address, t0)
         self.s = session
-        self.req = req
+        self._req = req
+        #: the request head as the client sent it, when the raw lane took it (``req`` is
+        #: parsed from it only if needed: a handoff, an answer the raw lane does not take)
+        self.raw = raw
         #: the request's events are queued in the client reader (else it was taken whole)
         self.queued = queued
         self.target = target
         self.pending = b""  # the client's response head, sent with the first body piece
         self.chunked = False
         self.keep = False
+        # the raw lane takes answers framed as for a GET on a kept-alive client connection
+        if (req.keep_alive and req.method != "HEAD") if req is not None \
+                else not raw.startswith(b"HEAD "):
+            conn.reader.raw = self.on_raw
+
+    @property
+    def req(self) -> Request:
+        req = self._req
+        if req is None:
+            req = self._req = self.s.reader.parser._parse(self.raw[:-3])  # type: ignore[assignment]
+            assert req is not None
+        return req
 
     # ------------------------------------------------------------------ upstream events
     def on_whole(self, msg: Request | Response, body: bytes) -> bool:
@@ -253,6 +270,54 @@ class Exchange(UpstreamLeg):
         except Exception as e:
             self._bug(e)
         return True
+
+    def on_raw(self, data: bytes) -> bool:
+        """The upstream reader's ``raw`` hook: the whole answer in one piece, in the form
+        ``raw.response_head`` takes (no head object made)."""
+        conn = self.conn
+        p = conn.parser
+        if self.head is not None or not p.at_rest():
+            return False
+        r = raw_response_head(data, p.max_header_bytes, p.max_fields)
+        if r is None:
+            return False
+        try:
+            self._raw_answer(r[0], r[1], data, r[2])
+        except Exception as e:
+            self._bug(e)
+        return True
+
+    def _raw_answer(self, status: int, head: bytes, data: bytes, start: int) -> None:
+        s = self.s
+        conn = self.conn
+        conn.parser.took_whole(Framing.LENGTH)
+        self._unhook()
+        s._count(status)
+        s.state.raw_answers += 1
+        n = self.received = len(data) - start
+        client = s.stream
+        if n <= COALESCE:
+            client.write(head + data[start:] if n else head)
+        else:
+            client.write(head)
+            client.write(memoryview(data)[start:])
+        if conn.usable():
+            s.pool._put(conn)
+        else:
+            conn.close()
+        s.state.add_bytes(s.lname, 0, n)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_done(status)
+        s.express_done(True)
+
+    def _log_done(self, status: int) -> None:
+        s = self.s
+        meta = s.stream.meta
+        log.debug("http_request listener=%s client=%s user=%s method=%s address=%s "
+                  "target=%s status=%d up=0 down=%d reused=True ms=%.1f express=True",
+                  s.ctx.name, peer(meta), meta.user or "-", self.req.method,
+                  self.address, self.target[:200], status, self.received,
+                  (s.loop.time() - self.t0) * 1000)
 
     def _hold(self, t: type) -> bool:
         if t is BodyReceived and self.s.stream.write_paused:  # (a head is taken at once:
@@ -324,12 +389,7 @@ class Exchange(UpstreamLeg):
             conn.close()
         s.state.add_bytes(s.lname, 0, self.received)
         if log.isEnabledFor(logging.DEBUG):
-            meta = s.stream.meta
-            log.debug("http_request listener=%s client=%s user=%s method=%s address=%s "
-                      "target=%s status=%d up=0 down=%d reused=True ms=%.1f express=True",
-                      s.ctx.name, peer(meta), meta.user or "-", self.req.method,
-                      self.address, self.target[:200], head.status, self.received,
-                      (s.loop.time() - self.t0) * 1000)
+            self._log_done(head.status)
         s.express_done(self.keep)
 
     # ------------------------------------------------------------------ endings

@@ -335,6 +335,16 @@ class _Parser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def at_rest(self) -> bool:
+        """Waiting for a head with nothing buffered: a whole message may be taken raw."""
+        return self._state is _State.HEAD and not self._buf and not self._head_started
+
+    def took_whole(self, framing: Framing) -> None:
+        """A whole message was taken without this parser (the raw lane, ``raw.py``): pause
+        after it, as after :class:`MessageEnded`."""
+        self._framing = framing
+        self._state = _State.DONE
+
     def receive_data(self, data: bytes) -> list[Event]:
         if not data:
             return []

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from ugate_core import DialError, ListenerContext, Sniff, Stream
 
-from .client import OutgoingRequest, Reply, _allowed
+from .client import OutgoingRequest, Reply, _allowed, _Conn
 from .express import Exchange, Handoff, close_step
 from .h1 import (
     BodyReceived,
@@ -41,6 +41,7 @@ from .h1 import (
 from .h2msg import h2c_settings, preface_match
 from .h2server import serve_h2
 from .options import HttpOptions, parse_options
+from .raw import request_head, request_parts
 from .reader import EventReader
 from .rewrite import (
     DIAL_STATUS,
@@ -194,9 +195,13 @@ class _Session:
         self._route: tuple[str, int, str] | None = None
         #: the request the express lane last declined (not examined twice)
         self._declined: Request | None = None
+        #: the raw lane's routes: Host as sent → (address, the lines this gateway adds)
+        self._raw_routes: dict[bytes, tuple[str, bytes]] = {}
         if opts.express and not opts.users:
             self.reader.hook = self._on_client_events
             self.reader.whole = self._express_whole
+            if opts.mode != "forward":
+                self.reader.raw = self._express_raw
 
     # ------------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -275,6 +280,63 @@ class _Session:
             return False
         return self._express_take(msg, queued=False)
 
+    def _express_raw(self, data: bytes) -> bool:
+        """The reader's ``raw`` hook: a request head that arrived whole in the form
+        ``raw.request_parts`` takes is sent upstream as bytes (the raw lane), with no
+        request object; False leaves the bytes to the parser."""
+        if self.express is not None or self.task_busy:
+            return False
+        parser = self.reader.parser
+        if not parser.at_rest():
+            return False
+        parts = request_parts(data, parser.max_header_bytes, parser.max_fields)
+        if parts is None:
+            return False
+        method, target, host, rest = parts
+        route = self._raw_routes.get(host)
+        if route is None:
+            route = self._raw_route(host)
+            if route is None:
+                return False
+        address, extra = route
+        allowed = self._allowed
+        if allowed is None or len(allowed) > 64:
+            allowed = self._allowed = _allowed(self.stream.meta)
+        if address not in allowed or not self.state.speaks_h1(address):
+            return False
+        conn = self.pool.take_reusable(address)
+        if conn is None:
+            return False
+        self.stream.meta.target = address
+        self.state.raw_requests += 1
+        conn.requests += 1
+        conn.stream.write(request_head(method, target, host, rest, extra))
+        parser.took_whole(Framing.NONE)
+        self.reader.held = True
+        ex = self.express = Exchange(self, None, conn, address, target.decode("latin-1"),
+                                     self.loop.time(), False, data)
+        self._express_started(ex, conn, method.decode("latin-1"))
+        return True
+
+    def _raw_route(self, host: bytes) -> tuple[str, bytes] | None:
+        """Where the raw lane sends requests with ``Host: host``, and the fields it adds
+        (as ``_fields`` adds them); None if the task must answer (a bad authority)."""
+        name = host.decode("latin-1")
+        try:
+            address = address_of(*split_authority(name, self.opts.default_port))
+        except HttpError:
+            return None
+        lines = []
+        if self.opts.forwarded:
+            remote = self.stream.meta.remote
+            lines.append(f"Forwarded: {forwarded_for(remote, name)}\r\n")
+            lines.append(f"X-Forwarded-For: {remote[0] if remote else 'unknown'}\r\n")
+        lines.append(f"Via: 1.1 {self.state.via}\r\n")
+        if len(self._raw_routes) >= 16:
+            self._raw_routes.clear()
+        route = self._raw_routes[host] = (address, "".join(lines).encode("latin-1"))
+        return route
+
     def _express_take(self, req: Request, *, queued: bool) -> bool:
         if not self._express_send(req, queued):
             self._declined = req
@@ -331,6 +393,12 @@ class _Session:
         self.reader.held = True
         ex = self.express = Exchange(self, req, conn, address, target, self.loop.time(),
                                      queued)
+        self._express_started(ex, conn, req.method)
+        return True
+
+    def _express_started(self, ex: Exchange, conn: _Conn, method: str) -> None:
+        """Both lanes, once the request went upstream: count it, arm the timer, and take
+        what the upstream may have sent already."""
         self.expressed += 1
         self.state.expressed += 1
         timer = self._ex_timer
@@ -338,11 +406,10 @@ class _Session:
             if timer is not None:
                 timer.cancel()
             self._arm_express_timer(ex.deadline)
-        events = conn.parser.expect(req.method)
+        events = conn.parser.expect(method)
         if events:  # bytes the upstream sent early: the answer starts now
             conn.reader.push(events)
             ex.on_upstream()
-        return True
 
     def _express_tick(self) -> None:
         self._ex_timer = None

@@ -59,6 +59,9 @@ class EventReader:
         #: (``parser.receive_whole``: no event objects); True: taken, the parser is paused
         #: after it; False: it is queued as events, as any other message
         self.whole: Callable[[Request | Response, bytes], bool] | None = None
+        #: offered each chunk of bytes first while no event waits (the raw lane, ``raw.py``;
+        #: it checks that the parser is at rest); True: taken whole, the hook paused the parser
+        self.raw: Callable[[bytes], bool] | None = None
         #: the events belong to the hook's owner for now: the consumer task is not woken and
         #: does not take them until this is cleared
         self.held = False
@@ -67,6 +70,9 @@ class EventReader:
     # ------------------------------------------------------------------ Receiver (push)
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
+            return
+        raw = self.raw
+        if raw is not None and not self._events and raw(data):
             return
         whole = self.whole
         try:

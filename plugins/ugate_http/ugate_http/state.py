@@ -54,6 +54,9 @@ class PluginState:
         self._rt_options: HttpOptions | None = None
         #: requests sent in the express lane (express.py), for tests and benchmarks
         self.expressed = 0
+        #: requests and answers the raw lane (raw.py) passed on as bytes, likewise
+        self.raw_requests = 0
+        self.raw_answers = 0
         #: address → (expiry, speaks HTTP/2): the per-request protocol choice, cached briefly
         self._h2_seen: dict[str, tuple[float, bool]] = {}
 

@@ -1,0 +1,100 @@
+"""The raw lane: the commonest HTTP/1.1 exchange rewritten as bytes, with no head objects.
+
+The express lane (``express.py``) answers common requests from callbacks, but it still parses
+every head into a :class:`~ugate_http.h1.Request` / :class:`~ugate_http.h1.Response` (a field
+tuple, a dataclass) and serializes a new head from them: about a third of the proxy's
+Python time per request. Most requests and answers need nothing of that: a head already in
+the form the parser would re-serialize to (``name: value`` with one space, CRLF line ends, no
+whitespace around values), with no field the proxy acts on but ``Host`` (request) or
+``Content-Length`` (response), comes out as its own bytes with a line moved and a few lines
+added. The two functions here check exactly that with a few C-level regex passes and build the
+bytes to send; anything else returns ``None`` and takes the parsing path.
+
+Sans-IO and pure: :func:`request_parts` and :func:`response_head` only look at bytes. The
+property tests (``tests/test_raw.py``) hold them to the parsing path byte for byte: whatever
+the raw lane produces is what ``RequestParser`` + ``_Session._fields`` + ``encode_head`` (and
+``ResponseParser`` + ``rewrite.response_head``) produce for the same input.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"
+#: a field value as the parser re-serializes it: no leading or trailing whitespace
+_VALUE = rb"(?:" + _VCHAR + rb"++(?:[\t ]++" + _VCHAR + rb"++)*+)?"
+
+
+def _others(special: bytes) -> bytes:
+    """Any number of field lines in the form the parser re-serializes (token, colon, one
+    space, value, CRLF) whose names are none of ``special``."""
+    return (rb"(?:(?!(?i:" + special + rb"):)" + _TCHAR + rb"++: " + _VALUE
+            + rb"\r\n)*+")
+
+
+#: request fields the proxy acts on besides Host: framing, hop-by-hop, Expect, Via (loops),
+#: the X-Forwarded-For it appends to
+_REQUEST_SPECIAL = (rb"host|content-length|transfer-encoding|connection|proxy-connection|"
+                    rb"keep-alive|proxy-authorization|proxy-authenticate|te|trailer|upgrade|"
+                    rb"expect|via|x-forwarded-for")
+#: response fields the proxy acts on besides Content-Length
+_RESPONSE_SPECIAL = (rb"content-length|transfer-encoding|connection|proxy-connection|"
+                     rb"keep-alive|proxy-authorization|proxy-authenticate|te|trailer|upgrade")
+
+#: the whole of a request head: origin form, HTTP/1.1, one Host among other fields; groups:
+#: method, target, the lines before Host, its value, the lines after it
+_REQUEST = re.compile(
+    rb"(" + _TCHAR + rb"++) (/[\x21-\x7e]*+) HTTP/1\.1\r\n(" + _others(_REQUEST_SPECIAL)
+    + rb")(?i:host): (" + _VALUE + rb")\r\n(" + _others(_REQUEST_SPECIAL) + rb")\r\n")
+#: a response head: HTTP/1.1, a final status, one Content-Length (a plain number) among
+#: other fields; groups: status, the status line and lines before Content-Length, its
+#: value, the lines after it
+_RESPONSE = re.compile(
+    rb"(HTTP/1\.1 ([2-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*+\r\n"
+    + _others(_RESPONSE_SPECIAL) + rb")(?i:content-length): ([0-9]{1,18})\r\n("
+    + _others(_RESPONSE_SPECIAL) + rb")\r\n")
+
+
+def request_parts(data: bytes, max_header_bytes: int, max_fields: int
+                  ) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """``data`` is exactly one bodiless HTTP/1.1 request head in canonical form with one
+    ``Host`` and no other field the proxy acts on → (method, target, host, the other field
+    lines); else None. The request to send upstream is ``method target HTTP/1.1``, ``Host``
+    first, the other lines, then what the proxy adds."""
+    if len(data) > max_header_bytes:
+        return None
+    m = _REQUEST.fullmatch(data)
+    if m is None:
+        return None
+    method, target, before, host, after = m.groups()
+    if method == b"CONNECT" or data.count(b"\n") - 2 > max_fields:
+        return None
+    return method, target, host, before + after
+
+
+def request_head(method: bytes, target: bytes, host: bytes, rest: bytes, extra: bytes) -> bytes:
+    """The head to send upstream for :func:`request_parts`' result: ``Host`` first, the other
+    fields, then ``extra`` (whole CRLF-ended lines: ``Forwarded``, ``Via``, ...)."""
+    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%b\r\n" % (method, target, host, rest, extra)
+
+
+def response_head(data: bytes, max_header_bytes: int, max_fields: int
+                  ) -> tuple[int, bytes, int] | None:
+    """``data`` is exactly one whole answer to a GET-like request (not HEAD or CONNECT): an
+    HTTP/1.1 final status other than 204/304, a head in canonical form whose only field the
+    proxy acts on is one ``Content-Length``, and exactly that many body bytes → (status, the
+    head to send the client, where the body starts in ``data``); else None. The head is the
+    upstream's with ``Content-Length`` moved last, as the parsing path writes it."""
+    m = _RESPONSE.match(data)
+    if m is None:
+        return None
+    end = m.end()
+    first, status_s, length_s, after = m.groups()
+    length = int(length_s)
+    if length != len(data) - end or end > max_header_bytes:
+        return None
+    status = int(status_s)
+    if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
+        return None
+    return status, b"%b%bContent-Length: %d\r\n\r\n" % (first, after, length), end
