@@ -303,6 +303,35 @@ def test_hpack_caches_follow_the_tables(picks: list[tuple[int, int]], shrink_at:
     assert sr.of("stream_error") == []
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.booleans()),
+                         min_size=1, max_size=5), min_size=1, max_size=12),
+       st.booleans())
+def test_hpack_decode_cache_takes_unindexed_literals(blocks: list[list[tuple[int, int, bool]]],
+                                                     huffman: bool) -> None:
+    """Blocks with literals sent without indexing or never indexed (nghttp2 sends ``:path``
+    so) leave the table as it was, so they are cached too: every decode still equals an
+    independent decoder's, and ``keeps_table`` is true only when that decoder's table did
+    not move."""
+    from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+
+    from ugate_core.h2.hpack import Hpack, keeps_table
+
+    enc, ref, ours = Encoder(), Decoder(), Hpack(1 << 20)
+    names = [":path", "a", "user-agent", "x-long", ":authority", "zz"]
+    for fields in blocks * 2:  # the second round repeats every block: cache hits
+        hs = [NeverIndexedHeaderTuple(names[n], "v" * (40 * size)) if never
+              else (names[n], "v" * (40 * size)) for n, size, never in fields]
+        block = enc.encode(hs, huffman=huffman)
+        before = list(ref.header_table.dynamic_entries)
+        want = ref.decode(block, raw=True)
+        if keeps_table(block):
+            assert list(ref.header_table.dynamic_entries) == before
+        assert ours.decode(block, 1) == want
+    for junk in (b"", b"\x00", b"\x0f\xff", b"\x00\x7f", b"\x04\x85ab", b"\x04\x7f\x80"):
+        assert not keeps_table(junk)  # cut short
+
+
 # ------------------------------------------------------------------------------ bad peers
 @pytest.mark.parametrize(("data", "code"), [
     (b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00", H2ErrorCode.PROTOCOL_ERROR),

@@ -23,6 +23,61 @@ if TYPE_CHECKING:
 _CACHED = 256  # blocks per cache
 
 
+def _after_int(block: bytes, i: int, mask: int) -> int:
+    """Index just past the integer (RFC 7541 5.1) whose prefix is ``block[i] & mask``; past
+    the end of ``block`` if it is cut short."""
+    if block[i] & mask != mask:
+        return i + 1
+    i += 1
+    while i < len(block) and block[i] & 0x80:
+        i += 1
+    return i + 1
+
+
+def _after_string(block: bytes, i: int) -> int:
+    """Index just past the string literal (RFC 7541 5.2) starting at ``i``."""
+    if i >= len(block):
+        return i + 1
+    first = block[i] & 0x7F
+    if first != 0x7F:
+        return i + 1 + first
+    n, shift, i = 0x7F, 0, i + 1
+    while i < len(block):
+        b = block[i]
+        n += (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return i + n
+        shift += 7
+    return i + 1
+
+
+def keeps_table(block: bytes) -> bool:
+    """True if decoding ``block`` leaves the dynamic table as it is: only indexed fields and
+    literals without indexing or never indexed (RFC 7541 6.1, 6.2.2, 6.2.3), as an HTTP/2
+    client sends a repeated request (nghttp2 sends ``:path`` without indexing). False for a
+    literal with incremental indexing, a table size update, or most bytes that do not parse
+    (asked only of blocks the decoder took)."""
+    if not block:
+        return False
+    if min(block) >= 0x80:  # one-byte indexed fields only
+        return True
+    i, n = 0, len(block)
+    while i < n:
+        b = block[i]
+        if b & 0x80:
+            i = _after_int(block, i, 0x7F)
+        elif b & 0xE0:  # 01xxxxxx: incremental indexing; 001xxxxx: table size update
+            return False
+        else:  # 0000xxxx / 0001xxxx: name by index (or a literal name), then the value
+            named = b & 0x0F
+            i = _after_int(block, i, 0x0F)
+            if not named:
+                i = _after_string(block, i)
+            i = _after_string(block, i)
+    return i == n
+
+
 class Hpack:
     """Both directions' HPACK contexts of one connection."""
 
@@ -35,6 +90,9 @@ class Hpack:
         self._errors = (HPACKError, IndexError, ValueError, TypeError)
         self._enc: dict[tuple[Header, ...], bytes] = {}
         self._dec: dict[bytes, tuple[Header, ...]] = {}
+        #: cached blocks whose fields the codec found a well-formed request: a repeated
+        #: request is not checked again (emptied with the decode cache)
+        self.request_ok: set[bytes] = set()
 
     def encode(self, headers: Iterable[Header]) -> bytes:
         key = tuple(headers)
@@ -61,13 +119,20 @@ class Hpack:
         except self._errors as e:
             raise H2Error(f"header block of stream {sid}: {e}",
                                     H2ErrorCode.COMPRESSION_ERROR) from None
-        if block and min(block) >= 0x80:  # one-byte indexed fields only: table unchanged
+        if keeps_table(block):
             if len(self._dec) >= _CACHED:
                 self._dec.clear()
+                self.request_ok.clear()
             self._dec[block] = tuple(headers)
-        else:
+        elif self._dec:
             self._dec.clear()
+            self.request_ok.clear()
         return headers
+
+    def cached(self, block: bytes) -> bool:
+        """``block``'s fields are in the decode cache (it was decoded before and the table
+        has not moved since)."""
+        return block in self._dec
 
     def peer_table_size(self, size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE: our encoder uses at most that (and 4096)."""

@@ -359,7 +359,7 @@ class Receiver:
         s = self.streams.get(sid)
         if s is None:
             if sid & 1 == self._peer_odd and sid > self.last_peer_sid:
-                self._new_stream(sid, headers, end_stream)
+                self._new_stream(sid, headers, end_stream, block)
             else:
                 self._closed(sid, "HEADERS")
             return
@@ -393,16 +393,21 @@ class Receiver:
             self._remote_end(sid, s)
         self.handler.on_headers(sid, headers, end_stream)
 
-    def _new_stream(self, sid: int, headers: list[Header], end_stream: bool) -> None:
+    def _new_stream(self, sid: int, headers: list[Header], end_stream: bool,
+                    block: bytes) -> None:
         """A request opening stream ``sid`` (server side)."""
         self.last_peer_sid = sid
         if self.goaway_sent is not None or self._n_peer >= self._max_streams_in:
             self._rst(sid, _REFUSED)
             return
-        why = check_request(headers, self._extended_connect)
-        if why is not None:
-            self._stream_error(sid, _PROTOCOL, f"stream {sid}: {why}")
-            return
+        hp = self._hpack
+        if block not in hp.request_ok:  # (a repeated request was checked when first seen)
+            why = check_request(headers, self._extended_connect)
+            if why is not None:
+                self._stream_error(sid, _PROTOCOL, f"stream {sid}: {why}")
+                return
+            if hp.cached(block):
+                hp.request_ok.add(block)
         s = StreamState(self._init_send, self._init_recv)
         s.rx = 2
         s.remote_closed = end_stream
