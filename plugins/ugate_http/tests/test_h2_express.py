@@ -127,8 +127,10 @@ async def both(gw: Gateway, requests: list[Req], window: int = 65535, *,
     """The answers (the same on both listeners); ``expressed`` streams took the lane."""
     st = state_for(gw)
     before = st.expressed
+    raw = st.raw_answers
     off = await exchange(gw, "off", requests, window)
     assert st.expressed == before, "express = false must keep every stream in a task"
+    assert st.raw_answers == raw, "express = false: no raw lane either"
     on = await exchange(gw, "on", requests, window)
     assert on == off
     n = st.expressed - before
@@ -138,6 +140,7 @@ async def both(gw: Gateway, requests: list[Req], window: int = 65535, *,
 
 async def test_common_answers_are_the_same(start_gateway: StartGateway, origin: Origin) -> None:
     gw = await start_gateway(config(origin.port))
+    raw = state_for(gw).raw_answers
     got = await both(gw, [
         Req("/first"),  # a task: the policy check for svc.test:80 happens here
         Req("/b", (("x-forwarded-for", "10.0.0.1"), ("content-length", "0"))),
@@ -152,6 +155,7 @@ async def test_common_answers_are_the_same(start_gateway: StartGateway, origin: 
     assert (b"content-length", b"10") in got[2].headers and got[2].body == b""
     assert len(got[3].body) == 100000 and len(got[4].body) == 70000
     assert got[5].body == b"bye\n" and got[6].body == b"hello /last\n"
+    assert state_for(gw).raw_answers == raw + 1  # /b's whole answer went as bytes (raw.py)
     fwd = [h for m, t, h in origin.requests if t == "/b"]
     assert len(fwd) == 2 and fwd[0] == fwd[1]  # forwarded fields as the task sends them
     assert fwd[0]["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"

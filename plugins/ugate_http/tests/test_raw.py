@@ -15,9 +15,17 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ugate_http.h1 import HttpError, Request, RequestParser, ResponseParser, encode_head
+from ugate_http.h1 import (
+    HttpError,
+    Request,
+    RequestParser,
+    Response,
+    ResponseParser,
+    encode_head,
+)
+from ugate_http.h2msg import response_headers
 from ugate_http.proxy import _Session
-from ugate_http.raw import request_head, request_parts, response_head
+from ugate_http.raw import request_head, request_parts, response_fields, response_head
 from ugate_http.rewrite import address_of, split_authority
 from ugate_http.rewrite import response_head as parsed_response_head
 
@@ -151,6 +159,26 @@ def test_raw_response_is_the_parsing_path(head: bytes, body: bytes) -> None:
     expected, chunked, keep = parsed_response_head(req, resp)  # type: ignore[arg-type]
     assert out == expected and keep and not chunked
     assert resp.keep_alive  # the upstream connection goes back to the pool
+
+
+@settings(max_examples=1000)
+@given(heads("HTTP/1.1 200 OK", "Content-Length", ["6", "0", "06"]),
+       st.sampled_from([b"", b"hello\n", b"hello\nx"]))
+@example(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 6\r\nServer: A b\r\n\r\n", b"hello\n")
+def test_raw_h2_response_is_the_parsing_path(head: bytes, body: bytes) -> None:
+    """The HTTP/2 front's header list (``response_fields``) for what ``response_head``
+    takes, as ``h2msg.response_headers`` makes it from the parsed head."""
+    data = head + body
+    got = response_fields(data, 65536, 256)
+    assert (got is None) == (response_head(data, 65536, 256) is None)
+    if got is None:
+        return
+    parser = ResponseParser()
+    parser.expect("GET")
+    w = parser.receive_whole(data)
+    assert w is not None and isinstance(w[0], Response)
+    assert got[0] == w[0].status and got[2] == len(data) - len(w[1])
+    assert got[1] == response_headers(w[0], "GET")
 
 
 @given(st.sampled_from(["Date: x", "Server: y", "X-A: 1 2"]).map(lambda s: s + "\r\n"),

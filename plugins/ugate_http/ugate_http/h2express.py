@@ -34,6 +34,7 @@ from .express import UpstreamLeg
 from .h1 import Framing, Headers, MessageEnded, Request, Response
 from .h2conn import H2Exchange, StreamResetError
 from .h2msg import H2Request, response_headers, trailer_headers
+from .raw import response_fields
 
 if TYPE_CHECKING:
     from .h2server import H2Front
@@ -60,6 +61,8 @@ class H2Express(UpstreamLeg):
         ex.on_fail = self.client_gone
         ex.on_writable = self._writable
         ex.on_finish = self._finished
+        if req.method != "HEAD":  # the raw lane takes answers framed as for a GET
+            conn.reader.raw = self.on_raw
 
     # ------------------------------------------------------------------ upstream events
     def on_whole(self, msg: Request | Response, body: bytes) -> bool:
@@ -74,6 +77,44 @@ class H2Express(UpstreamLeg):
         except Exception as e:
             self._bug(e)
         return True
+
+    def on_raw(self, data: bytes) -> bool:
+        """The upstream reader's ``raw`` hook: the whole answer in one piece, in the form
+        ``raw.response_fields`` takes (no head object made)."""
+        conn = self.conn
+        p = conn.parser
+        if self.head is not None or self.done or not p.at_rest():
+            return False
+        r = response_fields(data, p.max_header_bytes, p.max_fields)
+        if r is None:
+            return False
+        try:
+            self._raw_answer(r[0], r[1], data, r[2])
+        except Exception as e:
+            self._bug(e)
+        return True
+
+    def _raw_answer(self, status: int, headers: list[tuple[bytes, bytes]], data: bytes,
+                    start: int) -> None:
+        conn = self.conn
+        conn.parser.took_whole(Framing.LENGTH)
+        self._unhook()
+        self.done = True
+        front = self.front
+        front._count(status)
+        front.state.raw_answers += 1
+        n = self.received = len(data) - start
+        ex = self.ex
+        ex.send_headers(headers, end=not n)
+        if n:
+            ex.write(memoryview(data)[start:] if n > 4096 else data[start:], True)
+        if conn.usable():
+            front.pool._put(conn)
+        else:
+            conn.close()
+        front.state.add_bytes(front.ctx.name, 0, n)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_done(status)
 
     def _hold(self, t: type) -> bool:
         # only the end (with no DATA left to send) passes a blocked stream
@@ -144,12 +185,15 @@ class H2Express(UpstreamLeg):
             conn.close()
         front.state.add_bytes(front.ctx.name, 0, self.received)
         if log.isEnabledFor(logging.DEBUG):
-            meta = front.stream.meta
-            log.debug("http_request listener=%s client=%s user=%s version=2 method=%s "
-                      "address=%s target=%s status=%d up=0 down=%d reused=True ms=%.1f "
-                      "express=True", front.ctx.name, front.peer, meta.user or "-",
-                      self.req.method, self.address, self.req.path[:200], head.status,
-                      self.received, (front.loop.time() - self.t0) * 1000)
+            self._log_done(head.status)
+
+    def _log_done(self, status: int) -> None:
+        front = self.front
+        log.debug("http_request listener=%s client=%s user=%s version=2 method=%s "
+                  "address=%s target=%s status=%d up=0 down=%d reused=True ms=%.1f "
+                  "express=True", front.ctx.name, front.peer, front.stream.meta.user or "-",
+                  self.req.method, self.address, self.req.path[:200], status,
+                  self.received, (front.loop.time() - self.t0) * 1000)
 
     def _finished(self) -> None:
         """The stream ended (its last frame went out, or it failed): the front's timer

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
 
@@ -113,6 +114,10 @@ class H2Front:
         self._via = f"2 {state.via}"
         #: ((authority, scheme), Forwarded value) of the last request
         self._forwarded: tuple[tuple[str, str], str] | None = None
+        #: header lists seen on this connection → [the parsed request, the express lane's
+        #: (address, upstream head) once made]: clients repeat their heads, and both are
+        #: pure functions of the list and this connection
+        self._seen: dict[tuple[Header, ...], list[Any]] = {}
         stream.meta.extra["http_version"] = "2"
 
     # ------------------------------------------------------------------ connection
@@ -182,14 +187,21 @@ class H2Front:
         if opts.mode == "forward":
             self._spawn(ex, lambda: self._serve(ex, None, None))
             return
-        try:
-            req = parse_request(ex.headers, default_port=opts.default_port,
-                                max_bytes=opts.max_header_bytes)
-        except HttpError as e:
-            err = e
-            self._spawn(ex, lambda: self._serve(ex, None, err))
-            return
-        if self._lane and ex.remote_ended and self._express(ex, req):
+        key = tuple(ex.headers)
+        seen = self._seen.get(key)
+        if seen is None:
+            try:
+                req = parse_request(key, default_port=opts.default_port,
+                                    max_bytes=opts.max_header_bytes)
+            except HttpError as e:
+                err = e
+                self._spawn(ex, lambda: self._serve(ex, None, err))
+                return
+            if len(self._seen) >= 64:
+                self._seen.clear()
+            seen = self._seen[key] = [req, None]
+        req = seen[0]
+        if self._lane and ex.remote_ended and self._express(ex, req, seen):
             return
         self._spawn(ex, lambda: self._proxy(ex, req))
 
@@ -199,24 +211,29 @@ class H2Front:
         self.tasks[ex.sid] = task
 
     # ------------------------------------------------------------------ express lane
-    def _express(self, ex: H2Exchange, req: H2Request) -> bool:
+    def _express(self, ex: H2Exchange, req: H2Request, seen: list[Any]) -> bool:
         """Send a bodyless request on an idle pooled connection from this callback and
-        answer it from the upstream's (h2express.py); False leaves it to a task."""
-        address = address_of(req.host, req.port)
+        answer it from the upstream's (h2express.py); False leaves it to a task. ``seen``
+        keeps the address and upstream head made for the same header list before."""
+        prep: tuple[str, bytes] | None = seen[1]
+        if prep is None:
+            fields = self._fields(req, "")
+            if fields is None:
+                return False  # a loop: the task answers 508
+            if req.length is not None:
+                fields.append(("Content-Length", "0"))
+            prep = seen[1] = (address_of(req.host, req.port),
+                              encode_head(f"{req.method} {req.path} HTTP/1.1", fields))
+        address, head = prep
         meta = self.stream.meta
         if address not in _allowed(meta) or not self.state.speaks_h1(address):
             return False
-        fields = self._fields(req, "")
-        if fields is None:
-            return False  # a loop: the task answers 508
         conn = self.pool.take_reusable(address)
         if conn is None:
             return False
         meta.target = address
-        if req.length is not None:
-            fields.append(("Content-Length", "0"))
         conn.requests += 1
-        conn.stream.write(encode_head(f"{req.method} {req.path} HTTP/1.1", fields))
+        conn.stream.write(head)
         xp = self.express[ex.sid] = H2Express(self, ex, req, conn, address, self.loop.time())
         self.state.expressed += 1
         timer = self._xp_timer

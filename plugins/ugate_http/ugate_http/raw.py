@@ -56,6 +56,10 @@ _RESPONSE = re.compile(
     + _others(_RESPONSE_SPECIAL) + rb")\r\n")
 
 
+#: a field line of a head the regexes above took, from the line feed before it
+_PAIR = re.compile(rb"\n(" + _TCHAR + rb"++): ([^\r]*+)\r")
+
+
 def request_parts(data: bytes, max_header_bytes: int, max_fields: int
                   ) -> tuple[bytes, bytes, bytes, bytes] | None:
     """``data`` is exactly one bodiless HTTP/1.1 request head in canonical form with one
@@ -98,3 +102,25 @@ def response_head(data: bytes, max_header_bytes: int, max_fields: int
     if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
         return None
     return status, b"%b%bContent-Length: %d\r\n\r\n" % (first, after, length), end
+
+
+def response_fields(data: bytes, max_header_bytes: int, max_fields: int
+                    ) -> tuple[int, list[tuple[bytes, bytes]], int] | None:
+    """:func:`response_head` for the HTTP/2 front: the same answers qualify; → (status, the
+    h2 header list — ``:status``, the fields with lower-case names, ``content-length`` last,
+    as ``h2msg.response_headers`` makes it — where the body starts in ``data``)."""
+    m = _RESPONSE.match(data)
+    if m is None:
+        return None
+    end = m.end()
+    length = int(m.group(3))
+    if length != len(data) - end or end > max_header_bytes:
+        return None
+    status = int(m.group(2))
+    if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
+        return None
+    out = [(b":status", m.group(2))]
+    out += [(k.lower(), v) for k, v in _PAIR.findall(data, 0, m.start(3))]
+    out += [(k.lower(), v) for k, v in _PAIR.findall(data, m.end(3), end)]
+    out.append((b"content-length", b"%d" % length))
+    return status, out, end
