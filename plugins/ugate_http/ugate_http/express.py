@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .client import UpstreamPool, UpstreamResponse, _Conn
 from .h1 import (
@@ -124,7 +124,32 @@ class UpstreamLeg:
                 return
         self._drained(r)
 
+    def on_raw(self, data: bytes) -> bool:
+        """The upstream reader's ``raw`` hook (set by a lane for answers it may take so):
+        the whole answer in one piece, in the form ``raw.py`` takes, passed on with no head
+        object made."""
+        p = self.conn.parser
+        if self.head is not None or not p.at_rest():
+            return False
+        r = self._raw_parse(data, p.max_header_bytes, p.max_fields)
+        if r is None:
+            return False
+        try:
+            self._raw_answer(r[0], r[1], data, r[2])
+        except Exception as e:
+            self._bug(e)
+        return True
+
     # ------------------------------------------------------------------ a lane's part
+    #: raw.py's function for this lane: (status, the head as the lane sends it, where the
+    #: body starts) or None
+    _raw_parse: Callable[[bytes, int, int], tuple[int, Any, int] | None]
+
+    def _raw_answer(self, status: int, head: Any, data: bytes, start: int
+                    ) -> None:  # pragma: no cover - abstract
+        """Send a whole answer ``on_raw`` took; the upstream connection goes back."""
+        raise NotImplementedError
+
     def _hold(self, t: type) -> bool:  # pragma: no cover - abstract
         """The next event is of type ``t``: True to stop taking events for now (the lane
         has arranged to be resumed)."""
@@ -230,6 +255,8 @@ class Exchange(UpstreamLeg):
 
     __slots__ = ("_req", "chunked", "keep", "pending", "queued", "raw", "s", "target")
 
+    _raw_parse = staticmethod(raw_response_head)
+
     def __init__(self, session: _Session, req: Request | None, conn: _Conn, address: str,
                  target: str, t0: float, queued: bool, raw: bytes = b"") -> None:
         super().__init__(session.pool, conn, address, t0)
@@ -267,22 +294,6 @@ class Exchange(UpstreamLeg):
             if body:
                 self._body(body, last=True)
             self._end()
-        except Exception as e:
-            self._bug(e)
-        return True
-
-    def on_raw(self, data: bytes) -> bool:
-        """The upstream reader's ``raw`` hook: the whole answer in one piece, in the form
-        ``raw.response_head`` takes (no head object made)."""
-        conn = self.conn
-        p = conn.parser
-        if self.head is not None or not p.at_rest():
-            return False
-        r = raw_response_head(data, p.max_header_bytes, p.max_fields)
-        if r is None:
-            return False
-        try:
-            self._raw_answer(r[0], r[1], data, r[2])
         except Exception as e:
             self._bug(e)
         return True

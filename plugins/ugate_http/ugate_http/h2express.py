@@ -48,6 +48,8 @@ class H2Express(UpstreamLeg):
 
     __slots__ = ("done", "ex", "front", "req", "trailers")
 
+    _raw_parse = staticmethod(response_fields)
+
     def __init__(self, front: H2Front, ex: H2Exchange, req: H2Request, conn: _Conn,
                  address: str, t0: float) -> None:
         super().__init__(front.pool, conn, address, t0)
@@ -74,22 +76,6 @@ class H2Express(UpstreamLeg):
                 if body:
                     self._body(body, True)
                 self._end(())
-        except Exception as e:
-            self._bug(e)
-        return True
-
-    def on_raw(self, data: bytes) -> bool:
-        """The upstream reader's ``raw`` hook: the whole answer in one piece, in the form
-        ``raw.response_fields`` takes (no head object made)."""
-        conn = self.conn
-        p = conn.parser
-        if self.head is not None or self.done or not p.at_rest():
-            return False
-        r = response_fields(data, p.max_header_bytes, p.max_fields)
-        if r is None:
-            return False
-        try:
-            self._raw_answer(r[0], r[1], data, r[2])
         except Exception as e:
             self._bug(e)
         return True
