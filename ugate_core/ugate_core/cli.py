@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -180,8 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 _cli_extensions: list[Callable[[Any, Callable[[argparse.ArgumentParser], None]], None]] = []
 
 
+def _quiet_library_warnings() -> None:
+    """Plugins' libraries still name cryptography's DSA types, deprecated since
+    cryptography 46 (dnspython's ``dnssecalgs``, asyncssh's key modules): every command
+    printed a dozen warning lines about them, about nothing a user can change. Only those
+    are silenced, only for the command line; other warnings still show."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                            module=r"(dns|asyncssh)\.")
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import identity_cli  # noqa: F401  (registers 'ugate id')
+
+    _quiet_library_warnings()
 
     p = build_parser()
     args = p.parse_args(argv)
