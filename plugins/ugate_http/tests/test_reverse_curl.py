@@ -370,3 +370,36 @@ async def test_stale_keepalive_retried_once_without_body(start_gateway: StartGat
     code, body, _ = await curl("--data-binary", "x", *url(gw, "/flaky"))
     assert code == 502 and b"closed the connection without answering" in body
     assert rejections(gw, "upstream_closed") == 1
+
+
+async def test_half_open_head_flood(start_gateway: StartGateway, origin: Origin) -> None:
+    """300 clients that send part of a head and stall: each gets 408 at the header deadline
+    and a closed connection, counted; a real client served meanwhile is not held up."""
+    n, deadline = 300, 1.0
+    gw = await start_gateway(config(origin.port).replace("handshake_timeout = 5.0",
+                                                         f"handshake_timeout = {deadline}"))
+    port = gw.port("web")
+    partial = b"GET /x HTTP/1.1\r\nHost: svc.test\r\nX-Slow: aaa"
+
+    async def stall() -> tuple[bytes, float]:
+        t0 = time.monotonic()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(partial)
+        try:
+            got = await asyncio.wait_for(r.read(-1), deadline + 15)  # the answer, then EOF
+        finally:
+            w.close()
+        return got, time.monotonic() - t0
+
+    flood = [asyncio.create_task(stall()) for _ in range(n)]
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    code, body, _ = await curl(*url(gw, "/during"), timeout=20)
+    served = time.monotonic() - t0
+    assert code == 200 and body == b"hello /during\n"
+    results = await asyncio.gather(*flood)
+    for got, age in results:
+        assert got.startswith(b"HTTP/1.1 408 ") and b"no complete request head" in got, got
+        assert deadline * 0.8 <= age <= deadline + 10, age
+    assert served < deadline + 5, served  # (answered while the flood waited its deadline)
+    assert rejections(gw, "header_timeout") == n
