@@ -273,3 +273,35 @@ async def test_random_sequences_answer_alike(start_gateway: StartGateway, origin
             seq.extend([(b"", False)] * (len(burst) - 1))  # read the rest, send nothing
     got = await both(gw, [get("/first"), *seq])
     assert all(g.startswith(b"HTTP/1.1 200 OK\r\n") for g in got[1:-1]), got
+
+
+async def test_browser_and_nginx_heads_take_the_raw_lane(start_gateway: StartGateway) -> None:
+    """What browsers and nginx send on HTTP/1.1 (``Connection: keep-alive`` on every request
+    and answer) is taken by the raw lane (raw.py) and answered as the task answers it."""
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while head := await r.readuntil(b"\r\n\r\n"):
+                body = b"seen: " + head.split(b" ")[1] + b"\n"
+                w.write(b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+                        b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%b"
+                        % (len(body), body))
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        gw = await start_gateway(config(server.sockets[0].getsockname()[1]))
+        st = state_for(gw)
+        browser = ("User-Agent: Mozilla/5.0", "Accept: text/html,*/*;q=0.8",
+                   "Accept-Encoding: gzip, deflate", "Connection: keep-alive")
+        raw = (st.raw_requests, st.raw_answers)
+        got = await both(gw, [get(f"/p{i}", *browser) for i in range(5)])
+        assert (st.raw_requests - raw[0], st.raw_answers - raw[1]) == (4, 4)  # (1st: the task)
+        for i, g in enumerate(got[:5]):
+            assert g == (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\n\r\nseen: /p%d\n" % (len(f"seen: /p{i}\n"), i))
+    finally:
+        server.close()

@@ -36,7 +36,7 @@ SPECIAL = ["host", "HOST", "X-Forwarded-For", "Via", "Connection", "Content-Leng
            "Proxy-Authorization", "Trailer", "Proxy-Connection"]
 VALUES = ["svc.test", "svc.test:8080", "[::1]:99", "0", "12", "007", "chunked", "close",
           "a b", "", "x\ty", "\x80\xa0", " a", "a ", "\ta", "1, 2", "1.1 ugate-test",
-          "1.0 other"]
+          "1.0 other", "keep-alive", "Keep-Alive", "keep-alive, x-a", "keep-alive "]
 FIRST_LINES = ["GET / HTTP/1.0", "HEAD /a HTTP/1.1", "POST /a HTTP/1.1", "CONNECT / HTTP/1.1",
                "get /x HTTP/1.1", "GET /x y HTTP/1.1", "GET http://svc.test/ HTTP/1.1",
                "GET * HTTP/1.1", "HTTP/1.1 200 OK", "HTTP/1.1 204 No Content",
@@ -102,6 +102,8 @@ def parsed_request(data: bytes) -> Request | None:
 @example(b"GET /w HTTP/1.1\r\nHost: svc.test\r\n\r\n")
 @example(b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhost: svc.test:81\r\nAccept: */*\r\n\r\n")
 @example(b"GET / HTTP/1.1\r\nHost: svc.test\r\nVia: 1.1 ugate-test\r\n\r\n")  # a loop
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-a\r\nHost: a\r\nX-A: 1\r\n\r\n")
 def test_raw_request_is_the_parsing_path(data: bytes) -> None:
     parts = request_parts(data, 65536, 256)
     if parts is None:
@@ -112,7 +114,8 @@ def test_raw_request_is_the_parsing_path(data: bytes) -> None:
     f = _Session._fields(s, req, None)
     # nothing the parsing lanes act on: one Host, no body, no hop-by-hop, Expect or Via
     assert f.hosts == 1 and not (f.loop or f.expect or f.upgrade_field or f.length_field)
-    assert req.version == "1.1" and not req.connection and req.method != "CONNECT"
+    assert req.version == "1.1" and req.connection <= {"keep-alive"} and req.keep_alive
+    assert req.method != "CONNECT"
     route = _Session._raw_route(s, parts[2])
     if route is None:  # a Host that is no authority: the task answers 400
         return
@@ -126,9 +129,12 @@ CANONICAL_FIELDS = st.lists(st.tuples(st.sampled_from(["Accept", "User-Agent", "
                             max_size=4)
 
 
-@given(CANONICAL_FIELDS, st.integers(0, 4), st.sampled_from(["GET", "HEAD", "DELETE"]))
+@given(CANONICAL_FIELDS, st.integers(0, 4), st.sampled_from(["GET", "HEAD", "DELETE"]),
+       st.booleans())
 def test_canonical_requests_take_the_raw_lane(fields: list[tuple[str, str]], at: int,
-                                              method: str) -> None:
+                                              method: str, keep_alive: bool) -> None:
+    if keep_alive:  # (as browsers send it)
+        fields.insert(min(at + 1, len(fields)), ("Connection", "keep-alive"))
     fields.insert(min(at, len(fields)), ("Host", "svc.test"))
     data = encode_head(f"{method} /p HTTP/1.1", fields)
     parts = request_parts(data, 65536, 256)
@@ -142,6 +148,8 @@ def test_canonical_requests_take_the_raw_lane(fields: list[tuple[str, str]], at:
        st.sampled_from([b"", b"hello\n", b"hello\nx"]))
 @example(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", b"hello\n")
 @example(b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n", b"")
+@example(b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 6\r\nConnection: keep-alive"
+         b"\r\n\r\n", b"hello\n")
 @example(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 0\r\nServer: y\r\n\r\n", b"")
 def test_raw_response_is_the_parsing_path(head: bytes, body: bytes) -> None:
     data = head + body
@@ -165,6 +173,7 @@ def test_raw_response_is_the_parsing_path(head: bytes, body: bytes) -> None:
 @given(heads("HTTP/1.1 200 OK", "Content-Length", ["6", "0", "06"]),
        st.sampled_from([b"", b"hello\n", b"hello\nx"]))
 @example(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 6\r\nServer: A b\r\n\r\n", b"hello\n")
+@example(b"HTTP/1.1 200 OK\r\nconnection: Keep-Alive\r\nContent-Length: 6\r\n\r\n", b"hello\n")
 def test_raw_h2_response_is_the_parsing_path(head: bytes, body: bytes) -> None:
     """The HTTP/2 front's header list (``response_fields``) for what ``response_head``
     takes, as ``h2msg.response_headers`` makes it from the parsed head."""

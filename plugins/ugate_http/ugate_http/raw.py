@@ -6,9 +6,10 @@ tuple, a dataclass) and serializes a new head from them: about a third of the pr
 Python time per request. Most requests and answers need nothing of that: a head already in
 the form the parser would re-serialize to (``name: value`` with one space, CRLF line ends, no
 whitespace around values), with no field the proxy acts on but ``Host`` (request) or
-``Content-Length`` (response), comes out as its own bytes with a line moved and a few lines
-added. The two functions here check exactly that with a few C-level regex passes and build the
-bytes to send; anything else returns ``None`` and takes the parsing path.
+``Content-Length`` (response) and ``Connection: keep-alive``, comes out as its own bytes with
+a line moved, the keep-alive line left out and a few lines added. The functions here check
+exactly that with a few C-level regex passes and build the bytes to send; anything else
+returns ``None`` and takes the parsing path.
 
 Sans-IO and pure: :func:`request_parts` and :func:`response_head` only look at bytes. The
 property tests (``tests/test_raw.py``) hold them to the parsing path byte for byte: whatever
@@ -26,11 +27,19 @@ _VCHAR = rb"[\x21-\x7e\x80-\xff]"
 _VALUE = rb"(?:" + _VCHAR + rb"++(?:[\t ]++" + _VCHAR + rb"++)*+)?"
 
 
+#: ``Connection: keep-alive``, which browsers and most servers send on HTTP/1.1 (nginx on
+#: every answer): the proxy drops it (hop-by-hop; the field it names is one the raw lane
+#: refuses anyway), so the raw lane takes heads with it and leaves it out
+_KEEP_ALIVE = rb"(?i:connection): (?i:keep-alive)\r\n"
+_KEEP_ALIVE_LINE = re.compile(_KEEP_ALIVE)
+
+
 def _others(special: bytes) -> bytes:
     """Any number of field lines in the form the parser re-serializes (token, colon, one
-    space, value, CRLF) whose names are none of ``special``."""
+    space, value, CRLF) whose names are none of ``special``, and ``Connection: keep-alive``
+    lines (a group that is not None when there was one)."""
     return (rb"(?:(?!(?i:" + special + rb"):)" + _TCHAR + rb"++: " + _VALUE
-            + rb"\r\n)*+")
+            + rb"\r\n|(" + _KEEP_ALIVE + rb"))*+")
 
 
 #: request fields the proxy acts on besides Host: framing, hop-by-hop, Expect, Via (loops),
@@ -43,13 +52,14 @@ _RESPONSE_SPECIAL = (rb"content-length|transfer-encoding|connection|proxy-connec
                      rb"keep-alive|proxy-authorization|proxy-authenticate|te|trailer|upgrade")
 
 #: the whole of a request head: origin form, HTTP/1.1, one Host among other fields; groups:
-#: method, target, the lines before Host, its value, the lines after it
+#: method, target, the lines before Host (and a keep-alive line among them), its value, the
+#: lines after it (likewise)
 _REQUEST = re.compile(
     rb"(" + _TCHAR + rb"++) (/[\x21-\x7e]*+) HTTP/1\.1\r\n(" + _others(_REQUEST_SPECIAL)
     + rb")(?i:host): (" + _VALUE + rb")\r\n(" + _others(_REQUEST_SPECIAL) + rb")\r\n")
 #: a response head: HTTP/1.1, a final status, one Content-Length (a plain number) among
-#: other fields; groups: status, the status line and lines before Content-Length, its
-#: value, the lines after it
+#: other fields; groups: the status line and lines before Content-Length, the status, a
+#: keep-alive line among them, the length, the lines after it, a keep-alive line among them
 _RESPONSE = re.compile(
     rb"(HTTP/1\.1 ([2-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*+\r\n"
     + _others(_RESPONSE_SPECIAL) + rb")(?i:content-length): ([0-9]{1,18})\r\n("
@@ -71,10 +81,13 @@ def request_parts(data: bytes, max_header_bytes: int, max_fields: int
     m = _REQUEST.fullmatch(data)
     if m is None:
         return None
-    method, target, before, host, after = m.groups()
+    method, target, before, ka1, host, after, ka2 = m.groups()
     if method == b"CONNECT" or data.count(b"\n") - 2 > max_fields:
         return None
-    return method, target, host, before + after
+    rest = before + after
+    if ka1 is not None or ka2 is not None:
+        rest = _KEEP_ALIVE_LINE.sub(b"", rest)
+    return method, target, host, rest
 
 
 def request_head(method: bytes, target: bytes, host: bytes, rest: bytes, extra: bytes) -> bytes:
@@ -94,13 +107,16 @@ def response_head(data: bytes, max_header_bytes: int, max_fields: int
     if m is None:
         return None
     end = m.end()
-    first, status_s, length_s, after = m.groups()
+    first, status_s, ka1, length_s, after, ka2 = m.groups()
     length = int(length_s)
     if length != len(data) - end or end > max_header_bytes:
         return None
     status = int(status_s)
     if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
         return None
+    if ka1 is not None or ka2 is not None:
+        first = _KEEP_ALIVE_LINE.sub(b"", first)
+        after = _KEEP_ALIVE_LINE.sub(b"", after)
     return status, b"%b%bContent-Length: %d\r\n\r\n" % (first, after, length), end
 
 
@@ -113,14 +129,16 @@ def response_fields(data: bytes, max_header_bytes: int, max_fields: int
     if m is None:
         return None
     end = m.end()
-    length = int(m.group(3))
+    length = int(m.group(4))
     if length != len(data) - end or end > max_header_bytes:
         return None
     status = int(m.group(2))
     if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
         return None
     out = [(b":status", m.group(2))]
-    out += [(k.lower(), v) for k, v in _PAIR.findall(data, 0, m.start(3))]
-    out += [(k.lower(), v) for k, v in _PAIR.findall(data, m.end(3), end)]
+    out += [(k.lower(), v) for k, v in _PAIR.findall(data, 0, m.start(4))]
+    out += [(k.lower(), v) for k, v in _PAIR.findall(data, m.end(4), end)]
+    if m.group(3) is not None or m.group(6) is not None:
+        out = [f for f in out if f[0] != b"connection"]
     out.append((b"content-length", b"%d" % length))
     return status, out, end
