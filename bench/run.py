@@ -97,6 +97,7 @@ def build_loadgen() -> None:
     gcc = shutil.which("gcc")
     if gcc is None:
         raise SystemExit("bench: gcc is needed to build bench/loadgen.c (apt-get install gcc)")
+    LOADGEN.parent.mkdir(parents=True, exist_ok=True)  # (a plugin's bench may run first)
     subprocess.run([gcc, "-O2", "-Wall", "-o", str(LOADGEN), str(src)], check=True)
 
 
