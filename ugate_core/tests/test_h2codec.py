@@ -332,6 +332,26 @@ def test_hpack_decode_cache_takes_unindexed_literals(blocks: list[list[tuple[int
         assert not keeps_table(junk)  # cut short
 
 
+def test_hpack_decode_cache_is_bounded_in_bytes() -> None:
+    """A client sending ever new big blocks of unindexed literals cannot make the decode
+    cache hold more than its byte budget (nor blocks above an eighth of it)."""
+    from hpack import Encoder, NeverIndexedHeaderTuple
+
+    from ugate_core.h2.hpack import _CACHED_BYTES, Hpack
+
+    enc, ours = Encoder(), Hpack(1 << 20)
+    for i in range(300):
+        size = 60_000 if i % 3 == 0 else 1500
+        block = enc.encode([NeverIndexedHeaderTuple(f"x-{i}", "v" * size)], huffman=False)
+        assert ours.decode(block, 1)[0][1] == b"v" * size
+        held = sum(len(b) for b in ours._dec)
+        assert held == ours._dec_bytes <= _CACHED_BYTES
+        assert all(len(b) <= _CACHED_BYTES // 8 for b in ours._dec)
+    small = enc.encode([NeverIndexedHeaderTuple(":path", "/w")])
+    ours.decode(small, 1)
+    assert ours.cached(small)  # what a repeated request sends is still cached
+
+
 # ------------------------------------------------------------------------------ bad peers
 @pytest.mark.parametrize(("data", "code"), [
     (b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00", H2ErrorCode.PROTOCOL_ERROR),

@@ -197,9 +197,11 @@ class H2Front:
                 err = e
                 self._spawn(ex, lambda: self._serve(ex, None, err))
                 return
-            if len(self._seen) >= 64:
-                self._seen.clear()
-            seen = self._seen[key] = [req, None]
+            seen = [req, None]
+            if sum(len(n) + len(v) for n, v in key) <= 2048:  # (bounded: 64 x 2 KiB a client)
+                if len(self._seen) >= 64:
+                    self._seen.clear()
+                self._seen[key] = seen
         req = seen[0]
         if self._lane and ex.remote_ended and self._express(ex, req, seen):
             return

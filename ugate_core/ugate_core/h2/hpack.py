@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from hpack import Decoder, Encoder
 
 _CACHED = 256  # blocks per cache
+#: bytes of blocks the decode cache holds at most: a block of literals sent without indexing
+#: holds its own values (up to the header list bound each), so 256 of them could pin tens of
+#: MiB per connection; repeated requests are a few dozen bytes once their fields are indexed
+_CACHED_BYTES = 16 * 1024
 
 
 def _after_int(block: bytes, i: int, mask: int) -> int:
@@ -90,6 +94,7 @@ class Hpack:
         self._errors = (HPACKError, IndexError, ValueError, TypeError)
         self._enc: dict[tuple[Header, ...], bytes] = {}
         self._dec: dict[bytes, tuple[Header, ...]] = {}
+        self._dec_bytes = 0
         #: cached blocks whose fields the codec found a well-formed request: a repeated
         #: request is not checked again (emptied with the decode cache)
         self.request_ok: set[bytes] = set()
@@ -120,14 +125,19 @@ class Hpack:
             raise H2Error(f"header block of stream {sid}: {e}",
                                     H2ErrorCode.COMPRESSION_ERROR) from None
         if keeps_table(block):
-            if len(self._dec) >= _CACHED:
-                self._dec.clear()
-                self.request_ok.clear()
-            self._dec[block] = tuple(headers)
+            if len(block) <= _CACHED_BYTES // 8:
+                if len(self._dec) >= _CACHED or self._dec_bytes + len(block) > _CACHED_BYTES:
+                    self._drop_decoded()
+                self._dec[block] = tuple(headers)
+                self._dec_bytes += len(block)
         elif self._dec:
-            self._dec.clear()
-            self.request_ok.clear()
+            self._drop_decoded()
         return headers
+
+    def _drop_decoded(self) -> None:
+        self._dec.clear()
+        self._dec_bytes = 0
+        self.request_ok.clear()
 
     def cached(self, block: bytes) -> bool:
         """``block``'s fields are in the decode cache (it was decoded before and the table
