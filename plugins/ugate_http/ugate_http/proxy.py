@@ -321,6 +321,8 @@ class _Session:
     def _raw_route(self, host: bytes) -> tuple[str, bytes] | None:
         """Where the raw lane sends requests with ``Host: host``, and the fields it adds
         (as ``_fields`` adds them); None if the task must answer (a bad authority)."""
+        if len(host) > 300:  # no DNS name is that long: not kept (the task answers)
+            return None
         name = host.decode("latin-1")
         try:
             address = address_of(*split_authority(name, self.opts.default_port))
