@@ -91,6 +91,12 @@ def get(path: str, *fields: str, method: str = "GET") -> tuple[bytes, bool]:
             method == "HEAD")
 
 
+def post(path: str, body: bytes, *fields: str) -> tuple[bytes, bool]:
+    extra = "".join(f"{f}\r\n" for f in fields)
+    return (f"POST {path} HTTP/1.1\r\nHost: svc.test\r\n{extra}Content-Length: {len(body)}"
+            "\r\n\r\n".encode() + body, False)
+
+
 async def both(gw: Gateway, requests: list[tuple[bytes, bool]], *,
                slow_reader: bool = False) -> list[bytes]:
     st = state_for(gw)
@@ -245,12 +251,47 @@ async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
         server.close()
 
 
+async def test_whole_request_bodies_go_along(start_gateway: StartGateway,
+                                             origin: Origin) -> None:
+    """A Content-Length body that arrives with its head (up to 64 KiB) is sent with it in
+    the express lane; bigger ones stream from the task. Same bytes both ways, and the
+    origin sees the same requests."""
+    gw = await start_gateway(config(origin.port))
+    st = state_for(gw)
+    body = bytes(range(256)) * 240  # 60 KiB
+    big = b"b" * (100 << 10)
+    n, raw = st.expressed, st.raw_requests
+    got = await both(gw, [get("/first"), post("/echo", b"hello world"), post("/sha256", body),
+                          post("/sha256", big, "Content-Type: application/octet-stream"),
+                          post("/echo", b"")])
+    assert st.expressed - n == 3  # (/first: the task, the policy check; 100 KiB: the task)
+    assert st.raw_requests - raw == 3  # the same three, as bytes (raw.py)
+    assert got[1].endswith(b"\r\n\r\nhello world")
+    assert got[2].endswith(f"{hashlib.sha256(body).hexdigest()} {len(body)}".encode())
+    assert got[3].endswith(f"{hashlib.sha256(big).hexdigest()} {len(big)}".encode())
+    assert got[4].endswith(b"Content-Length: 0\r\n\r\n")
+    seen = [h for m, t, h in origin.requests if m == "POST" and t == "/echo"]
+    assert len(seen) == 4 and seen[0] == seen[2] and seen[1] == seen[3]
+    assert seen[0]["content-length"] == "11" and seen[1]["content-length"] == "0"
+
+
+async def test_stale_connection_with_a_body_is_not_sent_again(
+        start_gateway: StartGateway, origin: Origin) -> None:
+    """A body goes upstream once: when the kept-alive connection turns out closed, both
+    lanes answer 502 as the pool does, instead of sending the request again."""
+    gw = await start_gateway(config(origin.port))
+    got = await both(gw, [get("/one"), post("/flaky", b"do it once")])
+    assert got[1].startswith(b"HTTP/1.1 502 ") and b"closed the connection without" in got[1]
+    assert [t for _, t, _ in origin.requests].count("/flaky") == 2  # once per lane
+
+
 REQUESTS = [
     get("/a"), get("/b", "X-Forwarded-For: 10.1.2.3"), get("/c", "Content-Length: 0"),
     get("/bytes/10", method="HEAD"), get("/bytes/3000"), get("/bytes/200000"),
     get("/bytes/5000?chunked"), get("/bytes/70000?chunked"), get("http://svc.test/abs"),
     get("/d", "Connection: keep-alive"), get("/e", "Accept: */*", "User-Agent: x/1"),
     (b"GET /f HTTP/1.1\nHost: svc.test\n\n", False),  # bare LF line ends
+    post("/echo", b"{}"), post("/sha256", b"x" * 5000, "Content-Type: text/plain"),
 ]
 
 

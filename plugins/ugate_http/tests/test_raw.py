@@ -86,42 +86,59 @@ def fake_session() -> Any:
         stream=SimpleNamespace(meta=SimpleNamespace(remote=("127.0.0.7", 4321))))
 
 
-def parsed_request(data: bytes) -> Request | None:
+def parsed_request(data: bytes) -> tuple[Request, bytes] | None:
     try:
         w = RequestParser().receive_whole(data)
     except HttpError:
         return None
-    if w is None or w[1]:
+    if w is None:
         return None
     assert isinstance(w[0], Request)
-    return w[0]
+    return w[0], w[1]
 
 
 @settings(max_examples=1500)
-@given(heads("GET /w?q=1 HTTP/1.1", "Host", ["svc.test", "svc.test:8080", "[::1]:99"]))
-@example(b"GET /w HTTP/1.1\r\nHost: svc.test\r\n\r\n")
-@example(b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhost: svc.test:81\r\nAccept: */*\r\n\r\n")
-@example(b"GET / HTTP/1.1\r\nHost: svc.test\r\nVia: 1.1 ugate-test\r\n\r\n")  # a loop
-@example(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n")
-@example(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-a\r\nHost: a\r\nX-A: 1\r\n\r\n")
-def test_raw_request_is_the_parsing_path(data: bytes) -> None:
-    parts = request_parts(data, 65536, 256)
+@given(heads("POST /w?q=1 HTTP/1.1", "Host", ["svc.test", "svc.test:8080", "[::1]:99"]),
+       st.sampled_from([b"", b"", b"{}", b"hello", b"0123456789"]),
+       st.sampled_from(["", "", "Content-Length: {n}\r\n", "content-length: 00{n}\r\n",
+                        "Content-Length: {n}\r\nContent-Length: {n}\r\n",
+                        "Content-Length: 3\r\n"]))
+@example(b"GET /w HTTP/1.1\r\nHost: svc.test\r\n\r\n", b"", "")
+@example(b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhost: svc.test:81\r\nAccept: */*\r\n\r\n", b"",
+         "")
+@example(b"GET / HTTP/1.1\r\nHost: svc.test\r\nVia: 1.1 ugate-test\r\n\r\n", b"", "")  # loop
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n", b"",
+         "")
+@example(b"GET / HTTP/1.1\r\nConnection: keep-alive, x-a\r\nHost: a\r\nX-A: 1\r\n\r\n", b"",
+         "")
+@example(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n", b"{}", "Content-Length: {n}\r\n")
+@example(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", b"{}",
+         "Content-Length: {n}\r\n")  # two lengths: the parser's 400
+def test_raw_request_is_the_parsing_path(head: bytes, body: bytes, length: str) -> None:
+    """Requests (with a Content-Length line put after the first line, or none): what the
+    raw lane sends upstream is what the parsing lanes send (``_fields``, the Content-Length
+    the pool appends, the body)."""
+    first, _, fields = head.partition(b"\n")
+    data = first + b"\n" + length.format(n=len(body)).encode() + fields + body
+    parts = request_parts(data, 65536, 256, 65536)
     if parts is None:
         return
-    req = parsed_request(data)
-    assert req is not None, data
+    got = parsed_request(data)
+    assert got is not None, data
+    req, rbody = got
     s = fake_session()
     f = _Session._fields(s, req, None)
-    # nothing the parsing lanes act on: one Host, no body, no hop-by-hop, Expect or Via
-    assert f.hosts == 1 and not (f.loop or f.expect or f.upgrade_field or f.length_field)
+    # nothing the parsing lanes act on: one Host, no hop-by-hop, Expect or Via
+    assert f.hosts == 1 and not (f.loop or f.expect or f.upgrade_field)
     assert req.version == "1.1" and req.connection <= {"keep-alive"} and req.keep_alive
     assert req.method != "CONNECT"
     route = _Session._raw_route(s, parts[2])
     if route is None:  # a Host that is no authority: the task answers 400
         return
     assert route[0] == address_of(*split_authority(f.host, 80))  # where the task sends it
-    expected = encode_head(f"{req.method} {req.target} HTTP/1.1", f.fields)
-    assert request_head(*parts, route[1]) == expected
+    fields = f.fields + ([("Content-Length", str(req.length))] if f.length_field else [])
+    expected = encode_head(f"{req.method} {req.target} HTTP/1.1", fields) + rbody
+    assert request_head(*parts, route[1]) + data[len(data) - max(parts[4], 0):] == expected
 
 
 CANONICAL_FIELDS = st.lists(st.tuples(st.sampled_from(["Accept", "User-Agent", "X-A", "Tea"]),
@@ -137,10 +154,13 @@ def test_canonical_requests_take_the_raw_lane(fields: list[tuple[str, str]], at:
         fields.insert(min(at + 1, len(fields)), ("Connection", "keep-alive"))
     fields.insert(min(at, len(fields)), ("Host", "svc.test"))
     data = encode_head(f"{method} /p HTTP/1.1", fields)
-    parts = request_parts(data, 65536, 256)
-    assert parts is not None and parts[2] == b"svc.test"
-    assert request_parts(data, len(data) - 1, 256) is None  # bounds as the parser's
-    assert request_parts(data, 65536, len(fields) - 1) is None
+    parts = request_parts(data, 65536, 256, 0)
+    assert parts is not None and parts[2] == b"svc.test" and parts[4] == -1
+    assert request_parts(data, len(data) - 1, 256, 0) is None  # bounds as the parser's
+    assert request_parts(data, 65536, len(fields) - 1, 0) is None
+    with_body = data.replace(b"Host:", b"Content-Length: 2\r\nHost:") + b"{}"
+    assert request_parts(with_body, 65536, 256, 2) is not None
+    assert request_parts(with_body, 65536, 256, 1) is None  # the body bound
 
 
 @settings(max_examples=1500)

@@ -222,7 +222,6 @@ class UpstreamLeg:
             stale = e is None or (e.reason == "incomplete" and conn.parser.buffered() == 0)
             conn.abort()
             if stale:  # the keep-alive race: a task retries, on a new connection if need be
-                log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
                 self._retry()
             else:
                 assert e is not None
@@ -253,15 +252,19 @@ class Exchange(UpstreamLeg):
     """One request in the HTTP/1.1 express lane, from the upstream's first byte to the
     pool."""
 
-    __slots__ = ("_req", "chunked", "keep", "pending", "queued", "raw", "s", "target")
+    __slots__ = ("_req", "body", "chunked", "keep", "pending", "queued", "raw", "s", "target")
 
     _raw_parse = staticmethod(raw_response_head)
 
     def __init__(self, session: _Session, req: Request | None, conn: _Conn, address: str,
-                 target: str, t0: float, queued: bool, raw: bytes = b"") -> None:
+                 target: str, t0: float, queued: bool, raw: bytes = b"", body: bytes = b""
+                 ) -> None:
         super().__init__(session.pool, conn, address, t0)
         self.s = session
         self._req = req
+        #: the request body, sent whole with the head (a Content-Length body that arrived
+        #: with it): given back to the task with the request, never sent twice
+        self.body = body
         #: the request head as the client sent it, when the raw lane took it (``req`` is
         #: parsed from it only if needed: a handoff, an answer the raw lane does not take)
         self.raw = raw
@@ -316,7 +319,7 @@ class Exchange(UpstreamLeg):
             s.pool._put(conn)
         else:
             conn.close()
-        s.state.add_bytes(s.lname, 0, n)
+        s.state.add_bytes(s.lname, len(self.body), n)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(status)
         s.express_done(True)
@@ -325,9 +328,9 @@ class Exchange(UpstreamLeg):
         s = self.s
         meta = s.stream.meta
         log.debug("http_request listener=%s client=%s user=%s method=%s address=%s "
-                  "target=%s status=%d up=0 down=%d reused=True ms=%.1f express=True",
+                  "target=%s status=%d up=%d down=%d reused=True ms=%.1f express=True",
                   s.ctx.name, peer(meta), meta.user or "-", self.req.method,
-                  self.address, self.target[:200], status, self.received,
+                  self.address, self.target[:200], status, len(self.body), self.received,
                   (s.loop.time() - self.t0) * 1000)
 
     def _hold(self, t: type) -> bool:
@@ -398,7 +401,7 @@ class Exchange(UpstreamLeg):
             s.pool._put(conn)
         else:
             conn.close()
-        s.state.add_bytes(s.lname, 0, self.received)
+        s.state.add_bytes(s.lname, len(self.body), self.received)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(head.status)
         s.express_done(self.keep)
@@ -411,6 +414,11 @@ class Exchange(UpstreamLeg):
             client.on_resume_writing = None
 
     def _retry(self) -> None:
+        if self.body:  # sent once already: never again (the pool does not retry it either)
+            self._refuse(502, "upstream_closed", f"upstream {self.address} closed the "
+                         "connection without answering")
+            return
+        log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
         s, req = self.s, self.req
         s.express_handoff(lambda: s._handle(req))
 

@@ -188,6 +188,7 @@ class H2Express(UpstreamLeg):
 
     # ------------------------------------------------------------------ endings
     def _retry(self) -> None:
+        log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
         self.front.express_handoff(self, self.front._proxy(self.ex, self.req))
 
     def _refuse(self, status: int, reason: str, message: str) -> None:

@@ -66,6 +66,9 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 << 20
 #: a response head is sent together with a first body piece up to this size
 COALESCE = 64 * 1024
+#: a request body that arrived whole with its head, up to this size, goes along in the
+#: express lane (larger ones stream from the session's task)
+WHOLE_BODY = 64 * 1024
 #: _read_head: the wait ended because the express lane answered requests meanwhile
 _AGAIN = object()
 #: request fields never forwarded as they came
@@ -278,7 +281,7 @@ class _Session:
         made of it."""
         if self.express is not None or self.task_busy or type(msg) is not Request:
             return False
-        return self._express_take(msg, queued=False)
+        return self._express_take(msg, queued=False, body=body)
 
     def _express_raw(self, data: bytes) -> bool:
         """The reader's ``raw`` hook: a request head that arrived whole in the form
@@ -289,10 +292,10 @@ class _Session:
         parser = self.reader.parser
         if not parser.at_rest():
             return False
-        parts = request_parts(data, parser.max_header_bytes, parser.max_fields)
+        parts = request_parts(data, parser.max_header_bytes, parser.max_fields, WHOLE_BODY)
         if parts is None:
             return False
-        method, target, host, rest = parts
+        method, target, host, rest, length = parts
         route = self._raw_routes.get(host)
         if route is None:
             route = self._raw_route(host)
@@ -310,11 +313,19 @@ class _Session:
         self.stream.meta.target = address
         self.state.raw_requests += 1
         conn.requests += 1
-        conn.stream.write(request_head(method, target, host, rest, extra))
-        parser.took_whole(Framing.NONE)
+        head = request_head(method, target, host, rest, length, extra)
+        if length > 0:
+            body = data[len(data) - length:]
+            conn.stream.write(head + body)
+            data = data[:len(data) - length]
+            parser.took_whole(Framing.LENGTH)
+        else:
+            body = b""
+            conn.stream.write(head)
+            parser.took_whole(Framing.NONE)
         self.reader.held = True
         ex = self.express = Exchange(self, None, conn, address, target.decode("latin-1"),
-                                     self.loop.time(), False, data)
+                                     self.loop.time(), False, data, body)
         self._express_started(ex, conn, method.decode("latin-1"))
         return True
 
@@ -339,16 +350,21 @@ class _Session:
         route = self._raw_routes[host] = (address, "".join(lines).encode("latin-1"))
         return route
 
-    def _express_take(self, req: Request, *, queued: bool) -> bool:
-        if not self._express_send(req, queued):
+    def _express_take(self, req: Request, *, queued: bool, body: bytes = b"") -> bool:
+        if not self._express_send(req, queued, body):
             self._declined = req
             return False
         return True
 
-    def _express_send(self, req: Request, queued: bool) -> bool:
+    def _express_send(self, req: Request, queued: bool, body: bytes = b"") -> bool:
         """Send ``req`` upstream in the express lane; False (nothing sent) if it does not
-        qualify. ``queued``: its events wait in the client reader (else it came whole)."""
-        if req.method == "CONNECT" or req.framing is not Framing.NONE:
+        qualify. ``queued``: its events wait in the client reader (else it came whole, with
+        all of its ``body``: a Content-Length body up to WHOLE_BODY bytes goes along)."""
+        if req.method == "CONNECT":
+            return False
+        if req.framing is not Framing.NONE and (
+                queued or req.framing is not Framing.LENGTH or len(body) != req.length
+                or req.length > WHOLE_BODY):
             return False
         opts = self.opts
         target = req.target
@@ -388,13 +404,13 @@ class _Session:
             return False
         meta.target = address
         fields = f.fields
-        if f.length_field:
-            fields.append(("Content-Length", "0"))
+        if f.length_field:  # (as the pool writes it: last; "0" for a field with no body)
+            fields.append(("Content-Length", str(len(body))))
         conn.requests += 1
-        conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields))
+        conn.stream.write(encode_head(f"{req.method} {target} HTTP/1.1", fields) + body)
         self.reader.held = True
         ex = self.express = Exchange(self, req, conn, address, target, self.loop.time(),
-                                     queued)
+                                     queued, body=body)
         self._express_started(ex, conn, req.method)
         return True
 
@@ -451,7 +467,7 @@ class _Session:
         ex, self.express = self.express, None
         self.last_active = self.loop.time()
         if ex is not None and not ex.queued:  # the task reads the request as if queued
-            self.reader.push_whole(ex.req, b"")
+            self.reader.push_whole(ex.req, ex.body)
         self.reader.push_front(Handoff(step))
         self.reader.release()
 

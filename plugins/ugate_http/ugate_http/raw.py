@@ -34,12 +34,19 @@ _KEEP_ALIVE = rb"(?i:connection): (?i:keep-alive)\r\n"
 _KEEP_ALIVE_LINE = re.compile(_KEEP_ALIVE)
 
 
-def _others(special: bytes) -> bytes:
+#: a plain ``Content-Length`` (a request's: the raw lane takes a body that came whole)
+_LENGTH = rb"(?i:content-length): ([0-9]{1,18})\r\n"
+_LENGTH_LINE = re.compile(_LENGTH)
+
+
+def _others(special: bytes, length: bool = False) -> bytes:
     """Any number of field lines in the form the parser re-serializes (token, colon, one
     space, value, CRLF) whose names are none of ``special``, and ``Connection: keep-alive``
-    lines (a group that is not None when there was one)."""
+    lines (a group that is not None when there was one); with ``length``, ``Content-Length``
+    lines too (a group: the last one's value)."""
     return (rb"(?:(?!(?i:" + special + rb"):)" + _TCHAR + rb"++: " + _VALUE
-            + rb"\r\n|(" + _KEEP_ALIVE + rb"))*+")
+            + rb"\r\n|(" + _KEEP_ALIVE + rb")" + (rb"|" + _LENGTH if length else b"")
+            + rb")*+")
 
 
 #: request fields the proxy acts on besides Host: framing, hop-by-hop, Expect, Via (loops),
@@ -51,12 +58,12 @@ _REQUEST_SPECIAL = (rb"host|content-length|transfer-encoding|connection|proxy-co
 _RESPONSE_SPECIAL = (rb"content-length|transfer-encoding|connection|proxy-connection|"
                      rb"keep-alive|proxy-authorization|proxy-authenticate|te|trailer|upgrade")
 
-#: the whole of a request head: origin form, HTTP/1.1, one Host among other fields; groups:
-#: method, target, the lines before Host (and a keep-alive line among them), its value, the
-#: lines after it (likewise)
+#: a request head: origin form, HTTP/1.1, one Host among other fields; groups: method,
+#: target, the lines before Host (and a keep-alive line, a Content-Length among them), its
+#: value, the lines after it (likewise)
 _REQUEST = re.compile(
-    rb"(" + _TCHAR + rb"++) (/[\x21-\x7e]*+) HTTP/1\.1\r\n(" + _others(_REQUEST_SPECIAL)
-    + rb")(?i:host): (" + _VALUE + rb")\r\n(" + _others(_REQUEST_SPECIAL) + rb")\r\n")
+    rb"(" + _TCHAR + rb"++) (/[\x21-\x7e]*+) HTTP/1\.1\r\n(" + _others(_REQUEST_SPECIAL, True)
+    + rb")(?i:host): (" + _VALUE + rb")\r\n(" + _others(_REQUEST_SPECIAL, True) + rb")\r\n")
 #: a response head: HTTP/1.1, a final status, one Content-Length (a plain number) among
 #: other fields; groups: the status line and lines before Content-Length, the status, a
 #: keep-alive line among them, the length, the lines after it, a keep-alive line among them
@@ -70,30 +77,48 @@ _RESPONSE = re.compile(
 _PAIR = re.compile(rb"\n(" + _TCHAR + rb"++): ([^\r]*+)\r")
 
 
-def request_parts(data: bytes, max_header_bytes: int, max_fields: int
-                  ) -> tuple[bytes, bytes, bytes, bytes] | None:
-    """``data`` is exactly one bodiless HTTP/1.1 request head in canonical form with one
-    ``Host`` and no other field the proxy acts on → (method, target, host, the other field
-    lines); else None. The request to send upstream is ``method target HTTP/1.1``, ``Host``
-    first, the other lines, then what the proxy adds."""
-    if len(data) > max_header_bytes:
+def request_parts(data: bytes, max_header_bytes: int, max_fields: int, max_body: int
+                  ) -> tuple[bytes, bytes, bytes, bytes, int] | None:
+    """``data`` is exactly one HTTP/1.1 request: a head in canonical form with one ``Host``,
+    no field the proxy acts on but ``Connection: keep-alive`` and at most one plain
+    ``Content-Length``, then all of that body (up to ``max_body``) → (method, target, host,
+    the other field lines, the body's length or -1 without the field); else None. The head
+    to send upstream is ``method target HTTP/1.1``, ``Host`` first, the other lines, then
+    what the proxy adds and the ``Content-Length``; the body is the end of ``data``."""
+    if len(data) > max_header_bytes + max_body:
         return None
-    m = _REQUEST.fullmatch(data)
+    m = _REQUEST.match(data)
     if m is None:
         return None
-    method, target, before, ka1, host, after, ka2 = m.groups()
-    if method == b"CONNECT" or data.count(b"\n") - 2 > max_fields:
+    method, target, before, ka1, n1, host, after, ka2, n2 = m.groups()
+    end = m.end()
+    if method == b"CONNECT" or end > max_header_bytes \
+            or data.count(b"\n", 0, end) - 2 > max_fields:
         return None
     rest = before + after
+    if n1 is not None or n2 is not None:
+        if len(_LENGTH_LINE.findall(rest)) != 1:  # (equal repeats: the parsing path's)
+            return None
+        length = int(n1 if n1 is not None else n2)
+        rest = _LENGTH_LINE.sub(b"", rest)
+    else:
+        length = -1
+    if len(data) - end != max(length, 0) or length > max_body:
+        return None
     if ka1 is not None or ka2 is not None:
         rest = _KEEP_ALIVE_LINE.sub(b"", rest)
-    return method, target, host, rest
+    return method, target, host, rest, length
 
 
-def request_head(method: bytes, target: bytes, host: bytes, rest: bytes, extra: bytes) -> bytes:
+def request_head(method: bytes, target: bytes, host: bytes, rest: bytes, length: int,
+                 extra: bytes) -> bytes:
     """The head to send upstream for :func:`request_parts`' result: ``Host`` first, the other
-    fields, then ``extra`` (whole CRLF-ended lines: ``Forwarded``, ``Via``, ...)."""
-    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%b\r\n" % (method, target, host, rest, extra)
+    fields, then ``extra`` (whole CRLF-ended lines: ``Forwarded``, ``Via``, ...) and the
+    ``Content-Length`` (as the pool writes it: last)."""
+    if length < 0:
+        return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%b\r\n" % (method, target, host, rest, extra)
+    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%bContent-Length: %d\r\n\r\n" % (
+        method, target, host, rest, extra, length)
 
 
 def response_head(data: bytes, max_header_bytes: int, max_fields: int
@@ -107,7 +132,7 @@ def response_head(data: bytes, max_header_bytes: int, max_fields: int
     if m is None:
         return None
     end = m.end()
-    first, status_s, ka1, length_s, after, ka2 = m.groups()
+    first, status_s, ka1, length_s, after, ka2 = m.groups()  # (no length groups: see _others)
     length = int(length_s)
     if length != len(data) - end or end > max_header_bytes:
         return None
