@@ -7,8 +7,10 @@ and one with it off; the raw response bytes must be equal and the lane must have
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -95,6 +97,27 @@ def post(path: str, body: bytes, *fields: str) -> tuple[bytes, bool]:
     extra = "".join(f"{f}\r\n" for f in fields)
     return (f"POST {path} HTTP/1.1\r\nHost: svc.test\r\n{extra}Content-Length: {len(body)}"
             "\r\n\r\n".encode() + body, False)
+
+
+@contextlib.asynccontextmanager
+async def head_server(answer: Callable[[bytes], bytes]) -> AsyncIterator[int]:
+    """An origin on loopback that answers each request head (bodies are not read) with
+    ``answer(head)`` in one write; yields its port."""
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while head := await r.readuntil(b"\r\n\r\n"):
+                w.write(answer(head))
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
 
 
 async def both(gw: Gateway, requests: list[tuple[bytes, bool]], *,
@@ -219,19 +242,8 @@ async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
 
     small, big = answer(30000), answer(3 << 20)  # big: read in many pieces, not whole
 
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while head := await r.readuntil(b"\r\n\r\n"):
-                w.write(big if head.startswith(b"GET /big ") else small)
-                await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            w.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        gw = await start_gateway(config(server.sockets[0].getsockname()[1]))
+    async with head_server(lambda h: big if h.startswith(b"GET /big ") else small) as port:
+        gw = await start_gateway(config(port))
         r, w = await asyncio.open_connection("127.0.0.1", gw.port("on"), limit=1 << 22)
         w.write(get("/one")[0])
         await read_response(r)
@@ -247,8 +259,6 @@ async def test_client_that_does_not_read(start_gateway: StartGateway) -> None:
         w.close()
         assert state_for(gw).expressed >= n  # (the 1 s protocol cache may send one to the task)
         assert not paused, "a pooled upstream connection was left paused"
-    finally:
-        server.close()
 
 
 async def test_whole_request_bodies_go_along(start_gateway: StartGateway,
@@ -319,22 +329,13 @@ async def test_random_sequences_answer_alike(start_gateway: StartGateway, origin
 async def test_browser_and_nginx_heads_take_the_raw_lane(start_gateway: StartGateway) -> None:
     """What browsers and nginx send on HTTP/1.1 (``Connection: keep-alive`` on every request
     and answer) is taken by the raw lane (raw.py) and answered as the task answers it."""
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while head := await r.readuntil(b"\r\n\r\n"):
-                body = b"seen: " + head.split(b" ")[1] + b"\n"
-                w.write(b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
-                        b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%b"
-                        % (len(body), body))
-                await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            w.close()
+    def answer(head: bytes) -> bytes:
+        body = b"seen: " + head.split(b" ")[1] + b"\n"
+        return (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%b" % (len(body), body))
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        gw = await start_gateway(config(server.sockets[0].getsockname()[1]))
+    async with head_server(answer) as port:
+        gw = await start_gateway(config(port))
         st = state_for(gw)
         browser = ("User-Agent: Mozilla/5.0", "Accept: text/html,*/*;q=0.8",
                    "Accept-Encoding: gzip, deflate", "Connection: keep-alive")
@@ -344,5 +345,3 @@ async def test_browser_and_nginx_heads_take_the_raw_lane(start_gateway: StartGat
         for i, g in enumerate(got[:5]):
             assert g == (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
                          b"Content-Length: %d\r\n\r\nseen: /p%d\n" % (len(f"seen: /p{i}\n"), i))
-    finally:
-        server.close()
