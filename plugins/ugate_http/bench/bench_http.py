@@ -4,7 +4,8 @@ Starts, each as its own process on loopback: a streaming origin (asyncio, this f
 with an ``http`` listener in reverse mode, ``floor_h1.py`` (the leanest uvloop proxy: what
 Python can do here, HTTP/1.1 rows only) and HAProxy with one thread (``mode http``,
 ``http-reuse always``) when installed. Prints requests/s (wrk, keep-alive, 1 and 16
-connections), the proxy's CPU per request, p50/p99 at a fixed 1,000 requests/s, and MiB/s for
+connections), the proxy's CPU per request, p50/p99 at a fixed 1,000 requests/s, requests/s
+of POSTs with a small JSON body (16 connections), and MiB/s for
 a download (Content-Length and chunked) and an upload, direct and through each proxy; then
 the same over HTTP/2 cleartext to the proxies (h2c in front, HTTP/1.1 to the origin): h2load
 with 100 concurrent streams on one connection and with 4 connections x 25 streams, and curl
@@ -126,10 +127,18 @@ def paced_latency(port: int, rate: float, seconds: float, conns: int = 4) -> tup
     return (lat[len(lat) // 2] * 1e6, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6)
 
 
-def wrk(port: int, conns: int, seconds: int) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H", "Host: svc.test",
-                          f"http://127.0.0.1:{port}/w"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
+#: wrk script for the POST row: a small JSON body, as an API call or a device report sends
+POST_LUA = """wrk.method = "POST"
+wrk.body = '{"device":"sensor-17","value":21.5,"ts":1700000000,"tags":["a","b"]}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk(port: int, conns: int, seconds: int, script: Path | None = None) -> float:
+    extra = ["-s", str(script)] if script is not None else []
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", *extra,
+                          "-H", "Host: svc.test", f"http://127.0.0.1:{port}/w"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         print(out)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -309,6 +318,8 @@ backend b
             h2ports["haproxy"] = hp2
         for port in [p for _, p in targets] + list(h2ports.values()):
             wait_port(port)
+        post_lua = tmp / "post.lua"
+        post_lua.write_text(POST_LUA)
         big = tmp / "upload"
         with big.open("wb") as f:
             for _ in range(size >> 20):
@@ -326,11 +337,12 @@ backend b
                 port, 1000, 2 if a.quick else 4)
             if name == "floor":  # no chunked bodies, uploads or h2c: not a proxy
                 continue
+            r["POST req/s c=16"] = wrk(port, 16, seconds, post_lua)
             r["download MiB/s"] = curl_rate(port, f"/bytes/{size}", size)
             r["chunked MiB/s"] = curl_rate(port, f"/bytes/{size}?chunked", size)
             r["upload MiB/s"] = curl_rate(port, "/up", size, big)
             h2p = h2ports.get(name)
-            n = 5000 if a.quick else 20000
+            n = 20000  # (~0.5 s each: fewer requests made the quick run a matter of hiccups)
             r["h2c req/s 1x100"] = h2load(h2p, n, 1, 100) if h2p else 0.0
             r["h2c req/s 4x25"] = h2load(h2p, n, 4, 25) if h2p else 0.0
             h2 = "--http2-prior-knowledge"
