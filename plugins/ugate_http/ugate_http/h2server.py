@@ -118,6 +118,8 @@ class H2Front:
         #: (address, upstream head) once made]: clients repeat their heads, and both are
         #: pure functions of the list and this connection
         self._seen: dict[tuple[Header, ...], list[Any]] = {}
+        #: the addresses the policy allowed this connection (client._allowed's set)
+        self._allowed: set[str] | None = None
         stream.meta.extra["http_version"] = "2"
 
     # ------------------------------------------------------------------ connection
@@ -228,7 +230,10 @@ class H2Front:
                               encode_head(f"{req.method} {req.path} HTTP/1.1", fields))
         address, head = prep
         meta = self.stream.meta
-        if address not in _allowed(meta) or not self.state.speaks_h1(address):
+        allowed = self._allowed
+        if allowed is None or len(allowed) > 64:  # (client._allowed starts a new set then)
+            allowed = self._allowed = _allowed(meta)
+        if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
         if conn is None:
