@@ -121,6 +121,22 @@ def request_head(method: bytes, target: bytes, host: bytes, rest: bytes, length:
         method, target, host, rest, extra, length)
 
 
+def _whole_answer(data: bytes, max_header_bytes: int, max_fields: int) -> re.Match[bytes] | None:
+    """``_RESPONSE``'s match if ``data`` is exactly one whole answer the raw lane takes (an
+    HTTP/1.1 final status other than 204/304, within the head bounds, with exactly
+    Content-Length body bytes), else None."""
+    m = _RESPONSE.match(data)
+    if m is None:
+        return None
+    end = m.end()
+    if int(m.group(4)) != len(data) - end or end > max_header_bytes:
+        return None
+    status = m.group(2)
+    if status == b"204" or status == b"304" or data.count(b"\n", 0, end) - 2 > max_fields:
+        return None
+    return m
+
+
 def response_head(data: bytes, max_header_bytes: int, max_fields: int
                   ) -> tuple[int, bytes, int] | None:
     """``data`` is exactly one whole answer to a GET-like request (not HEAD or CONNECT): an
@@ -128,21 +144,14 @@ def response_head(data: bytes, max_header_bytes: int, max_fields: int
     proxy acts on is one ``Content-Length``, and exactly that many body bytes → (status, the
     head to send the client, where the body starts in ``data``); else None. The head is the
     upstream's with ``Content-Length`` moved last, as the parsing path writes it."""
-    m = _RESPONSE.match(data)
+    m = _whole_answer(data, max_header_bytes, max_fields)
     if m is None:
         return None
-    end = m.end()
-    first, status_s, ka1, length_s, after, ka2 = m.groups()  # (no length groups: see _others)
-    length = int(length_s)
-    if length != len(data) - end or end > max_header_bytes:
-        return None
-    status = int(status_s)
-    if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
-        return None
+    first, status, ka1, length, after, ka2 = m.groups()  # (no length groups: see _others)
     if ka1 is not None or ka2 is not None:
         first = _KEEP_ALIVE_LINE.sub(b"", first)
         after = _KEEP_ALIVE_LINE.sub(b"", after)
-    return status, b"%b%bContent-Length: %d\r\n\r\n" % (first, after, length), end
+    return int(status), b"%b%bContent-Length: %d\r\n\r\n" % (first, after, int(length)), m.end()
 
 
 def response_fields(data: bytes, max_header_bytes: int, max_fields: int
@@ -150,20 +159,14 @@ def response_fields(data: bytes, max_header_bytes: int, max_fields: int
     """:func:`response_head` for the HTTP/2 front: the same answers qualify; → (status, the
     h2 header list — ``:status``, the fields with lower-case names, ``content-length`` last,
     as ``h2msg.response_headers`` makes it — where the body starts in ``data``)."""
-    m = _RESPONSE.match(data)
+    m = _whole_answer(data, max_header_bytes, max_fields)
     if m is None:
         return None
     end = m.end()
-    length = int(m.group(4))
-    if length != len(data) - end or end > max_header_bytes:
-        return None
-    status = int(m.group(2))
-    if status == 204 or status == 304 or data.count(b"\n", 0, end) - 2 > max_fields:
-        return None
     out = [(b":status", m.group(2))]
     out += [(k.lower(), v) for k, v in _PAIR.findall(data, 0, m.start(4))]
     out += [(k.lower(), v) for k, v in _PAIR.findall(data, m.end(4), end)]
     if m.group(3) is not None or m.group(6) is not None:
         out = [f for f in out if f[0] != b"connection"]
-    out.append((b"content-length", b"%d" % length))
-    return status, out, end
+    out.append((b"content-length", b"%d" % int(m.group(4))))
+    return int(m.group(2)), out, end
