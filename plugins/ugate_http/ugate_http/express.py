@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .client import UpstreamPool, UpstreamResponse, _Conn
 from .h1 import (
@@ -134,6 +134,9 @@ class UpstreamLeg:
         r = self._raw_parse(data, p.max_header_bytes, p.max_fields)
         if r is None:
             return False
+        p.took_whole(Framing.LENGTH)
+        self._unhook()
+        self.received = len(data) - r[2]
         try:
             self._raw_answer(r[0], r[1], data, r[2])
         except Exception as e:
@@ -147,7 +150,8 @@ class UpstreamLeg:
 
     def _raw_answer(self, status: int, head: Any, data: bytes, start: int
                     ) -> None:  # pragma: no cover - abstract
-        """Send a whole answer ``on_raw`` took; the upstream connection goes back."""
+        """Send a whole answer ``on_raw`` took (the reader unhooked, ``received`` set) and
+        give the upstream connection back (:meth:`_give_back`)."""
         raise NotImplementedError
 
     def _hold(self, t: type) -> bool:  # pragma: no cover - abstract
@@ -197,6 +201,15 @@ class UpstreamLeg:
         r.hook = None
         r.whole = None
         r.raw = None
+
+    def _give_back(self, keep: bool) -> None:
+        """The answer is over: the upstream connection goes back to the pool if ``keep``
+        and nothing more came on it, else it is closed."""
+        conn = self.conn
+        if keep and conn.usable():
+            self.pool._put(conn)
+        else:
+            conn.close()
 
     def _bug(self, e: Exception) -> None:
         """An error of ours in a callback: never leave both connections hanging."""
@@ -282,9 +295,8 @@ class Exchange(UpstreamLeg):
     @property
     def req(self) -> Request:
         req = self._req
-        if req is None:
-            req = self._req = self.s.reader.parser._parse(self.raw[:-3])  # type: ignore[assignment]
-            assert req is not None
+        if req is None:  # (the client reader's parser is a RequestParser)
+            req = self._req = cast(Request, self.s.reader.parser._parse(self.raw[:-3]))
         return req
 
     # ------------------------------------------------------------------ upstream events
@@ -303,22 +315,16 @@ class Exchange(UpstreamLeg):
 
     def _raw_answer(self, status: int, head: bytes, data: bytes, start: int) -> None:
         s = self.s
-        conn = self.conn
-        conn.parser.took_whole(Framing.LENGTH)
-        self._unhook()
         s._count(status)
         s.state.raw_answers += 1
-        n = self.received = len(data) - start
+        n = self.received
         client = s.stream
         if n <= COALESCE:
             client.write(head + data[start:] if n else head)
         else:
             client.write(head)
             client.write(memoryview(data)[start:])
-        if conn.usable():
-            s.pool._put(conn)
-        else:
-            conn.close()
+        self._give_back(True)
         s.state.add_bytes(s.lname, len(self.body), n)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(status)
@@ -397,10 +403,7 @@ class Exchange(UpstreamLeg):
         assert head is not None
         conn = self.conn
         conn.stream.resume_reading()  # if the last piece paused it (never pooled paused)
-        if head.keep_alive and conn.usable():
-            s.pool._put(conn)
-        else:
-            conn.close()
+        self._give_back(head.keep_alive)
         s.state.add_bytes(s.lname, len(self.body), self.received)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(head.status)

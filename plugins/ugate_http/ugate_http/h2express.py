@@ -82,22 +82,16 @@ class H2Express(UpstreamLeg):
 
     def _raw_answer(self, status: int, headers: list[tuple[bytes, bytes]], data: bytes,
                     start: int) -> None:
-        conn = self.conn
-        conn.parser.took_whole(Framing.LENGTH)
-        self._unhook()
         self.done = True
         front = self.front
         front._count(status)
         front.state.raw_answers += 1
-        n = self.received = len(data) - start
+        n = self.received
         ex = self.ex
         ex.send_headers(headers, end=not n)
         if n:
             ex.write(memoryview(data)[start:] if n > 4096 else data[start:], True)
-        if conn.usable():
-            front.pool._put(conn)
-        else:
-            conn.close()
+        self._give_back(True)
         front.state.add_bytes(front.ctx.name, 0, n)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(status)
@@ -163,12 +157,8 @@ class H2Express(UpstreamLeg):
         head = self.head
         assert head is not None
         front = self.front
-        conn = self.conn
-        conn.stream.resume_reading()  # if _body paused it
-        if head.keep_alive and conn.usable():
-            front.pool._put(conn)
-        else:
-            conn.close()
+        self.conn.stream.resume_reading()  # if _body paused it
+        self._give_back(head.keep_alive)
         front.state.add_bytes(front.ctx.name, 0, self.received)
         if log.isEnabledFor(logging.DEBUG):
             self._log_done(head.status)
