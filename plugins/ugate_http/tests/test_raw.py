@@ -78,12 +78,14 @@ def heads(draw: Any, first: str, key: str, values: list[str]) -> bytes:
 
 
 def fake_session() -> Any:
-    """What ``_Session._fields`` and ``_raw_route`` read of a session."""
-    return SimpleNamespace(
+    """What ``_Session._fields`` and ``_raw_route`` use of a session."""
+    s = SimpleNamespace(
         consumed="", _forwarded=None, _raw_routes={},
         opts=SimpleNamespace(forwarded=True, default_port=80),
         state=SimpleNamespace(via="ugate-test"),
         stream=SimpleNamespace(meta=SimpleNamespace(remote=("127.0.0.7", 4321))))
+    s._forwarded_for = lambda host: _Session._forwarded_for(s, host)  # type: ignore[arg-type]
+    return s
 
 
 def parsed_request(data: bytes) -> tuple[Request, bytes] | None:

@@ -341,9 +341,8 @@ class _Session:
             return None
         lines = []
         if self.opts.forwarded:
-            remote = self.stream.meta.remote
-            lines.append(f"Forwarded: {forwarded_for(remote, name)}\r\n")
-            lines.append(f"X-Forwarded-For: {remote[0] if remote else 'unknown'}\r\n")
+            fw = self._forwarded_for(name)
+            lines.append(f"Forwarded: {fw[1]}\r\nX-Forwarded-For: {fw[2]}\r\n")
         lines.append(f"Via: 1.1 {self.state.via}\r\n")
         if len(self._raw_routes) >= 16:
             self._raw_routes.clear()
@@ -687,16 +686,22 @@ class _Session:
             host = f.host
             f.fields[0] = ("Host", host)
         if self.opts.forwarded:
-            fw = self._forwarded
-            if fw is None or fw[0] != host:
-                remote = self.stream.meta.remote
-                fw = self._forwarded = (host, forwarded_for(remote, host),
-                                        remote[0] if remote else "unknown")
+            fw = self._forwarded_for(host)
             f.fields.append(("Forwarded", fw[1]))
             xff.append(fw[2])
             f.fields.append(("X-Forwarded-For", ", ".join(xff)))
         f.fields.append(("Via", f"1.1 {via}"))
         return f
+
+    def _forwarded_for(self, host: str) -> tuple[str, str, str]:
+        """(``host``, the ``Forwarded`` value and the ``X-Forwarded-For`` element this
+        gateway adds for this client), kept for the last host asked."""
+        fw = self._forwarded
+        if fw is None or fw[0] != host:
+            remote = self.stream.meta.remote
+            fw = self._forwarded = (host, forwarded_for(remote, host),
+                                    remote[0] if remote else "unknown")
+        return fw
 
     async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
         meta = self.stream.meta
