@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
 
@@ -75,6 +74,17 @@ class _H2Body:
         return data
 
 
+class _Seen:
+    """What an HTTP/2 front made for a header list: the parsed request, and the express
+    lane's (address, upstream head) once made."""
+
+    __slots__ = ("prep", "req")
+
+    def __init__(self, req: H2Request) -> None:
+        self.req = req
+        self.prep: tuple[str, bytes] | None = None
+
+
 class H2Front:
     """One HTTP/2 client connection of the ``http`` listener."""
 
@@ -117,7 +127,7 @@ class H2Front:
         #: header lists seen on this connection → [the parsed request, the express lane's
         #: (address, upstream head) once made]: clients repeat their heads, and both are
         #: pure functions of the list and this connection
-        self._seen: dict[tuple[Header, ...], list[Any]] = {}
+        self._seen: dict[tuple[Header, ...], _Seen] = {}
         #: the addresses the policy allowed this connection (client._allowed's set)
         self._allowed: set[str] | None = None
         stream.meta.extra["http_version"] = "2"
@@ -199,12 +209,12 @@ class H2Front:
                 err = e
                 self._spawn(ex, lambda: self._serve(ex, None, err))
                 return
-            seen = [req, None]
+            seen = _Seen(req)
             if sum(len(n) + len(v) for n, v in key) <= 2048:  # (bounded: 64 x 2 KiB a client)
                 if len(self._seen) >= 64:
                     self._seen.clear()
                 self._seen[key] = seen
-        req = seen[0]
+        req = seen.req
         if self._lane and ex.remote_ended and self._express(ex, req, seen):
             return
         self._spawn(ex, lambda: self._proxy(ex, req))
@@ -215,18 +225,18 @@ class H2Front:
         self.tasks[ex.sid] = task
 
     # ------------------------------------------------------------------ express lane
-    def _express(self, ex: H2Exchange, req: H2Request, seen: list[Any]) -> bool:
+    def _express(self, ex: H2Exchange, req: H2Request, seen: _Seen) -> bool:
         """Send a bodyless request on an idle pooled connection from this callback and
         answer it from the upstream's (h2express.py); False leaves it to a task. ``seen``
         keeps the address and upstream head made for the same header list before."""
-        prep: tuple[str, bytes] | None = seen[1]
+        prep = seen.prep
         if prep is None:
             fields = self._fields(req, "")
             if fields is None:
                 return False  # a loop: the task answers 508
             if req.length is not None:
                 fields.append(("Content-Length", "0"))
-            prep = seen[1] = (address_of(req.host, req.port),
+            prep = seen.prep = (address_of(req.host, req.port),
                               encode_head(f"{req.method} {req.path} HTTP/1.1", fields))
         address, head = prep
         meta = self.stream.meta
