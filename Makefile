@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench bench-quick docs clean
+.PHONY: setup run test dists lint bench bench-quick docs clean
 
 setup:
 	@scripts/setup.sh
@@ -12,12 +12,28 @@ run: setup
 	@echo "ugate: shared port 127.0.0.1:15008 (every installed protocol), admin http://127.0.0.1:15000/metrics"
 	$(VENV)/bin/ugate run
 
+# UGATE_INSTALL=wheels make test (what CI runs): the distributions as users get them — setup
+# builds the wheels and installs them instead of the editable checkout; scripts/dists.py checks
+# what each wheel and sdist holds, installs each alone into a fresh virtualenv and runs `ugate`
+# from the installed set; then the whole suite runs against the installed wheels, from outside
+# the checkout so it cannot shadow them (ugate_core.testing refuses to start if it would).
 test: setup
+ifeq ($(UGATE_INSTALL),wheels)
+	$(PY) scripts/dists.py check alone smoke pythons
+	cd "$$(mktemp -d)" && UGATE_EXPECT_INSTALLED=1 $(CURDIR)/$(PY) -m pytest \
+	  -c $(CURDIR)/pyproject.toml --rootdir $(CURDIR) $(PYTEST_ARGS) \
+	  $(CURDIR)/ugate_core/tests $(CURDIR)/plugins $(CURDIR)/tests
+else
 	$(PY) -m pytest $(PYTEST_ARGS)
+endif
+
+# build, check and smoke-test the wheels and sdists without touching .venv's install
+dists: setup
+	$(PY) scripts/dists.py all
 
 lint: setup
-	$(VENV)/bin/ruff check ugate_core plugins tests bench docs/examples
-	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(patsubst %/__init__.py,%,$(wildcard plugins/*/ugate_*/__init__.py))
+	$(VENV)/bin/ruff check ugate_core plugins tests bench docs/examples scripts
+	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(patsubst %/__init__.py,%,$(wildcard plugins/*/ugate_*/__init__.py)) scripts/dists.py
 
 # the relay table, then each protocol plugin's rows against its real peer (SSH: OpenSSH,
 # HTTP: HAProxy, HBONE: Envoy); ~20 min on 2 CPUs

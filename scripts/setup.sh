@@ -2,6 +2,9 @@
 # Set up everything `make run` / `make test` need on a fresh Debian machine:
 # the real peers from apt (only when missing, and only as root), then .venv with core,
 # every plugin under plugins/ (editable) and the dev tools.
+# UGATE_INSTALL=wheels (CI: `UGATE_INSTALL=wheels make test`): then core and the plugins are
+# replaced by their wheels, built from a clean copy (scripts/dists.py build) and installed as
+# users install them, not editable; a later run without it goes back to editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +46,27 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ]; then
     exit 1
   fi
   echo "$inputs" > "$stamp"
+  rm -f .venv/.ugate-install
+fi
+mode=${UGATE_INSTALL:-editable}
+current=$(cat .venv/.ugate-install 2>/dev/null || echo editable)
+if [ "$mode" = wheels ]; then
+  # every time: the sources may have changed since the last build
+  echo "setup: build the wheels (dist/) and install them into .venv, not editable"
+  .venv/bin/python scripts/dists.py build > .venv/dists.log 2>&1 || { tail -40 .venv/dists.log >&2; exit 1; }
+  .venv/bin/pip install -q --no-deps --force-reinstall dist/ugate_*.whl >> .venv/setup.log 2>&1
+  echo wheels > .venv/.ugate-install
+elif [ "$mode" = editable ]; then
+  if [ "$current" != editable ]; then
+    echo "setup: back to editable installs of core and the plugins"
+    args=(--config-settings editable_mode=compat -e ./ugate_core)
+    for d in plugins/*/; do
+      [ -f "$d/pyproject.toml" ] && args+=(-e "$d")
+    done
+    .venv/bin/pip install -q --no-deps "${args[@]}" >> .venv/setup.log 2>&1
+    echo editable > .venv/.ugate-install
+  fi
+else
+  echo "setup: UGATE_INSTALL=$mode: expected editable or wheels" >&2
+  exit 1
 fi

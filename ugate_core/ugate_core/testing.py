@@ -7,11 +7,18 @@
 * ``http_upstream``: a small HTTP/1.1 server on 127.0.0.1:0 that answers ``GET /bytes/N`` with
   N deterministic bytes, ``POST /echo`` with the body, anything else with ``hello <path>``.
 * ``echo_server``: TCP echo on 127.0.0.1:0 that half-closes after echoing EOF.
+
+With ``UGATE_EXPECT_INSTALLED=1`` (``make test-wheels``) the session refuses to start unless
+every installed ``ugate-*`` distribution is a regular (not editable) install imported from
+outside the test run's root, so a suite meant to prove the wheels cannot test the checkout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.metadata
+import json
 import os
 import random
 import shutil
@@ -28,6 +35,35 @@ from .config import loads
 from .gateway import Gateway
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def installed_from_checkout(root: Path) -> list[str]:
+    """The ``ugate-*`` distributions that are editable installs or import from under ``root``."""
+    bad = []
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        if not name.startswith("ugate-") or name == "ugate-workspace":
+            continue
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        if direct.get("dir_info", {}).get("editable"):
+            bad.append(f"{name}: editable install")
+            continue
+        for top in (dist.read_text("top_level.txt") or "").split():
+            mod = importlib.import_module(top)
+            where = Path(mod.__file__ or "").resolve()
+            if where.is_relative_to(root.resolve()):
+                bad.append(f"{name}: {top} imported from {where}")
+    return bad
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("UGATE_EXPECT_INSTALLED") == "1":
+        bad = installed_from_checkout(config.rootpath)
+        found = [d for d in importlib.metadata.distributions()
+                 if (d.metadata["Name"] or "").startswith("ugate-")]
+        if bad or not found:
+            raise pytest.UsageError("UGATE_EXPECT_INSTALLED=1 but the ugate packages are not "
+                                    "installed wheels: " + ("; ".join(bad) or "none installed"))
 
 
 def require_peer(name: str, apt: str | None = None, hint: str = "") -> str:
