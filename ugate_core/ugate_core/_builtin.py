@@ -35,12 +35,13 @@ async def _serve_tcp(stream: Stream, ctx: ListenerContext) -> None:
 async def dial_tcp(req: DialRequest) -> Stream:
     """Open a kernel TCP connection to the endpoint (the system resolver resolves names)."""
     loop = asyncio.get_running_loop()
+    host = req.host
+    if req.screen:  # a name chosen by a client beyond loopback: never to this host's addresses
+        host = (await req.gateway.screen_addresses(req))[0]
     # whom we dial is known: no getpeername per connection when it is an address
     meta = StreamMeta(protocol="tcp",
-                      remote=(req.host, req.target_port) if is_ip(req.host) else None)
-    _, proto = await loop.create_connection(
-        lambda: TcpStream(meta), req.host, req.target_port
-    )
+                      remote=(host, req.target_port) if is_ip(host) else None)
+    _, proto = await loop.create_connection(lambda: TcpStream(meta), host, req.target_port)
     return proto
 
 

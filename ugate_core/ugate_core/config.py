@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .policy import Rule, Target, parse_rules, targets
 from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
 
 
@@ -124,6 +125,11 @@ class ListenerConfig:
     def path(self) -> str:
         return f"listeners.{self.name}"
 
+    @functools.cached_property
+    def allow_targets(self) -> tuple[Target, ...]:
+        """``allow`` parsed (checked when the config was read)."""
+        return targets(self.allow, f"{self.path}.allow")
+
 
 @dataclass(frozen=True)
 class HostConfig:
@@ -143,6 +149,8 @@ class Config:
     plugins: PluginsConfig = PluginsConfig()
     listeners: tuple[ListenerConfig, ...] = ()
     hosts: tuple[HostConfig, ...] = ()
+    #: ``[[rules]]``: which clients may reach which destinations (:mod:`ugate_core.policy`)
+    rules: tuple[Rule, ...] = ()
     #: top-level tables not known to core: plugin settings (``[ssh]``, ``[dns]``, ...)
     sections: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<embedded default>"
@@ -234,6 +242,8 @@ def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
     core = {
         "listen", "protocols", "sniff_timeout", "sniff_max", "default", "allow", "target",
     }
+    allow = _strs(t, "allow", path, ())
+    targets(allow, f"{path}.allow")  # a bad pattern is an error now, not a silent non-match
     return ListenerConfig(
         name=name,
         listen=listen,
@@ -243,7 +253,7 @@ def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
         sniff_timeout=_num(t, "sniff_timeout", path, 3.0, 0.01),
         sniff_max=_int(t, "sniff_max", path, 4096, 16),
         default=_str(t, "default", path, ""),
-        allow=_strs(t, "allow", path, ()),
+        allow=allow,
         target=target,
         options={k: v for k, v in t.items() if k not in core},
     )
@@ -278,7 +288,9 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     )
 
 
-CORE_SECTIONS = {"gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts"}
+CORE_SECTIONS = {
+    "gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts", "rules",
+}
 
 
 def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -319,6 +331,13 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         seen[key] = lc.name
     hs = _table(data.get("hosts", {}), "hosts")
     hosts = tuple(_host(n, _table(v, f"hosts.{n}")) for n, v in hs.items())
+    rules = parse_rules(data.get("rules"))
+    names = {lc.name for lc in listeners}
+    for rule in rules:
+        for i, n in enumerate(rule.listeners):
+            if n not in names:
+                raise ConfigError(f"{rule.path}.listeners[{i}]", f"{n!r} is not a listener "
+                                  f"(listeners: {', '.join(sorted(names)) or 'none'})")
     return Config(
         gateway=gateway,
         admin=AdminConfig(listen=admin_listen),
@@ -334,6 +353,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         ),
         listeners=listeners,
         hosts=hosts,
+        rules=rules,
         sections={k: v for k, v in data.items() if k not in CORE_SECTIONS},
         source=source,
         raw=dict(data),

@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import plugins as _plugins
-from .config import Config, ListenerConfig, load_default
+from .config import Config, ListenerConfig, is_loopback, load_default
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .malloc import tune_malloc
 from .metrics import Metrics
+from .policy import Policy, Verdict, protected_ip, protected_name
 from .relay import Relay, RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
-from .router import Router, match_name, split_address
+from .router import Router, is_ip, split_address
 from .sniff import sniff_stream
 from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
 from .types import (
@@ -73,6 +75,17 @@ class StreamRecord:
             "age": round(time.monotonic() - self.started, 3),
             "end": self.stats.end,
         }
+
+
+def _is_local_ip(host: str) -> bool:
+    """Whether ``host`` is an address of this machine: binding to it succeeds."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.bind((host.split("%", 1)[0], 0))
+        return True
+    except OSError:
+        return False
 
 
 def default_state_dir() -> Path:
@@ -264,6 +277,10 @@ class Gateway:
         self._stopped: asyncio.Event | None = None
         self.ready = False
         self._admin: Any = None
+        #: the built-in authorization policy: the config's ``[[rules]]``
+        self.policy = Policy(self.config.rules)
+        self._listener_cfgs = {lc.name: lc for lc in self.config.listeners}
+        self._own_ips: dict[str, bool] = {}
 
     # ------------------------------------------------------------------------- set-up
     def load(self) -> None:
@@ -373,15 +390,20 @@ class Gateway:
             if len(types) == 1 and types[0].name == "tcp" and not lc.target:
                 raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
                                   "a fixed 'host:port'")
-            if not lc.loopback and not lc.allow:
-                for t in types:
-                    if t.relays and not t.has_auth(lc.options):
-                        raise ConfigError(
-                            f"{lc.path}.listen",
-                            f"{lc.listen!r} is reachable beyond loopback and protocol "
-                            f"{t.name!r} has no client authentication and no 'allow' rule: "
-                            "refusing to run an open relay",
-                        )
+            relaying = [t.name for t in types if t.relays]
+            if (relaying and not lc.loopback and not lc.allow
+                    and not self.policy.for_listener(lc.name)
+                    and not self.pm.hook.ugate_authorize.get_hookimpls()):
+                # a verified key, certificate or password says who; only a rule says what
+                # they may reach, and without one this listener would relay for nobody or,
+                # worse, be read as relaying for everybody
+                raise ConfigError(
+                    f"{lc.path}.listen",
+                    f"{lc.listen!r} is reachable beyond loopback and relays "
+                    f"({', '.join(relaying)}) but no rule says who may reach what: add "
+                    f"'allow = [...]' to {lc.path} or a [[rules]] entry (clients, to) for it "
+                    "(docs/security.md); refusing to run an open relay",
+                )
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
         for name in {h.protocol for h in self.config.hosts}:
             if name not in self.dialer_types:
@@ -569,19 +591,77 @@ class Gateway:
         log.info("rejected listener=%s reason=%s client=%s detail=%r", listener, reason,
                  _peer(meta) if meta else "-", detail)
 
-    def authorize(self, source: StreamMeta, dest: Destination) -> bool:
+    def decide(self, source: StreamMeta, dest: Destination, port: int | None = None
+               ) -> Verdict:
+        """May ``source`` reach ``dest`` on ``port``? The ``ugate_authorize`` hook first, then
+        the built-in policy (:mod:`ugate_core.policy`); either way a client that is not local
+        never reaches a protected address (loopback, link-local, metadata, this gateway's own
+        listeners and admin endpoint) unless a pattern names it without a wildcard."""
+        cfg = self._listener_cfgs.get(source.listener)
+        if not source.listener:
+            loopback: bool | None = None  # no listener: the embedding program itself
+        elif cfg is None:
+            loopback = False  # a listener a plugin made up: not local
+        else:
+            # a client arriving from elsewhere through a tunnel (an upstream's reverse
+            # forward) into a loopback listener is not local
+            r = source.remote
+            loopback = cfg.loopback and (r is None or is_loopback(r[0]))
+        allow = cfg.allow_targets if cfg is not None else ()
+        ips = [ep.host for ep in dest.endpoints if is_ip(ep.host)]
         hook = self.pm.hook.ugate_authorize
         # skip pluggy's call machinery on the per-connection path when nobody implements it
         res = hook(gateway=self, peer=source, destination=dest) if hook.get_hookimpls() else None
         if res is not None:
-            return bool(res)
-        ln = self.listeners.get(source.listener)
-        cfg = ln.cfg if ln else None
-        if cfg is not None and cfg.allow and any(match_name(p, dest.name) for p in cfg.allow):
-            return True
-        if source.authenticated:
-            return True
-        return cfg is None or (cfg.loopback and not cfg.allow)
+            local = loopback is None or (loopback and not allow)
+            v = Verdict(bool(res), local=local, explicit=local,
+                        why="ugate_authorize hook " + ("allowed" if res else "denied"))
+        else:
+            v = self.policy.decide(source, listener=source.listener, loopback=loopback,
+                                   allow=allow, name=dest.name, port=port, ips=ips)
+        if not v.allowed or v.local or v.explicit:
+            return v
+        for h in (dest.name, *ips):
+            why = protected_name(h) if h == dest.name else protected_ip(h)
+            if why is None and port is not None and is_ip(h) and self.own_address(h, port):
+                why = "this gateway's own listener"
+            if why is not None:
+                return Verdict(False, why=f"{dest.name}" + ("" if port is None else f":{port}")
+                               + f" is a {why} address, which a client beyond loopback reaches "
+                               f"only when a rule names it without a wildcard ({v.why} does not)")
+        return v
+
+    def authorize(self, source: StreamMeta, dest: Destination, port: int | None = None
+                  ) -> bool:
+        """:meth:`decide`'s answer alone."""
+        return self.decide(source, dest, port).allowed
+
+    def admit(self, source: StreamMeta, dest: Destination, port: int | None,
+              address: str) -> Verdict:
+        """:meth:`decide`, and a refusal counted (``ugate_dial_errors_total{reason="denied"}``)
+        and raised as ``DialError("denied")`` whose text says who was refused what, and why;
+        the listener answers the client, logs and counts it as its refusal."""
+        v = self.decide(source, dest, port)
+        if not v.allowed:
+            self.metrics.child(self.metrics.dial_errors, "denied").inc()
+            raise DialError("denied", f"{address}: not allowed: {v.why}")
+        return v
+
+    def own_address(self, host: str, port: int) -> bool:
+        """Whether ``host:port`` (an IP literal) is one of this gateway's listeners or its
+        admin endpoint: the port is one of ours and the address is this host's."""
+        ports = {p for ln in self.listeners.values() for _h, p in ln.addresses()}
+        for r in self.running.values():
+            ports.update(p for _h, p in r.addresses())
+        admin = getattr(self._admin, "port", None)
+        if isinstance(admin, int):
+            ports.add(admin)
+        if port not in ports:
+            return False
+        known = self._own_ips.get(host)
+        if known is None:
+            known = self._own_ips[host] = _is_local_ip(host)
+        return known
 
     # ------------------------------------------------------------------------- dial
     async def resolve(self, address: str) -> tuple[Destination, int]:
@@ -601,20 +681,27 @@ class Gateway:
         """
         try:
             dest, port = await self.resolve(address)
-            if source is not None:
-                source.target = address
-                if not self.authorize(source, dest):
-                    raise DialError("denied", f"{address}: not allowed for this client "
-                                    f"(listener {source.listener!r})")
-            return await self.dial_destination(dest, port, source=source, timeout=timeout)
+        except DialError as e:
+            self.metrics.child(self.metrics.dial_errors, e.reason).inc()
+            raise
+        screen = False
+        if source is not None:
+            source.target = address
+            v = self.admit(source, dest, port, address)  # counts and raises a refusal itself
+            screen = not (v.local or v.explicit)
+        try:
+            return await self.dial_destination(dest, port, source=source, timeout=timeout,
+                                               screen=screen)
         except DialError as e:
             self.metrics.child(self.metrics.dial_errors, e.reason).inc()
             raise
 
     async def dial_destination(
         self, dest: Destination, port: int, *, source: StreamMeta | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, screen: bool = False,
     ) -> Stream:
+        """Dial ``dest`` (discovery and policy done). ``screen``: the dialers refuse protected
+        addresses that names resolve to (:meth:`screen_addresses`)."""
         dialer = self.dialer_types.get(dest.protocol)
         if dialer is None:
             raise DialError("no_dialer", f"{dest.name}: protocol {dest.protocol!r} has no "
@@ -622,7 +709,7 @@ class Gateway:
         t = self.config.gateway.connect_timeout if timeout is None else timeout
         last: DialError | None = None
         for ep in dest.endpoints:
-            req = DialRequest(self, dest, ep, port, t, source)
+            req = DialRequest(self, dest, ep, port, t, source, screen)
             try:
                 async with asyncio.timeout(t):  # not wait_for: no task per dial
                     s = await dialer.dial(req)
@@ -641,6 +728,32 @@ class Gateway:
             self.metrics.tally(self.metrics.dials, dialer.name, last.reason).n += 1
         assert last is not None
         raise last
+
+    async def screen_addresses(self, req: DialRequest) -> list[str]:
+        """The addresses a dialer may connect to for ``req``: its host resolved, less the
+        protected ones when ``req.screen`` (a client beyond loopback whose rule used a
+        wildcard: ``evil.example`` resolving to 127.0.0.1 must not reach this host).
+        Raises ``DialError("denied")`` when nothing is left."""
+        host, port = req.host, req.target_port
+        if is_ip(host):
+            addrs = [host]
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as e:
+                raise DialError("unreachable", f"{req.destination.name}: {host}: "
+                                f"{e.strerror or e}") from None
+            addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        if not req.screen:
+            return addrs
+        ok = [a for a in addrs if protected_ip(a) is None and not self.own_address(a, port)]
+        if not ok:
+            why = (protected_ip(addrs[0]) or "this gateway's own") if addrs else "no"
+            raise DialError("denied", f"{req.destination.name}:{port} resolves to "
+                            f"{', '.join(addrs)}: a {why} address, which a client beyond "
+                            "loopback reaches only when a rule names it without a wildcard")
+        return ok
 
     def start_relay(self, client: Stream, upstream: Stream, *,
                     then: Callable[[StreamRecord], None] | None = None) -> StreamRecord:

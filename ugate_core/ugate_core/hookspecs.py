@@ -106,8 +106,18 @@ def ugate_authorize(
 
     Called for every dial that a listener makes on behalf of a client, after discovery and
     before dialing. Return ``True`` to allow, ``False`` to deny, ``None`` to leave the decision
-    to the next plugin and finally to the built-in policy (authenticated peers and loopback
-    listeners may dial; others only destinations in the listener's ``allow`` list).
+    to the next plugin and finally to the built-in policy (:mod:`ugate_core.policy`: loopback
+    listeners without an ``allow`` list act as a local proxy; otherwise the listener's
+    ``allow`` patterns and the ``[[rules]]`` that name the client decide). ``peer`` says who
+    the client is as its protocol verified it (``peer_id``, ``extra["spiffe"]``, ``user`` with
+    ``extra["user_verified"]``); a verified identity alone should authorize nothing.
+
+    Whatever a hook answers, a client that is not local never reaches a protected address
+    (loopback, link-local, cloud metadata, this gateway's own listeners and admin endpoint):
+    only a built-in rule that names such a destination without a wildcard opens it. A listener
+    beyond loopback that relays starts without a rule only when some plugin implements this
+    hook. Every protocol that relays for clients goes through it by dialing with
+    ``gateway.dial(address, source=meta)``.
     """
 
 

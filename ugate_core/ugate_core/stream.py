@@ -39,7 +39,10 @@ class StreamMeta:
     original_dst: tuple[str, int] | None = None
     #: Verified identity of the peer (mesh ID, SPIFFE URI, ...), ``None`` if unauthenticated.
     peer_id: str | None = None
-    #: Authenticated user name (SOCKS5/HTTP proxy auth, SSH user), ``None`` if none.
+    #: User name (SOCKS5/HTTP proxy auth, SSH login name), ``None`` if none. A protocol that
+    #: verified it (a password) also sets ``extra["user_verified"] = True``: only then do
+    #: ``user:<name>`` rules match (an SSH login name is the client's choice; name SSH
+    #: clients by the ``id:`` of their key)
     user: str | None = None
     #: Requested destination as the client named it (``host:port``).
     target: str | None = None

@@ -174,10 +174,11 @@ async def dial_tls(req: DialRequest) -> Stream:
     loop = asyncio.get_running_loop()
     sni = None if is_ip(dest.name) else dest.name
     stream = TlsStream(meta)
+    host = (await gw.screen_addresses(req))[0] if req.screen else req.host
     try:
         # uvloop returns its SSL protocol as the second item, asyncio ours: use ``stream``
         transport, _ = await loop.create_connection(
-            lambda: stream, req.host, req.target_port, ssl=ctx,
+            lambda: stream, host, req.target_port, ssl=ctx,
             server_hostname=sni or "", ssl_handshake_timeout=req.timeout,
         )
     except ssl.SSLError as e:

@@ -163,6 +163,10 @@ class DialRequest:
     port: int
     timeout: float
     source: StreamMeta | None = None
+    #: connect only to addresses :meth:`Gateway.screen_addresses` returns: the client is
+    #: beyond loopback and was allowed by a wildcard, so resolved loopback, link-local,
+    #: metadata and the gateway's own addresses are refused
+    screen: bool = False
 
     @property
     def host(self) -> str:

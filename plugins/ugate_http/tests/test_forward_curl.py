@@ -177,7 +177,8 @@ async def test_denied_by_allow_list(start_gateway: StartGateway, http_upstream: 
     proxy = f"http://127.0.0.1:{gw.port('proxy')}"
     code, body, _ = await curl("-x", proxy, f"http://{http_upstream.address}/x")
     assert code == 403, body
-    assert b"not allowed for this client" in body
+    assert b"not allowed: no rule allows an unauthenticated client on listener 'proxy' to " \
+        b"reach 127.0.0.1:" in body
     code, body, err = await curl("-p", "-x", proxy, f"http://{http_upstream.address}/x",
                                  ok=False)
     assert b"CONNECT tunnel failed, response 403" in err
@@ -310,15 +311,18 @@ protocols = ["http"]
 """)
     with pytest.raises(ConfigError, match="open relay"):
         Gateway(cfg).check()
-    cfg = loads("""
+    users = """
 [admin]
 listen = ""
 [listeners.p]
 listen = "0.0.0.0:0"
 protocols = ["http"]
 users = { a = "b" }
-""")
-    Gateway(cfg).check()
+"""
+    # a password says who, not what: without a rule the listener still refuses to start
+    with pytest.raises(ConfigError, match="no rule says who may reach what"):
+        Gateway(loads(users)).check()
+    Gateway(loads(users + '[[rules]]\nclients = ["user:a"]\nto = ["*.test:80"]\n')).check()
 
 
 async def test_https_proxy_connect_tunnel_on_the_shared_port(

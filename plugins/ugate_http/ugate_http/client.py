@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ugate_core import DialError, Stream, StreamMeta
+from ugate_core import Stream, StreamMeta
 
 from .h1 import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -126,20 +126,25 @@ def _allowed(source: StreamMeta) -> set[str]:
 _ALLOWED_KEY = "ugate_http.allowed"
 
 
-async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) -> None:
+async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) -> bool:
     """The policy check a dial makes, for reusing a pooled connection to ``address`` on
     behalf of ``source``. Remembered per client connection (its meta), so a keep-alive client
-    pays it once per address. DialError("denied") if the policy refuses."""
+    pays it once per address. DialError("denied") if the policy refuses.
+
+    True if ``source`` may use a pooled connection. False when the policy allowed the name
+    only through a wildcard for a client beyond loopback: a pooled connection may have been
+    opened for a local client to an address this one may not reach (a name resolving to
+    127.0.0.1), so such a client dials anew and the dial screens the resolved addresses."""
     source.target = address
     allowed = _allowed(source)
     if address in allowed:
-        return
-    dest, _ = await gateway.resolve(address)
-    if not gateway.authorize(source, dest):
-        gateway.metrics.dial_errors.labels("denied").inc()
-        raise DialError("denied", f"{address}: not allowed for this client "
-                        f"(listener {source.listener!r})")
-    allowed.add(address)
+        return True
+    dest, port = await gateway.resolve(address)
+    v = gateway.admit(source, dest, port, address)  # raises DialError("denied"), counted
+    if v.local or v.explicit:
+        allowed.add(address)
+        return True
+    return False
 
 
 class Reply(Protocol):
@@ -310,19 +315,18 @@ class UpstreamPool:
             return len(self._idle.get(address, ()))
         return sum(len(v) for v in self._idle.values())
 
-    async def _authorize(self, address: str, source: StreamMeta) -> None:
-        await authorize_reuse(self.gateway, address, source)
+    async def _authorize(self, address: str, source: StreamMeta) -> bool:
+        return await authorize_reuse(self.gateway, address, source)
 
     async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
-        if address in self._idle:
-            if source is not None:
-                await self._authorize(address, source)
+        # the check first, also before a dial: it remembers the address for this client, so
+        # its next requests can take the express lanes
+        reuse = source is None or await self._authorize(address, source)
+        if reuse and address in self._idle:
             conn = self.take_reusable(address)
             if conn is not None:
                 return conn, True
         stream = await self.gateway.dial(address, source=source)
-        if source is not None:
-            _allowed(source).add(address)
         self.dialed += 1
         return _Conn(address, stream, self.max_header_bytes), False
 

@@ -177,8 +177,9 @@ class H2UpstreamPool:
         return None
 
     async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[H2Conn, bool]:
-        if source is not None and address in self._conns:
-            await authorize_reuse(self.gateway, address, source)
+        if source is not None and address in self._conns and \
+                not await authorize_reuse(self.gateway, address, source):
+            return await self._dial(address, source), False  # screened: no shared connection
         while True:
             conn = self._pick(address)
             if conn is not None:

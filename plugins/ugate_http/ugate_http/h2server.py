@@ -352,6 +352,7 @@ class H2Front:
         if expected is None or not ok:
             return 401, "auth_failed", f"wrong user name or password (user {user[:64]!r})"
         self.stream.meta.user = user
+        self.stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
         return None
 
     def _fields(self, req: H2Request, consumed: str) -> list[tuple[str, str]] | None:

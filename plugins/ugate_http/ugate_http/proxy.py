@@ -614,6 +614,7 @@ class _Session:
                                     f"wrong user name or password (user {user[:64]!r})",
                                     challenge)
         self.stream.meta.user = user
+        self.stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
         if not proxy:
             self.consumed = "authorization"  # ours, not the upstream's
         return True

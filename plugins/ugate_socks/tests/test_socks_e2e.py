@@ -367,12 +367,18 @@ protocols = ["socks5"]
     with pytest.raises(ConfigError) as ei:
         Gateway(cfg, state_dir=str(tmp_path)).check()
     assert str(ei.value) == (
-        "listeners.open.listen: '0.0.0.0:0' is reachable beyond loopback and protocol "
-        "'socks5' has no client authentication and no 'allow' rule: refusing to run an open "
-        "relay"
+        "listeners.open.listen: '0.0.0.0:0' is reachable beyond loopback and relays (socks5) "
+        "but no rule says who may reach what: add 'allow = [...]' to listeners.open or a "
+        "[[rules]] entry (clients, to) for it (docs/security.md); refusing to run an open relay"
     )
-    # with users, or with an allow rule, the same listener passes the check (not started)
-    for extra in ('users = { a = "b" }', 'allow = ["svc.test"]'):
+    # users say who, not what they may reach: alone they are no rule
+    with pytest.raises(ConfigError, match="no rule says who may reach what"):
+        Gateway(loads(BASE + '[listeners.open]\nlisten = "0.0.0.0:0"\nprotocols = ["socks5"]\n'
+                      'users = { a = "b" }\n'), state_dir=str(tmp_path)).check()
+    # with an allow list, or a rule for this listener, it passes the check (not started)
+    for extra in ('allow = ["svc.test"]',
+                  'users = { a = "b" }\n[[rules]]\nclients = ["user:a"]\nto = ["svc.test:80"]',
+                  '[[rules]]\nlisteners = ["open"]\nclients = ["*"]\nto = ["svc.test"]'):
         ok = loads(BASE + f"""
 [listeners.open]
 listen = "0.0.0.0:0"

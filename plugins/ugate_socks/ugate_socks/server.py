@@ -103,6 +103,7 @@ async def _handshake(stream: Stream, p: Socks5Server, ctx: ListenerContext) -> R
             raise AuthError(f"socks5 user {auth.user!r}: unknown user or wrong password",
                             "auth_failed")
         stream.meta.user = auth.user
+        stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
     else:
         if METHOD_NO_AUTH not in ev.methods:
             stream.write(p.select_method(METHOD_NONE_ACCEPTABLE))
