@@ -24,6 +24,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sysconfig
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def installed_from_checkout(root: Path) -> list[str]:
-    """The ``ugate-*`` distributions that are editable installs or import from under ``root``."""
+    """The ``ugate-*`` distributions that are editable installs, or whose packages import
+    from under ``root`` other than from the environment's site-packages (which may itself
+    lie in the checkout: ``.venv``)."""
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
     bad = []
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"] or ""
@@ -51,7 +55,7 @@ def installed_from_checkout(root: Path) -> list[str]:
         for top in (dist.read_text("top_level.txt") or "").split():
             mod = importlib.import_module(top)
             where = Path(mod.__file__ or "").resolve()
-            if where.is_relative_to(root.resolve()):
+            if where.is_relative_to(root.resolve()) and not where.is_relative_to(site):
                 bad.append(f"{name}: {top} imported from {where}")
     return bad
 
