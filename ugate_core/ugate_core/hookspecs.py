@@ -82,6 +82,23 @@ def ugate_round_tripper(gateway: Gateway) -> RoundTripper | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ugate_config_sections(gateway: Gateway) -> list[str] | None:
+    """Return the names of the top-level config tables this plugin reads (``["ssh"]``).
+
+    Called once by :meth:`Gateway.check` (``ugate config check``, and at start-up). A table
+    that neither core nor a loaded plugin claims is a config error with a did-you-mean (a
+    typo'd ``[identty]`` would otherwise be dropped in silence); a table named like an
+    installed plugin that is not loaded is only logged. The plugin reads its table with
+    ``gateway.config.section(name)`` and validates it itself.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # Identity and policy
 # ---------------------------------------------------------------------------------------------
 

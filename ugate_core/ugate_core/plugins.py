@@ -18,6 +18,8 @@ import pluggy
 from stevedore import NamedExtensionManager
 
 from . import hookspecs
+from .config import did_you_mean
+from .errors import ConfigError
 
 log = logging.getLogger("ugate.plugins")
 
@@ -53,14 +55,36 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return d.metadata["Name"] or "", d.version or ""
 
 
+def installed_names() -> list[str]:
+    """The names of every installed plugin (entry points of the ``ugate`` group)."""
+    return sorted({ep.name for ep in metadata.entry_points(group=GROUP)})
+
+
+def _check_names(names: list[str], available: list[str], where: str, indexed: bool) -> None:
+    for i, n in enumerate(names):
+        if n not in available:
+            have = ", ".join(available) or "none"
+            raise ConfigError(f"{where}[{i}]" if indexed else where,
+                              f"{n!r} is not an installed plugin (installed: {have})"
+                              f"{did_you_mean(n, available)}")
+
+
 def selected_names(
     available: list[str], enable: tuple[str, ...] = (), disable: tuple[str, ...] = ()
 ) -> list[str]:
-    """Apply ``UGATE_PLUGINS`` (comma-separated allow-list), config enable and disable."""
+    """Apply ``UGATE_PLUGINS`` (comma-separated allow-list), config enable and disable.
+
+    A name that is not installed is a :class:`ConfigError` with a did-you-mean: a typo
+    would otherwise filter out the plugin it meant.
+    """
     env = os.environ.get("UGATE_PLUGINS")
     allow: set[str] | None = None
     if env is not None:
-        allow = {n.strip() for n in env.split(",") if n.strip()}
+        env_names = [n.strip() for n in env.split(",") if n.strip()]
+        _check_names(env_names, available, "UGATE_PLUGINS", False)
+        allow = set(env_names)
+    _check_names(list(enable), available, "plugins.enable", True)
+    _check_names(list(disable), available, "plugins.disable", True)
     if enable:
         allow = set(enable) if allow is None else allow & set(enable)
     return [n for n in available if (allow is None or n in allow) and n not in disable]

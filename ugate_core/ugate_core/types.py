@@ -180,6 +180,11 @@ class DialerType:
     name: str
     dial: Dial
     description: str = ""
+    #: the :data:`IDENTITY_KINDS` this dialer proves on its peer. A destination that expects
+    #: identities none of which it can prove is never dialed (reason ``identity``), and a
+    #: ``hosts`` entry naming a kind it cannot prove is a config error: an expected identity
+    #: is never silently ignored. Empty: it proves nothing (``tcp``).
+    verifies: frozenset[str] = frozenset()
     plugin: str = ""
 
 
