@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ugate_core import ConfigError, Destination, DialError, Endpoint, ExpectedIdentity, Gateway
-from ugate_core import loads
+from ugate_core import (
+    ConfigError,
+    Destination,
+    DialError,
+    Endpoint,
+    ExpectedIdentity,
+    Gateway,
+    loads,
+)
 from ugate_core.cli import main
 from ugate_core.plugins import selected_names
 

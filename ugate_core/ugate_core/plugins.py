@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -118,17 +119,19 @@ def load_plugins(
     # stevedore caches a group's entry points per process; plugins installed since (or a
     # changed sys.path) must be seen, and this runs once per gateway start
     NamedExtensionManager.ENTRY_POINT_CACHE.pop(GROUP, None)
-    mgr = (
-        NamedExtensionManager(
-            GROUP,
-            names=names,
-            name_order=True,
-            on_load_failure_callback=on_fail,
-            on_missing_entrypoints_callback=lambda _n: None,
+    with warnings.catch_warnings():
+        _quiet_import_warnings()
+        mgr = (
+            NamedExtensionManager(
+                GROUP,
+                names=names,
+                name_order=True,
+                on_load_failure_callback=on_fail,
+                on_missing_entrypoints_callback=lambda _n: None,
+            )
+            if names
+            else None
         )
-        if names
-        else None
-    )
     loaded: dict[str, Any] = {}
     if mgr is not None:
         for ext in mgr.extensions:
@@ -169,6 +172,17 @@ def _unknown_hooks(obj: Any) -> list[str]:
             if callable(fn) and hasattr(fn, hookspecs.PROJECT + "_impl"):
                 out.append(attr)
     return out
+
+
+def _quiet_import_warnings() -> None:
+    """Plugins' libraries still name cryptography's DSA types at import, deprecated since
+    cryptography 46 (dnspython's ``dnssecalgs``, asyncssh's key modules): loading the plugins
+    printed nine warning lines into every program that embeds a gateway, about nothing its
+    author can change. Only those, only while plugins are imported."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                            module=r"(dns|asyncssh)\.")
 
 
 def _core_version() -> str:
