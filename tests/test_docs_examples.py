@@ -19,7 +19,8 @@
   temporary directory holding the page's ``file=`` configs, ``.venv`` (a link to this
   checkout's) and ``default.toml`` (the embedded default). What the test changes, and only
   that: each listed port becomes a free port, in the script and in the configs (a test never
-  binds a fixed port); ``make run`` becomes ``ugate run -c default.toml``; ``pip install`` and
+  binds a fixed port); each directory in ``dirs=`` becomes one inside the test's;
+  ``make run`` becomes ``ugate run -c default.toml``; ``pip install`` and
   ``apt-get install`` lines are dropped (``scripts/setup.sh`` installed those). The script runs
   with ``set -euo pipefail`` and a ``.curlrc`` with ``--fail``, so an HTTP error or a failed
   command fails the test; background jobs are killed at the end. The examples themselves
@@ -176,9 +177,13 @@ def shell_script(b: Block, tmp: Path) -> str:
     """The block as the test runs it (see the module docstring for every change)."""
     ports = {p: free_port() for p in b.args.get("ports", "").split(",") if p}
 
+    dirs = {d: str(tmp / Path(d).name) for d in b.args.get("dirs", "").split(",") if d}
+
     def sub(text: str) -> str:
         for old, new in ports.items():
             text = re.sub(rf"(?<!\d){old}(?!\d)", str(new), text)
+        for old_dir, new_dir in dirs.items():
+            text = text.replace(old_dir, new_dir)
         return text
 
     from ugate_core.config import default_text
