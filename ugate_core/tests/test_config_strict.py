@@ -15,6 +15,11 @@ from ugate_core import (
     Endpoint,
     ExpectedIdentity,
     Gateway,
+    ListenerContext,
+    ListenerType,
+    Sniff,
+    Stream,
+    hookimpl,
     loads,
 )
 from ugate_core.cli import main
@@ -159,3 +164,43 @@ def test_busy_admin_port_is_one_line_naming_the_key(
     assert err[0].startswith(f"ugate: config error: admin.listen: cannot listen on "
                              f"'127.0.0.1:{port}': ")
     assert "[admin] listen" in err[0]
+
+
+class _ThirdParty:
+    """A plugin's listener types as an out-of-tree plugin writes them."""
+
+    def __init__(self, option_keys: frozenset[str] | None) -> None:
+        self.option_keys = option_keys
+
+    @hookimpl
+    def ugate_listener_types(self) -> list[ListenerType]:
+        async def serve(stream: Stream, ctx: ListenerContext) -> None:
+            stream.close()
+
+        kw = {} if self.option_keys == frozenset() else {"option_keys": self.option_keys}
+        return [ListenerType("echo", serve=serve, sniff=lambda b: Sniff.NO, relays=False,
+                             **kw)]  # type: ignore[arg-type]
+
+
+def _with(plugin: _ThirdParty, text: str) -> Gateway:
+    from ugate_core import _builtin
+    from ugate_core.plugins import create_manager
+
+    pm = create_manager()
+    pm.register(_builtin, name="core")
+    pm.register(plugin, name="echo")
+    return Gateway(loads(text), pm=pm)
+
+
+def test_a_protocol_that_declares_nothing_reads_no_keys() -> None:
+    """The default: no keys of its own, so a bogus key on its shared port is refused."""
+    with pytest.raises(ConfigError, match=r"^listeners\.main\.bogus: unknown key .*protocols "
+                       r"echo, tls know: "):
+        _with(_ThirdParty(frozenset()), SHARED + "bogus = 1\n").check()
+
+
+def test_a_protocol_that_judges_its_own_keys_still_gets_core_near_misses() -> None:
+    gw = _with(_ThirdParty(None), SHARED + "its_own = 1\n")
+    gw.check()  # left to the plugin's check_options
+    with pytest.raises(ConfigError, match=r"did you mean 'allow'\?$"):
+        _with(_ThirdParty(None), SHARED + "alow = 1\n").check()

@@ -52,7 +52,10 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType] | None:
     Called once at start-up. The router picks the dialer whose ``name`` equals the
     ``protocol`` of the :class:`~ugate_core.Destination` that discovery returned, and awaits
     ``dial(request) -> Stream``; a dial raises :class:`~ugate_core.DialError` with a reason
-    on failure. Core provides ``tcp``.
+    on failure. A dialer that proves who answers lists the identity kinds it checks in
+    ``DialerType.verifies``: core never hands it a destination whose expected identities it
+    cannot check (reason ``identity``), and ``config check`` refuses such a ``hosts`` entry.
+    Core provides ``tcp`` (proves nothing) and ``tls`` (every kind).
     """
 
 

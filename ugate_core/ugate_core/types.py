@@ -142,9 +142,12 @@ class ListenerType:
     #: front prefers the one whose wish matches whether the client presented a certificate:
     #: True (mesh peers: HBONE), False (browsers, curl: HTTPS), None (no preference)
     tls_client_cert: bool | None = None
-    #: the listener keys this protocol reads. When every protocol of a listener declares its
-    #: keys, core rejects any other key as a typo; ``None`` leaves unknown keys unjudged.
-    option_keys: frozenset[str] | None = None
+    #: the listener keys this protocol reads besides core's. Core rejects any key that
+    #: neither core nor a protocol of the listener declares (a typo'd ``allow`` would be a
+    #: silently missing rule); the default declares none. ``None`` opts out: the protocol
+    #: judges unknown keys in ``check_options`` itself, and on a shared port with it core
+    #: then refuses only near-misses of its own keys.
+    option_keys: frozenset[str] | None = frozenset()
     description: str = ""
     #: filled in by the plugin loader
     plugin: str = ""
