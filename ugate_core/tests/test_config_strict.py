@@ -162,7 +162,7 @@ def test_busy_admin_port_is_one_line_naming_the_key(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"ugate: config error: admin.listen: cannot listen on "
-                             f"'127.0.0.1:{port}': ")
+                             f"'127.0.0.1:{port}': Address already in use (")
     assert "[admin] listen" in err[0]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from .config import parse_hostport
@@ -37,7 +38,8 @@ class AdminServer:
             # the default config and every example use 127.0.0.1:15000: a second gateway on
             # the machine lands here, and must say which key to change
             raise ConfigError("admin.listen", f"cannot listen on {listen!r}: "
-                              f"{e.strerror or e} (set [admin] listen to a free address, "
+                              f"{os.strerror(e.errno) if e.errno else e} (set [admin] "
+                              "listen to a free address, "
                               "or \"\" to turn the admin endpoint off)") from None
         log.info("admin listening address=%s", ",".join(f"{h}:{p}" for h, p in self.addresses()))
 

@@ -473,7 +473,7 @@ class Gateway:
                     )
                 except OSError as e:
                     raise ConfigError(f"{lc.path}.listen", f"cannot listen on {lc.listen!r}: "
-                                      f"{e.strerror or e}") from None
+                                      f"{os.strerror(e.errno) if e.errno else e}") from None
                 self.listeners[lc.name] = ln
                 addrs = ln.addresses()
                 if len(addrs) == 1 and addrs[0][0] not in ("0.0.0.0", "::"):
