@@ -80,7 +80,10 @@ async def test_listener_keys_checked_against_declared_option_keys() -> None:
                        'target = "127.0.0.1:1"\ntargte = "x"\n'))
     with pytest.raises(ConfigError) as ei:
         gw.check()
-    assert str(ei.value) == "listeners.f.targte: unknown key (protocols tcp know: no options)"
+    assert str(ei.value) == (
+        "listeners.f.targte: unknown key (core knows: allow, default, listen, protocols, "
+        "sniff_max, sniff_timeout, target; protocols tcp know: no options); did you mean "
+        "'target'?")
     gw = Gateway(loads('[listeners.f]\nlisten = "127.0.0.1:0"\nprotocols = ["tcp"]\n'))
     with pytest.raises(ConfigError) as ei:
         gw.check()

@@ -46,6 +46,7 @@ from .stream import (
 )
 from .tls import TlsStream, count_identity_failure
 from .types import (
+    IDENTITY_KINDS,
     Destination,
     DialerType,
     DialRequest,
@@ -62,6 +63,7 @@ from .verify import peer_certificates, verify_peer
 
 __all__ = [
     "H2_PREFACE",
+    "IDENTITY_KINDS",
     "AuthError",
     "BytesBody",
     "Config",

@@ -70,6 +70,11 @@ def ugate_discovery(gateway: Gateway) -> list[Discovery]:
 
 
 @hookimpl
+def ugate_config_sections() -> list[str]:
+    return ["identity"]
+
+
+@hookimpl
 def ugate_identity(gateway: Gateway) -> IdentitySource:
     """The key file in the state directory (validates ``[identity]``; loads nothing yet)."""
     return FileIdentitySource(gateway.config.section("identity"))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from .config import parse_hostport
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -29,7 +31,16 @@ class AdminServer:
 
     async def start(self, listen: str) -> None:
         host, port = parse_hostport(listen, "admin.listen")
-        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port,
+                                                     reuse_address=True)
+        except OSError as e:
+            # the default config and every example use 127.0.0.1:15000: a second gateway on
+            # the machine lands here, and must say which key to change
+            raise ConfigError("admin.listen", f"cannot listen on {listen!r}: "
+                              f"{os.strerror(e.errno) if e.errno else e} (set [admin] "
+                              "listen to a free address, "
+                              "or \"\" to turn the admin endpoint off)") from None
         log.info("admin listening address=%s", ",".join(f"{h}:{p}" for h, p in self.addresses()))
 
     def addresses(self) -> list[tuple[str, int]]:

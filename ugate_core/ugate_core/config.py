@@ -2,17 +2,21 @@
 
 Every error names the key path and the value: ``listeners.main.listen: '1.2.3.4:99999' port
 99999 is not a port (1-65535)``. Keys a section does not know are errors too (typos are the
-most common config bug), except inside a listener, where unknown keys are the protocol
-plugin's ``options`` and the plugin checks them.
+most common config bug), with a did-you-mean. Two checks need the loaded plugins and run in
+:meth:`Gateway.check <ugate_core.Gateway.check>`: a listener's keys other than core's
+(:data:`LISTENER_KEYS`) are its protocols' ``options``, judged against the union of what
+those protocols declare; top-level tables other than core's (:data:`CORE_SECTIONS`) must be
+claimed by a loaded plugin (``ugate_config_sections``).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -169,11 +173,18 @@ def _table(v: Any, path: str) -> Mapping[str, Any]:
     return v
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'allow'?"`` for a near-miss of one of ``choices``, else ``""``."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _check_keys(t: Mapping[str, Any], allowed: set[str], path: str) -> None:
     for k in t:
         if k not in allowed:
             known = ", ".join(sorted(allowed))
-            raise ConfigError(f"{path}.{k}" if path else k, f"unknown key (known: {known})")
+            raise ConfigError(f"{path}.{k}" if path else k,
+                              f"unknown key (known: {known}){did_you_mean(k, allowed)}")
 
 
 def _num(t: Mapping[str, Any], key: str, path: str, default: float, lo: float = 0) -> float:
@@ -227,6 +238,12 @@ def parse_identity(value: str, path: str) -> ExpectedIdentity:
     return ExpectedIdentity(kind, rest)
 
 
+#: the keys core reads in every ``[listeners.NAME]`` table; the rest are protocol options
+LISTENER_KEYS = frozenset({
+    "listen", "protocols", "sniff_timeout", "sniff_max", "default", "allow", "target",
+})
+
+
 def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
     path = f"listeners.{name}"
     listen = _str(t, "listen", path, "")
@@ -239,9 +256,6 @@ def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
     target = _str(t, "target", path, "")
     if target:
         parse_hostport(target, f"{path}.target")
-    core = {
-        "listen", "protocols", "sniff_timeout", "sniff_max", "default", "allow", "target",
-    }
     allow = _strs(t, "allow", path, ())
     targets(allow, f"{path}.allow")  # a bad pattern is an error now, not a silent non-match
     return ListenerConfig(
@@ -255,7 +269,7 @@ def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
         default=_str(t, "default", path, ""),
         allow=allow,
         target=target,
-        options={k: v for k, v in t.items() if k not in core},
+        options={k: v for k, v in t.items() if k not in LISTENER_KEYS},
     )
 
 
@@ -288,9 +302,10 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     )
 
 
-CORE_SECTIONS = {
+#: top-level tables core reads; any other table must belong to a loaded plugin
+CORE_SECTIONS = frozenset({
     "gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts", "rules",
-}
+})
 
 
 def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:

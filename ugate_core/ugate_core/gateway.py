@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import plugins as _plugins
-from .config import Config, ListenerConfig, is_loopback, load_default
+from .config import (
+    CORE_SECTIONS,
+    LISTENER_KEYS,
+    Config,
+    ListenerConfig,
+    did_you_mean,
+    is_loopback,
+    load_default,
+)
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .malloc import tune_malloc
 from .metrics import Metrics
@@ -364,6 +372,49 @@ class Gateway:
             out.append(t)
         return out
 
+    def _check_listener_keys(self, lc: ListenerConfig, types: list[ListenerType]) -> None:
+        """A listener's keys are core's and its protocols': on a shared port the union of
+        every selected protocol's. Anything else is a typo (``alow`` is a missing rule). A
+        protocol that declares no ``option_keys`` leaves unknown keys to its own check; even
+        then a near-miss of a core key is refused."""
+        known: set[str] = set()
+        judged = True
+        for t in types:
+            if t.option_keys is None:
+                judged = False
+            else:
+                known |= t.option_keys
+        for k in lc.options:
+            if k in known:
+                continue
+            if judged or did_you_mean(k, LISTENER_KEYS):
+                names = ", ".join(t.name for t in types) or "none installed"
+                raise ConfigError(
+                    f"{lc.path}.{k}",
+                    f"unknown key (core knows: {', '.join(sorted(LISTENER_KEYS))}; protocols "
+                    f"{names} know: {', '.join(sorted(known)) or 'no options'})"
+                    f"{did_you_mean(k, LISTENER_KEYS | known)}",
+                )
+
+    def _check_sections(self) -> None:
+        """Every top-level table belongs to core or to a loaded plugin."""
+        claimed: dict[str, str] = {}
+        for plugin, names in self._results(self.pm.hook.ugate_config_sections):
+            for n in names or []:
+                claimed[n] = plugin
+        idle = {p.name for p in self.plugins if not p.loaded} | set(
+            _plugins.installed_names()) - {p.name for p in self.plugins}
+        for name in self.config.sections:
+            if name in claimed:
+                continue
+            if name in idle:
+                log.warning("config_table_ignored table=%s reason='plugin %s is installed but "
+                            "not loaded'", name, name)
+                continue
+            known = ", ".join(sorted(CORE_SECTIONS | set(claimed)))
+            raise ConfigError(name, f"unknown table (known: {known})"
+                              f"{did_you_mean(name, CORE_SECTIONS | set(claimed))}")
+
     def check(self) -> None:
         """Validate the config against the loaded plugins (``ugate config check``)."""
         self.load()
@@ -372,21 +423,10 @@ class Gateway:
             if lc.default and lc.default not in {t.name for t in types}:
                 raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
                                   f"listener's protocols")
-            known: set[str] = set()
-            judged = True  # every protocol here declared its keys: unknown keys are typos
+            self._check_listener_keys(lc, types)
             for t in types:
                 if t.check_options is not None:
                     t.check_options(lc.options, lc.path)
-                if t.option_keys is None:
-                    judged = False
-                else:
-                    known |= t.option_keys
-            if judged:
-                for k in lc.options:
-                    if k not in known:
-                        names = ", ".join(t.name for t in types) or "none"
-                        raise ConfigError(f"{lc.path}.{k}", f"unknown key (protocols {names} "
-                                          f"know: {', '.join(sorted(known)) or 'no options'})")
             if len(types) == 1 and types[0].name == "tcp" and not lc.target:
                 raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
                                   "a fixed 'host:port'")
@@ -404,12 +444,25 @@ class Gateway:
                     f"'allow = [...]' to {lc.path} or a [[rules]] entry (clients, to) for it "
                     "(docs/security.md); refusing to run an open relay",
                 )
+        self._check_sections()
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
-        for name in {h.protocol for h in self.config.hosts}:
-            if name not in self.dialer_types:
+        for h in self.config.hosts:
+            path = f"hosts.{h.name!r}" if "." in h.name else f"hosts.{h.name}"
+            dialer = self.dialer_types.get(h.protocol)
+            if dialer is None:
                 have = ", ".join(sorted(self.dialer_types))
-                raise ConfigError("hosts", f"protocol {name!r} has no installed dialer "
-                                  f"(installed: {have})")
+                hint = did_you_mean(h.protocol, self.dialer_types)
+                raise ConfigError(f"{path}.protocol", f"{h.protocol!r} has no installed dialer "
+                                  f"(installed: {have}){hint}")
+            for i, e in enumerate(h.identities):
+                if e.kind not in dialer.verifies:
+                    can = ", ".join(sorted(dialer.verifies)) or "no identity at all"
+                    raise ConfigError(
+                        f"{path}.identity[{i}]",
+                        f"'{e.kind}:...' cannot be checked by protocol {h.protocol!r} (it "
+                        f"proves {can}): use a protocol that proves its peer (tls, hbone, "
+                        "ssh), or remove the identity",
+                    )
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -435,15 +488,15 @@ class Gateway:
                 types = [t for t in types if t.serve is not None]
                 ln = _Listener(self, lc, types)
                 if not types:
-                    log.warning("listener=%s no protocol plugins installed that can share a "
-                                "port; install e.g. ugate-socks or ugate-http", lc.name)
+                    log.warning("listener=%s no loaded protocol can share a port: %s",
+                                lc.name, self._why_no_protocols())
                 try:
                     ln.server = await asyncio.get_running_loop().create_server(
                         ln.make_protocol, lc.host, lc.port, backlog=4096, reuse_address=True
                     )
                 except OSError as e:
                     raise ConfigError(f"{lc.path}.listen", f"cannot listen on {lc.listen!r}: "
-                                      f"{e.strerror or e}") from None
+                                      f"{os.strerror(e.errno) if e.errno else e}") from None
                 self.listeners[lc.name] = ln
                 addrs = ln.addresses()
                 if len(addrs) == 1 and addrs[0][0] not in ("0.0.0.0", "::"):
@@ -464,11 +517,28 @@ class Gateway:
             raise
         names = [p.name for p in self.plugins if p.loaded and not p.builtin]
         if not names:
-            log.warning("no protocol plugins installed: only the built-in tcp forward works; "
-                        "pip install ugate-socks ugate-http ...")
+            log.warning("only the built-in tcp and tls protocols work: %s",
+                        self._why_no_protocols())
         self.ready = True
         if self._stop_requested:
             self.stop()
+
+    def _why_no_protocols(self) -> str:
+        """Why no plugin gives protocols: none installed, filtered out, or failed to load."""
+        seen = {p.name for p in self.plugins}
+        left_out = sorted(set(_plugins.installed_names()) - seen)
+        failed = sorted(p.name for p in self.plugins if not p.loaded)
+        if left_out:
+            env = os.environ.get("UGATE_PLUGINS")
+            pc = self.config.plugins
+            how = [f"UGATE_PLUGINS={env!r}"] if env is not None else []
+            how += [f"plugins.enable={list(pc.enable)}"] if pc.enable else []
+            how += [f"plugins.disable={list(pc.disable)}"] if pc.disable else []
+            return (f"installed but not selected ({', '.join(how) or 'filtered'}): "
+                    f"{', '.join(left_out)}")
+        if failed:
+            return f"failed to load (see 'ugate plugins'): {', '.join(failed)}"
+        return "no protocol plugins installed; pip install ugate-socks ugate-http ..."
 
     def addresses(self, listener: str) -> list[tuple[str, int]]:
         """Where ``listener`` is bound (read back a port 0)."""
@@ -706,6 +776,12 @@ class Gateway:
         if dialer is None:
             raise DialError("no_dialer", f"{dest.name}: protocol {dest.protocol!r} has no "
                             "installed dialer")
+        if dest.identities and not any(e.kind in dialer.verifies for e in dest.identities):
+            # the dialer would connect without checking anyone: an expected identity is
+            # never silently ignored
+            kinds = ", ".join(sorted({e.kind for e in dest.identities}))
+            raise DialError("identity", f"{dest.name}: protocol {dest.protocol!r} cannot "
+                            f"prove the expected identity ({kinds}); use tls, hbone or ssh")
         t = self.config.gateway.connect_timeout if timeout is None else timeout
         last: DialError | None = None
         for ep in dest.endpoints:

@@ -52,7 +52,10 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType] | None:
     Called once at start-up. The router picks the dialer whose ``name`` equals the
     ``protocol`` of the :class:`~ugate_core.Destination` that discovery returned, and awaits
     ``dial(request) -> Stream``; a dial raises :class:`~ugate_core.DialError` with a reason
-    on failure. Core provides ``tcp``.
+    on failure. A dialer that proves who answers lists the identity kinds it checks in
+    ``DialerType.verifies``: core never hands it a destination whose expected identities it
+    cannot check (reason ``identity``), and ``config check`` refuses such a ``hosts`` entry.
+    Core provides ``tcp`` (proves nothing) and ``tls`` (every kind).
     """
 
 
@@ -78,6 +81,23 @@ def ugate_round_tripper(gateway: Gateway) -> RoundTripper | None:
     First non-``None`` answer wins (``ugate-http`` provides one). Called once, on the first
     round trip. Its ``round_trip(HttpRequest) -> HttpResponse`` routes ``request.authority``
     through the gateway's discovery, policy and dialers and reuses upstream connections.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ugate_config_sections(gateway: Gateway) -> list[str] | None:
+    """Return the names of the top-level config tables this plugin reads (``["ssh"]``).
+
+    Called once by :meth:`Gateway.check` (``ugate config check``, and at start-up). A table
+    that neither core nor a loaded plugin claims is a config error with a did-you-mean (a
+    typo'd ``[identty]`` would otherwise be dropped in silence); a table named like an
+    installed plugin that is not loaded is only logged. The plugin reads its table with
+    ``gateway.config.section(name)`` and validates it itself.
     """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -18,6 +19,8 @@ import pluggy
 from stevedore import NamedExtensionManager
 
 from . import hookspecs
+from .config import did_you_mean
+from .errors import ConfigError
 
 log = logging.getLogger("ugate.plugins")
 
@@ -53,14 +56,36 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return d.metadata["Name"] or "", d.version or ""
 
 
+def installed_names() -> list[str]:
+    """The names of every installed plugin (entry points of the ``ugate`` group)."""
+    return sorted({ep.name for ep in metadata.entry_points(group=GROUP)})
+
+
+def _check_names(names: list[str], available: list[str], where: str, indexed: bool) -> None:
+    for i, n in enumerate(names):
+        if n not in available:
+            have = ", ".join(available) or "none"
+            raise ConfigError(f"{where}[{i}]" if indexed else where,
+                              f"{n!r} is not an installed plugin (installed: {have})"
+                              f"{did_you_mean(n, available)}")
+
+
 def selected_names(
     available: list[str], enable: tuple[str, ...] = (), disable: tuple[str, ...] = ()
 ) -> list[str]:
-    """Apply ``UGATE_PLUGINS`` (comma-separated allow-list), config enable and disable."""
+    """Apply ``UGATE_PLUGINS`` (comma-separated allow-list), config enable and disable.
+
+    A name that is not installed is a :class:`ConfigError` with a did-you-mean: a typo
+    would otherwise filter out the plugin it meant.
+    """
     env = os.environ.get("UGATE_PLUGINS")
     allow: set[str] | None = None
     if env is not None:
-        allow = {n.strip() for n in env.split(",") if n.strip()}
+        env_names = [n.strip() for n in env.split(",") if n.strip()]
+        _check_names(env_names, available, "UGATE_PLUGINS", False)
+        allow = set(env_names)
+    _check_names(list(enable), available, "plugins.enable", True)
+    _check_names(list(disable), available, "plugins.disable", True)
     if enable:
         allow = set(enable) if allow is None else allow & set(enable)
     return [n for n in available if (allow is None or n in allow) and n not in disable]
@@ -94,17 +119,19 @@ def load_plugins(
     # stevedore caches a group's entry points per process; plugins installed since (or a
     # changed sys.path) must be seen, and this runs once per gateway start
     NamedExtensionManager.ENTRY_POINT_CACHE.pop(GROUP, None)
-    mgr = (
-        NamedExtensionManager(
-            GROUP,
-            names=names,
-            name_order=True,
-            on_load_failure_callback=on_fail,
-            on_missing_entrypoints_callback=lambda _n: None,
+    with warnings.catch_warnings():
+        _quiet_import_warnings()
+        mgr = (
+            NamedExtensionManager(
+                GROUP,
+                names=names,
+                name_order=True,
+                on_load_failure_callback=on_fail,
+                on_missing_entrypoints_callback=lambda _n: None,
+            )
+            if names
+            else None
         )
-        if names
-        else None
-    )
     loaded: dict[str, Any] = {}
     if mgr is not None:
         for ext in mgr.extensions:
@@ -145,6 +172,17 @@ def _unknown_hooks(obj: Any) -> list[str]:
             if callable(fn) and hasattr(fn, hookspecs.PROJECT + "_impl"):
                 out.append(attr)
     return out
+
+
+def _quiet_import_warnings() -> None:
+    """Plugins' libraries still name cryptography's DSA types at import, deprecated since
+    cryptography 46 (dnspython's ``dnssecalgs``, asyncssh's key modules): loading the plugins
+    printed nine warning lines into every program that embeds a gateway, about nothing its
+    author can change. Only those, only while plugins are imported."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                            module=r"(dns|asyncssh)\.")
 
 
 def _core_version() -> str:

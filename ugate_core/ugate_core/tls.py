@@ -37,7 +37,14 @@ from .ids import expected_identities_for, remember_key
 from .metrics import Metrics
 from .router import is_ip
 from .stream import StreamMeta, TcpStream
-from .types import DialerType, DialRequest, ExpectedIdentity, ListenerType, RunningListener
+from .types import (
+    IDENTITY_KINDS,
+    DialerType,
+    DialRequest,
+    ExpectedIdentity,
+    ListenerType,
+    RunningListener,
+)
 from .verify import leaf_id, peer_certificates, verified_spiffe
 
 if TYPE_CHECKING:
@@ -443,4 +450,5 @@ def dialer_type() -> DialerType:
         "tls", dial_tls,
         "TLS with the workload certificate; the server must prove the expected identity "
         "(<id>.m names, TLSA/K8s/xDS identities)",
+        verifies=frozenset(IDENTITY_KINDS),
     )

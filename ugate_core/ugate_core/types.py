@@ -142,9 +142,12 @@ class ListenerType:
     #: front prefers the one whose wish matches whether the client presented a certificate:
     #: True (mesh peers: HBONE), False (browsers, curl: HTTPS), None (no preference)
     tls_client_cert: bool | None = None
-    #: the listener keys this protocol reads. When every protocol of a listener declares its
-    #: keys, core rejects any other key as a typo; ``None`` leaves unknown keys unjudged.
-    option_keys: frozenset[str] | None = None
+    #: the listener keys this protocol reads besides core's. Core rejects any key that
+    #: neither core nor a protocol of the listener declares (a typo'd ``allow`` would be a
+    #: silently missing rule); the default declares none. ``None`` opts out: the protocol
+    #: judges unknown keys in ``check_options`` itself, and on a shared port with it core
+    #: then refuses only near-misses of its own keys.
+    option_keys: frozenset[str] | None = frozenset()
     description: str = ""
     #: filled in by the plugin loader
     plugin: str = ""
@@ -184,6 +187,11 @@ class DialerType:
     name: str
     dial: Dial
     description: str = ""
+    #: the :data:`IDENTITY_KINDS` this dialer proves on its peer. A destination that expects
+    #: identities none of which it can prove is never dialed (reason ``identity``), and a
+    #: ``hosts`` entry naming a kind it cannot prove is a config error: an expected identity
+    #: is never silently ignored. Empty: it proves nothing (``tcp``).
+    verifies: frozenset[str] = frozenset()
     plugin: str = ""
 
 

@@ -12,6 +12,11 @@ log = logging.getLogger("ugate.dns")
 
 
 @hookimpl
+def ugate_config_sections() -> list[str]:
+    return ["dns"]
+
+
+@hookimpl
 def ugate_discovery(gateway: Gateway) -> list[Discovery]:
     return [DnsDiscovery.for_gateway(gateway)]
 

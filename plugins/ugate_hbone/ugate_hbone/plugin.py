@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ugate_core import DialerType, Gateway, ListenerType, hookimpl
+from ugate_core import IDENTITY_KINDS, DialerType, Gateway, ListenerType, hookimpl
 
 from .dialer import close_pool, dial_hbone, dial_hbonec
 from .listener import OPTION_KEYS, check_options, start_hbone_listener
@@ -50,10 +50,16 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
     settings_of(gateway)  # validates [hbone] when plugins load ('ugate config check' too)
     return [
         DialerType("hbone", dial_hbone, "HTTP/2 CONNECT over mTLS through a peer gateway or "
-                   "ztunnel (endpoint port 15008); pooled connections"),
+                   "ztunnel (endpoint port 15008); pooled connections",
+                   verifies=frozenset(IDENTITY_KINDS)),
         DialerType("hbonec", dial_hbonec, "HTTP/2 CONNECT over plaintext h2c through a peer "
                    "(trusted networks only)"),
     ]
+
+
+@hookimpl
+def ugate_config_sections() -> list[str]:
+    return ["hbone"]
 
 
 @hookimpl

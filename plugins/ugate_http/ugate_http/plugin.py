@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ugate_core import ListenerType, hookimpl
 
-from .options import check_options, has_auth
+from .options import KEYS, check_options, has_auth
 from .proxy import close_state, serve
 from .roundtripper import GatewayRoundTripper
 from .sniff import sniff
@@ -26,6 +26,7 @@ def ugate_listener_types() -> list[ListenerType]:
             relays=True,
             has_auth=has_auth,
             check_options=check_options,
+            option_keys=frozenset(KEYS),
             # behind the TLS front: h2 from clients without a certificate (browsers, curl);
             # mesh peers with one go to HBONE
             alpn=("h2",),
@@ -35,6 +36,11 @@ def ugate_listener_types() -> list[ListenerType]:
             "ALPN)",
         )
     ]
+
+
+@hookimpl
+def ugate_config_sections() -> list[str]:
+    return ["http"]  # the round tripper's options
 
 
 @hookimpl

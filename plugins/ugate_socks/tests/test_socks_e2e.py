@@ -392,6 +392,7 @@ async def test_bad_options_name_the_key(start_gateway: StartGateway) -> None:
     with pytest.raises(ConfigError, match=r"^listeners\.s\.users\.alice: int value: the password "
                        "must be a string$"):
         await start_gateway(BASE + socks_listener("s", "users = { alice = 3 }"))
-    with pytest.raises(ConfigError, match=r"^listeners\.s\.user: unknown key; did you mean "
-                       "'users'\\?$"):
+    with pytest.raises(ConfigError, match=r"^listeners\.s\.user: unknown key \(core knows: "
+                       r"allow, .*; protocols socks5 know: users, users_file\); did you mean "
+                       r"'users'\?$"):
         await start_gateway(BASE + socks_listener("s", 'user = { alice = "x" }'))

@@ -189,3 +189,21 @@ def test_id_list_total(values: list[str]) -> None:
         assert str(e).startswith("allow_ids[")
     else:
         assert all(i.isupper() or i.isdigit() for i in ids)
+
+
+async def test_reverse_dial_refuses_a_forward_that_is_not_the_expected_identity() -> None:
+    """ssh-reverse proves ``id`` only by comparing the forwarding client's verified ID with
+    what the destination expects (a hosts entry may name another ID than its endpoint)."""
+    from ugate_core import Destination, DialError, DialRequest, Endpoint, ExpectedIdentity
+    from ugate_ssh.reverse import Forward, ReverseRegistry, dial_reverse
+
+    reg = ReverseRegistry()
+    conn: asyncssh.SSHServerConnection = None  # type: ignore[assignment]  # never reached
+    reg.add(Forward(conn=conn, peer_id="AAAA", fqdn="aaaa.m", listen_host="", port=22))
+    dest = Destination("aaaa.m", (Endpoint("aaaa.m"),), protocol="ssh-reverse",
+                       identities=(ExpectedIdentity("id", "BBBB"),))
+    req = DialRequest(None, dest, dest.endpoints[0], 22, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(DialError) as ei:
+        await dial_reverse(reg, req)
+    assert ei.value.reason == "identity"
+    assert "id:AAAA" in str(ei.value)

@@ -18,7 +18,7 @@ from ugate_core import (
 )
 
 from .reverse import ReverseDiscovery, dial_reverse
-from .server import check_options, has_auth, sniff
+from .server import OPTION_KEYS, check_options, has_auth, sniff
 from .state import SshState
 
 if logging.getLogger("asyncssh").level == logging.NOTSET:
@@ -49,6 +49,7 @@ def ugate_listener_types() -> list[ListenerType]:
             relays=True,
             has_auth=has_auth,
             check_options=check_options,
+            option_keys=frozenset(OPTION_KEYS),
             description="SSH server (public keys, mesh IDs, OpenSSH certificates): "
             "direct-tcpip (-W/-L/-D/-J) and tcpip-forward (-R) by mesh name",
         )
@@ -59,10 +60,17 @@ def ugate_listener_types() -> list[ListenerType]:
 def ugate_dialer_types() -> list[DialerType]:
     return [
         DialerType("ssh", _dial_ssh, "direct-tcpip channel over a pooled SSH connection to "
-                   "the endpoint (a gateway or sshd), host key checked against the identity"),
+                   "the endpoint (a gateway or sshd), host key checked against the identity",
+                   verifies=frozenset({"id", "spki_sha256"})),
         DialerType("ssh-reverse", _dial_reverse, "forwarded-tcpip channel back to an SSH "
-                   "client that asked for tcpip-forward (ssh -R)"),
+                   "client that asked for tcpip-forward (ssh -R)",
+                   verifies=frozenset({"id"})),
     ]
+
+
+@hookimpl
+def ugate_config_sections() -> list[str]:
+    return ["ssh"]
 
 
 @hookimpl

@@ -135,6 +135,10 @@ async def dial_reverse(registry: ReverseRegistry, req: DialRequest) -> Stream:
         have = sorted(f.port for f in registry.by_name.get(name, []))
         raise DialError("refused", f"{name}:{req.port}: no reverse forward for this port "
                         f"(forwarded: {', '.join(map(str, have)) or 'none'})")
+    ids = [e.value.upper().rstrip("=") for e in req.destination.identities if e.kind == "id"]
+    if req.destination.identities and fwd.peer_id.upper() not in ids:
+        raise DialError("identity", f"{name}:{req.port}: the forwarding client is "
+                        f"id:{fwd.peer_id}, not one of the expected identities")
     src = req.source
     orig = src.remote if src is not None and src.remote else ("127.0.0.1", 0)
     meta = StreamMeta(protocol="ssh-reverse", peer_id=fwd.peer_id,

@@ -1,0 +1,242 @@
+"""Every documented example runs as written (issue #24).
+
+* Every ```toml block of ``README.md``, ``docs/*.md`` and ``plugins/*/README.md`` goes through
+  ``ugate config check`` (in-process, the same ``main``). A block that is not a ugate config,
+  or needs something first, says so in a marker on the line right above its fence:
+
+  ``<!-- docs-test: not-config -->``  not a ugate config (a ``pyproject.toml``): skipped;
+  ``<!-- docs-test: config file=NAME needs=PATH,... placeholders -->``  ``file``: the name a
+  shell block of the same page uses for it; ``needs``: files the page's steps create first
+  (the test creates them empty in its directory and points the config there);
+  ``placeholders``: every ``<...>`` is replaced by a real mesh ID (lower case where the
+  placeholder says "lower case").
+
+  HOME is a temporary directory.
+* Every Python example file (``docs/examples/*.py``, ``plugins/*/examples/*.py``) runs, exits
+  0 and prints no warning.
+* A snippet marked ``<!-- docs-test: excerpt of=FILE -->`` is made only of FILE's lines.
+* Shell blocks marked ``<!-- docs-test: shell ports=15008,15000,... -->`` run with bash, in a
+  temporary directory holding the page's ``file=`` configs, ``.venv`` (a link to this
+  checkout's) and ``default.toml`` (the embedded default). What the test changes, and only
+  that: each listed port becomes a free port, in the script and in the configs (a test never
+  binds a fixed port); each directory in ``dirs=`` becomes one inside the test's;
+  ``make run`` becomes ``ugate run -c default.toml``; ``pip install`` and
+  ``apt-get install`` lines are dropped (``scripts/setup.sh`` installed those). The script runs
+  with ``set -euo pipefail`` and a ``.curlrc`` with ``--fail``, so an HTTP error or a failed
+  command fails the test; background jobs are killed at the end. The examples themselves
+  wait for what they start (``/readyz``, ``curl --retry-connrefused``), they do not sleep.
+  ``tools=a,b`` on the marker names the programs it needs besides curl (a missing one fails
+  in CI, see ``require_peer``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ugate_core.testing import free_port, require_peer
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "docs/examples").glob("*/README.md")),
+    *sorted((REPO / "plugins").glob("*/README.md")),
+]
+MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[\w-]+)(?P<args>.*?)\s*-->\s*$")
+FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int
+    lang: str
+    text: str
+    kind: str = ""
+    args: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(REPO)}:{self.line}"
+
+
+def _args(s: str) -> dict[str, str]:
+    out = {}
+    for word in s.split():
+        k, _, v = word.partition("=")
+        out[k] = v
+    return out
+
+
+def blocks(page: Path) -> list[Block]:
+    lines = page.read_text(encoding="utf-8").split("\n")
+    out: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m and m.group("lang"):
+            indent = len(m.group("indent"))
+            j = i + 1
+            while not lines[j].strip().startswith("```"):
+                j += 1
+            b = Block(page, i + 1, m.group("lang"), "\n".join(x[indent:] for x in lines[i + 1:j])
+                      + "\n")
+            mm = MARKER.match(lines[i - 1]) if i else None
+            if mm:
+                b.kind, b.args = mm.group("kind"), _args(mm.group("args"))
+            out.append(b)
+            i = j
+        i += 1
+    return out
+
+
+ALL = [b for p in PAGES for b in blocks(p)]
+TOML = [b for b in ALL if b.lang == "toml"]
+SHELL = [b for b in ALL if b.kind == "shell"]
+
+
+def test_markers_are_known() -> None:
+    """A typo'd marker must not turn a test off in silence."""
+    for b in ALL:
+        assert b.kind in ("", "not-config", "config", "shell", "excerpt"), \
+            f"{b.where}: {b.kind!r}"
+        assert not (b.kind == "shell" and b.lang != "sh"), b.where
+    for p in PAGES:
+        for n, ln in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
+            if "docs-test:" in ln:
+                assert MARKER.match(ln), f"{p}:{n}: malformed marker {ln!r}"
+    assert len(TOML) >= 10 and len(SHELL) >= 4
+
+
+def _mesh_id() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ugate_core import id_of_public_key
+
+    return id_of_public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def prepared(b: Block, where: Path) -> str:
+    """The block's TOML as the page's steps leave it: needed files exist, IDs filled in."""
+    text = b.text
+    for need in filter(None, b.args.get("needs", "").split(",")):
+        local = where / Path(need).name
+        local.touch()
+        text = text.replace(need, str(local))
+    if "placeholders" in b.args:
+        ident = _mesh_id()
+        text = re.sub(r"<[^<>\n]*>", lambda m: ident.lower() if "lower case" in m.group(0)
+                      else ident, text)
+    return text
+
+
+@pytest.mark.parametrize("block", TOML, ids=[b.where for b in TOML])
+def test_toml_block_passes_config_check(
+    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if block.kind == "not-config":
+        pytest.skip("marked: not a ugate config")
+    from ugate_core.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("UGATE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("UGATE_PLUGINS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "block.toml"
+    cfg.write_text(prepared(block, tmp_path))
+    rc = main(["--log-level", "warning", "config", "check", str(cfg)])
+    out = capsys.readouterr()
+    assert rc == 0, f"{block.where}: {out.err}"
+    assert "WARNING" not in out.err, f"{block.where}: {out.err}"
+
+
+EXAMPLES = sorted([*(REPO / "docs/examples").glob("*.py"),
+                   *(REPO / "plugins").glob("*/examples/*.py")])
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(REPO)) for p in EXAMPLES])
+def test_python_example_runs(path: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "UGATE_STATE_DIR": str(tmp_path)}
+    env.pop("PYTHONWARNINGS", None)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr, out.stderr
+
+
+def shell_script(b: Block, tmp: Path) -> str:
+    """The block as the test runs it (see the module docstring for every change)."""
+    ports = {p: free_port() for p in b.args.get("ports", "").split(",") if p}
+
+    dirs = {d: str(tmp / Path(d).name) for d in b.args.get("dirs", "").split(",") if d}
+
+    def sub(text: str) -> str:
+        for old, new in ports.items():
+            text = re.sub(rf"(?<!\d){old}(?!\d)", str(new), text)
+        for old_dir, new_dir in dirs.items():
+            text = text.replace(old_dir, new_dir)
+        return text
+
+    from ugate_core.config import default_text
+
+    (tmp / "default.toml").write_text(sub(default_text()))
+    for other in blocks(b.page):
+        if other.lang == "toml" and "file" in other.args:
+            (tmp / other.args["file"]).write_text(sub(other.text))
+    (tmp / ".venv").symlink_to(REPO / ".venv")
+    (tmp / ".curlrc").write_text("fail\nshow-error\nmax-time = 30\n")
+    body = [ln for ln in b.text.split("\n")
+            if not re.match(r"\s*(pip|apt-get) install\b", ln)]
+    script = sub("\n".join(body)).replace("make run", "ugate run -c default.toml")
+    return ("set -euo pipefail\n"
+            "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+            f"export PATH={REPO / '.venv/bin'}:$PATH\n" + script)
+
+
+@pytest.mark.parametrize("block", SHELL, ids=[b.where for b in SHELL])
+def test_shell_example_runs(block: Block, tmp_path: Path) -> None:
+    for tool in ("curl", "python3", *block.args.get("tools", "").split(",")):
+        if tool:
+            require_peer(tool)
+    script = shell_script(block, tmp_path)
+    env = {**os.environ, "HOME": str(tmp_path), "UGATE_STATE_DIR": str(tmp_path / "state"),
+           "CURL_HOME": str(tmp_path)}
+    env.pop("UGATE_PLUGINS", None)
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{block.where}: still running after 60 s\n{script}\n{out}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # whatever the script left behind
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, f"{block.where}: exit {proc.returncode}\n{script}\n{out}"
+
+
+def test_embedding_snippets_are_excerpts_of_runnable_files() -> None:
+    """A block marked ``excerpt of=FILE`` is made of lines of FILE (which runs, above), so a
+    snippet on a page cannot drift from the program it is cut from."""
+    found = 0
+    for b in ALL:
+        if b.kind == "excerpt":
+            found += 1
+            src = {ln.strip() for ln in (REPO / b.args["of"]).read_text().split("\n")}
+            for ln in b.text.split("\n"):
+                if ln.strip() and ln.strip() != "...":
+                    assert ln.strip() in src, f"{b.where}: {ln!r} is not in {b.args['of']}"
+    assert found >= 2
