@@ -29,7 +29,9 @@ from ugate_core import (
     format_hostport,
 )
 
+from . import algorithms
 from .adapters import ChannelStream, StreamTransport
+from .algorithms import algorithms_mode
 from .auth import Accepted, AuthPolicy, Refused, evaluate
 from .keys import fqdn_of_id, id_list, load_key_list
 from .limits import AUTH_FAIL, AUTH_TIMEOUT, NO_AUTH, SourceLimits, SourceTable, source_of
@@ -59,7 +61,7 @@ OPTION_KEYS = {
     "max_unauthenticated", "remote_forward", "keepalive_interval", "host_key",
     "max_unauthenticated_per_source", "source_prefix_v4", "source_prefix_v6",
     "penalty_auth_fail", "penalty_no_auth", "penalty_auth_timeout", "penalty_min",
-    "penalty_max", "penalty_max_sources",
+    "penalty_max", "penalty_max_sources", "algorithms",
 }
 
 
@@ -74,6 +76,8 @@ class ServerSettings:
     remote_forward: bool = True
     keepalive_interval: float = 60.0
     host_key: str = ""
+    #: :mod:`.algorithms` mode: ``hardened`` or ``legacy``
+    algorithms: str = "hardened"
 
 
 def _num(o: Mapping[str, Any], k: str, path: str, default: float, lo: float) -> float:
@@ -133,6 +137,7 @@ def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
         raise ConfigError(f"{path}.host_key", f"{hk!r} is not a file name")
     at = o.get("auth_timeout")
     return ServerSettings(
+        algorithms=algorithms_mode(o.get("algorithms", "hardened"), f"{path}.algorithms"),
         policy=AuthPolicy(
             keys=tuple(e for e in keys if not e.ca),
             cas=tuple(cas) + tuple(e for e in keys if e.ca),
@@ -323,6 +328,7 @@ class SshServer:
             login_timeout=at + 5,  # backstop: ours below fires first and says why
             keepalive_interval=settings.keepalive_interval,
             server_version="ugate",
+            **algorithms.options(settings.algorithms),
         )
         if settings.policy.empty:
             log.warning("ssh_no_clients listener=%s detail=%r", ctx.name,
