@@ -168,7 +168,7 @@ async def test_banner_flood_from_one_source_does_not_lock_out_another(
     logs in with OpenSSH mid-flood."""
     gw, port, kh = await start(start_gateway, openssh,
                                f'authorized_keys = ["{openssh.pub("alice")}"]')
-    async with BannerFlood(port, count=1500) as flood:
+    async with BannerFlood(port, count=3000) as flood:
         await flood.wait_started()
         assert flood.task is not None and not flood.task.done()  # still flooding
         rc, out, err = await fetch(openssh, port, "alice", kh, http_upstream, n=5000)
