@@ -189,8 +189,40 @@ def load_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
                 os.unlink(path)
 
 
-def _base(ctx: ssl.SSLContext, alpn: Sequence[str] | None) -> ssl.SSLContext:
+#: TLS 1.2 cipher suites where 1.2 remains (public certificates on the TLS front): ECDHE key
+#: exchange with an AEAD cipher only; no CBC (``-SHA``, ``-SHA256``, ``-SHA384``), no RSA key
+#: exchange, no DHE. TLS 1.3's suites are all AEAD and are not affected by this list.
+PUBLIC_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def _mesh(ctx: ssl.SSLContext, alpn: Sequence[str] | None) -> ssl.SSLContext:
+    """What every identity (mesh, mTLS) context shares: TLS 1.3 only, no resumption.
+
+    TLS 1.3 only, because TLS 1.2 resumes by session ID from OpenSSL's server-side cache
+    (Python cannot turn that cache off) and offers CBC suites; a resumed session skips the
+    certificate and its CertificateVerify, so the peer would not prove its key again. TLS 1.3
+    resumes only with tickets, and servers issue none (``num_tickets = 0``). HBONE (Istio's
+    ztunnel, Envoy in ambient mode) and Go's crypto/tls speak TLS 1.3.
+    """
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.options |= ssl.OP_NO_TICKET
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def public_server_context(cert_file: str, key_file: str,
+                          alpn: Sequence[str] | None = None) -> ssl.SSLContext:
+    """A server context for a configured (public, CA-issued) certificate on the TLS front.
+
+    It authenticates no client, so it keeps TLS 1.2 for older HTTPS clients, with
+    :data:`PUBLIC_TLS12_CIPHERS` only, and OpenSSL's usual session resumption (tickets and
+    session IDs): resuming skips nothing that decides who the client is.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(PUBLIC_TLS12_CIPHERS)
+    ctx.load_cert_chain(cert_file, key_file)
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
@@ -204,32 +236,34 @@ def server_context(
     *,
     require_client_cert: bool = False,
 ) -> ssl.SSLContext:
-    """A server context that presents our chain and asks for (or requires) a client cert.
+    """A server context that presents our chain and asks for (or requires) a client cert;
+    TLS 1.3 only, no resumption (:func:`_mesh`).
 
     OpenSSL accepts client certificates that chain to the anchor or to ``trust_pem``; which
     key the client holds is checked after the handshake (``verify_peer``).
     """
-    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), alpn)
+    ctx = _mesh(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), alpn)
     load_chain(ctx, chain_pem, key_pem)
     ctx.load_verify_locations(cadata=(anchor_pem() + trust_pem).decode("ascii"))
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     ctx.check_hostname = False
-    # no session tickets: every connection proves its key again (and renewal stays simple)
+    # no resumption: every connection proves its key again (and renewal stays simple)
     ctx.num_tickets = 0
-    ctx.options |= ssl.OP_NO_TICKET
     return ctx
 
 
 def client_context(
     chain_pem: bytes, key_pem: bytes, alpn: Sequence[str] | None = None
 ) -> ssl.SSLContext:
-    """A client context that presents our chain and lets OpenSSL accept any server cert.
+    """A client context that presents our chain and lets OpenSSL accept any server cert;
+    TLS 1.3 only (:func:`_mesh`; a client resumes only when given a session, which ugate
+    never does).
 
     ``CERT_NONE`` here is not "no verification": OpenSSL still verifies the server's
     handshake signature with the key in its certificate; the caller must then check that key
     (``verify_peer``) before sending a byte. Self-signed peers (Go meshauth) pass this way.
     """
-    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), alpn)
+    ctx = _mesh(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), alpn)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     load_chain(ctx, chain_pem, key_pem)

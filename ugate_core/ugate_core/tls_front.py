@@ -7,8 +7,10 @@ A connection whose first bytes are a TLS record is handled here:
    through the router: the client sees the destination's own certificate.
 3. An SNI that is ours — one of this workload's FQDNs or its VIP, a ``terminate`` pattern, a
    name of a configured certificate, or no SNI at all — is terminated with the workload
-   certificate (or the configured one), asking for an optional client certificate; the
-   client's verified mesh ID becomes ``meta.peer_id``.
+   certificate (TLS 1.3 only, no resumption), asking for an optional client certificate; the
+   client's verified mesh ID becomes ``meta.peer_id``. A configured certificate's name gets
+   :func:`~ugate_core.certs.public_server_context` instead: TLS 1.2 with ECDHE + AEAD suites
+   too, no client certificate (docs/identity.md, "TLS versions").
 4. Anything else gets a TLS ``unrecognized_name`` alert, a close and a counter.
 
 After termination the decrypted stream goes to the protocol serving the negotiated ALPN
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .certs import public_server_context
 from .errors import ConfigError, ProtocolError
 from .router import match_name
 from .sniff import sniff_stream
@@ -124,10 +127,7 @@ class _Front:
             for c in self.opts.certificates:
                 if any(match_name(n, sni) for n in c.names):
                     if c.context is None:
-                        cx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                        cx.load_cert_chain(c.cert, c.key)
-                        cx.set_alpn_protocols(self.alpn)
-                        c.context = cx
+                        c.context = public_server_context(c.cert, c.key, self.alpn)
                     return c.context
         if self._default is None:
             self._default = self.ctx.gateway.identity.server_ssl_context(

@@ -29,15 +29,17 @@ async def get(gw: object, address: str, n: int) -> bytes:
     return body_of(data)
 
 
-async def gateway_via(start_gateway: StartGateway, sshd: Sshd, peer_id: str = "") -> Gateway:
+async def gateway_via(start_gateway: StartGateway, sshd: Sshd, peer_id: str = "",
+                      ssh_extra: str = "") -> Gateway:
     """A gateway that routes 127.0.0.1 through ``sshd`` (expecting its ID, or ``peer_id``),
-    and sshd started, accepting the gateway's key."""
+    and sshd started, accepting the gateway's key. ``ssh_extra``: more ``[ssh]`` lines."""
     peer_id = peer_id or mesh_id(asyncssh.read_public_key(str(sshd.host_key) + ".pub"))
     gw = await start_gateway(f"""
 [admin]
 listen = ""
 [ssh]
 user = "{getpass.getuser()}"
+{ssh_extra}
 [hosts."127.0.0.1"]
 endpoints = ["127.0.0.1:{sshd.port}"]
 protocol = "ssh"

@@ -43,7 +43,9 @@ from ugate_core import (
 )
 from ugate_core.config import parse_identity
 
+from . import algorithms
 from .adapters import ChannelStream, StreamTransport
+from .algorithms import algorithms_mode
 from .keys import mesh_id, spki_sha256
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ log = logging.getLogger("ugate.ssh")
 MAX_DEPTH = 4
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("ugate_ssh_depth", default=0)
 
-SECTION_KEYS = {"user", "key", "keepalive_interval", "upstreams"}
+SECTION_KEYS = {"user", "key", "keepalive_interval", "upstreams", "algorithms"}
 UPSTREAM_KEYS = {"address", "identity", "user", "forward"}
 
 
@@ -77,6 +79,8 @@ class ClientSettings:
     key: str = ""
     keepalive_interval: float = 30.0
     upstreams: tuple[Upstream, ...] = ()
+    #: :mod:`.algorithms` mode: ``hardened`` or ``legacy``
+    algorithms: str = "hardened"
 
 
 def parse_section(sec: Mapping[str, Any], listeners: set[str]) -> ClientSettings:
@@ -138,7 +142,8 @@ def parse_section(sec: Mapping[str, Any], listeners: set[str]) -> ClientSettings
         if not isinstance(uu, str) or not uu:
             raise ConfigError(f"{p}.user", f"{uu!r} is not a user name")
         out.append(Upstream(addr, host, port, idents, uu, forward))
-    return ClientSettings(user, key, float(ka), tuple(out))
+    return ClientSettings(user, key, float(ka), tuple(out),
+                          algorithms_mode(sec.get("algorithms", "hardened"), "ssh.algorithms"))
 
 
 # ---------------------------------------------------------------------------- host keys
@@ -288,6 +293,7 @@ class SshClientPool:
                 keepalive_interval=self.settings.keepalive_interval,
                 keepalive_count_max=3,
                 client_version="ugate",
+                **algorithms.options(self.settings.algorithms, client=True),
             ), timeout)
         except asyncssh.HostKeyNotVerifiable as e:
             stream.abort()

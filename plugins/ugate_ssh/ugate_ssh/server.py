@@ -29,9 +29,12 @@ from ugate_core import (
     format_hostport,
 )
 
+from . import algorithms
 from .adapters import ChannelStream, StreamTransport
+from .algorithms import algorithms_mode
 from .auth import Accepted, AuthPolicy, Refused, evaluate
 from .keys import fqdn_of_id, id_list, load_key_list
+from .limits import AUTH_FAIL, AUTH_TIMEOUT, NO_AUTH, SourceLimits, SourceTable, source_of
 from .reverse import Forward, VirtualListener, register_name
 
 if TYPE_CHECKING:
@@ -56,6 +59,9 @@ def sniff(prefix: bytes) -> Sniff:
 OPTION_KEYS = {
     "authorized_keys", "ca_keys", "principals", "allow_ids", "auth_timeout", "max_channels",
     "max_unauthenticated", "remote_forward", "keepalive_interval", "host_key",
+    "max_unauthenticated_per_source", "source_prefix_v4", "source_prefix_v6",
+    "penalty_auth_fail", "penalty_no_auth", "penalty_auth_timeout", "penalty_min",
+    "penalty_max", "penalty_max_sources", "algorithms",
 }
 
 
@@ -66,9 +72,12 @@ class ServerSettings:
     auth_timeout: float | None = None
     max_channels: int = 256
     max_unauthenticated: int = 64
+    sources: SourceLimits = field(default_factory=SourceLimits)
     remote_forward: bool = True
     keepalive_interval: float = 60.0
     host_key: str = ""
+    #: :mod:`.algorithms` mode: ``hardened`` or ``legacy``
+    algorithms: str = "hardened"
 
 
 def _num(o: Mapping[str, Any], k: str, path: str, default: float, lo: float) -> float:
@@ -78,11 +87,28 @@ def _num(o: Mapping[str, Any], k: str, path: str, default: float, lo: float) -> 
     return float(v)
 
 
-def _int(o: Mapping[str, Any], k: str, path: str, default: int, lo: int) -> int:
+def _int(o: Mapping[str, Any], k: str, path: str, default: int, lo: int,
+         hi: int | None = None) -> int:
     v = o.get(k, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{path}.{k}", f"{v!r} is not an integer >= {lo}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ConfigError(f"{path}.{k}", f"{v!r} is not an integer >= {lo}"
+                          + (f" and <= {hi}" if hi is not None else ""))
     return v
+
+
+def _source_limits(o: Mapping[str, Any], path: str) -> SourceLimits:
+    d = SourceLimits()
+    return SourceLimits(
+        max_per_source=_int(o, "max_unauthenticated_per_source", path, d.max_per_source, 1),
+        prefix_v4=_int(o, "source_prefix_v4", path, d.prefix_v4, 0, 32),
+        prefix_v6=_int(o, "source_prefix_v6", path, d.prefix_v6, 0, 128),
+        penalty_auth_fail=_num(o, "penalty_auth_fail", path, d.penalty_auth_fail, 0),
+        penalty_no_auth=_num(o, "penalty_no_auth", path, d.penalty_no_auth, 0),
+        penalty_auth_timeout=_num(o, "penalty_auth_timeout", path, d.penalty_auth_timeout, 0),
+        penalty_min=_num(o, "penalty_min", path, d.penalty_min, 0.001),
+        penalty_max=_num(o, "penalty_max", path, d.penalty_max, 0),
+        max_sources=_int(o, "penalty_max_sources", path, d.max_sources, 1),
+    )
 
 
 def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
@@ -111,6 +137,7 @@ def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
         raise ConfigError(f"{path}.host_key", f"{hk!r} is not a file name")
     at = o.get("auth_timeout")
     return ServerSettings(
+        algorithms=algorithms_mode(o.get("algorithms", "hardened"), f"{path}.algorithms"),
         policy=AuthPolicy(
             keys=tuple(e for e in keys if not e.ca),
             cas=tuple(cas) + tuple(e for e in keys if e.ca),
@@ -120,6 +147,7 @@ def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
         auth_timeout=None if at is None else _num(o, "auth_timeout", path, 10.0, 0.1),
         max_channels=_int(o, "max_channels", path, 256, 1),
         max_unauthenticated=_int(o, "max_unauthenticated", path, 64, 1),
+        sources=_source_limits(o, path),
         remote_forward=rf,
         keepalive_interval=_num(o, "keepalive_interval", path, 60.0, 0),
         host_key=hk,
@@ -278,6 +306,7 @@ class SshServer:
         self.options = options
         self.name = ctx.name
         self.unauthenticated = 0
+        self.sources = SourceTable(settings.sources)
         self.connections: set[_ServerConnection] = set()
 
     @classmethod
@@ -299,6 +328,7 @@ class SshServer:
             login_timeout=at + 5,  # backstop: ours below fires first and says why
             keepalive_interval=settings.keepalive_interval,
             server_version="ugate",
+            **algorithms.options(settings.algorithms),
         )
         if settings.policy.empty:
             log.warning("ssh_no_clients listener=%s detail=%r", ctx.name,
@@ -307,19 +337,24 @@ class SshServer:
 
     async def serve(self, stream: Stream, ctx: ListenerContext) -> None:
         s = self.settings
-        if self.unauthenticated >= s.max_unauthenticated:
-            ctx.reject("max_unauthenticated", f"{self.unauthenticated} connections are "
-                       f"authenticating (max_unauthenticated={s.max_unauthenticated})",
-                       stream.meta)
+        loop = asyncio.get_running_loop()
+        source = source_of(stream.meta.remote, s.sources.prefix_v4, s.sources.prefix_v6)
+        refused = self.sources.refusal(source, loop.time())
+        if refused is None and self.unauthenticated >= s.max_unauthenticated:
+            refused = ("max_unauthenticated", f"{self.unauthenticated} connections are "
+                       f"authenticating (max_unauthenticated={s.max_unauthenticated})")
+        if refused is not None:
+            ctx.reject(*refused, stream.meta)
             stream.abort()
             return
-        loop = asyncio.get_running_loop()
         stream.meta.protocol = "ssh"
         conn = _ServerConnection(loop, self.options)
         st = _ConnState(self, ctx, stream.meta, loop.create_future())
         conn.ugate = st
         self.unauthenticated += 1
+        self.sources.opened(source)
         counted = True
+        outcome: str | None = None  # how an unauthenticated connection ended, for penalties
         self.connections.add(conn)
         try:
             StreamTransport(stream, conn).start()
@@ -331,14 +366,18 @@ class SshServer:
                 if st.refusal is not None:
                     detail += f" (last refusal: {st.refusal.reason}: {st.refusal.detail})"
                 ctx.reject("auth_timeout", detail, stream.meta)
+                outcome = AUTH_TIMEOUT
                 conn.abort()
                 return
             self.unauthenticated -= 1
+            self.sources.closed(source)
             counted = False
             if not ok:
                 if st.refusal is not None:
+                    outcome = AUTH_FAIL
                     ctx.reject(st.refusal.reason, st.refusal.detail, stream.meta)
                 else:
+                    outcome = NO_AUTH
                     ctx.reject("auth_none", "client left before offering an acceptable key",
                                stream.meta)
                 return
@@ -349,11 +388,20 @@ class SshServer:
         finally:
             if counted:
                 self.unauthenticated -= 1
+                self.sources.closed(source)
+            if outcome is not None:
+                self._penalize(source, outcome, loop.time())
             self.connections.discard(conn)
             for t in list(st.tasks):
                 t.cancel()
             if not conn.is_closed():
                 conn.abort()
+
+    def _penalize(self, source: str, outcome: str, now: float) -> None:
+        secs = self.sources.penalize(source, outcome, now)
+        if secs:
+            log.info("ssh_source_penalty listener=%s source=%s seconds=%.0f last=%s",
+                     self.name, source, secs, outcome)
 
     # ---------------------------------------------------------------- direct-tcpip
     async def open_direct(self, conn: _ServerConnection, host: str, port: int) -> ChannelStream:
