@@ -82,7 +82,8 @@ async def serve_connection(
     server = _Server(ctx, protocol, tuple(methods))
     sess = H2Session(stream, settings_of(gw), client=False,
                      name=f"{protocol}<-{_client(stream)}", on_request=server.on_request,
-                     first_idle=gw.config.gateway.handshake_timeout)
+                     first_idle=gw.config.gateway.handshake_timeout,
+                     limits=gw.config.gateway.h2_limits)
     server.session = sess
     live = _sessions.setdefault(gw, set())
     live.add(sess)
@@ -98,8 +99,7 @@ async def serve_connection(
             t.cancel()
         if server.tasks:
             await asyncio.gather(*server.tasks, return_exceptions=True)
-    if sess.error:
-        ctx.reject("h2_protocol", sess.error, stream.meta)
+    sess.account(ctx, protocol_error="h2_protocol")
 
 
 def goaway_all(gw: Gateway) -> None:
@@ -117,7 +117,7 @@ class _Server:
         self.session: H2Session | None = None
 
     def on_request(self, s: H2Stream) -> None:
-        t = asyncio.get_running_loop().create_task(self.tunnel(s))
+        t = s.task = asyncio.get_running_loop().create_task(self.tunnel(s))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
 

@@ -36,6 +36,7 @@ from ugate_core import (
     H2Endpoint,
     H2Error,
     H2ErrorCode,
+    H2FloodLimits,
     H2Setting,
     H2UsageError,
     Stream,
@@ -75,13 +76,15 @@ class H2Session(H2Endpoint[H2Stream]):
         on_idle: Callable[[H2Session], None] | None = None,
         on_change: Callable[[], None] | None = None,
         first_idle: float | None = None,
+        limits: H2FloodLimits | None = None,
     ) -> None:
         super().__init__(transport, client=client, settings={
             H2Setting.INITIAL_WINDOW_SIZE: settings.stream_window,
             H2Setting.MAX_FRAME_SIZE: settings.max_frame_size,
             H2Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
-        }, connection_window=settings.connection_window, name=name)
+        }, connection_window=settings.connection_window, name=name,
+            limits=limits or H2FloodLimits())
         self.settings = settings
         self.on_request = on_request
         self.on_idle = on_idle
@@ -181,6 +184,7 @@ class H2Session(H2Endpoint[H2Stream]):
         s = self.streams.get(sid)
         if s is None:
             return
+        _cancel(s)
         msg = f"HTTP/2 stream {sid} reset by the peer ({h2_code_name(code)})"
         # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
         self._finish(s, ConnectionRefusedError(msg) if code == H2ErrorCode.REFUSED_STREAM
@@ -191,6 +195,7 @@ class H2Session(H2Endpoint[H2Stream]):
                  h2_code_name(code), message)
         s = self.streams.get(sid)
         if s is not None:
+            _cancel(s)
             self._finish(s, ConnectionResetError(f"HTTP/2 stream {sid}: {message}"))
 
     def on_settings(self, changed: dict[int, int]) -> None:
@@ -351,6 +356,14 @@ class H2Session(H2Endpoint[H2Stream]):
         if self.on_idle is not None:
             self.on_idle(self)
         self.goaway()
+
+
+def _cancel(s: H2Stream) -> None:
+    """The client reset ``s``: stop what answers it (a dial, say) now, not when it is done
+    (a rapid reset would pile those up)."""
+    t = s.task
+    if t is not None and not t.done():
+        t.cancel()
 
 
 def _addr(meta: StreamMeta) -> str:
