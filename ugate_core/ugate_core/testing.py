@@ -280,7 +280,7 @@ async def rapid_reset(port: int, n: int, headers: list[tuple[bytes, bytes]],
             while data := await r.read(65536):
                 for ev in c.receive_data(data):
                     if isinstance(ev, ConnectionTerminated):
-                        res.goaway = int(ev.error_code)
+                        res.goaway = -1 if ev.error_code is None else int(ev.error_code)
                         done.set()
         except (ConnectionError, ProtocolError):
             pass
