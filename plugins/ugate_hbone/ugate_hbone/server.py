@@ -85,6 +85,8 @@ async def serve_connection(
                      first_idle=gw.config.gateway.handshake_timeout,
                      limits=gw.config.gateway.h2_limits)
     server.session = sess
+    sess.on_malformed = lambda message: ctx.reject("h2_stream_error", f"HTTP/2 {message} "
+                                                   "(stream reset)", stream.meta)
     live = _sessions.setdefault(gw, set())
     live.add(sess)
     try:
@@ -152,9 +154,9 @@ class _Server:
             up = await gw.dial(req.authority, source=meta)
         except DialError as e:
             status = status_for(e.reason, meta.authenticated)
-            log.info("dial_failed listener=%s client=%s peer=%s target=%s reason=%s status=%d "
-                     "error=%r", ctx.name, _client(s), meta.peer_id or "-", req.authority,
-                     e.reason, status, str(e))
+            gw.log_refusal(ctx.name, e.reason, "dial_failed listener=%s client=%s peer=%s "
+                           "target=%s reason=%s status=%d error=%r", ctx.name, _client(s),
+                           meta.peer_id or "-", req.authority, e.reason, status, str(e))
             _refuse(s, status, e.reason, str(e))
             return
         if s.is_closing():  # the client gave up while we dialed

@@ -90,6 +90,8 @@ class H2Session(H2Endpoint[H2Stream]):
         self.on_idle = on_idle
         #: called when a stream ends, the peer's limits change or the connection closes
         self.on_change = on_change
+        #: server: a client's stream the codec reset as malformed (RFC 9113 8.2-8.3)
+        self.on_malformed: Callable[[str], None] | None = None
         #: idle deadline before the first stream (a server's handshake timeout)
         self.first_idle = first_idle
         self.remote_settings: asyncio.Future[None] = self._loop.create_future()
@@ -126,8 +128,9 @@ class H2Session(H2Endpoint[H2Stream]):
         self._changed()
 
     def _protocol_error(self, e: H2ConnectionError) -> None:
-        log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
-                 _addr(self.transport.meta), str(e))
+        # a server's is logged (rate-bounded) and counted by account(); a client's here
+        log.log(logging.INFO if self.client else logging.DEBUG, "h2_protocol_error session=%s "
+                "remote=%s error=%r", self.name, _addr(self.transport.meta), str(e))
 
     # ------------------------------------------------------------------ H2Handler
     def on_headers(self, sid: int, headers: list[Header], end_stream: bool) -> None:
@@ -191,8 +194,11 @@ class H2Session(H2Endpoint[H2Stream]):
                      else ConnectionResetError(msg))
 
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
-        log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
-                 h2_code_name(code), message)
+        if self.on_malformed is not None:  # a server's: counted and logged at a bounded rate
+            self.on_malformed(f"stream {sid}: {h2_code_name(code)}: {message}")
+        else:
+            log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
+                     h2_code_name(code), message)
         s = self.streams.get(sid)
         if s is not None:
             _cancel(s)

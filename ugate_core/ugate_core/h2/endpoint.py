@@ -233,8 +233,10 @@ class H2Endpoint(H2Handler, Generic[F]):
 
     def _protocol_error(self, e: H2ConnectionError) -> None:
         """The peer broke a connection rule (``self.error`` says how); the connection closes
-        after this."""
-        log.info("h2_protocol_error conn=%s error=%r", self.name, str(e))
+        after this. A server logs it through :meth:`account` (at a bounded rate: clients
+        flood), so only a client's is logged here at INFO."""
+        log.log(logging.INFO if self.client else logging.DEBUG, "h2_protocol_error conn=%s "
+                "error=%r", self.name, str(e))
 
     # ------------------------------------------------------------------ Receiver (push)
     def data_received(self, data: bytes) -> None:
