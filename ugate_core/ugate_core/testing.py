@@ -7,6 +7,8 @@
 * ``http_upstream``: a small HTTP/1.1 server on 127.0.0.1:0 that answers ``GET /bytes/N`` with
   N deterministic bytes, ``POST /echo`` with the body, anything else with ``hello <path>``.
 * ``echo_server``: TCP echo on 127.0.0.1:0 that half-closes after echoing EOF.
+* ``reset_server``: TCP on 127.0.0.1:0 that sends :data:`RESET_BYTES` bytes to each client,
+  then resets the connection (SO_LINGER 0): an upstream dying mid-transfer.
 * ``rapid_reset(port, n, headers)``: the HTTP/2 rapid-reset attack (CVE-2023-44487) as a
   probe runs it, with the ``h2`` library; ``rss_mb()``: this process's resident memory.
 """
@@ -18,6 +20,7 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -187,6 +190,46 @@ async def echo_server() -> AsyncIterator[tuple[str, int]]:
         yield "127.0.0.1", server.sockets[0].getsockname()[1]
     finally:
         server.close()
+
+
+#: what ``reset_server`` sends before its reset
+RESET_BYTES = 64 * 1024
+
+
+@pytest.fixture
+async def reset_server() -> AsyncIterator[tuple[str, int]]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            w.write(pattern(RESET_BYTES))
+            await w.drain()
+            await asyncio.sleep(0.1)  # the bytes leave before the reset
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def read_to_end(r: asyncio.StreamReader, timeout: float = 10.0) -> tuple[bytes, str]:
+    """Read until the stream ends: (bytes, ``"eof"`` for a clean end or ``"reset"`` for
+    ECONNRESET)."""
+    got = bytearray()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                data = await r.read(65536)
+            except ConnectionResetError:
+                return bytes(got), "reset"
+            if not data:
+                return bytes(got), "eof"
+            got += data
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
