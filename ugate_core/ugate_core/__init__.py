@@ -8,6 +8,9 @@ from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolErro
 from .gateway import Gateway, StreamRecord
 from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
+    FloodLimits as H2FloodLimits,
+)
+from .h2 import (
     H2Codec,
     H2ConnectionError,
     H2Endpoint,
@@ -82,6 +85,7 @@ __all__ = [
     "H2Endpoint",
     "H2Error",
     "H2ErrorCode",
+    "H2FloodLimits",
     "H2Flow",
     "H2Handler",
     "H2Setting",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .h2.flood import FloodLimits
 from .policy import Rule, Target, parse_rules, targets
 from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
 
@@ -80,6 +81,21 @@ class GatewaySettings:
     max_connections: int = 10000
     #: raise glibc's mmap/trim thresholds for the process (:mod:`ugate_core.malloc`)
     tune_malloc: bool = True
+    #: HTTP/2 servers (h2c, HTTPS, HBONE): a client's stream resets and cheap frames (PING,
+    #: SETTINGS, PRIORITY, empty frames) allowed in a burst and per ``h2_flood_window``
+    #: seconds; beyond them GOAWAY ENHANCE_YOUR_CALM (:mod:`ugate_core.h2.flood`)
+    h2_max_resets: int = 1000
+    h2_max_control_frames: int = 1000
+    h2_flood_window: float = 10.0
+    #: rejection log lines per reason and listener per ``reject_log_window`` seconds; the
+    #: rest are summed up in one line (``ugate_rejections_total`` counts every one)
+    reject_log_burst: int = 10
+    reject_log_window: float = 10.0
+
+    @property
+    def h2_limits(self) -> FloodLimits:
+        return FloodLimits(resets=self.h2_max_resets, control=self.h2_max_control_frames,
+                           window=self.h2_flood_window)
 
 
 @dataclass(frozen=True)
@@ -321,6 +337,12 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         idle_timeout=_num(g, "idle_timeout", "gateway", d.idle_timeout),
         max_connections=_int(g, "max_connections", "gateway", d.max_connections, 1),
         tune_malloc=_bool(g, "tune_malloc", "gateway", d.tune_malloc),
+        h2_max_resets=_int(g, "h2_max_resets", "gateway", d.h2_max_resets, 1),
+        h2_max_control_frames=_int(g, "h2_max_control_frames", "gateway",
+                                   d.h2_max_control_frames, 1),
+        h2_flood_window=_num(g, "h2_flood_window", "gateway", d.h2_flood_window, 0.01),
+        reject_log_burst=_int(g, "reject_log_burst", "gateway", d.reject_log_burst, 1),
+        reject_log_window=_num(g, "reject_log_window", "gateway", d.reject_log_window, 0.01),
     )
     a = _table(data.get("admin", {}), "admin")
     _check_keys(a, {"listen"}, "admin")

@@ -32,6 +32,7 @@ from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolErro
 from .malloc import tune_malloc
 from .metrics import Metrics
 from .policy import Policy, Verdict, protected_ip, protected_name
+from .ratelog import RateLog
 from .relay import Relay, RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, is_ip, split_address
@@ -198,8 +199,9 @@ class _Guard:
         if isinstance(e, ProtocolError | AuthError):
             gw.reject(name, e.reason, str(e), meta)
         elif isinstance(e, DialError):
-            log.info("dial_failed listener=%s client=%s target=%s reason=%s error=%r",
-                     name, _peer(meta), meta.target, e.reason, str(e))
+            gw.log_refusal(name, e.reason,
+                           "dial_failed listener=%s client=%s target=%s reason=%s error=%r",
+                           name, _peer(meta), meta.target, e.reason, str(e))
         elif isinstance(e, TimeoutError):
             gw.reject(name, "handshake_timeout", "", meta)
         elif isinstance(e, StreamClosedError | ConnectionError):
@@ -232,7 +234,8 @@ class _Accepted(TcpStream):
         super().connection_made(transport)
         ln = self._listener
         if ln.gw._stopping or ln.active >= ln.gw.config.gateway.max_connections:
-            ln.gw.metrics.reject(ln.cfg.name, "max_connections")
+            ln.gw.reject(ln.cfg.name, "max_connections",
+                         f"{ln.active} connections open (max_connections)", self.meta)
             self.abort()
             return
         ln.active += 1
@@ -264,6 +267,10 @@ class Gateway:
         else:
             self.state_dir = default_state_dir()
         self.metrics = Metrics()
+        g = self.config.gateway
+        #: refusal log lines at a bounded rate per (listener, reason): :meth:`reject`,
+        #: :meth:`log_refusal`
+        self.refusal_log = RateLog(log, g.reject_log_burst, g.reject_log_window)
         self.pm = pm if pm is not None else _plugins.create_manager()
         self._pm_given = pm is not None
         self.plugins: list[_plugins.PluginInfo] = []
@@ -600,6 +607,7 @@ class Gateway:
             if ln.server is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ln.server.wait_closed(), 1)
+        self.refusal_log.flush()
         if self._stopped is not None:
             self._stopped.set()
         log.info("stopped")
@@ -656,10 +664,20 @@ class Gateway:
     # ------------------------------------------------------------------------- policy
     def reject(self, listener: str, reason: str, detail: str = "",
                meta: StreamMeta | None = None) -> None:
-        """Log and count one refusal."""
+        """Count one refusal, and log it at a bounded rate (``[gateway] reject_log_*``:
+        the first of a listener and reason in a window, then one line summing up the rest)."""
         self.metrics.reject(listener, reason)
-        log.info("rejected listener=%s reason=%s client=%s detail=%r", listener, reason,
-                 _peer(meta) if meta else "-", detail)
+        self.refusal_log.log((listener, reason), f"rejected listener={listener} reason={reason}",
+                             logging.INFO, "rejected listener=%s reason=%s client=%s detail=%r",
+                             listener, reason, _peer(meta) if meta else "-", detail)
+
+    def log_refusal(self, listener: str, reason: str, msg: str, *args: object,
+                    level: int = logging.INFO) -> None:
+        """Log a refusal counted elsewhere (a failed or denied dial, a connection beyond
+        ``max_connections``) at the same bounded rate as :meth:`reject`: ``msg % args``, keyed
+        by ``listener``, ``reason`` and ``msg`` (its first word names the event)."""
+        self.refusal_log.log((listener, reason, msg), msg.split(" ", 1)[0] + f" listener="
+                             f"{listener} reason={reason}", level, msg, *args)
 
     def decide(self, source: StreamMeta, dest: Destination, port: int | None = None
                ) -> Verdict:

@@ -72,6 +72,14 @@ class Metrics:
         self.streams = Counter(
             "ugate_streams", "Relayed streams by how they ended", ["listener", "end"], registry=r
         )
+        self.h2_resets = Counter(
+            "ugate_h2_resets",
+            "HTTP/2 streams a client ended by a reset (by=peer: its RST_STREAM on an open "
+            "stream; by=refused: ours, refusing or rejecting a stream it opened), counted "
+            "when its connection ends",
+            ["listener", "by"],
+            registry=r,
+        )
         self.plugin_load_failures = Counter(
             "ugate_plugin_load_failures", "Plugins that failed to load", ["plugin"], registry=r
         )

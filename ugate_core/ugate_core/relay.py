@@ -13,7 +13,10 @@ is let drain, then the kernel moves the bytes socket → pipe → socket. Each d
 on its own; the other may stay on the copy path.
 
 EOF in one direction is passed on as a half-close; the relay ends when both directions ended,
-on the first reset, on the idle timeout or on the total timeout.
+on the first reset, on the idle timeout or on the total timeout. Ended any way but by EOF both
+ways, it resets both streams (:meth:`Stream.reset`: TCP RST, RST_STREAM, ...), so that a
+client reading to the end of a close-delimited stream knows it was cut short; nothing of this
+runs per chunk.
 """
 
 from __future__ import annotations
@@ -233,9 +236,9 @@ class Relay:
             if why == "done":
                 a.close()
                 b.close()
-            else:
-                a.abort()
-                b.abort()
+            else:  # cut short: each peer must see a reset (TCP RST, RST_STREAM), not an end
+                a.reset()
+                b.reset()
         cb, self.on_done = self.on_done, None
         if cb is not None:
             try:

@@ -146,6 +146,9 @@ class SslStream(Stream):
     def _do_abort(self) -> None:
         self.inner.abort()
 
+    def _do_reset(self) -> None:
+        self.inner.reset()
+
     def _do_pause_reading(self) -> None:
         self.inner.pause_reading()
 

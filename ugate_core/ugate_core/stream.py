@@ -14,8 +14,10 @@ implement the ``_do_*`` methods and call ``_on_data`` / ``_on_eof`` / ``_on_lost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -24,6 +26,8 @@ from .errors import ProtocolError
 
 _ids = itertools.count(1)
 _EMPTY = b""
+#: SO_LINGER on, 0 s: close() sends RST and drops unsent bytes
+_LINGER0 = struct.pack("ii", 1, 0)
 
 
 @dataclass(slots=True)
@@ -156,6 +160,11 @@ class Stream:
 
     def _do_abort(self) -> None:
         self._do_close()
+
+    def _do_reset(self) -> None:
+        """Tell the peer the stream was cut short (see :meth:`reset`); an adapter whose
+        protocol has a reset implements it, the default is :meth:`_do_abort`."""
+        self._do_abort()
 
     def _do_pause_reading(self) -> None:
         pass
@@ -423,8 +432,16 @@ class Stream:
         self._do_close()
 
     def abort(self) -> None:
+        """Close now, dropping what is queued."""
         self._closing = True
         self._do_abort()
+
+    def reset(self) -> None:
+        """Abort so that the peer sees the stream was cut short, not a clean end: TCP RST
+        (SO_LINGER 0), HTTP/2 RST_STREAM, an SSH channel closed without EOF. The relay calls
+        it on both sides when one ended by a reset, was cancelled or timed out."""
+        self._closing = True
+        self._do_reset()
 
     def is_closing(self) -> bool:
         return self._closing or self._lost
@@ -516,6 +533,17 @@ class TcpStream(Stream, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def _do_reset(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        if not self._lost:
+            s = t.get_extra_info("socket")
+            if s is not None:
+                with contextlib.suppress(OSError, AttributeError, ValueError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)  # close → RST
+        t.abort()
+
     def _do_pause_reading(self) -> None:
         t = self.transport
         if t is not None and t.is_reading():
@@ -598,6 +626,12 @@ class MemoryStream(Stream):
     def _do_close(self) -> None:
         loop = asyncio.get_event_loop()
         loop.call_soon(self._finish)
+
+    def _do_reset(self) -> None:
+        p = self.peer
+        self._on_lost(None)
+        if p is not None:
+            p._on_lost(ConnectionResetError("in-memory stream reset by its peer"))
 
 
 def stream_pair(

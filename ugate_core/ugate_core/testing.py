@@ -7,10 +7,14 @@
 * ``http_upstream``: a small HTTP/1.1 server on 127.0.0.1:0 that answers ``GET /bytes/N`` with
   N deterministic bytes, ``POST /echo`` with the body, anything else with ``hello <path>``.
 * ``echo_server``: TCP echo on 127.0.0.1:0 that half-closes after echoing EOF.
+* ``reset_server``: TCP on 127.0.0.1:0 that sends :data:`RESET_BYTES` bytes to each client,
+  then resets the connection (SO_LINGER 0): an upstream dying mid-transfer.
+* ``rapid_reset(port, n, headers)``: the HTTP/2 rapid-reset attack (CVE-2023-44487) as a
+  probe runs it, with the ``h2`` library; ``rss_mb()``: this process's resident memory.
 
-With ``UGATE_EXPECT_INSTALLED=1`` (``make test-wheels``) the session refuses to start unless
-every installed ``ugate-*`` distribution is a regular (not editable) install imported from
-outside the test run's root, so a suite meant to prove the wheels cannot test the checkout.
+With ``UGATE_EXPECT_INSTALLED=1`` (``UGATE_INSTALL=wheels make test``) the session refuses to
+start unless every installed ``ugate-*`` distribution is a regular (not editable) install
+imported from site-packages, so a suite meant to prove the wheels cannot test the checkout.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import sysconfig
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -227,6 +232,46 @@ async def echo_server() -> AsyncIterator[tuple[str, int]]:
         server.close()
 
 
+#: what ``reset_server`` sends before its reset
+RESET_BYTES = 64 * 1024
+
+
+@pytest.fixture
+async def reset_server() -> AsyncIterator[tuple[str, int]]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            w.write(pattern(RESET_BYTES))
+            await w.drain()
+            await asyncio.sleep(0.1)  # the bytes leave before the reset
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def read_to_end(r: asyncio.StreamReader, timeout: float = 10.0) -> tuple[bytes, str]:
+    """Read until the stream ends: (bytes, ``"eof"`` for a clean end or ``"reset"`` for
+    ECONNRESET)."""
+    got = bytearray()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                data = await r.read(65536)
+            except ConnectionResetError:
+                return bytes(got), "reset"
+            if not data:
+                return bytes(got), "eof"
+            got += data
+
+
 StartGateway = Callable[..., Awaitable[Gateway]]
 
 
@@ -266,6 +311,83 @@ async def run(*cmd: str, timeout: float = 60, input: bytes | None = None,
     res = subprocess.CompletedProcess(list(cmd), p.returncode or 0, out, err)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}: {err.decode()[-2000:]}")
+    return res
+
+
+async def admin_get(gw: Gateway, path: str) -> tuple[int, bytes]:
+    """GET ``path`` from the gateway's admin endpoint: (status, body)."""
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port("admin"))
+    w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = await asyncio.wait_for(r.read(-1), 5)
+    w.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def rss_mb() -> float:
+    """This process's resident set size in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@dataclass
+class Attack:
+    """What :func:`rapid_reset` saw: pairs sent, and the GOAWAY code it got (None: none)."""
+
+    sent: int
+    goaway: int | None
+
+
+async def rapid_reset(port: int, n: int, headers: list[tuple[bytes, bytes]],
+                      batch: int = 100, timeout: float = 30.0) -> Attack:
+    """Open ``n`` streams on one h2c connection to 127.0.0.1:``port``, each a HEADERS with
+    ``headers`` followed at once by RST_STREAM(CANCEL), ``batch`` pairs per write, until the
+    server sends GOAWAY or closes, or ``timeout`` seconds pass."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.events import ConnectionTerminated
+    from h2.exceptions import ProtocolError
+
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    c = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    c.initiate_connection()
+    w.write(c.data_to_send())
+    res = Attack(0, None)
+    done = asyncio.Event()
+
+    async def read() -> None:
+        try:
+            while data := await r.read(65536):
+                for ev in c.receive_data(data):
+                    if isinstance(ev, ConnectionTerminated):
+                        res.goaway = -1 if ev.error_code is None else int(ev.error_code)
+                        done.set()
+        except (ConnectionError, ProtocolError):
+            pass
+        finally:
+            done.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        async with asyncio.timeout(timeout):
+            while res.sent < n and not done.is_set():
+                for _ in range(min(batch, n - res.sent)):
+                    sid = c.get_next_available_stream_id()
+                    c.send_headers(sid, headers)
+                    c.reset_stream(sid)
+                    res.sent += 1
+                w.write(c.data_to_send())
+                await w.drain()
+                await asyncio.sleep(0)  # (let the reader see a GOAWAY)
+            await done.wait()
+    except (ConnectionError, ProtocolError):
+        pass
+    finally:
+        reader.cancel()
+        w.close()
     return res
 
 

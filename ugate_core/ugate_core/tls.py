@@ -337,7 +337,8 @@ class TlsListener:
     def accepted(self, conn: socket.socket) -> None:
         gw, name = self.gw, self.cfg.name
         if gw._stopping or self.active >= gw.config.gateway.max_connections:
-            gw.metrics.reject(name, "max_connections")
+            gw.reject(name, "max_connections", f"{self.active} connections open "
+                      "(max_connections)")
             conn.close()
             return
         self.active += 1

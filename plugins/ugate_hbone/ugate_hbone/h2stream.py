@@ -30,6 +30,8 @@ class H2Stream(Stream, H2Flow):
         #: a 2xx was sent (server) or received (client): now a tunnel
         self.established = False
         self._close_queued = False
+        #: server side: the task answering the request, cancelled if the client resets it
+        self.task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<H2Stream {self.sid} of {self.session.name}>"

@@ -140,8 +140,9 @@ class HboneListener(TlsListener):
         except DialError as e:
             count_identity_failure(gw, "hbone", "accept")
             msg = f"{e} (certificate URI SANs: {presented(leaf)})"
-            log.warning("identity_mismatch protocol=hbone direction=accept listener=%s "
-                        "client=%s error=%r", self.cfg.name, _addr(meta), msg)
+            gw.log_refusal(self.cfg.name, "identity", "identity_mismatch protocol=hbone "
+                           "direction=accept listener=%s client=%s error=%r", self.cfg.name,
+                           _addr(meta), msg, level=logging.WARNING)
             tls.abort()
             raise AuthError(f"client identity not allowed: {msg}", "identity") from None
         if spiffe:

@@ -82,8 +82,11 @@ async def serve_connection(
     server = _Server(ctx, protocol, tuple(methods))
     sess = H2Session(stream, settings_of(gw), client=False,
                      name=f"{protocol}<-{_client(stream)}", on_request=server.on_request,
-                     first_idle=gw.config.gateway.handshake_timeout)
+                     first_idle=gw.config.gateway.handshake_timeout,
+                     limits=gw.config.gateway.h2_limits)
     server.session = sess
+    sess.on_malformed = lambda message: ctx.reject("h2_stream_error", f"HTTP/2 {message} "
+                                                   "(stream reset)", stream.meta)
     live = _sessions.setdefault(gw, set())
     live.add(sess)
     try:
@@ -98,8 +101,7 @@ async def serve_connection(
             t.cancel()
         if server.tasks:
             await asyncio.gather(*server.tasks, return_exceptions=True)
-    if sess.error:
-        ctx.reject("h2_protocol", sess.error, stream.meta)
+    sess.account(ctx, protocol_error="h2_protocol")
 
 
 def goaway_all(gw: Gateway) -> None:
@@ -117,7 +119,7 @@ class _Server:
         self.session: H2Session | None = None
 
     def on_request(self, s: H2Stream) -> None:
-        t = asyncio.get_running_loop().create_task(self.tunnel(s))
+        t = s.task = asyncio.get_running_loop().create_task(self.tunnel(s))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
 
@@ -152,9 +154,9 @@ class _Server:
             up = await gw.dial(req.authority, source=meta)
         except DialError as e:
             status = status_for(e.reason, meta.authenticated)
-            log.info("dial_failed listener=%s client=%s peer=%s target=%s reason=%s status=%d "
-                     "error=%r", ctx.name, _client(s), meta.peer_id or "-", req.authority,
-                     e.reason, status, str(e))
+            gw.log_refusal(ctx.name, e.reason, "dial_failed listener=%s client=%s peer=%s "
+                           "target=%s reason=%s status=%d error=%r", ctx.name, _client(s),
+                           meta.peer_id or "-", req.authority, e.reason, status, str(e))
             _refuse(s, status, e.reason, str(e))
             return
         if s.is_closing():  # the client gave up while we dialed

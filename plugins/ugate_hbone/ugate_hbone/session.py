@@ -36,6 +36,7 @@ from ugate_core import (
     H2Endpoint,
     H2Error,
     H2ErrorCode,
+    H2FloodLimits,
     H2Setting,
     H2UsageError,
     Stream,
@@ -75,18 +76,22 @@ class H2Session(H2Endpoint[H2Stream]):
         on_idle: Callable[[H2Session], None] | None = None,
         on_change: Callable[[], None] | None = None,
         first_idle: float | None = None,
+        limits: H2FloodLimits | None = None,
     ) -> None:
         super().__init__(transport, client=client, settings={
             H2Setting.INITIAL_WINDOW_SIZE: settings.stream_window,
             H2Setting.MAX_FRAME_SIZE: settings.max_frame_size,
             H2Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else settings.max_streams,
-        }, connection_window=settings.connection_window, name=name)
+        }, connection_window=settings.connection_window, name=name,
+            limits=limits or H2FloodLimits())
         self.settings = settings
         self.on_request = on_request
         self.on_idle = on_idle
         #: called when a stream ends, the peer's limits change or the connection closes
         self.on_change = on_change
+        #: server: a client's stream the codec reset as malformed (RFC 9113 8.2-8.3)
+        self.on_malformed: Callable[[str], None] | None = None
         #: idle deadline before the first stream (a server's handshake timeout)
         self.first_idle = first_idle
         self.remote_settings: asyncio.Future[None] = self._loop.create_future()
@@ -123,8 +128,9 @@ class H2Session(H2Endpoint[H2Stream]):
         self._changed()
 
     def _protocol_error(self, e: H2ConnectionError) -> None:
-        log.info("h2_protocol_error session=%s remote=%s error=%r", self.name,
-                 _addr(self.transport.meta), str(e))
+        # a server's is logged (rate-bounded) and counted by account(); a client's here
+        log.log(logging.INFO if self.client else logging.DEBUG, "h2_protocol_error session=%s "
+                "remote=%s error=%r", self.name, _addr(self.transport.meta), str(e))
 
     # ------------------------------------------------------------------ H2Handler
     def on_headers(self, sid: int, headers: list[Header], end_stream: bool) -> None:
@@ -181,16 +187,21 @@ class H2Session(H2Endpoint[H2Stream]):
         s = self.streams.get(sid)
         if s is None:
             return
+        _cancel(s)
         msg = f"HTTP/2 stream {sid} reset by the peer ({h2_code_name(code)})"
         # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
         self._finish(s, ConnectionRefusedError(msg) if code == H2ErrorCode.REFUSED_STREAM
                      else ConnectionResetError(msg))
 
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
-        log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
-                 h2_code_name(code), message)
+        if self.on_malformed is not None:  # a server's: counted and logged at a bounded rate
+            self.on_malformed(f"stream {sid}: {h2_code_name(code)}: {message}")
+        else:
+            log.info("h2_stream_error session=%s stream=%d code=%s error=%r", self.name, sid,
+                     h2_code_name(code), message)
         s = self.streams.get(sid)
         if s is not None:
+            _cancel(s)
             self._finish(s, ConnectionResetError(f"HTTP/2 stream {sid}: {message}"))
 
     def on_settings(self, changed: dict[int, int]) -> None:
@@ -351,6 +362,14 @@ class H2Session(H2Endpoint[H2Stream]):
         if self.on_idle is not None:
             self.on_idle(self)
         self.goaway()
+
+
+def _cancel(s: H2Stream) -> None:
+    """The client reset ``s``: stop what answers it (a dial, say) now, not when it is done
+    (a rapid reset would pile those up)."""
+    t = s.task
+    if t is not None and not t.done():
+        t.cancel()
 
 
 def _addr(meta: StreamMeta) -> str:

@@ -249,6 +249,21 @@ def test_interim_then_final_and_tunnels() -> None:
     assert ev[0].response.framing is Framing.TUNNEL and p.take_leftover() == b"raw"  # type: ignore[union-attr]
 
 
+def test_close_delimited_body_ends_at_fin_not_at_reset() -> None:
+    """A close-delimited body is whole at the peer's FIN; a reset cuts it (502, incomplete)."""
+    for reset in (False, True):
+        p = ResponseParser()
+        p.expect("GET")
+        ev = p.receive_data(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody")
+        assert isinstance(ev[-1], BodyReceived)
+        if not reset:
+            assert isinstance(p.receive_eof()[-1], MessageEnded)
+            continue
+        with pytest.raises(HttpError) as e:
+            p.receive_eof(reset=True)
+        assert (e.value.status, e.value.reason) == (502, "incomplete")
+
+
 @pytest.mark.parametrize("data", [
     b"HTTP/1.1 2000 OK\r\n\r\n",
     b"HTTP/2 200\r\n\r\n",

@@ -437,7 +437,7 @@ class Exchange(UpstreamLeg):
         self._unhook()
         s = self.s
         self.conn.abort()
-        s.stream.abort()
+        s.stream.reset()  # as the task's _answer: a cut answer must not look complete
         head = self.head
         log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
                  "error=%r", s.ctx.name, peer(s.stream.meta), self.address,

@@ -400,9 +400,14 @@ class _Parser:
     def _parse(self, block: bytes) -> Request | Response:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def receive_eof(self) -> list[Event]:
-        """The peer closed. Ends a close-delimited body; raises if a message was cut short."""
+    def receive_eof(self, reset: bool = False) -> list[Event]:
+        """The peer closed. Ends a close-delimited body; raises if a message was cut short,
+        and (``reset``: the connection was reset, not closed) for a close-delimited body too,
+        whose end a reset does not mark."""
         st = self._state
+        if st is _State.CLOSE and reset:
+            raise HttpError("connection reset in the middle of a close-delimited body",
+                            "incomplete", self._error_status)
         if st is _State.CLOSE:
             self._state = _State.DONE
             return [MessageEnded()]

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ugate_core import (
     H2_PREFACE,
     H2Endpoint,
     H2Error,
     H2ErrorCode,
+    H2FloodLimits,
     H2Flow,
     H2Setting,
     Stream,
@@ -62,6 +63,8 @@ class H2Limits:
     max_streams: int = 128
     #: decoded header block bound (SETTINGS_MAX_HEADER_LIST_SIZE); beyond: connection error
     max_header_list: int = 1 << 17
+    #: the peer's resets and cheap frames allowed (core's ``[gateway] h2_max_*``)
+    flood: H2FloodLimits = field(default_factory=H2FloodLimits)
 
 
 class StreamResetError(ConnectionResetError):
@@ -332,7 +335,8 @@ class H2Conn(H2Endpoint[H2Exchange]):
             H2Setting.MAX_HEADER_LIST_SIZE: limits.max_header_list,
             H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else limits.max_streams,
         }, connection_window=limits.connection_window,
-            name=name or f"{'client' if client else 'server'}-{transport.meta.id}")
+            name=name or f"{'client' if client else 'server'}-{transport.meta.id}",
+            limits=limits.flood)
         self.limits = limits
         self.on_request = on_request
         self.on_idle: Callable[[H2Conn], None] | None = None

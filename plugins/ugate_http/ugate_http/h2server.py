@@ -105,6 +105,7 @@ class H2Front:
             # beyond our own bound a header block gets a 431 answer; beyond this one (a
             # client that ignores the advertised limit) the connection is closed
             max_header_list=max(2 * opts.max_header_bytes, 1 << 16),
+            flood=self.gw.config.gateway.h2_limits,
         )
         self.conn = H2Conn(stream, limits, client=False, on_request=self._on_request,
                            name=f"{ctx.name}-{stream.meta.id}")
@@ -160,8 +161,7 @@ class H2Front:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             conn.close()
-            if conn.error_reason:
-                self.ctx.reject(conn.error_reason, conn.error, self.stream.meta)
+            conn.account(self.ctx)
             log.debug("h2_closed listener=%s client=%s requests=%d", self.ctx.name,
                       self.peer, conn.requests)
 

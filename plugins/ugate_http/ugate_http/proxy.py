@@ -776,7 +776,7 @@ class _Session:
                 await self._write(pending)
         except (HttpError, ConnectionError) as e:
             resp.abort()
-            self.stream.abort()
+            self.stream.reset()  # a close-delimited body must not look complete
             log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
                      "error=%r", self.ctx.name, peer(meta), address, head.status,
                      resp.received, str(e))

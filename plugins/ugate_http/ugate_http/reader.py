@@ -95,13 +95,13 @@ class EventReader:
                 self.stream.pause_reading()
         self._notify()
 
-    def eof_received(self) -> None:
+    def eof_received(self, reset: bool = False) -> None:
         if self._eof:
             return
         self._eof = True
         if self._error is None:
             try:
-                self._events.extend(self.parser.receive_eof())
+                self._events.extend(self.parser.receive_eof(reset))
             except HttpError as e:
                 self._error = e
         self._notify()
@@ -110,7 +110,7 @@ class EventReader:
             cb()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.eof_received()
+        self.eof_received(reset=exc is not None)
 
     def _notify(self) -> None:
         hook = self.hook

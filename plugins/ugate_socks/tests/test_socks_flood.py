@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import time
+
+import pytest
 
 from ugate_core.testing import StartGateway, Upstream, metric, pattern, require_peer, run
 
@@ -32,7 +35,7 @@ async def _closed_after(r: asyncio.StreamReader, opened: float) -> float:
 
 
 async def test_flood_of_silent_connections(
-    start_gateway: StartGateway, http_upstream: Upstream
+    start_gateway: StartGateway, http_upstream: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     curl = require_peer("curl")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -53,6 +56,7 @@ listen = "127.0.0.1:0"
 protocols = ["*"]
 sniff_timeout = {DEADLINE}
 """)
+    caplog.set_level(logging.INFO, "ugate")
     ports = {"socks": gw.port("socks"), "shared": gw.port("shared")}
     conns: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]] = {
         n: [] for n in ports
@@ -99,4 +103,11 @@ sniff_timeout = {DEADLINE}
                 break
             await asyncio.sleep(0.05)
         assert metric(gw, "ugate_rejections_total", listener=name, reason=reason[name]) == N
+        # ... while the log has the first 10 of each window (10 s) and a line summing up the
+        # rest: 2 windows at most for this flood
+        gw.refusal_log.flush()
+        lines = [r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith(f"rejected listener={name} ")]
+        assert 11 <= len(lines) <= 22, lines
+        assert " more like this in the last " in lines[-1], lines[-1]
         assert metric(gw, "ugate_rejections_total", listener=name, reason="max_connections") == 0

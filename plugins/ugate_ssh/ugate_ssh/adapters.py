@@ -76,6 +76,8 @@ class ChannelStream(Stream, asyncssh.SSHTCPSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deliver()
+        if exc is None and not self._eof and not self._closing:  # the peer aborted it
+            exc = ConnectionResetError("SSH channel closed without EOF")
         self._on_lost(exc)
         cb, self.on_lost = self.on_lost, None
         if cb is not None:

@@ -415,9 +415,9 @@ class SshServer:
             up = await gw.dial(target, source=meta)
         except DialError as e:
             st.channels -= 1
-            log.info("dial_failed listener=%s client=%s peer_id=%s target=%s reason=%s "
-                     "error=%r", st.ctx.name, _peer(st.meta), meta.peer_id, target, e.reason,
-                     str(e))
+            gw.log_refusal(st.ctx.name, e.reason, "dial_failed listener=%s client=%s "
+                           "peer_id=%s target=%s reason=%s error=%r", st.ctx.name,
+                           _peer(st.meta), meta.peer_id, target, e.reason, str(e))
             code = (asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED if e.reason == "denied"
                     else asyncssh.OPEN_CONNECT_FAILED)
             raise asyncssh.ChannelOpenError(code, f"ugate: {e}") from None

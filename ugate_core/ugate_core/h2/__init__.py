@@ -7,6 +7,7 @@ ours (see ``docs/h2.md``).
 
 from .codec import H2Codec
 from .endpoint import H2Endpoint, H2Flow
+from .flood import DEFAULT_LIMITS, FloodLimits
 from .frames import (
     PREFACE,
     H2ConnectionError,
@@ -20,8 +21,10 @@ from .handler import LOCAL_DEFAULTS, H2Handler
 from .headers import Header, check_request, check_response, check_trailers
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "LOCAL_DEFAULTS",
     "PREFACE",
+    "FloodLimits",
     "H2Codec",
     "H2ConnectionError",
     "H2Endpoint",

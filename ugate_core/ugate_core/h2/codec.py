@@ -185,7 +185,9 @@ class H2Codec(Receiver):
         if n <= mfs:
             out += _pack_header(n >> 8, n & 0xFF, DATA, END_STREAM if end else 0, sid)
             out += data if n == total else memoryview(data)[:n]
+            self._wu_credit += self._wu_per_data  # the peer may answer it (flood.py)
         else:
+            self._wu_credit += self._wu_per_data * -(-n // mfs)
             view = memoryview(data)
             off = 0
             while off < n:

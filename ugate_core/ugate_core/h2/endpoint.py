@@ -28,12 +28,16 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..stream import Stream
 from .codec import H2Codec
+from .flood import DEFAULT_LIMITS, FloodLimits
 from .frames import H2ConnectionError, H2Error, H2ErrorCode, H2Setting, H2UsageError
 from .handler import H2Handler
+
+if TYPE_CHECKING:
+    from ..types import ListenerContext
 
 log = logging.getLogger("ugate.h2")
 
@@ -91,18 +95,22 @@ class H2Endpoint(H2Handler, Generic[F]):
     :class:`H2Flow` objects by stream id (the subclass adds and removes them)."""
 
     def __init__(self, transport: Stream, *, client: bool, settings: Mapping[int, int],
-                 connection_window: int, name: str = "") -> None:
+                 connection_window: int, name: str = "",
+                 limits: FloodLimits = DEFAULT_LIMITS) -> None:
         self.transport = transport
         self.client = client
         self.name = name or f"{'client' if client else 'server'}-{transport.meta.id}"
         self.codec = H2Codec(self, client=client, settings=settings,
-                             connection_window=connection_window)
+                             connection_window=connection_window, limits=limits,
+                             clock=asyncio.get_running_loop().time)
         self.streams: dict[int, F] = {}
         self.closed = False
         self.goaway_sent = False
         self.goaway_received = False
-        #: what ended the connection badly: ``h2_protocol_error`` (the peer broke a rule) or
-        #: ``h2_internal_error`` (a bug of ours), and the detail; "" when nothing did
+        #: what ended the connection badly: ``h2_protocol_error`` (the peer broke a rule),
+        #: ``h2_flood_<kind>`` (it sent more cheap frames than ``limits`` allow: GOAWAY
+        #: ENHANCE_YOUR_CALM) or ``h2_internal_error`` (a bug of ours), and the detail; ""
+        #: when nothing did
         self.error_reason = ""
         self.error = ""
         self._blocked: dict[F, None] = {}  # ordered set: streams with queued bytes
@@ -194,6 +202,22 @@ class H2Endpoint(H2Handler, Generic[F]):
             self._done.set_result(None)
         self._closed()
 
+    def account(self, ctx: ListenerContext, protocol_error: str = "h2_protocol_error") -> None:
+        """Once the connection ended (server side): add its peer-caused resets to
+        ``ugate_h2_resets`` and count and log what ended it badly as a rejection (reason
+        :attr:`error_reason`; ``protocol_error`` names ``h2_protocol_error``)."""
+        m = ctx.gateway.metrics
+        c = self.codec
+        if c.resets_received:
+            m.tally(m.h2_resets, ctx.name, "peer").n += c.resets_received
+        if c.resets_sent:
+            m.tally(m.h2_resets, ctx.name, "refused").n += c.resets_sent
+        reason = self.error_reason
+        if reason:
+            if reason == "h2_protocol_error":
+                reason = protocol_error
+            ctx.reject(reason, self.error, self.transport.meta)
+
     # ------------------------------------------------------------------ subclass hooks
     def _stream_lost(self, f: F, exc: BaseException) -> None:
         """The connection closed under ``f``."""
@@ -209,8 +233,10 @@ class H2Endpoint(H2Handler, Generic[F]):
 
     def _protocol_error(self, e: H2ConnectionError) -> None:
         """The peer broke a connection rule (``self.error`` says how); the connection closes
-        after this."""
-        log.info("h2_protocol_error conn=%s error=%r", self.name, str(e))
+        after this. A server logs it through :meth:`account` (at a bounded rate: clients
+        flood), so only a client's is logged here at INFO."""
+        log.log(logging.INFO if self.client else logging.DEBUG, "h2_protocol_error conn=%s "
+                "error=%r", self.name, str(e))
 
     # ------------------------------------------------------------------ Receiver (push)
     def data_received(self, data: bytes) -> None:
@@ -220,7 +246,8 @@ class H2Endpoint(H2Handler, Generic[F]):
         try:
             self.codec.receive_data(data)
         except H2ConnectionError as e:
-            self.error_reason = "h2_protocol_error"
+            flood = self.codec.flood
+            self.error_reason = f"h2_flood_{flood}" if flood else "h2_protocol_error"
             self.error = f"HTTP/2 connection {self.name}: protocol error: {e}"
             self._protocol_error(e)
             self.close(ConnectionAbortedError(self.error))  # flushes the GOAWAY first

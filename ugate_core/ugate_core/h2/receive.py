@@ -3,9 +3,11 @@ parser and what each frame does to the state (RFC 9113 4-6), and the helpers bot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import NoReturn
 
+from .flood import DEFAULT_LIMITS, Bucket, FloodLimits
 from .frames import (
     ACK,
     CONTINUATION,
@@ -45,6 +47,7 @@ _PROTOCOL = H2ErrorCode.PROTOCOL_ERROR
 _FRAME_SIZE = H2ErrorCode.FRAME_SIZE_ERROR
 _FLOW = H2ErrorCode.FLOW_CONTROL_ERROR
 _REFUSED = H2ErrorCode.REFUSED_STREAM
+_CALM = H2ErrorCode.ENHANCE_YOUR_CALM
 
 
 class Receiver:
@@ -52,7 +55,9 @@ class Receiver:
 
     def __init__(self, handler: H2Handler, *, client: bool,
                  settings: Mapping[int, int] | None = None,
-                 connection_window: int = DEFAULT_WINDOW) -> None:
+                 connection_window: int = DEFAULT_WINDOW,
+                 limits: FloodLimits = DEFAULT_LIMITS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.handler = handler
         self.client = client
         local = dict(LOCAL_DEFAULTS)
@@ -105,6 +110,19 @@ class Receiver:
         self._dleft = 0  # body bytes of the DATA frame being delivered
         self._dsid = 0  # ... to this stream (0: discard)
         self._dend = False
+        # flood bounds (flood.py): the clock is read only for the events they count
+        self._clock = clock
+        now = clock()
+        self._resets = Bucket(limits.resets, limits.window, now)
+        self._control = Bucket(limits.control, limits.window, now)
+        self._wu_per_data = limits.window_updates_per_data
+        self._wu_credit = limits.control  # WINDOW_UPDATEs the peer may send: grows per DATA
+        #: RST_STREAMs the peer sent on open streams, and streams we reset or refused for it
+        self.resets_received = 0
+        self.resets_sent = 0
+        #: which bound the peer exceeded (``resets``, ``control``, ``window_update``): the
+        #: codec queued GOAWAY ENHANCE_YOUR_CALM; "" while none
+        self.flood = ""
         self._frame_handlers = (
             self._on_padded_data, self._on_headers, self._on_priority, self._on_rst,
             self._on_settings, self._on_push_promise, self._on_ping, self._on_goaway,
@@ -165,7 +183,8 @@ class Receiver:
             pos = end
             if ftype < 10:
                 handlers[ftype](sid, flags, payload)
-            # frames of unknown types are ignored (RFC 9113 5.5)
+            else:  # frames of unknown types are ignored (RFC 9113 5.5), within a bound
+                self._cheap(f"frame of unknown type {ftype}")
             if self.closed:
                 return
 
@@ -191,6 +210,22 @@ class Receiver:
             self.out += goaway(self.last_peer_sid, code, message.encode()[:256])
             self.goaway_sent = (self.last_peer_sid, code)
         raise H2ConnectionError(message, code)
+
+    def _flooded(self, kind: str, message: str) -> NoReturn:
+        self.flood = kind
+        self._fail(_CALM, message)
+
+    def _cheap(self, what: str) -> None:
+        """A frame that costs the peer nothing and us some work (flood.py's ``control``)."""
+        if not self._control.take(self._clock()):
+            self._flooded("control", f"{what}: more than the {self._control.burst:.0f} "
+                                     "cheap frames allowed in a burst")
+
+    def _reset_event(self, sid: int) -> None:
+        """Stream ``sid`` ended by a reset the peer caused (flood.py's ``resets``)."""
+        if not self._resets.take(self._clock()):
+            self._flooded("resets", f"stream {sid}: more than the {self._resets.burst:.0f} "
+                                    "stream resets allowed in a burst")
 
     def _is_idle(self, sid: int) -> bool:
         """Not opened yet by the side whose parity ``sid`` has."""
@@ -219,7 +254,9 @@ class Receiver:
 
     def _stream_error(self, sid: int, code: int, message: str) -> None:
         self._rst(sid, code)
+        self.resets_sent += 1
         self.handler.on_stream_error(sid, code, message)
+        self._reset_event(sid)
 
     def _closed(self, sid: int, what: str) -> None:
         """``what`` arrived on a stream that is not open: an error on an idle stream or one
@@ -228,11 +265,14 @@ class Receiver:
             self._fail(_PROTOCOL, f"{what} on {'idle ' if sid else ''}stream {sid}")
         if sid in self._ended_recent:
             self._fail(H2ErrorCode.STREAM_CLOSED, f"{what} on closed stream {sid}")
+        self._cheap(f"{what} on reset stream {sid}")
 
     # ------------------------------------------------------------------ DATA
     def _data_start(self, sid: int, length: int, end: int) -> None:
         """A DATA frame's header: check the stream and the windows, then deliver its body as
         it arrives (:meth:`_chunk`)."""
+        if not length and not end:
+            self._cheap(f"empty DATA on stream {sid}")
         self._dsid = 0
         self._dend = bool(end)
         self._dleft = length
@@ -329,6 +369,8 @@ class Receiver:
         if flags & END_HEADERS:
             self._header_block(sid, fragment, end_stream, self_dependent)
         else:
+            if not fragment:
+                self._cheap(f"empty HEADERS fragment on stream {sid}")
             self._cont_sid = sid
             self._cont_end = end_stream
             self._cont_bad = self_dependent
@@ -337,6 +379,8 @@ class Receiver:
     def _on_continuation(self, sid: int, flags: int, payload: bytes) -> None:
         if not self._cont_sid or sid != self._cont_sid:
             self._fail(_PROTOCOL, f"CONTINUATION on stream {sid} outside a header block")
+        if not payload and not flags & END_HEADERS:
+            self._cheap(f"empty CONTINUATION on stream {sid}")
         buf = self._cont_buf
         buf += payload
         if len(buf) > self._max_block:
@@ -399,6 +443,8 @@ class Receiver:
         self.last_peer_sid = sid
         if self.goaway_sent is not None or self._n_peer >= self._max_streams_in:
             self._rst(sid, _REFUSED)
+            self.resets_sent += 1
+            self._reset_event(sid)
             return
         hp = self._hpack
         if block not in hp.request_ok:  # (a repeated request was checked when first seen)
@@ -424,6 +470,7 @@ class Receiver:
     def _on_priority(self, sid: int, flags: int, payload: bytes) -> None:
         if not sid:
             self._fail(_PROTOCOL, "PRIORITY on stream 0")
+        self._cheap("PRIORITY")
         if len(payload) != 5:
             if sid in self.streams:
                 self._stream_error(sid, _FRAME_SIZE, f"PRIORITY of {len(payload)} bytes")
@@ -438,11 +485,16 @@ class Receiver:
             self._fail(_PROTOCOL, f"RST_STREAM on {'idle ' if sid else ''}stream {sid}")
         if sid in self.streams:
             self._drop(sid)
+            self.resets_received += 1
             self.handler.on_reset(sid, u32(payload))
+            self._reset_event(sid)
+        else:
+            self._cheap(f"RST_STREAM on closed stream {sid}")
 
     def _on_settings(self, sid: int, flags: int, payload: bytes) -> None:
         if sid:
             self._fail(_PROTOCOL, f"SETTINGS on stream {sid}")
+        self._cheap("SETTINGS")
         if flags & ACK:
             if payload:
                 self._fail(_FRAME_SIZE, "SETTINGS ACK with a payload")
@@ -489,6 +541,7 @@ class Receiver:
             self._fail(_PROTOCOL, f"PING on stream {sid}")
         if len(payload) != 8:
             self._fail(_FRAME_SIZE, f"PING of {len(payload)} bytes")
+        self._cheap("PING")
         if not flags & ACK:
             self.out += frame(PING, ACK, 0, payload)
         self.handler.on_ping(payload, bool(flags & ACK))
@@ -508,6 +561,10 @@ class Receiver:
     def _on_window_update(self, sid: int, flags: int, payload: bytes) -> None:
         if len(payload) != 4:
             self._fail(_FRAME_SIZE, f"WINDOW_UPDATE of {len(payload)} bytes")
+        self._wu_credit -= 1
+        if self._wu_credit < 0:
+            self._flooded("window_update", f"WINDOW_UPDATE on stream {sid}: more than "
+                                           f"{self._wu_per_data} per DATA frame we sent")
         inc = u32(payload) & 0x7FFFFFFF
         if not sid:
             if not inc:
