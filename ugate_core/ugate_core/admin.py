@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .config import parse_hostport
+from .redact import redact
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -70,7 +71,7 @@ class AdminServer:
         elif path == "/listeners":
             body = {n: [f"{h}:{p}" for h, p in ln.addresses()] for n, ln in gw.listeners.items()}
         elif path == "/config":
-            body = {"source": gw.config.source, "config": gw.config.raw}
+            body = {"source": gw.config.source, "config": redact(gw.config.raw)}
         else:
             return 404, "text/plain", b"not found\n"
         return 200, "application/json", json.dumps(body, indent=1, default=str).encode() + b"\n"
