@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,13 @@ class GatewaySettings:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: str = "127.0.0.1:15000"
+    #: listening beyond loopback must be asked for, and needs ``token_file``
+    allow_remote: bool = False
+    #: a file holding the bearer token every request must carry (re-read when it changes)
+    token_file: str = ""
+    #: more names a request's ``Host`` may give (the listen address and the loopback names
+    #: always work): what a scraper or a person calls this admin endpoint
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,6 +286,49 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     )
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+def _host_name(value: str, path: str) -> str:
+    """A host name or IP address without port (IPv6 with or without brackets), lower-cased;
+    IPv6 comes back bracketed, as it appears in a ``Host`` header."""
+    h = value.strip().lower()
+    bare = h[1:-1] if h.startswith("[") and h.endswith("]") else h
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        if ":" in h or _HOST_NAME.fullmatch(h) is None:
+            raise ConfigError(path, f"{value!r} is not a host name or IP address (no port: "
+                              "the admin's own port is implied)") from None
+        return h
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _admin(a: Mapping[str, Any]) -> AdminConfig:
+    """``[admin]``: beyond loopback only when asked for (``allow_remote``) and with a
+    credential (``token_file``), so the endpoint never answers the network unauthenticated."""
+    _check_keys(a, set(AdminConfig.__dataclass_fields__), "admin")
+    d = AdminConfig()
+    listen = _str(a, "listen", "admin", d.listen)
+    allow_remote = _bool(a, "allow_remote", "admin", d.allow_remote)
+    token_file = _str(a, "token_file", "admin", d.token_file)
+    allowed_hosts = tuple(_host_name(h, f"admin.allowed_hosts[{i}]") for i, h in
+                          enumerate(_strs(a, "allowed_hosts", "admin", d.allowed_hosts)))
+    if listen:
+        host, _ = parse_hostport(listen, "admin.listen")
+        if not is_loopback(host):
+            if not allow_remote:
+                raise ConfigError("admin.listen", f"{listen!r} is beyond loopback: the admin "
+                                  "endpoint shows config and streams; set [admin] "
+                                  "allow_remote = true and token_file to expose it")
+            if not token_file:
+                raise ConfigError("admin.listen", f"{listen!r} is beyond loopback and [admin] "
+                                  "token_file is not set: refusing an unauthenticated admin "
+                                  "endpoint")
+    return AdminConfig(listen=listen, allow_remote=allow_remote, token_file=token_file,
+                       allowed_hosts=allowed_hosts)
+
+
 CORE_SECTIONS = {"gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts"}
 
 
@@ -295,11 +346,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_connections=_int(g, "max_connections", "gateway", d.max_connections, 1),
         tune_malloc=_bool(g, "tune_malloc", "gateway", d.tune_malloc),
     )
-    a = _table(data.get("admin", {}), "admin")
-    _check_keys(a, {"listen"}, "admin")
-    admin_listen = _str(a, "listen", "admin", AdminConfig.listen)
-    if admin_listen:
-        parse_hostport(admin_listen, "admin.listen")
+    admin = _admin(_table(data.get("admin", {}), "admin"))
     r = _table(data.get("routing", {}), "routing")
     _check_keys(r, {"direct"}, "routing")
     dc = _table(data.get("discovery", {}), "discovery")
@@ -321,7 +368,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     hosts = tuple(_host(n, _table(v, f"hosts.{n}")) for n, v in hs.items())
     return Config(
         gateway=gateway,
-        admin=AdminConfig(listen=admin_listen),
+        admin=admin,
         routing=RoutingConfig(direct=_bool(r, "direct", "routing", True)),
         discovery=DiscoveryConfig(
             order=_strs(dc, "order", "discovery", dd.order),

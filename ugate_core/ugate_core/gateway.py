@@ -383,6 +383,9 @@ class Gateway:
                             "refusing to run an open relay",
                         )
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
+        from .admin import check as check_admin
+
+        check_admin(self.config.admin)  # the token file can be read
         for name in {h.protocol for h in self.config.hosts}:
             if name not in self.dialer_types:
                 have = ", ".join(sorted(self.dialer_types))
