@@ -441,5 +441,5 @@ def dialer_type() -> DialerType:
     return DialerType(
         "tls", dial_tls,
         "TLS with the workload certificate; the server must prove the expected identity "
-        "(<id>.m names, TLSA/K8s/xDS identities)",
+        "(<id>.m names, TLSA/K8s/xDS identities)", secure=True,
     )

@@ -181,6 +181,9 @@ class DialerType:
     dial: Dial
     description: str = ""
     plugin: str = ""
+    #: the stream it returns is encrypted, and the peer it reaches (the endpoint, or the far
+    #: gateway of a tunnel) proved an expected identity: what an ``https`` round trip needs
+    secure: bool = False
 
 
 class IdentitySource(Protocol):

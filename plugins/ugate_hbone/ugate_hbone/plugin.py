@@ -50,7 +50,7 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
     settings_of(gateway)  # validates [hbone] when plugins load ('ugate config check' too)
     return [
         DialerType("hbone", dial_hbone, "HTTP/2 CONNECT over mTLS through a peer gateway or "
-                   "ztunnel (endpoint port 15008); pooled connections"),
+                   "ztunnel (endpoint port 15008); pooled connections", secure=True),
         DialerType("hbonec", dial_hbonec, "HTTP/2 CONNECT over plaintext h2c through a peer "
                    "(trusted networks only)"),
     ]
