@@ -128,3 +128,43 @@ identity = ["cert_sha256:{'0' * 64}"]
                                         scheme="https", headers=[("Authorization", SECRET)]))
     assert e.value.reason == "identity"
     assert len(tls_origin.requests) == n
+
+
+async def test_pools_check_the_connection_a_secure_request_goes_out_on(
+    start_gateway: StartGateway, origin: Origin
+) -> None:
+    """A clear-text connection already in a pool (HTTP/1.1 or HTTP/2) never carries a request
+    marked secure, whatever discovery said when the caller looked."""
+    from ugate_http.client import OutgoingRequest
+    from ugate_http.state import ROUND_TRIP, state_for
+
+    b = await start_gateway(config(f"""
+[listeners.web]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+mode = "reverse"
+[hosts."h2.test"]
+endpoints = ["127.0.0.1:{origin.port}"]
+"""))
+    gw = await start_gateway(config(f"""
+[hosts."plain.test"]
+endpoints = ["127.0.0.1:{origin.port}"]
+[hosts."h2.test"]
+endpoints = ["127.0.0.1:{b.port('web')}"]
+labels = {{ http = "h2" }}
+"""))
+    st = state_for(gw)
+    opts = st.round_trip_options()
+    for authority in ("plain.test:80", "h2.test:80"):
+        resp = await gw.round_trip(HttpRequest(method="GET", authority=authority))
+        assert (resp.status, await resp.read_all()) == (200, b"hello /\n")
+        n = len(origin.requests)
+        req = OutgoingRequest(method="GET", target="/secret", authority=authority,
+                              headers=(("Host", authority), ("Authorization", SECRET)),
+                              secure=True)
+        with pytest.raises(DialError) as e:
+            await st.round_trip(ROUND_TRIP, opts, req, source=None, scheme="https")
+        assert e.value.reason == "insecure" and "'tcp'" in str(e.value)
+        await asyncio.sleep(0.05)
+        assert len(origin.requests) == n, authority
+    assert st.pools[ROUND_TRIP].reused == 1 and st.h2pools[ROUND_TRIP].reused == 1

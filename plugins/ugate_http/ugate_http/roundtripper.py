@@ -100,8 +100,8 @@ class GatewayRoundTripper:
         try:
             if scheme not in ("http", "https"):
                 raise HttpError(f"scheme {request.scheme[:20]!r} is not http or https")
-            out = _outgoing(request, 443 if scheme == "https" else 80)
-            if scheme == "https":
+            out = _outgoing(request, 443 if scheme == "https" else 80, scheme == "https")
+            if out.secure:  # before a connection is opened; the pools check again at sending
                 await _require_secure(self.gateway, out.authority)
             resp = await state.round_trip(ROUND_TRIP, opts, out, source=request.source,
                                           scheme=scheme)
@@ -148,7 +148,7 @@ async def _require_secure(gateway: Gateway, address: str) -> None:
                         f"one of: {secure or 'none installed'}, and the identity to expect)")
 
 
-def _outgoing(request: HttpRequest, default_port: int) -> OutgoingRequest:
+def _outgoing(request: HttpRequest, default_port: int, secure: bool) -> OutgoingRequest:
     """Check an embedding program's request and shape it for the pools (HttpError 400)."""
     if _METHOD.fullmatch(request.method) is None:
         raise HttpError(f"method {request.method[:40]!r} is not a token")
@@ -168,4 +168,4 @@ def _outgoing(request: HttpRequest, default_port: int) -> OutgoingRequest:
         raise HttpError(f"length {length} given without a body")
     return OutgoingRequest(method=request.method, target=request.target,
                            authority=address_of(host, port), headers=tuple(fields),
-                           body=request.body, length=length)
+                           body=request.body, length=length, secure=secure)
