@@ -33,6 +33,7 @@ from .ids import (
     vip_of_public_key,
 )
 from .metrics import Tally
+from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import is_ip, match_name, split_address
@@ -131,6 +132,7 @@ __all__ = [
     "parse",
     "parse_hostport",
     "peer_certificates",
+    "redact",
     "relay",
     "remember_key",
     "sniff_choose",

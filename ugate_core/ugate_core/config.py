@@ -15,6 +15,7 @@ import difflib
 import functools
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,13 @@ class GatewaySettings:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: str = "127.0.0.1:15000"
+    #: listening beyond loopback must be asked for, and needs ``token_file``
+    allow_remote: bool = False
+    #: a file holding the bearer token every request must carry (re-read when it changes)
+    token_file: str = ""
+    #: more names a request's ``Host`` may give (the listen address and the loopback names
+    #: always work): what a scraper or a person calls this admin endpoint
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,49 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     )
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+def _host_name(value: str, path: str) -> str:
+    """A host name or IP address without port (IPv6 with or without brackets), lower-cased;
+    IPv6 comes back bracketed, as it appears in a ``Host`` header."""
+    h = value.strip().lower()
+    bare = h[1:-1] if h.startswith("[") and h.endswith("]") else h
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        if ":" in h or _HOST_NAME.fullmatch(h) is None:
+            raise ConfigError(path, f"{value!r} is not a host name or IP address (no port: "
+                              "the admin's own port is implied)") from None
+        return h
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _admin(a: Mapping[str, Any]) -> AdminConfig:
+    """``[admin]``: beyond loopback only when asked for (``allow_remote``) and with a
+    credential (``token_file``), so the endpoint never answers the network unauthenticated."""
+    _check_keys(a, set(AdminConfig.__dataclass_fields__), "admin")
+    d = AdminConfig()
+    listen = _str(a, "listen", "admin", d.listen)
+    allow_remote = _bool(a, "allow_remote", "admin", d.allow_remote)
+    token_file = _str(a, "token_file", "admin", d.token_file)
+    allowed_hosts = tuple(_host_name(h, f"admin.allowed_hosts[{i}]") for i, h in
+                          enumerate(_strs(a, "allowed_hosts", "admin", d.allowed_hosts)))
+    if listen:
+        host, _ = parse_hostport(listen, "admin.listen")
+        if not is_loopback(host):
+            if not allow_remote:
+                raise ConfigError("admin.listen", f"{listen!r} is beyond loopback: the admin "
+                                  "endpoint shows config and streams; set [admin] "
+                                  "allow_remote = true and token_file to expose it")
+            if not token_file:
+                raise ConfigError("admin.listen", f"{listen!r} is beyond loopback and [admin] "
+                                  "token_file is not set: refusing an unauthenticated admin "
+                                  "endpoint")
+    return AdminConfig(listen=listen, allow_remote=allow_remote, token_file=token_file,
+                       allowed_hosts=allowed_hosts)
+
+
 #: top-level tables core reads; any other table must belong to a loaded plugin
 CORE_SECTIONS = frozenset({
     "gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts", "rules",
@@ -344,11 +395,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         reject_log_burst=_int(g, "reject_log_burst", "gateway", d.reject_log_burst, 1),
         reject_log_window=_num(g, "reject_log_window", "gateway", d.reject_log_window, 0.01),
     )
-    a = _table(data.get("admin", {}), "admin")
-    _check_keys(a, {"listen"}, "admin")
-    admin_listen = _str(a, "listen", "admin", AdminConfig.listen)
-    if admin_listen:
-        parse_hostport(admin_listen, "admin.listen")
+    admin = _admin(_table(data.get("admin", {}), "admin"))
     r = _table(data.get("routing", {}), "routing")
     _check_keys(r, {"direct"}, "routing")
     dc = _table(data.get("discovery", {}), "discovery")
@@ -377,7 +424,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
                                   f"(listeners: {', '.join(sorted(names)) or 'none'})")
     return Config(
         gateway=gateway,
-        admin=AdminConfig(listen=admin_listen),
+        admin=admin,
         routing=RoutingConfig(direct=_bool(r, "direct", "routing", True)),
         discovery=DiscoveryConfig(
             order=_strs(dc, "order", "discovery", dd.order),

@@ -27,7 +27,8 @@ class DialError(UgateError):
 
     ``reason`` is a short, stable word used in counters and mapped to protocol replies:
     ``no_route``, ``refused``, ``unreachable``, ``timeout``, ``denied``, ``identity``,
-    ``bad_address``, ``no_dialer``.
+    ``bad_address``, ``no_dialer``, ``insecure`` (an ``https`` request whose destination is
+    reached without TLS).
     """
 
     def __init__(self, reason: str, message: str) -> None:

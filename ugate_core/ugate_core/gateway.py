@@ -453,6 +453,9 @@ class Gateway:
                 )
         self._check_sections()
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
+        from .admin import check as check_admin
+
+        check_admin(self.config.admin)  # the token file can be read
         for h in self.config.hosts:
             path = f"hosts.{h.name!r}" if "." in h.name else f"hosts.{h.name}"
             dialer = self.dialer_types.get(h.protocol)

@@ -44,6 +44,8 @@ class HttpRequest:
     headers: Sequence[tuple[str, str]] = ()
     body: Body | None = None
     length: int | None = None
+    #: ``"https"``: sent only over a ``secure`` dialer (encrypted, peer verified), else
+    #: ``DialError("insecure")`` before any byte; ``"http"``: over the destination's dialer
     scheme: str = "http"
     #: the client on whose behalf this runs (policy); ``None`` for embedding programs
     source: StreamMeta | None = None

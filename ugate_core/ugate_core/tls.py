@@ -451,5 +451,5 @@ def dialer_type() -> DialerType:
         "tls", dial_tls,
         "TLS with the workload certificate; the server must prove the expected identity "
         "(<id>.m names, TLSA/K8s/xDS identities)",
-        verifies=frozenset(IDENTITY_KINDS),
+        verifies=frozenset(IDENTITY_KINDS), secure=True,
     )

@@ -193,6 +193,9 @@ class DialerType:
     #: is never silently ignored. Empty: it proves nothing (``tcp``).
     verifies: frozenset[str] = frozenset()
     plugin: str = ""
+    #: the stream it returns is encrypted, and the peer it reaches (the endpoint, or the far
+    #: gateway of a tunnel) proved an expected identity: what an ``https`` round trip needs
+    secure: bool = False
 
 
 class IdentitySource(Protocol):

@@ -51,7 +51,7 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
     return [
         DialerType("hbone", dial_hbone, "HTTP/2 CONNECT over mTLS through a peer gateway or "
                    "ztunnel (endpoint port 15008); pooled connections",
-                   verifies=frozenset(IDENTITY_KINDS)),
+                   verifies=frozenset(IDENTITY_KINDS), secure=True),
         DialerType("hbonec", dial_hbonec, "HTTP/2 CONNECT over plaintext h2c through a peer "
                    "(trusted networks only)"),
     ]

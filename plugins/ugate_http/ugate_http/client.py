@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ugate_core import Stream, StreamMeta
+from ugate_core import DialError, Stream, StreamMeta
 
 from .h1 import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -77,6 +77,8 @@ class OutgoingRequest:
     (``Content-Length`` / ``Transfer-Encoding`` follow from ``body`` and ``length``).
     ``length`` is the body size if known; a body of unknown size is sent chunked.
     ``upgrade`` passes an ``Upgrade`` (WebSocket) through; a 101 answer becomes a tunnel.
+    ``secure`` (an ``https`` round trip): sent only on a connection that
+    :func:`require_secure` accepts, checked on the connection it goes out on (new or pooled).
     """
 
     method: str
@@ -86,6 +88,7 @@ class OutgoingRequest:
     body: Body | None = None
     length: int | None = None
     upgrade: str | None = None
+    secure: bool = False
 
 
 class _Conn:
@@ -145,6 +148,21 @@ async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) ->
         allowed.add(address)
         return True
     return False
+
+
+def require_secure(gateway: Gateway, stream: Stream, authority: str) -> None:
+    """DialError("insecure") unless ``stream`` came from a ``secure`` dialer (encrypted, its
+    peer verified: ``meta.peer_id`` set). Checked on the very connection a request is about to
+    be written to, so neither a pooled clear-text connection nor a discovery answer that
+    changed since the caller looked can carry it."""
+    meta = stream.meta
+    dialer = gateway.dialer_types.get(meta.protocol)
+    if dialer is None or not dialer.secure or meta.peer_id is None:
+        m = gateway.metrics
+        m.child(m.dial_errors, "insecure").inc()
+        raise DialError("insecure", f"https://{authority}: the connection is "
+                        f"{meta.protocol or 'unknown'!r} without a verified peer: refusing to "
+                        "send an https request in clear")
 
 
 class Reply(Protocol):
@@ -430,6 +448,8 @@ class UpstreamPool:
         while True:
             conn, reused = await self._acquire(req.authority, source)
             try:
+                if req.secure:
+                    require_secure(self.gateway, conn.stream, req.authority)
                 return await self._exchange(conn, req, reused, on_interim)
             except _Stale:
                 conn.abort()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ugate_core import H2ErrorCode, Stream, StreamMeta
 
-from .client import OutgoingRequest, authorize_reuse
+from .client import OutgoingRequest, authorize_reuse, require_secure
 from .h1 import Framing, Headers, HttpError, Response
 from .h2conn import H2Conn, H2Exchange, H2Limits, Header, RefusedStreamError, StreamResetError
 from .h2msg import response_from_h2
@@ -270,6 +270,8 @@ class H2UpstreamPool:
         retry = req.body is None
         while True:
             conn, reused = await self._acquire(req.authority, source)
+            if req.secure:
+                require_secure(self.gateway, conn.transport, req.authority)
             try:
                 return await self._exchange(conn, req, reused, scheme)
             except RefusedStreamError:

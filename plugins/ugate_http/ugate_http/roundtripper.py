@@ -5,6 +5,12 @@ One gateway-level pool pair (HTTP/1.1 and HTTP/2 upstreams), created on the firs
 the settings of the config's ``[http]`` table and closed at shutdown. Requests are routed by
 ``request.authority`` through discovery, policy (``request.source``, if given) and dialers,
 like every proxied request; answers are counted under ``listener="round_trip"``.
+
+``scheme="https"`` is a promise to the caller that the request is encrypted on the way: it
+goes only to a destination whose dialer is ``secure`` (``tls``: TLS to the origin, which
+must prove the expected identity; ``hbone``: mTLS to the peer gateway); any other
+(``tcp``, ``hbonec``, a name dialed directly) fails with ``DialError("insecure")`` before a
+connection is opened.
 """
 
 from __future__ import annotations
@@ -92,7 +98,11 @@ class GatewayRoundTripper:
         opts = state.round_trip_options()
         scheme = request.scheme.lower()
         try:
-            out = _outgoing(request, 443 if scheme == "https" else 80)
+            if scheme not in ("http", "https"):
+                raise HttpError(f"scheme {request.scheme[:20]!r} is not http or https")
+            out = _outgoing(request, 443 if scheme == "https" else 80, scheme == "https")
+            if out.secure:  # before a connection is opened; the pools check again at sending
+                await _require_secure(self.gateway, out.authority)
             resp = await state.round_trip(ROUND_TRIP, opts, out, source=request.source,
                                           scheme=scheme)
         except (DialError, HttpError) as e:
@@ -118,7 +128,27 @@ class GatewayRoundTripper:
         return response
 
 
-def _outgoing(request: HttpRequest, default_port: int) -> OutgoingRequest:
+async def _require_secure(gateway: Gateway, address: str) -> None:
+    """An ``https`` request goes only over a dialer that encrypts and verifies the peer
+    (``tls``, ``hbone``): DialError("insecure") before a byte is sent otherwise, since the
+    request (its ``Authorization`` too) would cross the network in clear."""
+    m = gateway.metrics
+    try:
+        dest, _ = await gateway.resolve(address)
+    except DialError as e:
+        m.child(m.dial_errors, e.reason).inc()
+        raise
+    dialer = gateway.dialer_types.get(dest.protocol)
+    if dialer is None or not dialer.secure:
+        m.child(m.dial_errors, "insecure").inc()
+        secure = ", ".join(sorted(n for n, d in gateway.dialer_types.items() if d.secure))
+        raise DialError("insecure", f"https://{address}: {dest.name} is reached with protocol "
+                        f"{dest.protocol!r} (from {dest.source or 'discovery'}), which does not "
+                        f"encrypt: refusing to send an https request in clear (give the host "
+                        f"one of: {secure or 'none installed'}, and the identity to expect)")
+
+
+def _outgoing(request: HttpRequest, default_port: int, secure: bool) -> OutgoingRequest:
     """Check an embedding program's request and shape it for the pools (HttpError 400)."""
     if _METHOD.fullmatch(request.method) is None:
         raise HttpError(f"method {request.method[:40]!r} is not a token")
@@ -138,4 +168,4 @@ def _outgoing(request: HttpRequest, default_port: int) -> OutgoingRequest:
         raise HttpError(f"length {length} given without a body")
     return OutgoingRequest(method=request.method, target=request.target,
                            authority=address_of(host, port), headers=tuple(fields),
-                           body=request.body, length=length)
+                           body=request.body, length=length, secure=secure)
