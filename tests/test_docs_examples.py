@@ -7,7 +7,8 @@
   ``<!-- docs-test: not-config -->``  not a ugate config (a ``pyproject.toml``): skipped;
   ``<!-- docs-test: config file=NAME needs=PATH,... placeholders -->``  ``file``: the name a
   shell block of the same page uses for it; ``needs``: files the page's steps create first
-  (the test creates them empty in its directory and points the config there);
+  (the test creates them, 0600 with one comment line, in its directory and points the config
+  there);
   ``placeholders``: every ``<...>`` is replaced by a real mesh ID (lower case where the
   placeholder says "lower case").
 
@@ -129,7 +130,10 @@ def prepared(b: Block, where: Path) -> str:
     text = b.text
     for need in filter(None, b.args.get("needs", "").split(",")):
         local = where / Path(need).name
-        local.touch()
+        # a comment line: not empty (a token file must hold something), and a line every
+        # file format here skips (users files, authorized_keys)
+        local.write_text("# made by the docs test\n")
+        local.chmod(0o600)
         text = text.replace(need, str(local))
     if "placeholders" in b.args:
         ident = _mesh_id()

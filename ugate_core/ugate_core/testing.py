@@ -316,8 +316,9 @@ async def run(*cmd: str, timeout: float = 60, input: bytes | None = None,
 
 async def admin_get(gw: Gateway, path: str) -> tuple[int, bytes]:
     """GET ``path`` from the gateway's admin endpoint: (status, body)."""
-    r, w = await asyncio.open_connection("127.0.0.1", gw.port("admin"))
-    w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    port = gw.port("admin")
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     data = await asyncio.wait_for(r.read(-1), 5)
     w.close()
     head, _, body = data.partition(b"\r\n\r\n")

@@ -29,6 +29,8 @@ reject_log_window = 60.0
 listen = "127.0.0.1:0"
 protocols = ["ssh"]
 authorized_keys = ["{allowed.export_public_key().decode().strip()}"]
+max_unauthenticated_per_source = 64   # this flood is about log lines, not the per-source caps
+penalty_auth_fail = 0
 """)
     port = gw.port("ssh")
     caplog.set_level(logging.INFO)  # everything a deployment at INFO writes
