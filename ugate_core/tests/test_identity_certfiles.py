@@ -14,11 +14,18 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ugate_core import DialError, Gateway, StreamRecord, hookimpl
-from ugate_core.identity import FileIdentitySource, IdentityError
+from ugate_core import ConfigError, DialError, ExpectedIdentity, Gateway, StreamRecord, hookimpl
+from ugate_core.certs import anchor_certificate, anchor_pem, issue_leaf
+from ugate_core.identity import (
+    FileIdentitySource,
+    IdentityError,
+    generate_key,
+    load_trust_bundles,
+)
 from ugate_core.ids import id_of_public_key
 from ugate_core.testca import TestCA, write_files
 from ugate_core.testing import StartGateway, metric
+from ugate_core.verify import verified_spiffe, verify_peer
 
 TD = "cluster.local"
 SA_A = f"spiffe://{TD}/ns/default/sa/a"
@@ -322,3 +329,28 @@ trust_bundles = ["{ca.root_file}"]
     ca.issue("pub", dns=("www.public.test",))  # rotated by cert-manager
     again = await presented(port, ca, "www.public.test", client)
     assert again.serial_number != first.serial_number
+
+
+def test_spiffe_chains_to_a_configured_bundle_never_to_the_anchor(tmp_path: Path) -> None:
+    ca = TestCA.create(tmp_path / "ca")
+    now = dt.datetime.now(dt.UTC)
+    impostor = issue_leaf(generate_key("p256"), common_name="x", dns_names=[], uris=[SA_A],
+                          not_before=now - dt.timedelta(hours=1),
+                          not_after=now + dt.timedelta(hours=1))
+    der = impostor.public_bytes(serialization.Encoding.DER)
+    anchor = anchor_certificate()
+    anchor_der = anchor.public_bytes(serialization.Encoding.DER)
+    for chain, roots in (((), (ca.root,)), ((anchor_der,), (ca.root,)), ((), (anchor,)),
+                         ((anchor_der,), (anchor, ca.root))):
+        assert verified_spiffe(der, chain, roots) is None, (chain, roots)
+    with pytest.raises(DialError, match=r"chain does not verify|no trust roots"):
+        verify_peer(der, [ExpectedIdentity("spiffe", SA_A)], "impostor", chain=(anchor_der,),
+                    trust_roots=(anchor, ca.root))
+    real, _ = ca.leaf(SA_A)
+    real_der = real.public_bytes(serialization.Encoding.DER)
+    inter = tuple(c.public_bytes(serialization.Encoding.DER) for c in ca.intermediates)
+    assert verified_spiffe(real_der, inter, (ca.root,)) == SA_A
+    assert verified_spiffe(real_der, (), (ca.root,)) is None  # the intermediate is needed
+    (tmp_path / "anchor.pem").write_bytes(anchor_pem())
+    with pytest.raises(ConfigError, match="public mesh anchor"):
+        load_trust_bundles([str(tmp_path / "anchor.pem")])
