@@ -84,6 +84,25 @@ async def test_envoy_client_and_ugate_listener_with_ca_issued_certificates(
     assert await e.stat("cluster.hbone_peer.ssl.handshake") == 1
 
 
+async def test_a_new_envoy_connection_after_rotation_sees_the_new_certificate(
+        start_gateway: StartGateway, envoy: Any, blob_server: Any, ca: TestCA) -> None:
+    """The files are replaced (new key, as SPIRE and Istio rotate): the next handshake
+    presents the new chain. The second Envoy pins the new key, so only it passes."""
+    up: Blob = await blob_server(b"ok")
+    gw = await start_gateway(listener_config(ca))
+    first_pin = gw.identity.pin_sha256
+    ca.issue("ugate", UGATE_SA)  # the same files, rewritten by rename
+    for pin, want in ((first_pin, b""), (None, b"ok")):
+        gw.identity.renew_if_needed()  # (the handshake does it too; here it gives the new pin)
+        tls = envoy_tls(ca, "envoy", ENVOY_SA)
+        tls["common_tls_context"]["validation_context"]["verify_certificate_spki"] = [
+            (pin or gw.identity.pin_sha256).removeprefix("sha256//")]
+        e = await envoy(envoycfg.hbone_client("127.0.0.1", gw.port("hb"), up.address, tls=tls))
+        out = await tcp_exchange("127.0.0.1", await e.listener_port("tcp_in"), b"x", 100)
+        assert out[32:] == want, (pin, out)
+    assert gw.identity.pin_sha256 != first_pin
+
+
 @pytest.mark.parametrize("case", ["wrong_san", "other_ca"])
 async def test_ugate_listener_refuses_envoy_with_a_wrong_san_or_another_ca(
         start_gateway: StartGateway, envoy: Any, blob_server: Any, ca: TestCA,
