@@ -354,3 +354,48 @@ def test_spiffe_chains_to_a_configured_bundle_never_to_the_anchor(tmp_path: Path
     (tmp_path / "anchor.pem").write_bytes(anchor_pem())
     with pytest.raises(ConfigError, match="public mesh anchor"):
         load_trust_bundles([str(tmp_path / "anchor.pem")])
+
+
+async def test_trust_bundles_are_read_again_when_they_change(
+    start_gateway: StartGateway, echo_server: tuple[str, int], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A root rotation: B trusts only the old CA, A holds a certificate from the new one.
+    Adding the new root lets A in with its SPIFFE ID; removing it again makes A's SPIFFE ID
+    worthless (OpenSSL cannot forget the root, ugate's check does)."""
+    caplog.set_level(logging.INFO, "ugate.identity")
+    old, new = TestCA.create(tmp_path / "old", "Old CA"), TestCA.create(tmp_path / "new", "New")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(old.root_file.read_bytes())
+    b_chain, b_key = old.issue("b", SA_B)
+    b = await start_gateway(listener("{}:{}".format(*echo_server), f'peers = ["{SA_A}"]') + f"""
+[identity]
+cert_file = "{b_chain}"
+key_file = "{b_key}"
+trust_bundles = ["{bundle}"]
+""")
+    a_chain, a_key = new.issue("a", SA_A)
+    a = await start_gateway(dialer("b.test", b.port("mtls"), SA_B)
+                            + identity_section(a_chain, a_key, old))
+
+    async def exchange() -> bytes:
+        try:
+            s = await a.dial("b.test:7")
+            s.write(b"ping")
+            got = await asyncio.wait_for(s.read(4), 10)
+            s.close()
+            return got
+        except (DialError, ConnectionError):
+            return b""
+
+    assert await exchange() == b""  # the new root is not trusted yet
+    bundle.write_bytes(old.root_file.read_bytes() + new.root_file.read_bytes())
+    assert await exchange() == b"ping"
+    assert "trust_bundles_reloaded roots=2 added=1 removed=0" in caplog.text
+    bundle.write_bytes(old.root_file.read_bytes())
+    assert await exchange() == b""
+    assert metric(b, "ugate_rejections_total", listener="mtls", reason="identity") >= 1
+    bundle.write_text("not a bundle")  # a broken rewrite keeps the previous roots
+    assert await exchange() == b""
+    assert "trust_bundles_reload_failed" in caplog.text
+    assert len(b.identity.trust_roots) == 1

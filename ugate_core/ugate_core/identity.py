@@ -15,7 +15,8 @@ Config, the top-level ``[identity]`` table (all optional)::
     namespace = "default"
     service_account = "default"
     trust_bundles = []         # PEM CA files: who may vouch for SPIFFE IDs (Istio roots)
-                               # and whose client certificates pass the TLS handshake
+                               # and whose client certificates pass the TLS handshake;
+                               # re-read when they change
     cert_days = 13.0           # leaf lifetime; renewed after two thirds of it
 """
 
@@ -39,6 +40,7 @@ from .certs import (
     IdentityKey,
     anchor_pem,
     client_context,
+    file_signature,
     is_anchor,
     issue_leaf,
     load_chain,
@@ -100,6 +102,7 @@ class Identity:
         source: str = "",
         cert_files: CertFiles | None = None,
         loaded: LoadedCert | None = None,
+        trust_files: Sequence[str] = (),
     ) -> None:
         self.domain = domain.strip(".").lower()
         self._set_key(key)
@@ -119,6 +122,12 @@ class Identity:
         self._files = cert_files
         self._files_sig: FilesSignature = ()
         self._files_bad: FilesSignature = ()
+        #: the trust_bundles files ``trust_roots`` came from, re-read when they change
+        self._trust_files = tuple(trust_files)
+        self._trust_sig: FilesSignature = self._trust_signature()
+        self._trust_bad: FilesSignature = ()
+        #: contexts that present another certificate but trust our roots (``follow_trust``)
+        self._trusting: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
         if cert_files is not None:
             self._use_loaded(loaded or cert_files.load(dt.datetime.now(dt.UTC)))
 
@@ -212,6 +221,43 @@ class Identity:
                  leaf.subject.rfc4514_string() or "-", self.spiffe or "-",
                  leaf.not_valid_after_utc.isoformat(), leaf.serial_number, len(got.chain))
 
+    def _trust_signature(self) -> FilesSignature:
+        return file_signature(*(Path(f).expanduser() for f in self._trust_files))
+
+    def follow_trust(self, ctx: ssl.SSLContext) -> None:
+        """Teach ``ctx`` (a server context with its own certificate, e.g. a configured
+        certificate under ``require_client_cert``) roots added to ``trust_bundles`` later."""
+        self._trusting.add(ctx)
+
+    def _reload_trust(self) -> None:
+        """Read ``trust_bundles`` again when the files changed (a CA root rotation).
+
+        Every decision that believes a name (``spiffe``, ``ca``, ``meta.extra["spiffe"]``)
+        uses :attr:`trust_roots`, which is replaced. The server contexts only learn the new
+        roots (OpenSSL cannot forget a CA in a context): a client whose root was removed
+        still passes the handshake, and is then worth its key's ID and nothing more, as an
+        anchor-issued client is.
+        """
+        sig = self._trust_signature()
+        if sig == self._trust_sig or sig == self._trust_bad:
+            return
+        try:
+            roots = load_trust_bundles(self._trust_files)
+        except ConfigError as e:
+            self._trust_bad = sig
+            log.warning("trust_bundles_reload_failed error=%r: still using the previous "
+                        "%d roots", str(e), len(self.trust_roots))
+            return
+        added = [r for r in roots if r not in self.trust_roots]
+        removed = sum(1 for r in self.trust_roots if r not in roots)
+        self.trust_roots, self._trust_sig, self._trust_bad = roots, sig, ()
+        if added:
+            cadata = pem_of(added).decode("ascii")
+            for ctx in [*self._contexts, *self._trusting]:
+                ctx.load_verify_locations(cadata=cadata)
+        log.info("trust_bundles_reloaded roots=%d added=%d removed=%d", len(roots),
+                 len(added), removed)
+
     def _reload_files(self, files: CertFiles, t: float) -> bool:
         sig = files.signature()
         if sig == self._files_sig or sig == self._files_bad:
@@ -230,13 +276,16 @@ class Identity:
 
     def renew_if_needed(self, now: float | None = None) -> bool:
         """Issue a new certificate once two thirds of the current one's life have passed;
-        with ``cert_file``, read the chain and key again when the files changed.
+        with ``cert_file``, read the chain and key again when the files changed (and
+        ``trust_bundles`` when theirs did).
 
         Contexts made by :meth:`server_ssl_context` / :meth:`client_ssl_context` are reloaded
         in place. Cheap when nothing is due (two ``stat`` calls with ``cert_file``): call it
         before each handshake.
         """
         t = time.time() if now is None else now
+        if self._trust_files:
+            self._reload_trust()
         if self._files is not None:
             return self._reload_files(self._files, t)
         if self._chain and t < self._renew_at:
@@ -393,7 +442,7 @@ class FileIdentitySource:
             key, domain=s.domain, trust_domain=s.trust_domain, namespace=s.namespace,
             service_account=s.service_account, cert_days=s.cert_days,
             trust_roots=load_trust_bundles(s.trust_bundles), source=f"file:{path}",
-            cert_files=files, loaded=loaded,
+            cert_files=files, loaded=loaded, trust_files=s.trust_bundles,
         )
         if created:
             log.info("identity_created id=%s key_type=%s key_file=%s", ident.id,

@@ -136,8 +136,9 @@ class _Front:
             return c.context
         try:
             if self.opts.require_client_cert:
-                ctx = mtls_server_context(c.cert, c.key, self.ctx.gateway.identity.trust_pem(),
-                                          self.alpn)
+                ident = self.ctx.gateway.identity
+                ctx = mtls_server_context(c.cert, c.key, ident.trust_pem(), self.alpn)
+                ident.follow_trust(ctx)
             else:
                 ctx = public_server_context(c.cert, c.key, self.alpn)
         except (OSError, ssl.SSLError) as e:
@@ -156,11 +157,12 @@ class _Front:
         return ctx
 
     def context_for(self, sni: str | None) -> ssl.SSLContext:
+        # reloads _default in place when due, and teaches every context new trust roots
+        self.ctx.gateway.identity.renew_if_needed()
         if sni:
             for c in self.opts.certificates:
                 if any(match_name(n, sni) for n in c.names):
                     return self._configured(c)
-        self.ctx.gateway.identity.renew_if_needed()  # reloads _default in place when due
         if self._default is None:
             self._default = self.ctx.gateway.identity.server_ssl_context(
                 self.alpn, require_client_cert=self.opts.require_client_cert)
