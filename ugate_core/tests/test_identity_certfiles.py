@@ -399,3 +399,17 @@ trust_bundles = ["{bundle}"]
     assert await exchange() == b""
     assert "trust_bundles_reload_failed" in caplog.text
     assert len(b.identity.trust_roots) == 1
+
+
+def test_a_rotation_to_another_key_type_waits_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    ca = TestCA.create(tmp_path / "ca")
+    chain, key = ca.issue("a", SA_A)
+    ident = FileIdentitySource({"cert_file": str(chain), "key_file": str(key)}).load(
+        _FakeGateway(tmp_path))  # type: ignore[arg-type]
+    serial = ident.cert_chain()[0].serial_number
+    ca.issue("a", SA_A, key=generate_key("ed25519"))
+    assert not ident.renew_if_needed()
+    assert ident.cert_chain()[0].serial_number == serial and ident.key_type == "p256"
+    assert "key type changed from p256" in caplog.text

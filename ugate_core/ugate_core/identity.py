@@ -271,6 +271,15 @@ class Identity:
             log.warning("certificate_reload_failed cert_file=%s error=%r: still presenting "
                         "serial %x", files.cert_path, str(e), self._chain[0].serial_number)
             return False
+        if isinstance(got.key, ed25519.Ed25519PrivateKey) != isinstance(
+                self.key, ed25519.Ed25519PrivateKey):
+            # a context holds one certificate per key type: the old one would stay beside it
+            self._files_bad = sig
+            log.warning("certificate_reload_failed cert_file=%s error=%r: still presenting "
+                        "serial %x", files.cert_path, f"the key type changed from "
+                        f"{self.key_type} to {type(got.key).__name__}: restart to change it",
+                        self._chain[0].serial_number)
+            return False
         self._use_loaded(got)
         return True
 
