@@ -228,6 +228,15 @@ def public_server_context(cert_file: str, key_file: str,
     return ctx
 
 
+def _client_auth(ctx: ssl.SSLContext, trust_pem: bytes, required: bool) -> ssl.SSLContext:
+    ctx.load_verify_locations(cadata=(anchor_pem() + trust_pem).decode("ascii"))
+    ctx.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
+    ctx.check_hostname = False
+    # no resumption: every connection proves its key again (and renewal stays simple)
+    ctx.num_tickets = 0
+    return ctx
+
+
 def server_context(
     chain_pem: bytes,
     key_pem: bytes,
@@ -244,12 +253,41 @@ def server_context(
     """
     ctx = _mesh(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), alpn)
     load_chain(ctx, chain_pem, key_pem)
-    ctx.load_verify_locations(cadata=(anchor_pem() + trust_pem).decode("ascii"))
-    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    ctx.check_hostname = False
-    # no resumption: every connection proves its key again (and renewal stays simple)
-    ctx.num_tickets = 0
-    return ctx
+    return _client_auth(ctx, trust_pem, require_client_cert)
+
+
+def mtls_server_context(cert_file: str, key_file: str, trust_pem: bytes,
+                        alpn: Sequence[str] | None = None) -> ssl.SSLContext:
+    """A configured certificate (TLS front ``certificates``) on a listener that requires
+    client certificates: the identity server context's rules, not the public front's.
+
+    TLS 1.3 only without resumption, a client certificate required that chains to the anchor
+    or to ``trust_pem`` (``[identity] trust_bundles``): choosing that SNI must not let a client
+    skip ``require_client_cert`` or resume a session without proving its key.
+    """
+    ctx = _mesh(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), alpn)
+    ctx.load_cert_chain(cert_file, key_file)
+    return _client_auth(ctx, trust_pem, True)
+
+
+#: what :func:`file_signature` gives a file that cannot be stat'ed
+_MISSING = (0, 0, -1, 0)
+
+
+def file_signature(*paths: str | os.PathLike[str]) -> tuple[tuple[int, int, int, int], ...]:
+    """(device, inode, size, mtime_ns) of each file, following symlinks; a missing file has
+    its own value. Cheap (one ``stat`` each), so callers compare it before every handshake:
+    a file replaced by rename (Kubernetes' ``..data`` symlink swap, cert-manager, SPIRE's
+    helper) or rewritten in place changes it."""
+    out: list[tuple[int, int, int, int]] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(_MISSING)
+            continue
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def client_context(

@@ -8,11 +8,15 @@ Config, the top-level ``[identity]`` table (all optional)::
 
     key_type = "p256"          # or "ed25519"; used only when the key is created
     key_file = ""              # default <state_dir>/key.pem
+    cert_file = ""             # a CA-issued chain (leaf first) for key_file's key; re-read
+                               # when it changes; instead of the anchor-issued leaf
     domain = ""                # mesh domain: adds <id>.m.<domain> and <id>.h.<domain>
     trust_domain = ""          # adds the SAN spiffe://<trust_domain>/ns/<namespace>/sa/<sa>
     namespace = "default"
     service_account = "default"
     trust_bundles = []         # PEM CA files: who may vouch for SPIFFE IDs (Istio roots)
+                               # and whose client certificates pass the TLS handshake;
+                               # re-read when they change
     cert_days = 13.0           # leaf lifetime; renewed after two thirds of it
 """
 
@@ -20,10 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import secrets
 import ssl
-import stat
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from .certs import (
     IdentityKey,
     anchor_pem,
     client_context,
+    file_signature,
     is_anchor,
     issue_leaf,
     load_chain,
@@ -46,7 +48,7 @@ from .certs import (
     pem_of,
     server_context,
 )
-from .errors import ConfigError, UgateError
+from .errors import ConfigError
 from .ids import (
     expected_identities_for,
     id_of_public_key,
@@ -57,6 +59,19 @@ from .ids import (
     spki_sha256,
     vip_of_raw,
 )
+from .keyfiles import (
+    KEY_TYPES,
+    CertFiles,
+    FilesSignature,
+    IdentityError,
+    LoadedCert,
+    cert_dns_names,
+    cert_spiffe,
+    create_key_file,
+    generate_key,
+    load_or_create_key,
+    read_key_file,
+)
 from .types import ExpectedIdentity
 from .verify import verify_peer
 
@@ -65,15 +80,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ugate.identity")
 
-KEY_TYPES = ("p256", "ed25519")
-_MAX_KEY_FILE = 64 * 1024
 
 #: issues the certificate chain (leaf first) for an identity at a time; default: the anchor
 ChainIssuer = Callable[["Identity", dt.datetime], Sequence[x509.Certificate]]
-
-
-class IdentityError(UgateError):
-    """The workload key cannot be used (bad permissions, unreadable, wrong type)."""
 
 
 class Identity:
@@ -91,22 +100,18 @@ class Identity:
         trust_roots: Sequence[x509.Certificate] = (),
         issuer: ChainIssuer | None = None,
         source: str = "",
+        cert_files: CertFiles | None = None,
+        loaded: LoadedCert | None = None,
+        trust_files: Sequence[str] = (),
     ) -> None:
-        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-            raise IdentityError(f"identity key type {type(key).__name__} is not supported "
-                                "(EC P-256 or Ed25519)")
-        self.key = key
-        raw = raw_public_key(key)
-        self.id: str = id_of_raw(raw)
-        self.vip = vip_of_raw(raw)
         self.domain = domain.strip(".").lower()
-        self.fqdns: tuple[str, ...] = mesh_fqdns(self.id, self.domain)
-        self.spki_sha256: str = spki_sha256(key)
-        self.pin_sha256: str = pin_sha256(key)
+        self._set_key(key)
         self.spiffe: str | None = (
             f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}" if trust_domain
             else None
         )
+        #: DNS SANs of a ``cert_file`` leaf: names the TLS front terminates as ours
+        self.cert_names: tuple[str, ...] = ()
         self.cert_days = cert_days
         self.trust_roots: tuple[x509.Certificate, ...] = tuple(trust_roots)
         self.source = source
@@ -114,6 +119,29 @@ class Identity:
         self._chain: tuple[x509.Certificate, ...] = ()
         self._renew_at = 0.0
         self._contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        self._files = cert_files
+        self._files_sig: FilesSignature = ()
+        self._files_bad: FilesSignature = ()
+        #: the trust_bundles files ``trust_roots`` came from, re-read when they change
+        self._trust_files = tuple(trust_files)
+        self._trust_sig: FilesSignature = self._trust_signature()
+        self._trust_bad: FilesSignature = ()
+        #: contexts that present another certificate but trust our roots (``follow_trust``)
+        self._trusting: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        if cert_files is not None:
+            self._use_loaded(loaded or cert_files.load(dt.datetime.now(dt.UTC)))
+
+    def _set_key(self, key: IdentityKey) -> None:
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise IdentityError(f"identity key type {type(key).__name__} is not supported "
+                                "(EC P-256 or Ed25519)")
+        self.key = key
+        raw = raw_public_key(key)
+        self.id: str = id_of_raw(raw)
+        self.vip = vip_of_raw(raw)
+        self.fqdns: tuple[str, ...] = mesh_fqdns(self.id, self.domain)
+        self.spki_sha256: str = spki_sha256(key)
+        self.pin_sha256: str = pin_sha256(key)
         self._key_pem: bytes | None = None
 
     def __repr__(self) -> str:
@@ -166,13 +194,109 @@ class Identity:
             not_after=now + dt.timedelta(days=self.cert_days),
         ),)
 
+    @property
+    def cert_files(self) -> CertFiles | None:
+        """Where an externally issued chain and key come from (``[identity] cert_file``)."""
+        return self._files
+
+    def _use_loaded(self, got: LoadedCert) -> None:
+        if got.key.public_key() != self.key.public_key():
+            old = self.id
+            self._set_key(got.key)
+            log.warning("identity_key_changed old_id=%s new_id=%s cert_file=%s: the mesh ID "
+                        "is the hash of the key, so a new key is a new ID (the SSH host key "
+                        "follows at the next start)", old, self.id, self._files and
+                        self._files.cert_path)
+        self._chain = got.chain
+        self._files_sig = got.signature
+        self._files_bad = ()
+        leaf = got.chain[0]
+        self.spiffe = cert_spiffe(leaf)
+        self.cert_names = cert_dns_names(leaf)
+        chain_pem, key_pem = pem_of(self._chain), self.private_key_pem()
+        for ctx in list(self._contexts):
+            load_chain(ctx, chain_pem, key_pem)
+        log.info("certificate_loaded id=%s cert_file=%s subject=%s spiffe=%s not_after=%s "
+                 "serial=%x chain=%d", self.id, self._files and self._files.cert_path,
+                 leaf.subject.rfc4514_string() or "-", self.spiffe or "-",
+                 leaf.not_valid_after_utc.isoformat(), leaf.serial_number, len(got.chain))
+
+    def _trust_signature(self) -> FilesSignature:
+        return file_signature(*(Path(f).expanduser() for f in self._trust_files))
+
+    def follow_trust(self, ctx: ssl.SSLContext) -> None:
+        """Teach ``ctx`` (a server context with its own certificate, e.g. a configured
+        certificate under ``require_client_cert``) roots added to ``trust_bundles`` later."""
+        self._trusting.add(ctx)
+
+    def _reload_trust(self) -> None:
+        """Read ``trust_bundles`` again when the files changed (a CA root rotation).
+
+        Every decision that believes a name (``spiffe``, ``ca``, ``meta.extra["spiffe"]``)
+        uses :attr:`trust_roots`, which is replaced. The server contexts only learn the new
+        roots (OpenSSL cannot forget a CA in a context): a client whose root was removed
+        still passes the handshake, and is then worth its key's ID and nothing more, as an
+        anchor-issued client is.
+        """
+        sig = self._trust_signature()
+        if sig == self._trust_sig or sig == self._trust_bad:
+            return
+        try:
+            roots = load_trust_bundles(self._trust_files)
+        except ConfigError as e:
+            self._trust_bad = sig
+            log.warning("trust_bundles_reload_failed error=%r: still using the previous "
+                        "%d roots", str(e), len(self.trust_roots))
+            return
+        added = [r for r in roots if r not in self.trust_roots]
+        removed = sum(1 for r in self.trust_roots if r not in roots)
+        self.trust_roots, self._trust_sig, self._trust_bad = roots, sig, ()
+        if added:
+            cadata = pem_of(added).decode("ascii")
+            for ctx in [*self._contexts, *self._trusting]:
+                ctx.load_verify_locations(cadata=cadata)
+        log.info("trust_bundles_reloaded roots=%d added=%d removed=%d", len(roots),
+                 len(added), removed)
+
+    def _reload_files(self, files: CertFiles, t: float) -> bool:
+        sig = files.signature()
+        if sig == self._files_sig or sig == self._files_bad:
+            return False
+        try:
+            got = files.load(dt.datetime.fromtimestamp(t, dt.UTC))
+        except IdentityError as e:
+            # half-written (certificate and key from different issuances), expired, ...:
+            # keep presenting the current chain; try again when the files change again
+            self._files_bad = sig
+            log.warning("certificate_reload_failed cert_file=%s error=%r: still presenting "
+                        "serial %x", files.cert_path, str(e), self._chain[0].serial_number)
+            return False
+        if isinstance(got.key, ed25519.Ed25519PrivateKey) != isinstance(
+                self.key, ed25519.Ed25519PrivateKey):
+            # a context holds one certificate per key type: the old one would stay beside it
+            self._files_bad = sig
+            log.warning("certificate_reload_failed cert_file=%s error=%r: still presenting "
+                        "serial %x", files.cert_path, f"the key type changed from "
+                        f"{self.key_type} to {type(got.key).__name__}: restart to change it",
+                        self._chain[0].serial_number)
+            return False
+        self._use_loaded(got)
+        return True
+
     def renew_if_needed(self, now: float | None = None) -> bool:
-        """Issue a new certificate once two thirds of the current one's life have passed.
+        """Issue a new certificate once two thirds of the current one's life have passed;
+        with ``cert_file``, read the chain and key again when the files changed (and
+        ``trust_bundles`` when theirs did).
 
         Contexts made by :meth:`server_ssl_context` / :meth:`client_ssl_context` are reloaded
-        in place. Cheap when nothing is due: call it before each handshake.
+        in place. Cheap when nothing is due (two ``stat`` calls with ``cert_file``): call it
+        before each handshake.
         """
         t = time.time() if now is None else now
+        if self._trust_files:
+            self._reload_trust()
+        if self._files is not None:
+            return self._reload_files(self._files, t)
         if self._chain and t < self._renew_at:
             return False
         when = dt.datetime.fromtimestamp(t, dt.UTC)
@@ -235,105 +359,6 @@ class Identity:
         return verify_peer(cert_der, expected, name, chain=chain, trust_roots=self.trust_roots)
 
 
-# ------------------------------------------------------------------------------ key files
-def _fail(path: Path, msg: str) -> IdentityError:
-    return IdentityError(f"key file {path}: {msg}")
-
-
-def read_key_file(path: Path) -> IdentityKey | None:
-    """The key in ``path``; ``None`` if there is no file. Refuses loose permissions."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise _fail(path, f"cannot open: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _fail(path, "not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise _fail(path, f"mode {mode:04o} lets other users read or change the private "
-                        f"key; it must be 0600 (chmod 600 {path}). Refusing to use it")
-        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-            raise _fail(path, f"owned by uid {st.st_uid}, not by this user "
-                        f"(uid {os.geteuid()}). Refusing to use it")
-        data = os.read(fd, _MAX_KEY_FILE + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_KEY_FILE:
-        raise _fail(path, f"larger than {_MAX_KEY_FILE} bytes: not a key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise _fail(path, "not an unencrypted PEM private key (PKCS#8 or SEC1). Fix it, or "
-                    "move it away to create a new identity (a new key is a new ID)") from None
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        return key
-    kind = key.curve.name if isinstance(key, ec.EllipticCurvePrivateKey) else type(key).__name__
-    raise _fail(path, f"holds a {kind} key; identities are EC P-256 or Ed25519")
-
-
-def generate_key(key_type: str) -> IdentityKey:
-    if key_type == "ed25519":
-        return ed25519.Ed25519PrivateKey.generate()
-    if key_type == "p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    raise ValueError(f"key type {key_type!r} is not one of {', '.join(KEY_TYPES)}")
-
-
-def create_key_file(path: Path, key_type: str) -> IdentityKey:
-    """Write a new key to ``path`` (0600 from creation on); if another process won the race
-    to create it, use theirs."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = generate_key(key_type)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    except OSError as e:
-        raise _fail(path, f"cannot create: {e.strerror}") from None
-    try:
-        view = memoryview(pem)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # atomic, and fails if the key appeared meanwhile
-    except FileExistsError:
-        os.unlink(tmp)
-        existing = read_key_file(path)
-        if existing is None:
-            raise _fail(path, "vanished while creating it") from None
-        return existing
-    except OSError:  # no hard links here: create in place, still exclusive
-        os.unlink(tmp)
-        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    else:
-        os.unlink(tmp)
-    return key
-
-
-def load_or_create_key(path: Path, key_type: str = "p256") -> tuple[IdentityKey, bool]:
-    """(key, created): the key in ``path``, created on first use."""
-    key = read_key_file(path)
-    if key is not None:
-        return key, False
-    return create_key_file(path, key_type), True
-
-
 # ------------------------------------------------------------------------------ config
 @dataclass(frozen=True)
 class IdentitySettings:
@@ -345,6 +370,7 @@ class IdentitySettings:
     service_account: str = "default"
     trust_bundles: tuple[str, ...] = ()
     cert_days: float = 13.0
+    cert_file: str = ""
 
 
 def parse_settings(t: Mapping[str, Any]) -> IdentitySettings:
@@ -355,7 +381,8 @@ def parse_settings(t: Mapping[str, Any]) -> IdentitySettings:
         if k not in known:
             raise ConfigError(f"identity.{k}", f"unknown key (known: {', '.join(sorted(known))})")
     out: dict[str, Any] = {}
-    for k in ("key_type", "key_file", "domain", "trust_domain", "namespace", "service_account"):
+    for k in ("key_type", "key_file", "domain", "trust_domain", "namespace", "service_account",
+              "cert_file"):
         v = t.get(k, getattr(d, k))
         if not isinstance(v, str):
             raise ConfigError(f"identity.{k}", f"{v!r} is not a string")
@@ -412,11 +439,19 @@ class FileIdentitySource:
     def load(self, gateway: Gateway) -> Identity:
         s = self.settings
         path = self.key_path(gateway)
-        key, created = load_or_create_key(path, s.key_type)
+        files: CertFiles | None = None
+        loaded: LoadedCert | None = None
+        if s.cert_file:  # the key comes with the certificate: never create one
+            files = CertFiles(Path(s.cert_file).expanduser(), path)
+            loaded = files.load(dt.datetime.now(dt.UTC))
+            key, created = loaded.key, False
+        else:
+            key, created = load_or_create_key(path, s.key_type)
         ident = Identity(
             key, domain=s.domain, trust_domain=s.trust_domain, namespace=s.namespace,
             service_account=s.service_account, cert_days=s.cert_days,
             trust_roots=load_trust_bundles(s.trust_bundles), source=f"file:{path}",
+            cert_files=files, loaded=loaded, trust_files=s.trust_bundles,
         )
         if created:
             log.info("identity_created id=%s key_type=%s key_file=%s", ident.id,
@@ -431,15 +466,19 @@ class FileIdentitySource:
 
 
 __all__ = [
+    "CertFiles",
     "ExpectedIdentity",
     "FileIdentitySource",
     "Identity",
     "IdentityError",
     "IdentitySettings",
     "anchor_pem",
+    "create_key_file",
     "expected_identities_for",
+    "generate_key",
     "id_of_public_key",
     "load_or_create_key",
     "parse_settings",
+    "read_key_file",
     "verify_peer",
 ]

@@ -153,7 +153,9 @@ class TlsStream(TcpStream):
 
 def _tls_reason(e: BaseException) -> str:
     if isinstance(e, ssl.SSLError):
-        return str(e.reason or e.strerror or e)
+        why = str(e.reason or e.strerror or e)
+        detail = getattr(e, "verify_message", None)  # SSLCertVerificationError: OpenSSL's why
+        return f"{why}: {detail}" if detail else why
     return str(e) or type(e).__name__
 
 
@@ -393,6 +395,9 @@ class TlsListener:
                                     "handshake_timeout") from None
             if "CERTIFICATE" in why.upper():
                 count_identity_failure(gw, self.protocol, "accept")
+            if "VERIFY_FAILED" in why.upper():
+                why += (" (the client certificate chains to neither the public mesh anchor nor "
+                        "a configured trust bundle)")
             raise ProtocolError(f"TLS handshake failed: {why}", "tls_handshake") from None
         sslobj = transport.get_extra_info("ssl_object")
         meta.sni = _sni_seen.pop(sslobj, None)

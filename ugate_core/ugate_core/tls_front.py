@@ -5,12 +5,17 @@ A connection whose first bytes are a TLS record is handled here:
 1. The ClientHello is read (bounded, within the handshake deadline) without consuming it.
 2. An SNI matching a ``passthrough`` pattern is relayed untouched to ``<sni>:<passthrough_port>``
    through the router: the client sees the destination's own certificate.
-3. An SNI that is ours — one of this workload's FQDNs or its VIP, a ``terminate`` pattern, a
-   name of a configured certificate, or no SNI at all — is terminated with the workload
-   certificate (TLS 1.3 only, no resumption), asking for an optional client certificate; the
-   client's verified mesh ID becomes ``meta.peer_id``. A configured certificate's name gets
+3. An SNI that is ours — one of this workload's FQDNs or its VIP, a DNS name of the
+   ``[identity] cert_file`` leaf, a ``terminate`` pattern, a name of a configured certificate,
+   or no SNI at all — is terminated with the workload certificate (TLS 1.3 only, no
+   resumption), asking for an optional client certificate; the client's verified mesh ID
+   becomes ``meta.peer_id``. A configured certificate's name gets
    :func:`~ugate_core.certs.public_server_context` instead: TLS 1.2 with ECDHE + AEAD suites
-   too, no client certificate (docs/identity.md, "TLS versions").
+   too, no client certificate (docs/identity.md, "TLS versions") — unless the listener sets
+   ``require_client_cert``: then it gets :func:`~ugate_core.certs.mtls_server_context`, the
+   workload context's rules (TLS 1.3 only, no resumption, a client certificate that chains to
+   the anchor or a trust bundle), so no SNI lets a client skip the requirement. A configured
+   certificate is read again when its files change.
 4. Anything else gets a TLS ``unrecognized_name`` alert, a close and a counter.
 
 After termination the decrypted stream goes to the protocol serving the negotiated ALPN
@@ -27,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .certs import public_server_context
+from .certs import file_signature, mtls_server_context, public_server_context
 from .errors import ConfigError, ProtocolError
 from .router import match_name
 from .sniff import sniff_stream
@@ -54,6 +59,8 @@ class CertEntry:
     cert: str
     key: str
     context: ssl.SSLContext | None = None
+    #: :func:`~ugate_core.certs.file_signature` of (cert, key) when ``context`` was built
+    signature: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass
@@ -122,13 +129,40 @@ class _Front:
             self.alpn.append("http/1.1")
         self._default: ssl.SSLContext | None = None
 
+    def _configured(self, c: CertEntry) -> ssl.SSLContext:
+        """The context of a configured certificate, built again when its files changed."""
+        sig = file_signature(c.cert, c.key)
+        if c.context is not None and sig == c.signature:
+            return c.context
+        try:
+            if self.opts.require_client_cert:
+                ident = self.ctx.gateway.identity
+                ctx = mtls_server_context(c.cert, c.key, ident.trust_pem(), self.alpn)
+                ident.follow_trust(ctx)
+            else:
+                ctx = public_server_context(c.cert, c.key, self.alpn)
+        except (OSError, ssl.SSLError) as e:
+            c.signature = sig  # do not retry before the files change again
+            if c.context is None:
+                raise ProtocolError(f"listener {self.ctx.name!r}: certificate {c.cert!r} / "
+                                    f"key {c.key!r}: cannot load: {e}",
+                                    "tls_certificate") from None
+            log.warning("certificate_reload_failed listener=%s cert=%s key=%s error=%r: "
+                        "still presenting the previous one", self.ctx.name, c.cert, c.key,
+                        str(e))
+            return c.context
+        if c.context is not None:
+            log.info("certificate_reloaded listener=%s cert=%s", self.ctx.name, c.cert)
+        c.context, c.signature = ctx, sig
+        return ctx
+
     def context_for(self, sni: str | None) -> ssl.SSLContext:
+        # reloads _default in place when due, and teaches every context new trust roots
+        self.ctx.gateway.identity.renew_if_needed()
         if sni:
             for c in self.opts.certificates:
                 if any(match_name(n, sni) for n in c.names):
-                    if c.context is None:
-                        c.context = public_server_context(c.cert, c.key, self.alpn)
-                    return c.context
+                    return self._configured(c)
         if self._default is None:
             self._default = self.ctx.gateway.identity.server_ssl_context(
                 self.alpn, require_client_cert=self.opts.require_client_cert)
@@ -138,7 +172,7 @@ class _Front:
         if sni is None:
             return True
         ident = self.ctx.gateway.identity
-        if sni in ident.fqdns or sni == str(ident.vip):
+        if sni in ident.fqdns or sni == str(ident.vip) or sni in ident.cert_names:
             return True
         if any(match_name(p, sni) for p in self.opts.terminate):
             return True
