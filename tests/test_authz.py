@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import socket
 import ssl
 import struct
@@ -22,6 +23,7 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from ugate_core import Gateway, loads
 from ugate_core.certs import issue_leaf
+from ugate_core.ids import id_of_public_key
 from ugate_core.testing import StartGateway, Upstream, free_port, metric, require_peer, run
 
 GOOD_SPIFFE = "spiffe://cluster.local/ns/default/sa/good"
@@ -67,7 +70,8 @@ def impostor(tmp: Path, victim: str) -> Cred:
     cert = issue_leaf(key, common_name="impostor", dns_names=[f"{victim.lower()}.m"],
                       uris=[GOOD_SPIFFE], not_before=now - dt.timedelta(minutes=5),
                       not_after=now + dt.timedelta(days=1))
-    return _write(tmp, "impostor", cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return _write(tmp, "impostor", cert.public_bytes(serialization.Encoding.PEM), _key_pem(key),
+                  id_of_public_key(key.public_key()))
 
 
 def ca_issued(tmp: Path) -> tuple[Path, Cred]:
@@ -187,7 +191,9 @@ def socks_in_tls(port: int, host: str, dport: int, cred: Cred | None) -> tuple[b
 
 # ------------------------------------------------------------------------------- the matrix
 async def test_every_relaying_path_allows_only_what_a_rule_names(
-        start_gateway: StartGateway, http_upstream: Upstream, tmp_path: Path) -> None:
+        start_gateway: StartGateway, http_upstream: Upstream, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "ugate")
     listed, fresh = workload(tmp_path, "listed"), workload(tmp_path, "fresh")
     fake = impostor(tmp_path, listed.id)
     ca, good = ca_issued(tmp_path)
@@ -290,3 +296,13 @@ to = ["svc.test:80"]
     # every allowed request reached the origin once; no refused one reached it at all
     assert len(http_upstream.requests) == allowed
     assert metric(gw, "ugate_dial_errors_total", reason="denied") >= len(cases) - allowed - 12
+    # each refusal is logged (at a bounded rate) with its reason, who, and what
+    log = caplog.text
+    for who in ("an unauthenticated client", f"id:{fresh.id}", "user:mallory"):
+        assert "reason=denied" in log and f"no rule allows {who} on listener" in log, who
+    assert f"not allowed: no rule allows id:{listed.id} on listener 'shared' to reach " \
+        f"other.test:80" in log
+    # the CA-issued client is named by its verified SPIFFE ID too; the impostor's anchor-signed
+    # SAN never is
+    assert f" {GOOD_SPIFFE} on listener 'shared' to reach other.test:80" in log
+    assert f"no rule allows id:{fake.id} on listener 'shared' to reach svc.test:80" in log
