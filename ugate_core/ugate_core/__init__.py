@@ -4,7 +4,15 @@ Plugins import only from here.
 """
 
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
-from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
+from .errors import (
+    AuthError,
+    ConfigError,
+    DialError,
+    DiscoveryError,
+    PluginError,
+    ProtocolError,
+    UgateError,
+)
 from .gateway import Gateway, StreamRecord
 from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
@@ -71,6 +79,7 @@ __all__ = [
     "DialRequest",
     "DialerType",
     "Discovery",
+    "DiscoveryError",
     "Endpoint",
     "ExpectedIdentity",
     "FileIdentitySource",
