@@ -174,9 +174,9 @@ async def test_tlsa_for_another_key_fails_the_dial(
     assert e.value.reason == "identity"
     msg = str(e.value)
     # "svc.test.zone at 127.0.0.1: identity mismatch: expected spki_sha256 <TLSA data>,
-    # presented <the backend's ID>"
+    # presented spki_sha256 <the backend's SPKI hash> (mesh ID <its ID>)": like for like
     assert f"identity mismatch: expected spki_sha256 {wrong}" in msg, msg
-    assert "presented" in msg, msg
+    assert f"presented spki_sha256 {spki_sha256(LEAF_KEY)} (mesh ID " in msg, msg
 
 
 async def test_signed_tlsa_dials_and_forged_tlsa_fails_closed(
