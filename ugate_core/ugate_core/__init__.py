@@ -52,7 +52,7 @@ from .stream import (
     format_hostport,
     stream_pair,
 )
-from .tls import TlsStream, count_identity_failure
+from .tls import TlsStream, count_identity_failure, tls_dial_error
 from .types import (
     Destination,
     DialerType,
@@ -140,6 +140,7 @@ __all__ = [
     "split_address",
     "start_relay",
     "stream_pair",
+    "tls_dial_error",
     "verify_peer",
     "vip_of_public_key",
 ]
