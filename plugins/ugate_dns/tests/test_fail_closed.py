@@ -9,9 +9,12 @@ lookup that gave up and let core fall back to a direct dial would reach the orig
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dns.rdatatype
@@ -191,3 +194,31 @@ async def test_name_outside_the_zones_still_goes_direct(
     knot.stop()
     assert await dial_ok(gw, f"localhost:{origin.port}") == b"ok\n"
     assert origin.accepted == 1
+
+
+async def test_ugate_dial_says_why(
+    start_knot: StartKnot, tamper: Any, origin: Origin, tmp_path: Path,
+) -> None:
+    """What a user of ``ugate dial`` reads: the reason and the record, and no connection."""
+    knot = await start_knot({"test.zone": ZONE}, signed={"test.zone": "nsec"})
+    ds = await knot.keymgr("test.zone", "ds")
+    proxy, addr = await tamper(knot.address)
+    proxy.rewrite = {dns.rdatatype.A}
+    cfg = tmp_path / "ugate.toml"
+    cfg.write_text(gateway_toml(addr, ds))
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ugate_core.cli", "--log-level", "error", "dial", "-c", str(cfg),
+        "--state-dir", str(tmp_path / "state"), f"localhost:{origin.port}",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(p.communicate(), 30)
+    finally:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+    text = err.decode()
+    assert p.returncode == 1, text
+    # "ugate: dial failed (dnssec_bogus): dns: localhost.test.zone: answer is DNSSEC-bogus
+    # (dnssec_bogus): localhost.test.zone A: localhost.test.zone. A signature by test.zone.: ..."
+    assert "dial failed (dnssec_bogus)" in text and "localhost.test.zone A" in text, text
+    assert out == b"" and origin.accepted == 0
