@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ugate_core import DialError, Gateway
-from ugate_core.testing import StartGateway, free_port, metric, require_peer
+from ugate_core.testing import StartGateway, free_port, metric, require_peer, run
 
 PEM = serialization.Encoding.PEM
 
@@ -178,3 +178,32 @@ protocol = "rawtls"
         await gw.dial("strict.test:1")
     assert e.value.reason == "tls_alert", str(e.value)
     assert "the peer sent TLS alert unknown_ca" in str(e.value)
+
+
+async def test_listener_names_the_alert_a_client_refused_us_with(
+    start_gateway: StartGateway, echo_server: tuple[str, int], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``openssl s_client`` that trusts only OTHER_CA refuses the listener's certificate: the
+    rejection logged by the listener names the alert."""
+    openssl = require_peer("openssl")
+    (tmp_path / "ca.pem").write_bytes(OTHER_CA.public_bytes(PEM))
+    caplog.set_level(logging.INFO, "ugate")
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.mtls]
+listen = "127.0.0.1:0"
+protocols = ["tls"]
+target = "{echo_server[0]}:{echo_server[1]}"
+""")
+    res = await run(openssl, "s_client", "-connect", f"127.0.0.1:{gw.port('mtls')}",
+                    "-CAfile", str(tmp_path / "ca.pem"), "-verify_return_error", "-quiet",
+                    input=b"", timeout=20)
+    assert res.returncode != 0
+    for _ in range(100):  # bounded: the listener logs once the handshake failed
+        if metric(gw, "ugate_rejections_total", listener="mtls", reason="tls_handshake"):
+            break
+        await asyncio.sleep(0.05)
+    assert "the peer sent TLS alert unknown_ca" in caplog.text, caplog.text
+    assert "does not accept our certificate" in caplog.text

@@ -429,6 +429,9 @@ class TlsListener:
                                     "handshake_timeout") from None
             if "CERTIFICATE" in why.upper():
                 count_identity_failure(gw, self.protocol, "accept")
+            alert = tls_alert(e)
+            if alert is not None:  # the client refused us (our certificate, say): name it
+                why = alert_message(alert, why)
             raise ProtocolError(f"TLS handshake failed: {why}", "tls_handshake") from None
         sslobj = transport.get_extra_info("ssl_object")
         meta.sni = _sni_seen.pop(sslobj, None)
