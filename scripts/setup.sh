@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(curl socat haproxy openssh-client openssh-server nghttp2-client nghttp2-server iperf3 openssl
-              knot bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps)
+              knot unbound bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps)
 
 want=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -91,7 +91,7 @@ async def test_mesh_name_reaches_the_key_it_names(
         await a2.dial(f"{b_name}:9")
     assert e.value.reason == "identity"
     assert str(e.value) == (f"{b_name} at 127.0.0.1:{c.port('mtls')}: identity mismatch: "
-                            f"expected id {b.identity.id}, presented {c.identity.id}")
+                            f"expected id {b.identity.id}, presented id {c.identity.id}")
     assert metric(a2, "ugate_identity_failures_total", protocol="tls", direction="dial") == 1
     assert metric(a2, "ugate_dial_errors_total", reason="identity") == 1
     assert metric(a, "ugate_identity_failures_total", protocol="tls", direction="dial") == 0

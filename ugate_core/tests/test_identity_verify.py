@@ -22,7 +22,7 @@ from ugate_core.certs import anchor_certificate, issue_leaf
 from ugate_core.identity import Identity
 from ugate_core.ids import id_of_public_key, spki_der
 from ugate_core.testing import StartGateway, free_port, metric, require_peer
-from ugate_core.verify import verify_peer
+from ugate_core.verify import describe, verify_peer
 
 P256_SCALAR = int.from_bytes(hashlib.sha256(b"ugate test vector p256").digest(), "big")
 ED25519_SEED = bytes(range(32))
@@ -142,6 +142,17 @@ def test_every_dane_kind_matches_the_right_peer_and_only_it() -> None:
         "cert_sha512": hashlib.sha512(cert).hexdigest(),
         "cert": cert.hex(),
     }
+    ocert = der(other.cert_chain()[0])
+    ospki = spki_der(other.key)
+    theirs = {
+        "id": other.id,
+        "spki_sha256": hashlib.sha256(ospki).hexdigest(),
+        "spki_sha512": hashlib.sha512(ospki).hexdigest(),
+        "spki": ospki.hex(),
+        "cert_sha256": hashlib.sha256(ocert).hexdigest(),
+        "cert_sha512": hashlib.sha512(ocert).hexdigest(),
+        "cert": ocert.hex(),
+    }
     for kind, value in kinds.items():
         assert verify_peer(cert, [ExpectedIdentity(kind, value)], NAME) == b.id, kind
         # TLSA presentation: upper-case hex works too
@@ -150,11 +161,15 @@ def test_every_dane_kind_matches_the_right_peer_and_only_it() -> None:
             verify_peer(der(other.cert_chain()[0]), [ExpectedIdentity(kind, value)], NAME)
         msg = _mismatch(e.value)
         assert msg.startswith(f"{NAME}: identity mismatch: expected {kind} "), msg
-        assert msg.endswith(f"presented {other.id}"), msg
+        # the same kind of value on both sides, then the mesh ID for the logs
+        got = describe(ExpectedIdentity(kind, theirs[kind]))
+        assert msg.endswith(f"presented {got}" if kind == "id" else
+                            f"presented {got} (mesh ID {other.id})"), msg
     # the id kind names both IDs in full
     with pytest.raises(DialError) as e:
         verify_peer(der(other.cert_chain()[0]), b.expected(), NAME)
-    assert str(e.value) == f"{NAME}: identity mismatch: expected id {b.id}, presented {other.id}"
+    assert str(e.value) == (f"{NAME}: identity mismatch: expected id {b.id}, "
+                            f"presented id {other.id}")
 
 
 def test_alternatives_one_match_is_enough_and_all_are_named() -> None:
@@ -164,8 +179,9 @@ def test_alternatives_one_match_is_enough_and_all_are_named() -> None:
     assert verify_peer(cert, [wrong, ExpectedIdentity("id", b.id.lower())], NAME) == b.id
     with pytest.raises(DialError) as e:
         verify_peer(cert, [wrong, ExpectedIdentity("id", "A" * 52)], NAME)
-    assert f"expected one of [spki_sha256 {'00' * 32}, id {'A' * 52}], presented {b.id}" in \
-        str(e.value)
+    spki = hashlib.sha256(spki_der(b.key)).hexdigest()
+    assert (f"expected one of [spki_sha256 {'00' * 32}, id {'A' * 52}], presented spki_sha256 "
+            f"{spki} (id {b.id})") in str(e.value), str(e.value)
 
 
 def test_no_certificate_bad_certificate_unknown_kind_no_expectation() -> None:
@@ -309,6 +325,7 @@ identity = ["spiffe://cluster.local/ns/default/sa/other"]
             await gw.dial("wrong.istio.test:1")
         assert re.search(r"wrong.istio.test at 127.0.0.1:\d+: identity mismatch: expected "
                          r"spiffe spiffe://cluster.local/ns/default/sa/other, presented "
+                         r"spiffe spiffe://cluster.local/ns/default/sa/\S+ \(mesh ID "
                          + id_of_public_key(c.leaf_key), str(e.value)), str(e.value)
         assert metric(gw, "ugate_identity_failures_total", protocol="tls",
                       direction="dial") == 1

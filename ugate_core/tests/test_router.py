@@ -118,3 +118,45 @@ async def test_discovery_dial_error_fails_closed_and_cache_is_per_port() -> None
     a2, _ = await gw.resolve("svc.example:1")
     assert (str(a.endpoints[0]), str(b.endpoints[0])) == ("127.0.0.1", "127.0.0.2")
     assert a2 is a and calls.count(1) == 1
+
+
+async def test_discovery_error_is_final_never_direct_and_not_cached() -> None:
+    """A DiscoveryError ends the lookup even with routing.direct on, reaches the caller as
+    raised, is counted by reason, and the next dial asks the discovery again."""
+    from ugate_core import Destination, DiscoveryError, Endpoint, hookimpl
+    from ugate_core.plugins import create_manager, load_plugins
+
+    answers: list[Destination | DiscoveryError] = [
+        DiscoveryError("dns_unavailable", "dns: svc.example: no answer within 0.5s"),
+        Destination("svc.example", (Endpoint("127.0.0.9"),), ttl=60),
+    ]
+    asked: list[str] = []
+
+    class Flaky:
+        name = "flaky"
+
+        async def resolve(self, fqdn: str, port: int) -> Destination | None:
+            asked.append(fqdn)
+            a = answers.pop(0)
+            if isinstance(a, DiscoveryError):
+                raise a
+            return a
+
+    class P:
+        @hookimpl
+        def ugate_discovery(self) -> list[object]:
+            return [Flaky()]
+
+    pm = create_manager()
+    load_plugins(pm)
+    pm.register(P(), name="flakyplugin")
+    gw = Gateway(loads("[routing]\ndirect = true\n[discovery]\norder = ['flaky']\n"), pm=pm)
+    with pytest.raises(DiscoveryError) as ei:
+        await gw.resolve("svc.example:443")
+    assert ei.value.reason == "dns_unavailable"
+    assert "no answer within 0.5s" in str(ei.value)
+    assert gw.metrics.registry.get_sample_value(
+        "ugate_discovery_lookups_total", {"discovery": "flaky", "result": "dns_unavailable"}) == 1
+    d, _ = await gw.resolve("svc.example:443")  # asked again at once: the error was not cached
+    assert d.source != "direct" and str(d.endpoints[0]) == "127.0.0.9"
+    assert asked == ["svc.example", "svc.example"]

@@ -4,7 +4,15 @@ Plugins import only from here.
 """
 
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
-from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
+from .errors import (
+    AuthError,
+    ConfigError,
+    DialError,
+    DiscoveryError,
+    PluginError,
+    ProtocolError,
+    UgateError,
+)
 from .gateway import Gateway, StreamRecord
 from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
@@ -48,7 +56,7 @@ from .stream import (
     format_hostport,
     stream_pair,
 )
-from .tls import TlsStream, count_identity_failure
+from .tls import TlsStream, count_identity_failure, tls_dial_error
 from .types import (
     IDENTITY_KINDS,
     Destination,
@@ -77,6 +85,7 @@ __all__ = [
     "DialRequest",
     "DialerType",
     "Discovery",
+    "DiscoveryError",
     "Endpoint",
     "ExpectedIdentity",
     "FileIdentitySource",
@@ -139,6 +148,7 @@ __all__ = [
     "split_address",
     "start_relay",
     "stream_pair",
+    "tls_dial_error",
     "verify_peer",
     "vip_of_public_key",
 ]

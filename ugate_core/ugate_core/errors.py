@@ -28,12 +28,25 @@ class DialError(UgateError):
     ``reason`` is a short, stable word used in counters and mapped to protocol replies:
     ``no_route``, ``refused``, ``unreachable``, ``timeout``, ``denied``, ``identity``,
     ``bad_address``, ``no_dialer``, ``insecure`` (an ``https`` request whose destination is
-    reached without TLS).
+    reached without TLS), ``tls_alert`` (the peer refused the TLS handshake with an alert,
+    named in the message); from discoveries (:class:`DiscoveryError`): ``dnssec_bogus``,
+    ``dns_unavailable``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class DiscoveryError(DialError):
+    """A discovery knows the name but cannot answer safely, so nothing may be dialed.
+
+    Raised by ``Discovery.resolve``: the router ends the lookup with it (it does not ask the
+    next discovery, nor fall back to a direct dial through the system resolver), does not cache
+    it, and the dial fails with it. ``reason`` says why, e.g. ``dnssec_bogus`` (the answer
+    failed DNSSEC validation), ``dns_unavailable`` (no server gave a usable answer in time);
+    the message names the discovery, the name and what failed.
+    """
 
 
 class ProtocolError(UgateError):

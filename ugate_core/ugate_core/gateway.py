@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, is_ip, split_address
 from .sniff import sniff_stream
 from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
+from .tls import tls_dial_error
 from .types import (
     Destination,
     DialerType,
@@ -814,6 +816,8 @@ class Gateway:
                 last = DialError("timeout", f"{dest.name}: {ep} did not answer within {t:g}s")
             except DialError as e:
                 last = e
+            except ssl.SSLError as e:  # an OSError: a TLS alert is not "unreachable"
+                last = tls_dial_error(f"{dest.name}: {ep}", e)
             except OSError as e:
                 last = DialError("refused" if isinstance(e, ConnectionRefusedError)
                                  else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")

@@ -65,12 +65,25 @@ def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
 
     Called once at start-up. ``discovery.order`` in config lists the names to ask, first
     answer wins; a discovery not named there is asked after the named ones, in load order.
-    ``resolve(fqdn, port)`` returns a :class:`~ugate_core.Destination` or ``None``; it must
-    return within ``discovery.timeout`` seconds or it is skipped for that name; an exception
-    skips it too, except :class:`~ugate_core.DialError`, which ends the lookup and fails the
-    dial (for a name that is known but must not be reached, e.g. a DNSSEC-bogus answer).
-    Answers are cached per (name, port) for ``Destination.ttl``. Core provides ``local`` (the
-    ``hosts`` table of the config).
+    ``resolve(fqdn, port)`` has three outcomes:
+
+    * a :class:`~ugate_core.Destination`: the answer, cached per (name, port) for its ``ttl``;
+    * ``None``: the discovery does not know the name; the next one is asked, and when none
+      knows it the router remembers that for 5 s (clamped to ``discovery.cache_min_ttl`` /
+      ``cache_max_ttl``) and, with ``routing.direct``, dials the name through the system
+      resolver;
+    * :class:`~ugate_core.DiscoveryError` (a :class:`~ugate_core.DialError`) with a
+      ``reason``: the discovery is responsible for the name but cannot answer safely
+      (``dnssec_bogus``: the answer failed validation; ``dns_unavailable``: no server gave a
+      usable answer in time). It ends the lookup: no other discovery is asked, nothing is
+      dialed (never a direct dial), the dial fails with this error, and it is not cached.
+      Raise it rather than return ``None`` whenever ``None`` would let a forged or missing
+      answer route around the checks this discovery exists for.
+
+    It must return within ``discovery.timeout`` seconds or it is skipped for that name, as it
+    is when it raises any other exception: a discovery that must fail closed keeps its own
+    deadline below ``discovery.timeout`` and raises DiscoveryError when it passes. Core
+    provides ``local`` (the ``hosts`` table of the config).
     """
 
 

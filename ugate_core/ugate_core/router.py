@@ -137,7 +137,11 @@ class Router:
         return out
 
     async def resolve(self, host: str, port: int) -> Destination:
-        """The destination for ``host``; DialError(``no_route``) if nobody knows it."""
+        """The destination for ``host``.
+
+        DialError(``no_route``) if nobody knows it and ``routing.direct`` is off; a
+        discovery's :class:`~ugate_core.DiscoveryError` as it was raised (never a direct dial).
+        """
         name = normalize_name(host)
         now = time.monotonic()
         key = (name, port)
@@ -175,11 +179,13 @@ class Router:
                 async with asyncio.timeout(timeout):  # not wait_for: no task per lookup
                     dest = await d.resolve(name, port)
             except DialError as e:
-                # a discovery that knows the name is unsafe to reach (DNSSEC bogus, policy)
-                # ends the lookup: falling through to the next one would route around it
-                self.metrics.discovery.labels(d.name, "refused").inc()
-                log.warning("discovery_refused discovery=%s name=%s reason=%s error=%r",
-                            d.name, name, e.reason, str(e))
+                # DiscoveryError (or any DialError): the discovery knows the name but cannot
+                # answer safely (DNSSEC bogus, DNS down, policy). It ends the lookup: the next
+                # discovery or a direct dial would route around it. Not cached: the next dial
+                # asks again (concurrent ones share this attempt through _inflight).
+                self.metrics.discovery.labels(d.name, e.reason).inc()
+                log.warning("discovery_failed discovery=%s name=%s port=%d reason=%s error=%r",
+                            d.name, name, port, e.reason, str(e))
                 raise
             except TimeoutError:
                 self.metrics.discovery.labels(d.name, "timeout").inc()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import weakref
@@ -121,6 +122,16 @@ class TlsStream(TcpStream):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_linger()
+        alert = tls_alert(exc) if exc is not None else None
+        if alert is not None:
+            # TLS 1.3: a server refuses our certificate after our side of the handshake is
+            # done, so the alert ends an established stream: name it in the stream's error
+            # (what a later write/drain raises) and in the log, not just "reset"
+            msg = alert_message(alert, _tls_reason(cast(BaseException, exc)))
+            log.info("tls_alert_received protocol=%s target=%s remote=%s error=%r",
+                     self.meta.protocol, self.meta.target or "-",
+                     _peer(self.meta), msg)
+            exc = ConnectionResetError(msg)
         super().connection_lost(exc)
 
     def can_write_eof(self) -> bool:
@@ -159,6 +170,42 @@ def _tls_reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+#: OpenSSL's name of an alert the peer sent: SSLV3_ALERT_BAD_CERTIFICATE,
+#: TLSV1_ALERT_UNKNOWN_CA, TLSV13_ALERT_CERTIFICATE_REQUIRED, TLSV1_UNRECOGNIZED_NAME
+_ALERT = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_([A-Z0-9_]+)|TLSV1_(UNRECOGNIZED_NAME)")
+#: alerts that mean "I do not accept your certificate" (RFC 8446 §6.2)
+_CERT_ALERTS = frozenset({
+    "bad_certificate", "unsupported_certificate", "certificate_revoked", "certificate_expired",
+    "certificate_unknown", "unknown_ca", "access_denied", "certificate_required",
+})
+
+
+def tls_alert(e: BaseException) -> str | None:
+    """The RFC name of the TLS alert the peer sent (``unknown_ca``), if ``e`` is one."""
+    if not isinstance(e, ssl.SSLError) or not e.reason:
+        return None
+    m = _ALERT.fullmatch(str(e.reason))
+    return None if m is None else str(m.group(1) or m.group(2)).lower()
+
+
+def alert_message(alert: str, raw: str) -> str:
+    """``the peer sent TLS alert unknown_ca (TLSV1_ALERT_UNKNOWN_CA): ...``."""
+    why = ": it does not accept our certificate" if alert in _CERT_ALERTS else ""
+    return f"the peer sent TLS alert {alert} ({raw}){why}"
+
+
+def tls_dial_error(what: str, e: ssl.SSLError) -> DialError:
+    """A failed TLS handshake as a DialError: an alert from the peer is ``tls_alert`` and named
+    (``unknown_ca``: the peer refused our certificate), not ``unreachable``; a certificate
+    problem on our side is ``identity``; anything else ``unreachable``."""
+    why = _tls_reason(e)
+    alert = tls_alert(e)
+    if alert is not None:
+        return DialError("tls_alert", f"{what}: TLS handshake failed: {alert_message(alert, why)}")
+    reason = "identity" if "CERTIFICATE" in why.upper() else "unreachable"
+    return DialError(reason, f"{what}: TLS handshake failed: {why}")
+
+
 def _remember(leaf: bytes | None) -> None:
     if leaf:
         with contextlib.suppress(ValueError, TypeError):
@@ -191,12 +238,10 @@ async def dial_tls(req: DialRequest) -> Stream:
             server_hostname=sni or "", ssl_handshake_timeout=req.timeout,
         )
     except ssl.SSLError as e:
-        why = _tls_reason(e)
-        reason = "identity" if "CERTIFICATE" in why.upper() else "unreachable"
-        if reason == "identity":
+        err = tls_dial_error(f"{dest.name}: {req.endpoint}", e)
+        if err.reason == "identity":
             count_identity_failure(gw, "tls", "dial")
-        raise DialError(reason, f"{dest.name}: {req.endpoint}: TLS handshake failed: "
-                        f"{why}") from None
+        raise err from None
     sslobj = transport.get_extra_info("ssl_object")
     leaf, chain = peer_certificates(sslobj)
     try:
@@ -395,7 +440,10 @@ class TlsListener:
                                     "handshake_timeout") from None
             if "CERTIFICATE" in why.upper():
                 count_identity_failure(gw, self.protocol, "accept")
-            if "VERIFY_FAILED" in why.upper():
+            alert = tls_alert(e)
+            if alert is not None:  # the client refused us (our certificate, say): name it
+                why = alert_message(alert, why)
+            elif "VERIFY_FAILED" in why.upper():
                 why += (" (the client certificate chains to neither the public mesh anchor nor "
                         "a configured trust bundle)")
             raise ProtocolError(f"TLS handshake failed: {why}", "tls_handshake") from None

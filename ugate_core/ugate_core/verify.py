@@ -153,6 +153,40 @@ def _uris(cert: x509.Certificate) -> list[str]:
     return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
 
 
+def _digest(kind: str, cert: x509.Certificate, cert_der: bytes) -> bytes:
+    """The bytes an spki/cert kind compares: the DER or its hash."""
+    what, fn = _HASHES.get(kind, (kind, None))
+    data = (
+        cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if what == "spki" else cert_der
+    )
+    return fn(data).digest() if fn is not None else data
+
+
+def presented(
+    expected: Sequence[ExpectedIdentity], peer_id: str, cert: x509.Certificate, cert_der: bytes,
+) -> str:
+    """What the peer showed, as the kinds that were expected (so both sides of an error read
+    alike: ``spki_sha256 <hex>`` against ``spki_sha256 <hex>``), plus its mesh ID."""
+    out: list[str] = []
+    for kind in dict.fromkeys(e.kind for e in expected):
+        if kind == "id":
+            out.append(f"id {peer_id}")
+        elif kind in ("spki", "cert") or kind in _HASHES:
+            out.append(describe(ExpectedIdentity(kind, _digest(kind, cert, cert_der).hex())))
+        elif kind == "spiffe":
+            uris = [u for u in _uris(cert) if u.startswith("spiffe://")]
+            out.append(f"spiffe {', '.join(uris)}" if uris else "no spiffe URI")
+        elif kind == "ca":
+            issuer = cert.issuer.rfc4514_string() or "<empty issuer>"
+            out.append(f"a certificate issued by [{issuer}]")
+    if "id" not in (e.kind for e in expected):
+        out.append(f"mesh ID {peer_id}")
+    return out[0] if len(out) == 1 else f"{out[0]} ({', '.join(out[1:])})"
+
+
 def _match(
     e: ExpectedIdentity,
     peer_id: str,
@@ -167,16 +201,8 @@ def _match(
         want = normalize_id(e.value)
         return (want is not None and want == peer_id), ""
     if kind in ("spki", "cert") or kind in _HASHES:
-        what, fn = _HASHES.get(kind, (kind, None))
-        data = (
-            cert.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            if what == "spki" else cert_der
-        )
         want_b = _hex(e.value)
-        got = fn(data).digest() if fn is not None else data
-        return (want_b is not None and want_b == got), ""
+        return (want_b is not None and want_b == _digest(kind, cert, cert_der)), ""
     if kind == "spiffe":
         if e.value not in _uris(cert):
             return False, ""
@@ -205,7 +231,8 @@ def verify_peer(
 
     ``chain`` holds the other certificates the peer sent (for ``ca`` / ``spiffe``);
     ``trust_roots`` are the configured trust bundles that ``spiffe`` expectations need.
-    Raises ``DialError("identity", "<name>: ... expected <X>, presented <Y>")``.
+    Raises ``DialError("identity", "<name>: ... expected <X>, presented <Y>")``, where Y is
+    the peer's value of the same kind as X (:func:`presented`).
     """
     if not expected:
         raise DialError("identity", f"{name}: no expected identity to check the peer against")
@@ -233,4 +260,4 @@ def verify_peer(
             reasons.append(why)
     extra = f" ({'; '.join(reasons)})" if reasons else ""
     raise DialError("identity", f"{name}: identity mismatch: expected {describe_all(expected)}, "
-                    f"presented {peer_id}{extra}")
+                    f"presented {presented(expected, peer_id, cert, cert_der)}{extra}")

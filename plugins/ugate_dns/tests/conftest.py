@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -102,9 +103,13 @@ zone:
 """
 
 
-def _spawn_knotd(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as f:
-        return subprocess.Popen(["knotd", "-c", str(conf)], stdout=f, stderr=f)
+        return subprocess.Popen(cmd, stdout=f, stderr=f)
+
+
+def _spawn_knotd(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    return _spawn(["knotd", "-c", str(conf)], log)
 
 
 async def _wait_ready(port: int, zones: list[str], proc: subprocess.Popen[bytes]) -> bool:
@@ -171,19 +176,34 @@ async def start_knot() -> AsyncIterator[StartKnot]:
             shutil.rmtree(d, ignore_errors=True)
 
 
+#: what :class:`TamperProxy` writes instead of the signed data, per type it rewrites
+FORGED = {dns.rdatatype.TLSA: "3 1 1 " + "ab" * 32, dns.rdatatype.A: "127.0.0.2",
+          dns.rdatatype.AAAA: "::2"}
+
+
 class TamperProxy(asyncio.DatagramProtocol):
-    """A UDP man-in-the-middle that rewrites TLSA data in answers and keeps the RRSIGs."""
+    """A UDP man-in-the-middle that rewrites answers and keeps the RRSIGs.
+
+    ``rewrite`` holds the types it forges (:data:`FORGED`; TLSA by default, empty: it only
+    forwards); with ``drop`` it answers nothing at all (a resolver that stopped answering).
+    ``seen`` counts the queries that reached it.
+    """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.transport: asyncio.DatagramTransport | None = None
         self.tampered = 0
+        self.seen = 0
+        self.rewrite: set[int] = {dns.rdatatype.TLSA}
+        self.drop = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        asyncio.get_running_loop().create_task(self._forward(data, addr))
+        self.seen += 1
+        if not self.drop:
+            asyncio.get_running_loop().create_task(self._forward(data, addr))
 
     async def _forward(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         loop = asyncio.get_running_loop()
@@ -202,9 +222,10 @@ class TamperProxy(asyncio.DatagramProtocol):
             tr.close()
         msg = dns.message.from_wire(reply)
         for i, rr in enumerate(msg.answer):
-            if rr.rdtype == dns.rdatatype.TLSA:
-                forged = dns.rrset.from_text(rr.name, rr.ttl, "IN", "TLSA", "3 1 1 " + "ab" * 32)
-                msg.answer[i] = forged
+            if rr.rdtype in self.rewrite:
+                msg.answer[i] = dns.rrset.from_text(rr.name, rr.ttl, "IN",
+                                                    dns.rdatatype.to_text(rr.rdtype),
+                                                    FORGED[rr.rdtype])
                 self.tampered += 1
         assert self.transport is not None
         self.transport.sendto(msg.to_wire(), addr)
@@ -226,3 +247,99 @@ async def tamper() -> AsyncIterator[Callable[[str], Awaitable[tuple[TamperProxy,
     yield start
     for tr in transports:
         tr.close()
+
+
+@dataclass
+class Unbound:
+    """A running validating unbound: its port and process."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+StartUnbound = Callable[..., Awaitable[Unbound]]
+
+_UNBOUND_CONF = """\
+server:
+  interface: 127.0.0.1
+  port: {port}
+  do-ip6: no
+  username: ""
+  chroot: ""
+  directory: "{dir}"
+  pidfile: "{dir}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  num-threads: 1
+  so-reuseport: no
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  trust-anchor-file: "{dir}/anchor.txt"
+  ede: yes
+  val-log-level: 2
+  local-zone: "{zone}." nodefault
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "{zone}."
+  stub-addr: {stub}
+"""
+
+
+@pytest.fixture
+async def start_unbound() -> AsyncIterator[StartUnbound]:
+    """``await start_unbound("test.zone", "127.0.0.1:PORT", ds_lines)`` → :class:`Unbound`:
+    a validating resolver with ``ds_lines`` as its trust anchor, asking ``stub`` for ``zone``
+    and giving Extended DNS Errors (``ede: yes``) on SERVFAIL. Stopped by PID at the end."""
+    require_peer("unbound", apt="unbound")
+    started: list[Unbound] = []
+    dirs: list[str] = []
+
+    async def start(zone: str, stub: str, anchors: list[str]) -> Unbound:
+        d = Path(tempfile.mkdtemp(prefix="unbound", dir="/tmp"))
+        dirs.append(str(d))
+        (d / "anchor.txt").write_text("\n".join(anchors) + "\n")
+        host, sport = stub.rsplit(":", 1)
+        for _attempt in range(3):
+            port = free_port(kind=socket.SOCK_DGRAM)
+            conf = d / "unbound.conf"
+            conf.write_text(_UNBOUND_CONF.format(port=port, dir=d, zone=zone,
+                                                 stub=f"{host}@{sport}"))
+            log = d / "unbound.log"
+            proc = _spawn(["unbound", "-d", "-c", str(conf)], log)
+            ub = Unbound(port, proc, log)
+            started.append(ub)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and proc.poll() is None:
+                # unbound's built-in localhost zone: answered without asking anyone
+                q = dns.message.make_query("localhost.", dns.rdatatype.A)
+                try:
+                    await asyncio.to_thread(dns.query.udp, q, "127.0.0.1", 0.3, port)
+                    return ub
+                except Exception:
+                    await asyncio.sleep(0.05)
+            ub.stop()
+        raise AssertionError(f"unbound did not start: {(d / 'unbound.log').read_text()}")
+
+    try:
+        yield start
+    finally:
+        for u in started:
+            u.stop()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)

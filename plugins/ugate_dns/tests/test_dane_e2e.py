@@ -174,9 +174,9 @@ async def test_tlsa_for_another_key_fails_the_dial(
     assert e.value.reason == "identity"
     msg = str(e.value)
     # "svc.test.zone at 127.0.0.1: identity mismatch: expected spki_sha256 <TLSA data>,
-    # presented <the backend's ID>"
+    # presented spki_sha256 <the backend's SPKI hash> (mesh ID <its ID>)": like for like
     assert f"identity mismatch: expected spki_sha256 {wrong}" in msg, msg
-    assert "presented" in msg, msg
+    assert f"presented spki_sha256 {spki_sha256(LEAF_KEY)} (mesh ID " in msg, msg
 
 
 async def test_signed_tlsa_dials_and_forged_tlsa_fails_closed(
@@ -205,11 +205,63 @@ trust_anchor = [{anchors}]
     assert dest.labels["dns.dnssec"] == "secure"
     assert await _round_trip(gw, f"svc.test.zone:{tls_backend}") == b"enad olleh\n"
     # the same zone through a man in the middle that rewrites the TLSA: the forged record
-    # is not an identity, and tls refuses to dial a non-mesh name with nothing to expect
+    # ends the lookup (dnssec_bogus); it is neither an identity nor silently dropped
     gw2 = await start_gateway(toml.format(server=forged_addr, anchors=anchors))
-    dest2, _ = await gw2.resolve(f"svc.test.zone:{tls_backend}")
-    assert dest2.identities == () and dest2.labels["dns.dnssec"] == "bogus"
     with pytest.raises(DialError) as e:
         await gw2.dial(f"svc.test.zone:{tls_backend}")
-    assert e.value.reason == "identity"
-    assert "no identity to expect" in str(e.value)
+    assert e.value.reason == "dnssec_bogus"
+    assert f"_{tls_backend}._tcp.svc.test.zone TLSA" in str(e.value), str(e.value)
+    assert "DNSSEC-bogus" in str(e.value), str(e.value)
+
+
+def tcp_zone(port: int, tlsa: str) -> str:
+    return zone(port, tlsa).replace('"ugate=1 proto=tls"', '"ugate=1 proto=tcp"')
+
+
+async def test_validated_tlsa_makes_proto_tcp_dial_tls(
+    start_knot: StartKnot, start_gateway: StartGateway, tls_backend: int,
+) -> None:
+    """A signed TLSA for the port says the service speaks TLS: the TXT's proto=tcp does not
+    turn the check off. Against the real TLS backend the key is checked; against a plain
+    server the dial fails, and the server saw a ClientHello, never plaintext."""
+    seen: list[bytes] = []
+
+    async def plain(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.append(await r.read(5))
+        w.write(b"plain text, no TLS\n")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(plain, "127.0.0.1", 0)
+    plain_port = server.sockets[0].getsockname()[1]
+    good = f"3 1 1 {spki_sha256(LEAF_KEY)}"
+    body = tcp_zone(tls_backend, good) + f"_{plain_port}._tcp.svc TLSA {good}\n"
+    knot = await start_knot({"test.zone": body}, signed={"test.zone": "nsec"})
+    anchors = ", ".join(f'"{a}"' for a in await knot.keymgr("test.zone", "ds"))
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[dns]
+servers = ["{knot.address}"]
+zones = ["test.zone"]
+timeout = 0.3
+trust_anchor = [{anchors}]
+""")
+    dest, _ = await gw.resolve(f"svc.test.zone:{tls_backend}")
+    assert (dest.protocol, dest.labels["dns.dnssec"]) == ("tls", "secure")
+    s = await gw.dial(f"svc.test.zone:{tls_backend}")
+    try:
+        assert s.meta.protocol == "tls"
+        s.write(b"hello dane\n")
+        await s.drain()
+        assert await asyncio.wait_for(s.readuntil(b"\n", 1024), 10) == b"enad olleh\n"
+    finally:
+        s.close()
+    async with server:
+        with pytest.raises(DialError) as e:
+            await gw.dial(f"svc.test.zone:{plain_port}")
+        assert "TLS handshake failed" in str(e.value), str(e.value)
+        assert seen and seen[0][:2] == b"\x16\x03"  # a ClientHello: nothing sent in clear
+    # without the TLSA for the port, proto=tcp stays plain TCP
+    dest2, _ = await gw.resolve("svc.test.zone:9")
+    assert dest2.protocol == "tcp"

@@ -17,7 +17,7 @@ import pytest
 
 from ugate_core import Endpoint, ExpectedIdentity
 from ugate_core.testing import StartGateway
-from ugate_dns import DnsDiscovery
+from ugate_dns import DnsDiscovery, DnsError
 
 StartKnot = Callable[..., Awaitable[Any]]
 T = dns.rdatatype
@@ -86,7 +86,7 @@ async def test_nsec3_zone_and_dnskey_anchor(
     assert (nx.nxdomain, nx.security, nx.why) == (True, "secure", "")
 
 
-async def test_tampered_tlsa_is_not_an_identity(
+async def test_tampered_tlsa_ends_the_lookup(
     start_knot: StartKnot, start_gateway: StartGateway, tamper: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -95,16 +95,17 @@ async def test_tampered_tlsa_is_not_an_identity(
     proxy, addr = await tamper(knot.address)
     caplog.set_level(logging.INFO, "ugate.dns")
     gw = await start_gateway(toml(addr, ds))
-    dest, _ = await gw.resolve("svc.test.zone:443")
+    # the forged TLSA (ab ab ...) is neither an identity nor dropped (which would leave the
+    # dial without the check): the lookup ends, although the A and TXT validated
+    with pytest.raises(DnsError) as e:
+        await gw.resolve("svc.test.zone:443")
     assert proxy.tampered >= 1
-    # the forged TLSA (ab ab ...) is dropped; the signed TXT id still counts
-    assert dest.identities == (
-        ExpectedIdentity("id", "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI"),
-    )
-    assert dest.labels["dns.dnssec"] == "bogus"
-    assert dest.endpoints == (Endpoint("127.0.0.1"),)  # the A record validated
+    assert e.value.reason == "dnssec_bogus"
+    assert "_443._tcp.svc.test.zone TLSA" in str(e.value)
     assert "dns_untrusted name=_443._tcp.svc.test.zone type=TLSA" in caplog.text
     assert "signature by test.zone." in caplog.text
+    assert gw.metrics.registry.get_sample_value("ugate_dns_untrusted_total",
+                                                {"type": "TLSA"}) == 1
 
 
 async def test_unsigned_answers_are_not_trusted(
@@ -119,8 +120,12 @@ async def test_unsigned_answers_are_not_trusted(
     tlsa = await d.resolver.query(dns.name.from_text("_443._tcp.svc.test.zone"), T.TLSA)
     assert tlsa.rrset is not None and tlsa.security == "bogus"
     assert "has no RRSIG (unsigned)" in tlsa.why
-    # nothing from an unsigned copy of an anchored zone is used: not even the address
-    assert await d.resolve("svc.test.zone", 443) is None
+    # nothing from an unsigned copy of an anchored zone is used, not even the address, and
+    # the name is not handed on as unknown (which could dial it through the system resolver)
+    with pytest.raises(DnsError) as e:
+        await d.resolve("svc.test.zone", 443)
+    assert e.value.reason == "dnssec_bogus"
+    assert "has no RRSIG (unsigned)" in str(e.value)
     assert "dns_untrusted name=svc.test.zone type=A" in caplog.text
 
 
@@ -135,4 +140,6 @@ async def test_zone_signed_with_other_keys_is_not_trusted(
     tlsa = await d.resolver.query(dns.name.from_text("_443._tcp.svc.test.zone"), T.TLSA)
     assert tlsa.security == "bogus"
     assert "no DNSKEY of test.zone. matches the configured trust anchor" in tlsa.why
-    assert await d.resolve("svc.test.zone", 443) is None
+    with pytest.raises(DnsError, match="matches the configured trust anchor") as e:
+        await d.resolve("svc.test.zone", 443)
+    assert e.value.reason == "dnssec_bogus"

@@ -126,7 +126,8 @@ async def test_destination_from_knot_records(
     assert port == 443
     assert dest.source == "dns"
     assert dest.endpoints == (Endpoint("127.0.0.1"), Endpoint("::1"))
-    assert dest.protocol == "tcp"
+    # the TXT says proto=tcp, but a TLSA for the port says the service speaks TLS
+    assert dest.protocol == "tls"
     assert dict(dest.labels) == {"app": "echo", "team": "a b", "dns.dnssec": "insecure"}
     # the smallest TTL of the answers used: the negative SRV answer (SOA minimum 60)
     assert dest.ttl == 60
@@ -329,18 +330,21 @@ async def test_stopped_server_fails_within_deadline(
         await gw.dial("svc.test.zone:443")
     took = time.monotonic() - t0
     assert took < 1.5, took  # the dns deadline, below core's discovery.timeout (2 s)
-    assert ei.value.reason == "no_route"
+    assert ei.value.reason == "dns_unavailable"  # not "no_route": DNS knows the name
+    assert "DNS unavailable (dns_unavailable)" in str(ei.value)
     text = caplog.text
-    assert "discovery_error discovery=dns name=svc.test.zone" in text
+    assert "discovery_failed discovery=dns name=svc.test.zone port=443 reason=dns_unavailable" \
+        in text
     assert f"127.0.0.1:{knot.port}" in text
     # the discovery's own error says which server failed and how
     d = DnsDiscovery.for_gateway(gw)
     with pytest.raises(DnsError) as de:
         await d.resolve("svc.test.zone", 443)
     msg = str(de.value)
-    # e.g. "dns: svc.test.zone: no answer for svc.test.zone A: 127.0.0.1:PORT: no answer
-    # within 0.3s" (whichever of the parallel queries gives up first)
-    assert msg.startswith("dns: svc.test.zone: no answer for "), msg
+    # e.g. "dns: svc.test.zone: DNS unavailable (dns_unavailable): no answer for svc.test.zone
+    # A: 127.0.0.1:PORT: no answer within 0.3s" (whichever parallel query gives up first)
+    assert msg.startswith("dns: svc.test.zone: DNS unavailable (dns_unavailable): no answer "
+                          "for "), msg
     assert f"127.0.0.1:{knot.port}: no answer within 0.3s" in msg, msg
 
 

@@ -37,7 +37,7 @@ class TtlCache(Generic[K, V]):
         self.clock = clock
         self.stats = CacheStats()
         self._data: dict[K, tuple[float, V]] = {}
-        self._inflight: dict[K, asyncio.Task[tuple[V, float]]] = {}
+        self._inflight: dict[K, asyncio.Task[tuple[V, float | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._data)
@@ -68,9 +68,10 @@ class TtlCache(Generic[K, V]):
         self._data.clear()
 
     async def get_or_fetch(
-        self, key: K, fetch: Callable[[], Awaitable[tuple[V, float]]]
+        self, key: K, fetch: Callable[[], Awaitable[tuple[V, float | None]]]
     ) -> V:
-        """The cached value, else the result of ``fetch() -> (value, ttl)``, stored for ttl.
+        """The cached value, else the result of ``fetch() -> (value, ttl)``, stored for ttl
+        (``None``: not stored at all, whatever ``min_ttl`` says).
 
         The fetch runs in its own task: a caller that is cancelled (its deadline passed)
         does not cancel it for the others.
@@ -83,10 +84,11 @@ class TtlCache(Generic[K, V]):
         if task is None:
             self.stats.misses += 1
 
-            async def run() -> tuple[V, float]:
+            async def run() -> tuple[V, float | None]:
                 try:
                     value, ttl = await fetch()
-                    self.put(key, value, ttl)
+                    if ttl is not None:
+                        self.put(key, value, ttl)
                     return value, ttl
                 finally:
                     self._inflight.pop(key, None)

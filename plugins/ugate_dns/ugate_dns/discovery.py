@@ -8,9 +8,13 @@ For ``resolve("svc.example", 443)`` it asks, all at once:
 * ``svc.example`` TXT: ugate metadata (:mod:`ugate_dns.txt`): protocol, mesh ID, labels;
 * ``_443._tcp.svc.example`` TLSA: DANE identities (:mod:`ugate_dns.dane`).
 
-With a trust anchor covering the name, every answer must validate (DNSSEC); an answer that
-does not is dropped and logged (``dns_untrusted``), so a forged TLSA or TXT never becomes an
-identity. :meth:`DnsDiscovery.ptr` maps an address back to a name for IP-only traffic.
+With a trust anchor covering the name, every answer must validate (DNSSEC); one that does not
+ends the lookup with :class:`DnsError` ``dnssec_bogus`` (logged as ``dns_untrusted``), as
+servers that do not answer end it with ``dns_unavailable``: core then dials nothing, so a
+forged or suppressed answer never becomes an endpoint, a protocol or a missing identity. A
+validated TLSA record for the port means the service speaks TLS: ``proto=tcp`` becomes
+``tls``, so the DANE identities are checked. :meth:`DnsDiscovery.ptr` maps an address back
+to a name for IP-only traffic.
 """
 
 from __future__ import annotations
@@ -37,7 +41,15 @@ from ugate_core import Destination, Endpoint, ExpectedIdentity
 
 from .cache import TtlCache
 from .dane import tlsa_identities
-from .resolver import BOGUS, INSECURE, SECURE, Answer, DnsError, Resolver, worst
+from .resolver import (
+    BOGUS,
+    BOGUS_REASON,
+    SECURE,
+    Answer,
+    DnsError,
+    Resolver,
+    worst,
+)
 from .settings import DnsSettings, names_for, parse_settings
 from .txt import TxtError, UgateTxt, select_txt
 
@@ -51,6 +63,13 @@ T = dns.rdatatype
 SRV_PREFIX = (b"_ugate", b"_tcp")
 
 _by_gateway: weakref.WeakKeyDictionary[Gateway, DnsDiscovery] = weakref.WeakKeyDictionary()
+
+
+#: DnsError.reason → the words the client reads before the details
+_WHAT = {
+    BOGUS_REASON: "answer is DNSSEC-bogus (dnssec_bogus)",
+    "dns_unavailable": "DNS unavailable (dns_unavailable)",
+}
 
 
 def _text(name: dns.name.Name) -> str:
@@ -100,7 +119,9 @@ class DnsDiscovery:
         """The destination for ``fqdn`` from DNS, ``None`` if DNS does not know it.
 
         Names outside ``dns.zones`` get ``None`` at once, without a query. Raises
-        :class:`DnsError` when the servers do not answer within ``dns.deadline``.
+        :class:`DnsError` (a core ``DiscoveryError``, which ends the lookup) with reason
+        ``dnssec_bogus`` when an answer fails DNSSEC validation and ``dns_unavailable`` when
+        the servers give no usable answer within ``dns.deadline``; neither is cached.
         """
         hit = self._dests.get((fqdn, port))
         if hit is not None:
@@ -121,20 +142,28 @@ class DnsDiscovery:
                 return dest
         except TimeoutError:
             servers = ", ".join(f"{h}:{p}" for h, p in self.settings.servers)
-            raise DnsError(f"dns: {fqdn}: no complete answer within {self.settings.deadline:g}s"
-                           f" (servers {servers})") from None
+            raise DnsError(f"dns: {fqdn}: DNS unavailable (dns_unavailable): no complete answer"
+                           f" within {self.settings.deadline:g}s (servers {servers})") from None
         except DnsError as e:
-            raise DnsError(f"dns: {fqdn}: {e}") from None
+            raise DnsError(f"dns: {fqdn}: {_WHAT.get(e.reason, e.reason)}: {e}",
+                           e.reason) from None
+        except Exception as e:  # a name in dns.zones is ours: a bug must not route around us
+            log.exception("dns_resolve_failed name=%s port=%d", fqdn, port)
+            raise DnsError(f"dns: {fqdn}: DNS unavailable (dns_unavailable): {e!r}") from None
 
     def _trusted(self, ans: Answer) -> Answer:
-        """The answer, or an empty one if DNSSEC says it is forged (logged and counted)."""
+        """The answer; DnsError ``dnssec_bogus`` if DNSSEC says it is forged (logged, counted).
+
+        Dropping it instead would let a forger delete records: a TLSA (no identity check), a
+        TXT (another protocol), the addresses (a fall back to the system resolver).
+        """
         if ans.security != BOGUS:
             return ans
-        log.warning("dns_untrusted name=%s type=%s reason=%r action=ignored", _text(ans.qname),
+        log.warning("dns_untrusted name=%s type=%s reason=%r action=refused", _text(ans.qname),
                     T.to_text(ans.rdtype), ans.why)
         if self._untrusted is not None:
             self._untrusted.labels(T.to_text(ans.rdtype)).inc()
-        return Answer(ans.qname, ans.rdtype, None, False, ans.ttl, BOGUS, ans.why)
+        raise DnsError(f"{ans.label}: {ans.why}", BOGUS_REASON)
 
     async def _addresses(self, name: dns.name.Name) -> tuple[list[str], list[Answer]]:
         a, aaaa = await self.resolver.query_many([(name, T.A), (name, T.AAAA)])
@@ -175,16 +204,21 @@ class DnsDiscovery:
         if not endpoints:
             return None, ttl
         meta = self._metadata(fqdn, txt)
-        identities = self._identities(fqdn, tlsa, txt, meta)
-        security = worst(SECURE, *(a.security for a in answers if a.security != BOGUS))
+        identities, tls_required = self._identities(fqdn, tlsa, txt, meta)
+        security = worst(SECURE, *(a.security for a in answers))
         labels = dict(meta.labels) if meta else {}
-        labels["dns.dnssec"] = security if security == SECURE else INSECURE
-        if any(a.security == BOGUS for a in answers):
-            labels["dns.dnssec"] = BOGUS
+        labels["dns.dnssec"] = security
+        protocol = meta.proto if meta and meta.proto else "tcp"
+        if tls_required and protocol == "tcp":
+            # RFC 6698/7671: a usable TLSA RRset for the port says the service speaks TLS;
+            # plain TCP would skip the check the record asks for
+            log.info("dns_tls_required name=%s tlsa=%s txt_proto=tcp protocol=tls", fqdn,
+                     tlsa.label)
+            protocol = "tls"
         return Destination(
             name=fqdn,
             endpoints=tuple(dict.fromkeys(endpoints)),
-            protocol=(meta.proto if meta and meta.proto else "tcp"),
+            protocol=protocol,
             identities=identities,
             labels=labels,
             ttl=ttl,
@@ -203,10 +237,12 @@ class DnsDiscovery:
 
     def _identities(
         self, fqdn: str, tlsa: Answer, txt: Answer, meta: UgateTxt | None
-    ) -> tuple[ExpectedIdentity, ...]:
-        """TLSA and TXT ``id=`` identities, only from validated data when anchors exist."""
+    ) -> tuple[tuple[ExpectedIdentity, ...], bool]:
+        """TLSA and TXT ``id=`` identities, only from validated data when anchors exist, and
+        whether a TLSA RRset was used (then the service must be dialed with TLS)."""
         anchored = bool(self.settings.anchors)
         out: list[ExpectedIdentity] = []
+        tls_required = False
         if tlsa.rrset is not None:
             if anchored and tlsa.security != SECURE:
                 log.warning("dns_tlsa_unvalidated name=%s tlsa=%s security=%s reason=%r "
@@ -219,16 +255,14 @@ class DnsDiscovery:
                 for why in skipped:
                     log.info("dns_tlsa_skipped name=%s reason=%r", fqdn, why)
                 out += ids
-        elif tlsa.security == BOGUS:
-            log.warning("dns_tlsa_unvalidated name=%s tlsa=%s security=bogus reason=%r "
-                        "action=not_used_for_identity", fqdn, tlsa.label, tlsa.why)
+                tls_required = True
         if meta is not None and meta.id:
             if anchored and txt.security != SECURE:
                 log.warning("dns_txt_id_unvalidated name=%s security=%s "
                             "action=not_used_for_identity", fqdn, txt.security)
             else:
                 out.append(ExpectedIdentity("id", meta.id))
-        return tuple(out)
+        return tuple(out), tls_required
 
     # ------------------------------------------------------------------------- PTR
     async def ptr(self, address: str) -> str | None:
@@ -242,7 +276,7 @@ class DnsDiscovery:
         try:
             ip = ipaddress.ip_address(address.strip("[]"))
         except ValueError:
-            raise DnsError(f"dns: ptr: {address!r} is not an IP address") from None
+            raise DnsError(f"dns: ptr: {address!r} is not an IP address", "bad_address") from None
         rev = dns.reversename.from_address(str(ip))
         if not self.settings.in_zones(rev):
             return None
@@ -266,8 +300,9 @@ class DnsDiscovery:
                             continue
                     return _text(target)
         except TimeoutError:
-            raise DnsError(f"dns: ptr {ip}: no complete answer within "
-                           f"{self.settings.deadline:g}s") from None
+            raise DnsError(f"dns: ptr {ip}: DNS unavailable (dns_unavailable): no complete "
+                           f"answer within {self.settings.deadline:g}s") from None
         except DnsError as e:
-            raise DnsError(f"dns: ptr {ip}: {e}") from None
+            raise DnsError(f"dns: ptr {ip}: {_WHAT.get(e.reason, e.reason)}: {e}",
+                           e.reason) from None
         return None

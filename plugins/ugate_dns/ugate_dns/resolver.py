@@ -9,7 +9,8 @@ its security status:
 
 Answers are cached by (name, type) for their TTL, clamped to the configured bounds; negative
 answers (NXDOMAIN, no data) for ``min(SOA TTL, SOA minimum)`` (RFC 2308 §5). Identical
-queries in flight are sent once. Server failures raise :class:`DnsError` and are not cached.
+queries in flight are sent once. Server failures raise :class:`DnsError` and are not cached;
+neither are bogus answers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.asyncquery
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -35,7 +37,7 @@ import dns.rdtypes.ANY.SOA
 import dns.rrset
 from dns.rdatatype import RdataType
 
-from ugate_core import UgateError
+from ugate_core import DiscoveryError
 
 from . import dnssec
 from .cache import TtlCache
@@ -53,8 +55,25 @@ Key = tuple[dns.name.Name, RdataType]
 Via = frozenset[Key]
 
 
-class DnsError(UgateError):
-    """No usable answer from any configured server (timeouts, SERVFAIL, REFUSED, ...)."""
+#: reasons of a :class:`DnsError` (core's ``DialError.reason``)
+BOGUS_REASON, UNAVAILABLE_REASON = "dnssec_bogus", "dns_unavailable"
+
+#: Extended DNS Error codes (RFC 8914) with which a validating resolver says the data failed
+#: DNSSEC validation (5 indeterminate .. 12 NSEC missing); SERVFAIL with one of them is bogus
+BOGUS_EDE = frozenset(range(5, 13))
+
+
+class DnsError(DiscoveryError):
+    """DNS cannot answer safely, so the name must not be dialed (core ends the lookup).
+
+    ``reason`` is ``dns_unavailable`` (no usable answer from any configured server: timeouts,
+    SERVFAIL, REFUSED, a loop in the data) or ``dnssec_bogus`` (the answer failed DNSSEC
+    validation: ours under a trust anchor, or a validating resolver's SERVFAIL with an
+    Extended DNS Error code 5-12).
+    """
+
+    def __init__(self, message: str, reason: str = UNAVAILABLE_REASON) -> None:
+        super().__init__(reason, message)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,16 @@ class QueryStats:
     sent: int = 0
     timeouts: int = 0
     errors: int = 0
+
+
+def _bogus_ede(resp: dns.message.Message) -> str | None:
+    """The DNSSEC Extended DNS Error of a SERVFAIL (``EDE 6 DNSSEC Bogus: ...``), or None."""
+    for opt in resp.options:
+        if isinstance(opt, dns.edns.EDEOption) and int(opt.code) in BOGUS_EDE:
+            code = dns.edns.EDECode.make(opt.code)
+            name = code.name.replace("_", " ").title().replace("Dnssec", "DNSSEC")
+            return f"EDE {int(opt.code)} {name}" + (f": {opt.text}" if opt.text else "")
+    return None
 
 
 class Resolver:
@@ -118,7 +147,7 @@ class Resolver:
             raise DnsError(f"{qname} {dns.rdatatype.to_text(rdtype)}: chain longer than "
                            f"{4 * MAX_CNAME} lookups")
 
-        async def fetch() -> tuple[Answer, float]:
+        async def fetch() -> tuple[Answer, float | None]:
             # bounded on its own: waiters may give up, and a cycle through another caller's
             # lookup must not leave this one in flight forever
             try:
@@ -128,7 +157,9 @@ class Resolver:
                 raise DnsError(f"no complete answer for {qname} "
                                f"{dns.rdatatype.to_text(rdtype)} within "
                                f"{self.settings.deadline:g}s") from None
-            return a, a.ttl
+            # a bogus answer is a failure, not data: asked again next time, so a repaired
+            # zone (or a forger gone) is seen at once and a forgery is not kept for its TTL
+            return a, (None if a.security == BOGUS else a.ttl)
 
         return await self.cache.get_or_fetch(key, fetch)
 
@@ -180,6 +211,12 @@ class Resolver:
                     self.on_query(tname, dns.rcode.to_text(rcode).lower())
                     return resp
                 self.on_query(tname, "servfail" if rcode == dns.rcode.SERVFAIL else "error")
+                bogus = _bogus_ede(resp) if rcode == dns.rcode.SERVFAIL else None
+                if bogus is not None:
+                    # a validating resolver proved the data forged: asking the next server
+                    # for a copy it did not validate would route around that
+                    raise DnsError(f"{what}: DNSSEC validation failed at {where}: SERVFAIL, "
+                                   f"{bogus}", BOGUS_REASON)
                 errors.append(f"{where}: answered {dns.rcode.to_text(rcode)}")
                 log.debug("dns_query_failed server=%s name=%s error=%s", where, what, errors[-1])
         uniq = list(dict.fromkeys(errors))

@@ -106,7 +106,7 @@ async def test_wrong_peer_key_fails_the_dial(start_gateway: StartGateway,
         await a.dial("svc.test:80")
     msg = str(ei.value)
     assert ei.value.reason == "identity"
-    assert f"expected id {OTHER_ID}" in msg and f"presented {b.identity.id}" in msg
+    assert f"expected id {OTHER_ID}" in msg and f"presented id {b.identity.id}" in msg
     assert any("identity_mismatch protocol=hbone direction=dial" in r.message
                for r in caplog.records)
     assert http_upstream.requests == []
@@ -149,7 +149,7 @@ protocol = "hbone"
     with pytest.raises(DialError) as ei:
         await a.dial(f"{other}:9")
     assert ei.value.reason == "identity"
-    assert f"expected id {OTHER_ID}, presented {bid}" in str(ei.value)
+    assert f"expected id {OTHER_ID}, presented id {bid}" in str(ei.value)
 
 
 async def test_max_concurrent_streams_second_connection_and_queue(

@@ -36,6 +36,7 @@ from ugate_core import (
     expected_identities_for,
     is_ip,
     peer_certificates,
+    tls_dial_error,
     verify_peer,
 )
 
@@ -232,11 +233,10 @@ class Pool:
                     server_hostname=key.sni, ssl_handshake_timeout=req.timeout,
                 )
             except ssl.SSLError as e:
-                why = str(e.reason or e)
-                if "CERTIFICATE" in why.upper():
+                err = tls_dial_error(where, e)  # an alert from the peer: tls_alert, named
+                if err.reason == "identity":
                     count_identity_failure(gw, "hbone", "dial")
-                    raise DialError("identity", f"{where}: TLS handshake failed: {why}") from None
-                raise DialError("unreachable", f"{where}: TLS handshake failed: {why}") from None
+                raise err from None
             sslobj = t.get_extra_info("ssl_object")
             leaf, chain = peer_certificates(sslobj)
             try:

@@ -80,7 +80,7 @@ async def test_dialer_refuses_wrong_host_key(
     with pytest.raises(DialError) as ei:
         await gw.dial(http_upstream.address)
     assert ei.value.reason == "identity"
-    assert f"is not the expected id:{other}" in str(ei.value)
+    assert f"host key mismatch: expected id:{other}, presented id:" in str(ei.value)
     assert http_upstream.requests == []
 
 

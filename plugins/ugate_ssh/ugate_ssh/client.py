@@ -178,7 +178,10 @@ class _ClientOwner(asyncssh.SSHClient):
         if key_matches(key, self.expected):
             return True
         want = ", ".join(f"{e.kind}:{e.value}" for e in self.expected)
-        self.mismatch = f"host key id={mesh_id(key)} is not the expected {want}"
+        # the host key as the kinds expected, so both sides read alike
+        got = ", ".join(f"spki_sha256:{spki_sha256(key)}" if k == "spki_sha256" else
+                        f"id:{mesh_id(key)}" for k in dict.fromkeys(e.kind for e in self.expected))
+        self.mismatch = f"host key mismatch: expected {want}, presented {got}"
         return False
 
 
