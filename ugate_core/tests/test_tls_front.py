@@ -63,6 +63,43 @@ endpoints = ["127.0.0.1"]
         await srv.wait()
 
 
+async def test_wildcard_passthrough_beyond_loopback_never_reaches_this_host(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """A wildcard route lets the client choose the name; one resolving to this host is refused
+    for a listener beyond loopback (the same route named exactly is the operator's choice)."""
+    srv, sport = await _s_server(tmp_path, "backend.test")
+    try:
+        gw = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.shared]
+listen = "0.0.0.0:0"
+protocols = ["*"]
+allow = ["nothing.test:1"]                 # the relaying protocols here may reach nothing
+passthrough = ["*.pass.test", "backend.test"]
+passthrough_port = {sport}
+[hosts."evil.pass.test"]
+endpoints = ["127.0.0.1"]
+[hosts."backend.test"]
+endpoints = ["127.0.0.1"]
+""")
+
+        async def hello(sni: str) -> str:
+            res = await run(require_peer("openssl"), "s_client", "-connect",
+                            f"127.0.0.1:{gw.port('shared')}", "-servername", sni, "-ign_eof",
+                            input=b"GET / HTTP/1.0\r\n\r\n", timeout=20)
+            return (res.stdout + res.stderr).decode(errors="replace")
+
+        out = await hello("evil.pass.test")
+        assert "HTTP/1.0 200 ok" not in out and "backend.test" not in out
+        assert metric(gw, "ugate_dial_errors_total", reason="denied") == 1
+        assert "HTTP/1.0 200 ok" in await hello("backend.test")  # named exactly: allowed
+    finally:
+        srv.kill()
+        await srv.wait()
+
+
 async def test_unknown_sni_gets_an_alert_and_a_counter(start_gateway: StartGateway) -> None:
     gw = await start_gateway('[admin]\nlisten = ""\n[listeners.shared]\n'
                              'listen = "127.0.0.1:0"\nprotocols = ["*"]\n')

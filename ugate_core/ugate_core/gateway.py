@@ -765,23 +765,26 @@ class Gateway:
         return await self.router.resolve(host, port), port
 
     async def dial(
-        self, address: str, *, source: StreamMeta | None = None, timeout: float | None = None
+        self, address: str, *, source: StreamMeta | None = None, timeout: float | None = None,
+        screen: bool = False,
     ) -> Stream:
         """Reach ``address`` (``name:port``) through discovery, policy and a dialer.
 
         ``source`` is the client's metadata when dialing on a client's behalf: it is checked
-        by the authorize policy. Raises :class:`DialError` with a ``reason``.
+        by the authorize policy. ``screen``: refuse protected addresses (loopback,
+        link-local, metadata, this gateway's own) even without a ``source`` — for routes whose
+        name a remote client chose through a configured wildcard. Raises :class:`DialError`
+        with a ``reason``.
         """
         try:
             dest, port = await self.resolve(address)
         except DialError as e:
             self.metrics.child(self.metrics.dial_errors, e.reason).inc()
             raise
-        screen = False
         if source is not None:
             source.target = address
             v = self.admit(source, dest, port, address)  # counts and raises a refusal itself
-            screen = not (v.local or v.explicit)
+            screen = screen or not (v.local or v.explicit)
         try:
             return await self.dial_destination(dest, port, source=source, timeout=timeout,
                                                screen=screen)

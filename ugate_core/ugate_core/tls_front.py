@@ -206,12 +206,17 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         seen = len(buf)
     sni = hello.sni
     stream.meta.sni = sni
-    if sni and any(match_name(p, sni) for p in front.opts.passthrough):
+    route = next((p for p in front.opts.passthrough if sni and match_name(p, sni)), None)
+    if sni and route is not None:
         stream.meta.protocol = "tls-passthrough"
-        # the passthrough patterns are the rule: configured routes, not client choice
+        # the passthrough patterns are the rule: configured routes, not client choice. But a
+        # wildcard lets the client choose the name, and a name can resolve to this host: for
+        # a client beyond loopback, loopback, link-local, metadata and the gateway's own
+        # addresses are refused unless the route names the SNI exactly
         target = f"{sni}:{front.opts.passthrough_port}"
         stream.meta.target = target
-        up = await gw.dial(target)
+        screen = not ctx.config.loopback and any(c in route for c in "*?[")
+        up = await gw.dial(target, screen=screen)
         gw.start_relay(stream, up)  # the buffered ClientHello goes first; runs on its own
         return
     if not front.is_ours(sni):
