@@ -691,10 +691,11 @@ class Gateway:
         never reaches a protected address (loopback, link-local, metadata, this gateway's own
         listeners and admin endpoint) unless a pattern names it without a wildcard."""
         cfg = self._listener_cfgs.get(source.listener)
-        if not source.listener:
-            loopback: bool | None = None  # no listener: the embedding program itself
-        elif cfg is None:
-            loopback = False  # a listener a plugin made up: not local
+        if cfg is None:
+            # a client's stream that names no listener of the config (a plugin forgot to set
+            # it, or made one up): not local. The embedding program's own dials pass no
+            # ``source`` at all and are not judged here
+            loopback: bool | None = False
         else:
             # a client arriving from elsewhere through a tunnel (an upstream's reverse
             # forward) into a loopback listener is not local
