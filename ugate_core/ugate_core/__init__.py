@@ -33,6 +33,14 @@ from .ids import (
     vip_of_public_key,
 )
 from .metrics import Tally
+from .preamble import (
+    PreambleAcceptor,
+    PreambleError,
+    PreambleOpener,
+    PreambleReceived,
+    StatusReceived,
+)
+from .preamble_io import AcceptedPreamble, accept_preamble, open_preamble, serve_preamble
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
@@ -68,6 +76,7 @@ from .verify import peer_certificates, verify_peer
 __all__ = [
     "H2_PREFACE",
     "IDENTITY_KINDS",
+    "AcceptedPreamble",
     "AuthError",
     "BytesBody",
     "Config",
@@ -101,6 +110,10 @@ __all__ = [
     "ListenerType",
     "MemoryStream",
     "PluginError",
+    "PreambleAcceptor",
+    "PreambleError",
+    "PreambleOpener",
+    "PreambleReceived",
     "ProtocolError",
     "Receiver",
     "Relay",
@@ -108,6 +121,7 @@ __all__ = [
     "RoundTripper",
     "RunningListener",
     "Sniff",
+    "StatusReceived",
     "Stream",
     "StreamClosedError",
     "StreamMeta",
@@ -116,6 +130,7 @@ __all__ = [
     "TcpStream",
     "TlsStream",
     "UgateError",
+    "accept_preamble",
     "count_identity_failure",
     "expected_identities_for",
     "format_hostport",
@@ -129,12 +144,14 @@ __all__ = [
     "loads",
     "match_name",
     "mesh_fqdns",
+    "open_preamble",
     "parse",
     "parse_hostport",
     "peer_certificates",
     "redact",
     "relay",
     "remember_key",
+    "serve_preamble",
     "sniff_choose",
     "split_address",
     "start_relay",
