@@ -32,6 +32,7 @@ from .ids import (
     remember_key,
     vip_of_public_key,
 )
+from .message_stream import MessageStream, MessageTransport, message_stream_pair
 from .metrics import Tally
 from .preamble import (
     PreambleAcceptor,
@@ -109,6 +110,8 @@ __all__ = [
     "ListenerContext",
     "ListenerType",
     "MemoryStream",
+    "MessageStream",
+    "MessageTransport",
     "PluginError",
     "PreambleAcceptor",
     "PreambleError",
@@ -144,6 +147,7 @@ __all__ = [
     "loads",
     "match_name",
     "mesh_fqdns",
+    "message_stream_pair",
     "open_preamble",
     "parse",
     "parse_hostport",
