@@ -23,7 +23,7 @@ from ugate_core.preamble import (
     encode_status,
     encode_varint,
 )
-from ugate_core.preamble_io import accept_preamble, open_preamble, status_for
+from ugate_core.preamble_io import accept_preamble, dial_error, open_preamble, status_for
 
 # ------------------------------------------------------------------ the byte format
 
@@ -108,6 +108,15 @@ def test_status_for_dial_failures() -> None:
     assert status_for("denied", authenticated=True) == 403
     assert [status_for(r, False) for r in ("refused", "no_route", "timeout", "bad_address",
                                             "something_new")] == [502, 503, 504, 400, 503]
+
+
+def test_dial_error_for_a_refusal_keeps_the_reason_a_hop_further() -> None:
+    e = dial_error("svc.test:80", StatusReceived(status=403, reason="denied"))
+    assert (e.reason, str(e)) == ("denied", "svc.test:80: the peer answered 403 denied")
+    assert dial_error("a:1", StatusReceived(status=504)).reason == "timeout"
+    assert dial_error("a:1", StatusReceived(status=502, reason="refused")).reason == "refused"
+    assert dial_error("a:1", StatusReceived(status=400, reason="bad thing")).reason == \
+        "bad_address"
 
 
 # ------------------------------------------------------------------ hypothesis

@@ -52,6 +52,22 @@ def status_for(reason: str, authenticated: bool) -> int:
     return STATUS_FOR_REASON.get(reason, 503)
 
 
+#: status → DialError reason, for an answer whose reason is not a known word
+_REASON_FOR_STATUS = {400: "bad_address", 401: "denied", 403: "denied", 502: "unreachable",
+                      503: "no_route", 504: "timeout"}
+
+
+def dial_error(target: str, status: StatusReceived) -> DialError:
+    """The :class:`DialError` for a refusal an acceptor answered (a dialer that opened a
+    stream with :func:`open_preamble` raises it): its ``reason`` is the acceptor's reason word
+    when it is one of :data:`STATUS_FOR_REASON`'s or ``denied``, else the status's meaning, so
+    the client of this gateway gets the same answer a hop further."""
+    known = status.reason in STATUS_FOR_REASON or status.reason == "denied"
+    reason = status.reason if known else _REASON_FOR_STATUS.get(status.status, "unreachable")
+    return DialError(reason, f"{target}: the peer answered {status.status} "
+                             f"{status.reason}".rstrip())
+
+
 async def open_preamble(stream: Stream, target: str, meta: Mapping[str, str] | None = None,
                         *, timeout: float = 10.0) -> StatusReceived:
     """Send the request for ``target`` and wait (at most ``timeout`` s) for the status. On
