@@ -12,6 +12,7 @@ import pytest
 
 from ugate_core import (
     Destination,
+    DialError,
     Gateway,
     ListenerContext,
     ListenerType,
@@ -22,6 +23,7 @@ from ugate_core import (
     hookimpl,
     loads,
     serve_preamble,
+    stream_pair,
 )
 from ugate_core.preamble import MAX_REQUEST, encode_varint
 from ugate_core.preamble_io import open_preamble
@@ -41,9 +43,13 @@ class _Plugin:
         return [ListenerType("preamble-anon", serve=serve_preamble),
                 ListenerType("preamble-peer", serve=peer)]
 
+    #: the listener of every client the policy was asked about
+    seen: list[str] = []
+
     @hookimpl
     def ugate_authorize(self, gateway: Gateway, peer: StreamMeta,
                         destination: Destination) -> bool | None:
+        self.seen.append(peer.listener)
         return False if destination.name == "denied.test" else None
 
 
@@ -164,3 +170,19 @@ async def test_silent_opener_is_closed_at_the_handshake_deadline(gw: Gateway) ->
     assert await read_all(s) == b""
     assert metric(gw, "ugate_rejections_total", listener="anon",
                   reason="handshake_timeout") == 1
+
+
+async def test_a_plugin_stream_without_a_listener_is_judged_as_the_listeners(
+    gw: Gateway, upstream: Upstream
+) -> None:
+    """A plugin that forgot ``meta.listener`` must not make its clients the embedding program
+    (which the policy trusts): serve_preamble names the listener."""
+    client, server = stream_pair()
+    [cfg] = [lc for lc in gw.config.listeners if lc.name == "anon"]
+    task = asyncio.create_task(serve_preamble(server, ListenerContext(gw, cfg)))
+    _Plugin.seen.clear()
+    st = await open_preamble(client, "denied.test:7")
+    assert st.status == 401
+    with pytest.raises(DialError, match="denied"):
+        await task
+    assert server.meta.listener == "anon" and _Plugin.seen == ["anon"]

@@ -140,6 +140,10 @@ async def serve_preamble(stream: Stream, ctx: ListenerContext) -> None:
     ``ListenerType.serve``."""
     gw = ctx.gateway
     meta = stream.meta
+    if not meta.listener:
+        # a stream with no listener would be the embedding program itself, which the policy
+        # trusts: a plugin's stream always belongs to the listener that accepted it
+        meta.listener = ctx.name
     try:
         acc = await accept_preamble(stream, timeout=gw.config.gateway.handshake_timeout)
     except PreambleError:
