@@ -16,7 +16,7 @@ TARGETS = sorted([*ROOT.glob("ugate_core/tests/fuzz_*.py"),
 
 def test_the_targets_are_found() -> None:
     names = {p.name for p in TARGETS}
-    assert {"fuzz_tls_hello.py", "fuzz_sniff.py"} <= names, names
+    assert {"fuzz_tls_hello.py", "fuzz_sniff.py", "fuzz_preamble.py"} <= names, names
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")

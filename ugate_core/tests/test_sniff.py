@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ugate_core import ListenerType, Sniff, sniff_choose, stream_pair
-from ugate_core.sniff import sniff_stream
+from ugate_core.sniff import default_for, sniff_stream
 
 
 def magic(name: str, word: bytes) -> ListenerType:
@@ -62,6 +62,28 @@ async def test_timeout_without_bytes_uses_default_or_rejects() -> None:
     assert (res.listener, res.reason) == (None, "timeout")  # type: ignore[attr-defined]
     res, _ = await feed([], eof=False, timeout=0.05, default=TYPES[1])
     assert res.listener is TYPES[1]  # type: ignore[attr-defined]
+
+
+async def test_silent_client_gets_the_default_after_default_after_not_the_timeout() -> None:
+    client, server = stream_pair()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    res = await sniff_stream(server, TYPES, timeout=5, max_bytes=64, default=TYPES[1],
+                             default_after=0.05)
+    assert res.listener is TYPES[1] and loop.time() - t0 < 1
+    # a client that sent one byte is sniffed to the end, never handed the default
+    client.write(b"G")
+    loop.call_later(0.15, client.write, b"ET /")
+    res = await sniff_stream(server, TYPES, timeout=5, max_bytes=64, default=TYPES[1],
+                             default_after=0.05)
+    assert res.listener is TYPES[3]
+
+
+def test_default_for_implies_ssh_unless_configured() -> None:
+    assert default_for("", TYPES) is TYPES[1]  # ssh installed: silent clients get ssh
+    assert default_for("", [TYPES[2], TYPES[3]]) is None  # no ssh: as before
+    assert default_for("get", TYPES) is TYPES[3]
+    assert default_for("none", TYPES) is None
 
 
 async def test_need_more_forever_is_bounded() -> None:

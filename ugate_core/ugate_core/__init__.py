@@ -40,7 +40,16 @@ from .ids import (
     remember_key,
     vip_of_public_key,
 )
+from .message_stream import MessageStream, MessageTransport, message_stream_pair
 from .metrics import Tally
+from .preamble import (
+    PreambleAcceptor,
+    PreambleError,
+    PreambleOpener,
+    PreambleReceived,
+    StatusReceived,
+)
+from .preamble_io import AcceptedPreamble, accept_preamble, open_preamble, serve_preamble
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
@@ -76,6 +85,7 @@ from .verify import peer_certificates, verify_peer
 __all__ = [
     "H2_PREFACE",
     "IDENTITY_KINDS",
+    "AcceptedPreamble",
     "AuthError",
     "BytesBody",
     "Config",
@@ -109,7 +119,13 @@ __all__ = [
     "ListenerContext",
     "ListenerType",
     "MemoryStream",
+    "MessageStream",
+    "MessageTransport",
     "PluginError",
+    "PreambleAcceptor",
+    "PreambleError",
+    "PreambleOpener",
+    "PreambleReceived",
     "ProtocolError",
     "Receiver",
     "Relay",
@@ -117,6 +133,7 @@ __all__ = [
     "RoundTripper",
     "RunningListener",
     "Sniff",
+    "StatusReceived",
     "Stream",
     "StreamClosedError",
     "StreamMeta",
@@ -125,6 +142,7 @@ __all__ = [
     "TcpStream",
     "TlsStream",
     "UgateError",
+    "accept_preamble",
     "count_identity_failure",
     "expected_identities_for",
     "format_hostport",
@@ -138,12 +156,15 @@ __all__ = [
     "loads",
     "match_name",
     "mesh_fqdns",
+    "message_stream_pair",
+    "open_preamble",
     "parse",
     "parse_hostport",
     "peer_certificates",
     "redact",
     "relay",
     "remember_key",
+    "serve_preamble",
     "sniff_choose",
     "split_address",
     "start_relay",

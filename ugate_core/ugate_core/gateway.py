@@ -37,7 +37,7 @@ from .ratelog import RateLog
 from .relay import Relay, RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, is_ip, split_address
-from .sniff import sniff_stream
+from .sniff import NO_DEFAULT, default_for, sniff_stream
 from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
 from .tls import tls_dial_error
 from .types import (
@@ -125,7 +125,7 @@ class _Listener:
         self.cfg = cfg
         self.types = types
         self.sniffing = len(types) != 1 or cfg.protocols == ("*",)
-        self.default = next((t for t in types if t.name == cfg.default), None)
+        self.default = default_for(cfg.default, types)
         self.ctx = ListenerContext(gw, cfg)
         self.server: asyncio.Server | None = None
         self.active = 0
@@ -429,9 +429,9 @@ class Gateway:
         self.load()
         for lc in self.config.listeners:
             types = self._types_for(lc)
-            if lc.default and lc.default not in {t.name for t in types}:
+            if lc.default not in {"", NO_DEFAULT, *(t.name for t in types)}:
                 raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
-                                  f"listener's protocols")
+                                  f"listener's protocols (or \"none\")")
             self._check_listener_keys(lc, types)
             for t in types:
                 if t.check_options is not None:

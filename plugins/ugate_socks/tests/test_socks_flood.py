@@ -55,6 +55,7 @@ protocols = ["socks5"]
 listen = "127.0.0.1:0"
 protocols = ["*"]
 sniff_timeout = {DEADLINE}
+default = "none"   # silent clients are what this test floods with: closed, not given ssh
 """)
     caplog.set_level(logging.INFO, "ugate")
     ports = {"socks": gw.port("socks"), "shared": gw.port("shared")}
