@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test dists lint bench bench-quick docs clean
+.PHONY: setup run test dists lint bench bench-quick soak soak-quick docs clean
 
 setup:
 	@scripts/setup.sh
@@ -45,6 +45,16 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/run.py --quick
+
+# 30 minutes of mixed SOCKS5 / HTTP / h2c / hbonec / SSH traffic through one gateway, with
+# floods and upstream kills, RSS and fds sampled every minute (loopback only, modest rates;
+# not in CI's budget): docs/soak.md. SOAK_ARGS="--minutes 5 --json out.json"
+SOAK_ARGS ?=
+soak: setup
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
+soak-quick: setup
+	$(PY) bench/soak.py --quick $(SOAK_ARGS)
 
 docs: setup
 	$(PY) docs/gen_hooks.py > docs/hooks.md
