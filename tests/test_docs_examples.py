@@ -47,6 +47,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -333,6 +334,98 @@ def test_shell_example_runs(block: Block, tmp_path: Path) -> None:
             sshd.wait(10)
     assert proc.returncode == 0, \
         f"{block.where}: exit {proc.returncode}\n{script}\n{out}{logs()}"
+
+
+SSH_PAGE = REPO / "plugins/ugate_ssh/README.md"
+MESHES = {"B with an inbound port": ("mesh-a.toml", "mesh-b.toml"),
+          "B with no inbound port": ("upstream-a.toml", "upstream-b.toml")}
+
+
+def _admin_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import time
+    import urllib.request
+
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"gateway exited {proc.returncode}: {log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"not ready after 15 s: {log.read_text()}")
+
+
+@pytest.mark.parametrize("mesh", MESHES)
+def test_ssh_readme_mesh_of_two_gateways_runs(mesh: str, tmp_path: Path) -> None:
+    """The ugate-ssh README's two-gateway configs, live: A and B each run their block as the
+    page has it, and a SOCKS request on A reaches the web server behind B. What the test
+    changes: the placeholders become A's and B's real IDs (``ugate id``), ``a.example`` and
+    ``b.example`` become 127.0.0.1, every listen or endpoint port a free one (``svc.b:8000``,
+    the name curl asks for, stays), ``0.0.0.0`` becomes 127.0.0.1 (tests bind loopback only),
+    and each gateway gets an admin port of its own (both would take the default 15000)."""
+    import time
+
+    curl = require_peer("curl")
+    texts = {b.args["file"]: b.text for b in blocks(SSH_PAGE) if "file" in b.args}
+    a_text, b_text = (texts[f] for f in MESHES[mesh])
+    ugate = str(REPO / ".venv/bin/ugate")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    for k in ("UGATE_PLUGINS", "UGATE_CONFIG", "UGATE_STATE_DIR"):
+        env.pop(k, None)
+    ids = {}
+    for who in "AB":
+        out = subprocess.run([ugate, "id", "--json", "--state-dir", str(tmp_path / who)],
+                             capture_output=True, text=True, env=env, timeout=30, check=True)
+        ids[who] = json.loads(out.stdout)["id"]
+    ports: dict[str, int] = {}
+
+    def port(m: re.Match[str]) -> str:
+        return f"127.0.0.1:{ports.setdefault(m[2], free_port())}"
+
+    def placeholder(m: re.Match[str]) -> str:
+        ident = ids["A" if re.search(r"\b[Aa]'s\b", m[0]) else "B"]
+        return ident.lower() if "lower case" in m[0] else ident
+
+    def prepare(text: str, admin: int) -> str:
+        text = re.sub(r"<[^<>\n]*>", placeholder, text)
+        text = re.sub(r"(127\.0\.0\.1|0\.0\.0\.0|[ab]\.example):(\d+)", port, text)
+        return f'[admin]\nlisten = "127.0.0.1:{admin}"\n' + text
+
+    admins = {"A": free_port(), "B": free_port()}
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www/hello.txt").write_text("hello from behind B\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "http.server", str(ports.setdefault(
+        "8000", free_port())), "--bind", "127.0.0.1", "--directory", str(tmp_path / "www")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for who, text in (("A", a_text), ("B", b_text)):
+            cfg = tmp_path / f"{who}.toml"
+            cfg.write_text(prepare(text, admins[who]))
+            log = tmp_path / f"{who}.log"
+            procs.append(subprocess.Popen(
+                [ugate, "run", "-c", str(cfg), "--state-dir", str(tmp_path / who)], env=env,
+                stdout=subprocess.DEVNULL, stderr=log.open("w")))
+            _admin_ready(admins[who], procs[-1], log)
+        if "upstream" in MESHES[mesh][0]:  # B's reverse forward of port 22, registered on A
+            end = time.monotonic() + 15
+            while "ssh_forward " not in (tmp_path / "A.log").read_text():
+                assert time.monotonic() < end, (tmp_path / "B.log").read_text()
+                time.sleep(0.1)
+        socks = ports["1080"]
+        out = subprocess.run([curl, "-sS", "--fail", "--max-time", "20", "--socks5-hostname",
+                              f"127.0.0.1:{socks}", "http://svc.b:8000/hello.txt"],
+                             capture_output=True, text=True, timeout=30)
+        logs = "".join(f"\n--- {w}\n" + (tmp_path / f"{w}.log").read_text() for w in "AB")
+        assert out.stdout == "hello from behind B\n", out.stderr + logs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def test_embedding_snippets_are_excerpts_of_runnable_files() -> None:
