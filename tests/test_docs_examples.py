@@ -43,6 +43,9 @@
 * Every ``sh`` block is either marked ``shell`` or ``<!-- docs-test: no-run reason="..." -->``
   (it cannot run here: a second machine, minutes of benchmark, ...); the test reports each
   one it skips with that reason (``pytest -rs``).
+* The ugate-ssh README's two-gateway configs (``file=mesh-a.toml``/``mesh-b.toml`` and
+  ``upstream-a.toml``/``upstream-b.toml``) run live, A and B as two processes with a SOCKS
+  request through them (``test_ssh_readme_mesh_of_two_gateways_runs`` says what it changes).
 """
 
 from __future__ import annotations
