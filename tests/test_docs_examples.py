@@ -27,13 +27,34 @@
   command fails the test; background jobs are killed at the end. The examples themselves
   wait for what they start (``/readyz``, ``curl --retry-connrefused``), they do not sleep.
   ``tools=a,b`` on the marker names the programs it needs besides curl (a missing one fails
-  in CI, see ``require_peer``).
+  in CI, see ``require_peer``). More changes a marker may ask for:
+
+  ``continues``  the block goes on from the page's previous shell block (it uses what that one
+  started): both run as one script, with both markers' ports, dirs and tools;
+  ``sshd=PORT:KEYFILE``  an OpenSSH ``sshd`` (started as PEERS.md says: root, loopback) listens
+  on a free port in place of PORT before the script starts, and lets in the keys of KEYFILE
+  (a file the script makes, read at each login) as the user running the test;
+
+  and, for every shell block: ``UGATE_CONFIG`` names ``default.toml``, so a bare ``ugate run``
+  uses the embedded default on the rewritten ports; ``pip install ./docs/examples/NAME`` (a
+  distribution .venv does not hold) installs a copy of that folder into ``./site``
+  (``--target``, on ``PYTHONPATH``), so the checkout's environment is left as it was. On a
+  failure the test prints the script, its output and every ``*.log`` it left.
+* Every ``sh`` block is either marked ``shell`` or ``<!-- docs-test: no-run reason="..." -->``
+  (it cannot run here: a second machine, minutes of benchmark, ...); the test reports each
+  one it skips with that reason (``pytest -rs``).
+* The ugate-ssh README's two-gateway configs (``file=mesh-a.toml``/``mesh-b.toml`` and
+  ``upstream-a.toml``/``upstream-b.toml``) run live, A and B as two processes with a SOCKS
+  request through them (``test_ssh_readme_mesh_of_two_gateways_runs`` says what it changes).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +63,7 @@ from pathlib import Path
 
 import pytest
 
-from ugate_core.testing import free_port, require_peer
+from ugate_core.testing import free_port, require_peer, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -71,7 +92,7 @@ class Block:
 
 def _args(s: str) -> dict[str, str]:
     out = {}
-    for word in s.split():
+    for word in shlex.split(s):
         k, _, v = word.partition("=")
         out[k] = v
     return out
@@ -101,20 +122,28 @@ def blocks(page: Path) -> list[Block]:
 
 ALL = [b for p in PAGES for b in blocks(p)]
 TOML = [b for b in ALL if b.lang == "toml"]
-SHELL = [b for b in ALL if b.kind == "shell"]
+SHELL = [b for b in ALL if b.lang == "sh"]
 
 
 def test_markers_are_known() -> None:
     """A typo'd marker must not turn a test off in silence."""
     for b in ALL:
-        assert b.kind in ("", "not-config", "config", "shell", "excerpt"), \
+        assert b.kind in ("", "not-config", "config", "shell", "no-run", "excerpt"), \
             f"{b.where}: {b.kind!r}"
-        assert not (b.kind == "shell" and b.lang != "sh"), b.where
+        assert not (b.kind in ("shell", "no-run") and b.lang != "sh"), b.where
+        assert not (b.kind == "no-run" and not b.args.get("reason")), \
+            f"{b.where}: no-run without a reason"
     for p in PAGES:
         for n, ln in enumerate(p.read_text(encoding="utf-8").split("\n"), 1):
             if "docs-test:" in ln:
                 assert MARKER.match(ln), f"{p}:{n}: malformed marker {ln!r}"
     assert len(TOML) >= 10 and len(SHELL) >= 4
+
+
+def test_every_shell_block_runs_or_says_why_not() -> None:
+    """A new ``sh`` example must be run by the test or say why it cannot be."""
+    unmarked = [b.where for b in SHELL if b.kind not in ("shell", "no-run")]
+    assert not unmarked, f"shell blocks with neither 'shell' nor 'no-run reason=...': {unmarked}"
 
 
 def _mesh_id() -> str:
@@ -177,11 +206,32 @@ def test_python_example_runs(path: Path, tmp_path: Path) -> None:
     assert "Warning" not in out.stderr, out.stderr
 
 
-def shell_script(b: Block, tmp: Path) -> str:
-    """The block as the test runs it (see the module docstring for every change)."""
-    ports = {p: free_port() for p in b.args.get("ports", "").split(",") if p}
+def _with_previous(b: Block) -> tuple[str, dict[str, str]]:
+    """The block's text and marker arguments, after the previous shell block's if it
+    ``continues`` it (ports, dirs and tools of both)."""
+    if "continues" not in b.args:
+        return b.text, b.args
+    page = [o for o in blocks(b.page) if o.kind == "shell"]
+    prev = page[[o.line for o in page].index(b.line) - 1]
+    assert prev.line < b.line and "continues" not in prev.args, b.where
+    args = {**prev.args, **b.args}
+    for key in ("ports", "dirs", "tools"):
+        args[key] = ",".join(filter(None, (prev.args.get(key, ""), b.args.get(key, ""))))
+    return prev.text + b.text, args
 
-    dirs = {d: str(tmp / Path(d).name) for d in b.args.get("dirs", "").split(",") if d}
+
+LOCAL_PIP = re.compile(r"^\s*pip install (?P<path>\./docs/examples/[\w.-]+)\s*(#.*)?$")
+
+
+def shell_script(b: Block, tmp: Path) -> tuple[str, dict[str, int]]:
+    """The block as the test runs it (see the module docstring for every change), and the
+    free port that replaces each listed one."""
+    text, args = _with_previous(b)
+    ports = {p: free_port() for p in args.get("ports", "").split(",") if p}
+    if "sshd" in args:
+        ports.setdefault(args["sshd"].split(":")[0], free_port())
+
+    dirs = {d: str(tmp / Path(d).name) for d in args.get("dirs", "").split(",") if d}
 
     def sub(text: str) -> str:
         for old, new in ports.items():
@@ -198,38 +248,187 @@ def shell_script(b: Block, tmp: Path) -> str:
             (tmp / other.args["file"]).write_text(sub(other.text))
     (tmp / ".venv").symlink_to(REPO / ".venv")
     (tmp / ".curlrc").write_text("fail\nshow-error\nmax-time = 30\n")
-    body = [ln for ln in b.text.split("\n")
-            if not re.match(r"\s*(pip|apt-get) install\b", ln)]
+    body = []
+    for ln in text.split("\n"):
+        m = LOCAL_PIP.match(ln)
+        if m:  # a distribution .venv lacks: a copy of it, into ./site (not into .venv)
+            src = REPO / m["path"]
+            shutil.copytree(src, tmp / "src" / src.name)
+            body.append(f"pip install -q --no-deps --no-build-isolation --target site "
+                        f"src/{src.name}")
+        elif not re.match(r"\s*(pip|apt-get) install\b", ln):
+            body.append(ln)
     script = sub("\n".join(body)).replace("make run", "ugate run -c default.toml")
     return ("set -euo pipefail\n"
             "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
-            f"export PATH={REPO / '.venv/bin'}:$PATH\n" + script)
+            f"export PATH={REPO / '.venv/bin'}:$PATH PYTHONPATH=$PWD/site\n"
+            f"export UGATE_CONFIG=$PWD/default.toml\n" + script), ports
+
+
+def start_sshd(tmp: Path, port: int, keys: Path) -> subprocess.Popen[bytes]:
+    """OpenSSH's sshd on 127.0.0.1:port letting in ``keys`` (PEERS.md: root, a temp config)."""
+    exe = require_peer("/usr/sbin/sshd", apt="openssh-server")
+    if os.geteuid() != 0:
+        pytest.skip("this example needs sshd, which runs as root on a high port (PEERS.md)")
+    d = tmp / "sshd"
+    d.mkdir()
+    Path("/run/sshd").mkdir(exist_ok=True)
+    subprocess.run([require_peer("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(d / "host_key")], check=True, timeout=30)
+    (d / "sshd_config").write_text(f"""ListenAddress 127.0.0.1
+Port {port}
+HostKey {d / "host_key"}
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding yes
+PidFile {d / "pid"}
+AuthorizedKeysFile {keys}
+""")
+    proc = subprocess.Popen([exe, "-D", "-f", str(d / "sshd_config"), "-E",
+                             str(tmp / "sshd.log")], stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=10)
+    except SystemExit as e:
+        proc.kill()
+        pytest.fail(f"sshd: {e}: {(tmp / 'sshd.log').read_text()}")
+    return proc
 
 
 @pytest.mark.parametrize("block", SHELL, ids=[b.where for b in SHELL])
 def test_shell_example_runs(block: Block, tmp_path: Path) -> None:
-    for tool in ("curl", "python3", *block.args.get("tools", "").split(",")):
+    if block.kind != "shell":
+        pytest.skip(f"{block.where} not run: {block.args.get('reason', 'unmarked')}")
+    _, args = _with_previous(block)
+    for tool in ("curl", "python3", *args.get("tools", "").split(",")):
         if tool:
             require_peer(tool)
-    script = shell_script(block, tmp_path)
+    script, ports = shell_script(block, tmp_path)
+    sshd = None
+    if "sshd" in args:
+        port, keys = args["sshd"].split(":")
+        sshd = start_sshd(tmp_path, ports[port], tmp_path / keys)
     env = {**os.environ, "HOME": str(tmp_path), "UGATE_STATE_DIR": str(tmp_path / "state"),
            "CURL_HOME": str(tmp_path)}
     env.pop("UGATE_PLUGINS", None)
     proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+
+    def logs() -> str:
+        return "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')}"
+                       for p in sorted(tmp_path.glob("*.log")))
+
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"{block.where}: still running after 60 s\n{script}\n{out}")
+        pytest.fail(f"{block.where}: still running after 60 s\n{script}\n{out}{logs()}")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # whatever the script left behind
         except ProcessLookupError:
             pass
-    assert proc.returncode == 0, f"{block.where}: exit {proc.returncode}\n{script}\n{out}"
+        if sshd is not None:
+            sshd.terminate()
+            sshd.wait(10)
+    assert proc.returncode == 0, \
+        f"{block.where}: exit {proc.returncode}\n{script}\n{out}{logs()}"
+
+
+SSH_PAGE = REPO / "plugins/ugate_ssh/README.md"
+MESHES = {"B with an inbound port": ("mesh-a.toml", "mesh-b.toml"),
+          "B with no inbound port": ("upstream-a.toml", "upstream-b.toml")}
+
+
+def _admin_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import time
+    import urllib.request
+
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"gateway exited {proc.returncode}: {log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"not ready after 15 s: {log.read_text()}")
+
+
+@pytest.mark.parametrize("mesh", MESHES)
+def test_ssh_readme_mesh_of_two_gateways_runs(mesh: str, tmp_path: Path) -> None:
+    """The ugate-ssh README's two-gateway configs, live: A and B each run their block as the
+    page has it, and a SOCKS request on A reaches the web server behind B. What the test
+    changes: the placeholders become A's and B's real IDs (``ugate id``), ``a.example`` and
+    ``b.example`` become 127.0.0.1, every listen or endpoint port a free one (``svc.b:8000``,
+    the name curl asks for, stays), ``0.0.0.0`` becomes 127.0.0.1 (tests bind loopback only),
+    and each gateway gets an admin port of its own (both would take the default 15000)."""
+    import time
+
+    curl = require_peer("curl")
+    texts = {b.args["file"]: b.text for b in blocks(SSH_PAGE) if "file" in b.args}
+    a_text, b_text = (texts[f] for f in MESHES[mesh])
+    ugate = str(REPO / ".venv/bin/ugate")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    for k in ("UGATE_PLUGINS", "UGATE_CONFIG", "UGATE_STATE_DIR"):
+        env.pop(k, None)
+    ids = {}
+    for who in "AB":
+        out = subprocess.run([ugate, "id", "--json", "--state-dir", str(tmp_path / who)],
+                             capture_output=True, text=True, env=env, timeout=30, check=True)
+        ids[who] = json.loads(out.stdout)["id"]
+    ports: dict[str, int] = {}
+
+    def port(m: re.Match[str]) -> str:
+        return f"127.0.0.1:{ports.setdefault(m[2], free_port())}"
+
+    def placeholder(m: re.Match[str]) -> str:
+        ident = ids["A" if re.search(r"\b[Aa]'s\b", m[0]) else "B"]
+        return ident.lower() if "lower case" in m[0] else ident
+
+    def prepare(text: str, admin: int) -> str:
+        text = re.sub(r"<[^<>\n]*>", placeholder, text)
+        text = re.sub(r"(127\.0\.0\.1|0\.0\.0\.0|[ab]\.example):(\d+)", port, text)
+        return f'[admin]\nlisten = "127.0.0.1:{admin}"\n' + text
+
+    admins = {"A": free_port(), "B": free_port()}
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www/hello.txt").write_text("hello from behind B\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "http.server", str(ports.setdefault(
+        "8000", free_port())), "--bind", "127.0.0.1", "--directory", str(tmp_path / "www")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for who, text in (("A", a_text), ("B", b_text)):
+            cfg = tmp_path / f"{who}.toml"
+            cfg.write_text(prepare(text, admins[who]))
+            log = tmp_path / f"{who}.log"
+            procs.append(subprocess.Popen(
+                [ugate, "run", "-c", str(cfg), "--state-dir", str(tmp_path / who)], env=env,
+                stdout=subprocess.DEVNULL, stderr=log.open("w")))
+            _admin_ready(admins[who], procs[-1], log)
+        if "upstream" in MESHES[mesh][0]:  # B's reverse forward of port 22, registered on A
+            end = time.monotonic() + 15
+            while "ssh_forward " not in (tmp_path / "A.log").read_text():
+                assert time.monotonic() < end, (tmp_path / "B.log").read_text()
+                time.sleep(0.1)
+        socks = ports["1080"]
+        out = subprocess.run([curl, "-sS", "--fail", "--max-time", "20", "--socks5-hostname",
+                              f"127.0.0.1:{socks}", "http://svc.b:8000/hello.txt"],
+                             capture_output=True, text=True, timeout=30)
+        logs = "".join(f"\n--- {w}\n" + (tmp_path / f"{w}.log").read_text() for w in "AB")
+        assert out.stdout == "hello from behind B\n", out.stderr + logs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def test_embedding_snippets_are_excerpts_of_runnable_files() -> None:
