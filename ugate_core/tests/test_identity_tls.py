@@ -208,6 +208,7 @@ async def test_curl_pinned_pubkey_from_ugate_id(
     assert info["id"] == b.identity.id and info["spki_sha256"] == b.identity.spki_sha256
     assert info["ssh_public_key"] == b.identity.ssh_public_key()
     pin = "sha256//" + base64.b64encode(bytes.fromhex(info["spki_sha256"])).decode()
+    assert info["pin"] == pin  # what curl --pinnedpubkey takes, ready to use
     port, name = b.port("mtls"), info["fqdns"][0]
     (tmp_path / "anchor.pem").write_bytes(anchor_pem())
     ok = await run(curl, "-sS", "--cacert", str(tmp_path / "anchor.pem"), "--pinnedpubkey",

@@ -27,6 +27,7 @@ def cmd_id(args: argparse.Namespace) -> int:
             "vip": str(ident.vip),
             "fqdns": list(ident.fqdns),
             "spki_sha256": ident.spki_sha256,
+            "pin": ident.pin_sha256,  # curl --pinnedpubkey
             "ssh_public_key": ident.ssh_public_key(),
             "public_key_pem": ident.public_key_pem().decode("ascii"),
         }, indent=1))
@@ -55,7 +56,7 @@ def _register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> No
     common(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="one JSON object: id, vip, fqdns, "
-                   "spki_sha256, ssh_public_key, public_key_pem")
+                   "spki_sha256, pin, ssh_public_key, public_key_pem")
     g.add_argument("--cert", action="store_true", help="print a current certificate (PEM)")
     g.add_argument("--anchor", action="store_true", help="print the public mesh anchor "
                    "certificate (for curl --cacert together with --pinnedpubkey)")
