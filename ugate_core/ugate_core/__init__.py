@@ -3,9 +3,10 @@
 Plugins import only from here.
 """
 
+from .api import GatewayAPI
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
-from .gateway import Gateway, StreamRecord
+from .gateway import Gateway
 from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
     FloodLimits as H2FloodLimits,
@@ -32,12 +33,15 @@ from .ids import (
     remember_key,
     vip_of_public_key,
 )
+from .listeners import Admission
 from .metrics import Tally
+from .records import StreamRecord
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import is_ip, match_name, split_address
 from .sniff import choose as sniff_choose
+from .stash import Stash, StashKey
 from .stream import (
     MemoryStream,
     Receiver,
@@ -68,6 +72,7 @@ from .verify import peer_certificates, verify_peer
 __all__ = [
     "H2_PREFACE",
     "IDENTITY_KINDS",
+    "Admission",
     "AuthError",
     "BytesBody",
     "Config",
@@ -81,6 +86,7 @@ __all__ = [
     "ExpectedIdentity",
     "FileIdentitySource",
     "Gateway",
+    "GatewayAPI",
     "H2Codec",
     "H2ConnectionError",
     "H2Endpoint",
@@ -108,6 +114,8 @@ __all__ = [
     "RoundTripper",
     "RunningListener",
     "Sniff",
+    "Stash",
+    "StashKey",
     "Stream",
     "StreamClosedError",
     "StreamMeta",

@@ -15,7 +15,6 @@ Every key is optional::
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from ugate_core import ConfigError
+from ugate_core import ConfigError, StashKey
 from ugate_core.certs import is_anchor, load_pem_bundle, pem_of
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 _INTS: dict[str, tuple[int, int, int]] = {
     # key: (default, low, high)
@@ -103,12 +102,12 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
                          ca_roots=roots, **ints)
 
 
-_cache: weakref.WeakKeyDictionary[Gateway, HboneSettings] = weakref.WeakKeyDictionary()
+_SETTINGS = StashKey[HboneSettings]("hbone.settings")
 
 
-def settings_of(gw: Gateway) -> HboneSettings:
+def settings_of(gw: GatewayAPI) -> HboneSettings:
     """The gateway's ``[hbone]`` settings, parsed once."""
-    s = _cache.get(gw)
+    s = gw.stash.get(_SETTINGS, None)
     if s is None:
-        s = _cache[gw] = parse_settings(gw.config.section("hbone"))
+        s = gw.stash[_SETTINGS] = parse_settings(gw.config.section("hbone"))
     return s
