@@ -4,7 +4,7 @@ Plugins import only from here.
 """
 
 from .api import GatewayAPI
-from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
+from .config import Config, ListenerConfig, load, load_default, loads, parse
 from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
 from .gateway import Gateway
 from .h2 import PREFACE as H2_PREFACE
@@ -35,6 +35,7 @@ from .ids import (
 )
 from .listeners import Admission
 from .metrics import Tally
+from .options import did_you_mean, parse_hostport
 from .records import StreamRecord
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
@@ -125,6 +126,7 @@ __all__ = [
     "TlsStream",
     "UgateError",
     "count_identity_failure",
+    "did_you_mean",
     "expected_identities_for",
     "format_hostport",
     "h2_code_name",

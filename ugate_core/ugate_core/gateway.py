@@ -24,11 +24,12 @@ import pluggy
 
 from . import plugins as _plugins
 from . import registry as _registry
-from .config import Config, ListenerConfig, did_you_mean, is_loopback, load_default
+from .config import Config, ListenerConfig, is_loopback, load_default
 from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
 from .metrics import Metrics
+from .options import did_you_mean
 from .policy import Policy, Verdict, protected_ip, protected_name
 from .ratelog import RateLog
 from .records import StreamRecord

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import plugins as _plugins
-from .config import CORE_SECTIONS, LISTENER_KEYS, did_you_mean
+from .config import CORE_SECTIONS, LISTENER_KEYS
 from .errors import ConfigError
+from .options import did_you_mean
 
 if TYPE_CHECKING:
     from .config import Config, ListenerConfig

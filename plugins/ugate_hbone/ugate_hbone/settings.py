@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from ugate_core import ConfigError, StashKey
+from ugate_core import options as opt
 from ugate_core.certs import is_anchor, load_pem_bundle, pem_of
 
 if TYPE_CHECKING:
@@ -65,16 +66,11 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
                               "[gateway] tune_malloc instead")
         if k not in KEYS:
             raise ConfigError(f"hbone.{k}", f"unknown key (known: {', '.join(sorted(KEYS))})")
-    ints: dict[str, int] = {}
-    for k, (default, lo, hi) in _INTS.items():
-        v = t.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ConfigError(f"hbone.{k}", f"{v!r} is not an integer in {lo}-{hi}")
-        ints[k] = v
-    idle = t.get("idle_timeout", 300.0)
-    if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 86400:
-        raise ConfigError("hbone.idle_timeout", f"{idle!r} is not a number of seconds "
-                          "(0-86400)")
+    ints = {k: opt.integer(t, k, "hbone", default, lo=lo, hi=hi,
+                           expect=f"an integer in {lo}-{hi}")
+            for k, (default, lo, hi) in _INTS.items()}
+    idle = opt.seconds(t, "idle_timeout", "hbone", 300.0, hi=86400, positive=True,
+                       expect="a number of seconds (0-86400)")
     td = t.get("trust_domain", "")
     if not isinstance(td, str) or any(c in td for c in "/:?# "):
         raise ConfigError("hbone.trust_domain", f"{td!r} is not a trust domain "
