@@ -25,16 +25,16 @@ from ugate_core import (
     ListenerContext,
     ProtocolError,
     StreamMeta,
+    TlsListener,
     TlsStream,
     count_identity_failure,
     format_hostport,
+    normalize_id,
+    parse_identity,
     peer_certificates,
+    verified_spiffe,
     verify_peer,
 )
-from ugate_core.config import parse_identity
-from ugate_core.ids import normalize_id
-from ugate_core.tls import TlsListener
-from ugate_core.verify import verified_spiffe
 
 from .server import serve_connection
 from .settings import HboneSettings, settings_of

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from ugate_core import ConfigError, StashKey
+from ugate_core import ConfigError, StashKey, is_anchor, load_pem_bundle, pem_of
 from ugate_core import options as opt
-from ugate_core.certs import is_anchor, load_pem_bundle, pem_of
 
 if TYPE_CHECKING:
     from ugate_core import GatewayAPI
