@@ -120,6 +120,8 @@ class Gateway:
         self._drained: asyncio.Event | None = None
         #: per-gateway state of plugins (:class:`~ugate_core.Stash`)
         self.stash = Stash()
+        #: every listener's ``max_connections`` counter (closed on shutdown)
+        self._admissions: list[Admission] = []
         self._stopping = False
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -301,6 +303,8 @@ class Gateway:
         if self._stopping:
             return
         self._stopping = True
+        for adm in self._admissions:
+            adm.closed = True
         self.ready = False
         timeout = self.config.gateway.drain_timeout if drain_timeout is None else drain_timeout
         for ln in self.listeners.values():
@@ -396,7 +400,10 @@ class Gateway:
     def admission(self, listener: str) -> Admission:
         """A ``max_connections`` counter for a listener that accepts its own connections
         (:class:`~ugate_core.tls.TlsListener`): the same rule as the gateway's own ports."""
-        return Admission(self, listener)
+        adm = Admission(self, listener)
+        adm.closed = self._stopping
+        self._admissions.append(adm)
+        return adm
 
     def guard(self, listener: str, meta: StreamMeta) -> contextlib.AbstractContextManager[None]:
         """Handle what a connection's protocol raises, the same way for every listener:

@@ -35,23 +35,27 @@ def peer_str(meta: StreamMeta) -> str:
 
 class Admission:
     """``max_connections`` of one listener: :meth:`admit` when a connection is accepted,
-    :meth:`release` once its socket closed (exactly once per admitted connection)."""
+    :meth:`release` once its socket closed (exactly once per admitted connection). The
+    gateway sets :attr:`closed` when it stops; plain attributes, since this runs per accept."""
 
-    __slots__ = ("active", "gw", "name")
+    __slots__ = ("active", "closed", "gw", "limit", "name")
 
     def __init__(self, gw: Any, name: str) -> None:
         self.gw = gw
         self.name = name
+        #: ``[gateway] max_connections``
+        self.limit: int = gw.config.gateway.max_connections
         #: connections admitted and not yet released
         self.active = 0
+        #: the gateway stops: admit nothing more
+        self.closed = False
 
     def admit(self, meta: StreamMeta | None = None) -> bool:
         """Count one more connection, or refuse it (counted and logged as
         ``max_connections``) when the gateway stops or the limit is reached."""
-        gw = self.gw
-        if gw.stopping or self.active >= gw.config.gateway.max_connections:
-            gw.reject(self.name, "max_connections",
-                      f"{self.active} connections open (max_connections)", meta)
+        if self.closed or self.active >= self.limit:
+            self.gw.reject(self.name, "max_connections",
+                           f"{self.active} connections open (max_connections)", meta)
             return False
         self.active += 1
         return True
@@ -108,7 +112,7 @@ class Listener:
         self.default = next((t for t in types if t.name == cfg.default), None)
         self.ctx = ListenerContext(gw, cfg)
         self.server: asyncio.Server | None = None
-        self.admission = Admission(gw, cfg.name)
+        self.admission: Admission = gw.admission(cfg.name)
         #: the one address this listener is bound to (every accepted stream's ``meta.local``,
         #: shared, so no getsockname per connection); None for wildcard or several
         self.local: tuple[str, int] | None = None
