@@ -29,7 +29,6 @@ from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
 from .metrics import Metrics
-from .options import did_you_mean
 from .policy import Policy, Verdict, protected_ip, protected_name
 from .ratelog import RateLog
 from .records import StreamRecord
@@ -173,54 +172,14 @@ class Gateway:
     def check(self) -> None:
         """Validate the config against the loaded plugins (``ugate config check``)."""
         self.load()
-        for lc in self.config.listeners:
-            types = self._types_for(lc)
-            if lc.default and lc.default not in {t.name for t in types}:
-                raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
-                                  f"listener's protocols")
-            _registry.check_listener_keys(lc, types)
-            for t in types:
-                if t.check_options is not None:
-                    t.check_options(lc.options, lc.path)
-            if len(types) == 1 and types[0].name == "tcp" and not lc.target:
-                raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
-                                  "a fixed 'host:port'")
-            relaying = [t.name for t in types if t.relays]
-            if (relaying and not lc.loopback and not lc.allow
-                    and not self.policy.for_listener(lc.name)
-                    and not self.pm.hook.ugate_authorize.get_hookimpls()):
-                # a verified key, certificate or password says who; only a rule says what
-                # they may reach, and without one this listener would relay for nobody or,
-                # worse, be read as relaying for everybody
-                raise ConfigError(
-                    f"{lc.path}.listen",
-                    f"{lc.listen!r} is reachable beyond loopback and relays "
-                    f"({', '.join(relaying)}) but no rule says who may reach what: add "
-                    f"'allow = [...]' to {lc.path} or a [[rules]] entry (clients, to) for it "
-                    "(docs/security.md); refusing to run an open relay",
-                )
+        _registry.check_listeners(self.config, self.listener_types, self.policy,
+                                  bool(self.pm.hook.ugate_authorize.get_hookimpls()))
         _registry.check_sections(self.pm, self, self.config, self.plugins)
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
         from .admin import check as check_admin
 
         check_admin(self.config.admin)  # the token file can be read
-        for h in self.config.hosts:
-            path = f"hosts.{h.name!r}" if "." in h.name else f"hosts.{h.name}"
-            dialer = self.dialer_types.get(h.protocol)
-            if dialer is None:
-                have = ", ".join(sorted(self.dialer_types))
-                hint = did_you_mean(h.protocol, self.dialer_types)
-                raise ConfigError(f"{path}.protocol", f"{h.protocol!r} has no installed dialer "
-                                  f"(installed: {have}){hint}")
-            for i, e in enumerate(h.identities):
-                if e.kind not in dialer.verifies:
-                    can = ", ".join(sorted(dialer.verifies)) or "no identity at all"
-                    raise ConfigError(
-                        f"{path}.identity[{i}]",
-                        f"'{e.kind}:...' cannot be checked by protocol {h.protocol!r} (it "
-                        f"proves {can}): use a protocol that proves its peer (tls, hbone, "
-                        "ssh), or remove the identity",
-                    )
+        _registry.check_hosts(self.config, self.dialer_types)
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:

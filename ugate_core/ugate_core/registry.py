@@ -22,12 +22,15 @@ from .options import did_you_mean
 if TYPE_CHECKING:
     from .config import Config, ListenerConfig
     from .metrics import Metrics
-    from .types import ListenerType
+    from .policy import Policy
+    from .types import DialerType, ListenerType
 
 log = logging.getLogger("ugate")
 
 __all__ = [
+    "check_hosts",
     "check_listener_keys",
+    "check_listeners",
     "check_sections",
     "collect",
     "load",
@@ -126,6 +129,59 @@ def check_listener_keys(lc: ListenerConfig, types: list[ListenerType]) -> None:
                 f"{names} know: {', '.join(sorted(known)) or 'no options'})"
                 f"{did_you_mean(k, LISTENER_KEYS | known)}",
             )
+
+
+def check_listeners(config: Config, listener_types: dict[str, ListenerType], policy: Policy,
+                    authorize_hook: bool) -> None:
+    """Every listener names installed protocols, keys they know, valid options, and — beyond
+    loopback, when it relays — a rule for who may reach what (``authorize_hook``: a plugin
+    implements ``ugate_authorize`` and decides instead)."""
+    for lc in config.listeners:
+        types = types_for(lc, listener_types)
+        if lc.default and lc.default not in {t.name for t in types}:
+            raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
+                              f"listener's protocols")
+        check_listener_keys(lc, types)
+        for t in types:
+            if t.check_options is not None:
+                t.check_options(lc.options, lc.path)
+        if len(types) == 1 and types[0].name == "tcp" and not lc.target:
+            raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
+                              "a fixed 'host:port'")
+        relaying = [t.name for t in types if t.relays]
+        if (relaying and not lc.loopback and not lc.allow
+                and not policy.for_listener(lc.name) and not authorize_hook):
+            # a verified key, certificate or password says who; only a rule says what
+            # they may reach, and without one this listener would relay for nobody or,
+            # worse, be read as relaying for everybody
+            raise ConfigError(
+                f"{lc.path}.listen",
+                f"{lc.listen!r} is reachable beyond loopback and relays "
+                f"({', '.join(relaying)}) but no rule says who may reach what: add "
+                f"'allow = [...]' to {lc.path} or a [[rules]] entry (clients, to) for it "
+                "(docs/security.md); refusing to run an open relay",
+            )
+
+
+def check_hosts(config: Config, dialer_types: dict[str, DialerType]) -> None:
+    """Every ``hosts`` entry names an installed dialer that can prove its identities."""
+    for h in config.hosts:
+        path = f"hosts.{h.name!r}" if "." in h.name else f"hosts.{h.name}"
+        dialer = dialer_types.get(h.protocol)
+        if dialer is None:
+            have = ", ".join(sorted(dialer_types))
+            hint = did_you_mean(h.protocol, dialer_types)
+            raise ConfigError(f"{path}.protocol", f"{h.protocol!r} has no installed dialer "
+                              f"(installed: {have}){hint}")
+        for i, e in enumerate(h.identities):
+            if e.kind not in dialer.verifies:
+                can = ", ".join(sorted(dialer.verifies)) or "no identity at all"
+                raise ConfigError(
+                    f"{path}.identity[{i}]",
+                    f"'{e.kind}:...' cannot be checked by protocol {h.protocol!r} (it "
+                    f"proves {can}): use a protocol that proves its peer (tls, hbone, "
+                    "ssh), or remove the identity",
+                )
 
 
 def check_sections(pm: pluggy.PluginManager, gateway: object, config: Config,
