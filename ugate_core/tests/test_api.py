@@ -62,3 +62,21 @@ async def test_drained_waits_for_the_last_relayed_stream(tmp_path: Path) -> None
     async with asyncio.timeout(2):
         await waiter
     assert not gw.streams
+
+
+def test_every_gateway_api_member_is_used_by_a_plugin() -> None:
+    """GatewayAPI is what plugins use, nothing more: every member appears in a plugin or in
+    one of core's own plugin modules (the built-in tcp/tls protocols, the identity source,
+    ListenerContext)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    core = root / "ugate_core" / "ugate_core"
+    files = [p for p in root.glob("plugins/*/ugate_*/*.py")]
+    files += [core / n for n in ("_builtin.py", "tls.py", "tls_front.py", "identity.py",
+                                 "types.py")]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in files)
+    members = [m for m in vars(GatewayAPI) if not m.startswith("_")]
+    assert len(members) > 15, members
+    unused = [m for m in members if not re.search(rf"\.{m}\b", text)]
+    assert unused == [], f"GatewayAPI members no plugin uses: {unused}"

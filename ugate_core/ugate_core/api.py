@@ -84,19 +84,10 @@ class GatewayAPI(Protocol):
         """Forget cached discovery answers for ``name`` (all names: ``None``)."""
         ...
 
-    def decide(self, source: StreamMeta, dest: Destination, port: int | None = None
-               ) -> Verdict:
-        """May ``source`` reach ``dest`` on ``port``? (hooks, rules, protected addresses)"""
-        ...
-
-    def authorize(self, source: StreamMeta, dest: Destination, port: int | None = None
-                  ) -> bool:
-        """:meth:`decide`'s answer alone."""
-        ...
-
     def admit(self, source: StreamMeta, dest: Destination, port: int | None,
               address: str) -> Verdict:
-        """:meth:`decide`, a refusal counted and raised as ``DialError("denied")``."""
+        """May ``source`` reach ``dest``? (``ugate_authorize`` hooks, rules, protected
+        addresses) A refusal is counted and raised as ``DialError("denied")``."""
         ...
 
     async def dial(self, address: str, *, source: StreamMeta | None = None,
@@ -152,7 +143,7 @@ class GatewayAPI(Protocol):
         """Turn what a connection's protocol raises into one log line and a refusal."""
         ...
 
-    # -- listeners -----------------------------------------------------------------------
+    # -- listeners that accept their own sockets -------------------------------------------
     def admission(self, listener: str) -> Admission:
         """A ``max_connections`` counter for a listener that accepts its own connections."""
         ...
@@ -160,12 +151,4 @@ class GatewayAPI(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any],
               done: Callable[[asyncio.Task[Any]], None] | None = None) -> asyncio.Task[Any]:
         """Run ``coro`` as a task that shutdown waits for (within the drain deadline)."""
-        ...
-
-    def addresses(self, listener: str) -> list[tuple[str, int]]:
-        """Where ``listener`` is bound."""
-        ...
-
-    def port(self, listener: str) -> int:
-        """The first port ``listener`` is bound to."""
         ...
