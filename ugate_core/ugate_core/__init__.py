@@ -1,9 +1,24 @@
 """ugate core: plugin contract, config, gateway runtime, relay, sniffing, routing.
 
-Plugins import only from here.
+The public API is what this module exports (``__all__``) and these documented modules:
+
+* ``ugate_core.options`` — option validators (``number``, ``integer``, ``seconds``,
+  ``boolean``, ``string``, ``strings``, ``one_of``, ``hostport``, ``existing_file``,
+  ``check_keys``) raising :class:`ConfigError` with the key path;
+* ``ugate_core.testing`` — the pytest plugin with shared fixtures (tests only).
+
+Plugins import only from these (``from ugate_core import options as opt`` is the form for the
+module). Everything else under ``ugate_core`` is internal and may change; a test
+(``ugate_core/tests/test_public_api.py``) fails when an in-tree plugin imports a core module
+outside this list, or a ``_private`` name of another distribution. A plugin is typed against
+:class:`GatewayAPI` (what it may use of the gateway), keeps per-gateway state in
+``gateway.stash`` under a :class:`StashKey`, and validates its config with
+``ugate_core.options``.
 """
 
-from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_hostport
+from .api import GatewayAPI
+from .certs import is_anchor, load_pem_bundle, pem_of
+from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_identity
 from .errors import (
     AuthError,
     ConfigError,
@@ -13,7 +28,7 @@ from .errors import (
     ProtocolError,
     UgateError,
 )
-from .gateway import Gateway, StreamRecord
+from .gateway import Gateway
 from .h2 import PREFACE as H2_PREFACE
 from .h2 import (
     FloodLimits as H2FloodLimits,
@@ -27,9 +42,16 @@ from .h2 import (
     H2Flow,
     H2Handler,
     H2Setting,
+    H2StreamRefused,
+    H2StreamReset,
     H2UsageError,
 )
 from .h2 import code_name as h2_code_name
+from .h2 import goaway_error as h2_goaway_error
+from .h2 import refused_by_goaway as h2_refused_by_goaway
+from .h2 import reset_by_peer as h2_reset_by_peer
+from .h2 import stream_error as h2_stream_error
+from .h2 import unprocessed as h2_unprocessed
 from .hookspecs import hookimpl
 from .identity import FileIdentitySource, Identity, IdentityError
 from .ids import (
@@ -37,11 +59,14 @@ from .ids import (
     id_from_name,
     id_of_public_key,
     mesh_fqdns,
+    normalize_id,
     remember_key,
     vip_of_public_key,
 )
+from .listeners import Admission
 from .message_stream import MessageStream, MessageTransport, message_stream_pair
 from .metrics import Tally
+from .options import did_you_mean, parse_hostport
 from .preamble import (
     PreambleAcceptor,
     PreambleError,
@@ -50,11 +75,13 @@ from .preamble import (
     StatusReceived,
 )
 from .preamble_io import AcceptedPreamble, accept_preamble, open_preamble, serve_preamble
+from .records import StreamRecord
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
 from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import is_ip, match_name, split_address
 from .sniff import choose as sniff_choose
+from .stash import Stash, StashKey
 from .stream import (
     MemoryStream,
     Receiver,
@@ -65,7 +92,7 @@ from .stream import (
     format_hostport,
     stream_pair,
 )
-from .tls import TlsStream, count_identity_failure, tls_dial_error
+from .tls import TlsListener, TlsStream, count_identity_failure, tls_dial_error
 from .types import (
     IDENTITY_KINDS,
     Destination,
@@ -80,12 +107,13 @@ from .types import (
     RunningListener,
     Sniff,
 )
-from .verify import peer_certificates, verify_peer
+from .verify import peer_certificates, verified_spiffe, verify_peer
 
 __all__ = [
     "H2_PREFACE",
     "IDENTITY_KINDS",
     "AcceptedPreamble",
+    "Admission",
     "AuthError",
     "BytesBody",
     "Config",
@@ -100,6 +128,7 @@ __all__ = [
     "ExpectedIdentity",
     "FileIdentitySource",
     "Gateway",
+    "GatewayAPI",
     "H2Codec",
     "H2ConnectionError",
     "H2Endpoint",
@@ -109,6 +138,8 @@ __all__ = [
     "H2Flow",
     "H2Handler",
     "H2Setting",
+    "H2StreamRefused",
+    "H2StreamReset",
     "H2UsageError",
     "HttpRequest",
     "HttpResponse",
@@ -133,6 +164,8 @@ __all__ = [
     "RoundTripper",
     "RunningListener",
     "Sniff",
+    "Stash",
+    "StashKey",
     "StatusReceived",
     "Stream",
     "StreamClosedError",
@@ -140,27 +173,39 @@ __all__ = [
     "StreamRecord",
     "Tally",
     "TcpStream",
+    "TlsListener",
     "TlsStream",
     "UgateError",
     "accept_preamble",
     "count_identity_failure",
+    "did_you_mean",
     "expected_identities_for",
     "format_hostport",
     "h2_code_name",
+    "h2_goaway_error",
+    "h2_refused_by_goaway",
+    "h2_reset_by_peer",
+    "h2_stream_error",
+    "h2_unprocessed",
     "hookimpl",
     "id_from_name",
     "id_of_public_key",
+    "is_anchor",
     "is_ip",
     "load",
     "load_default",
+    "load_pem_bundle",
     "loads",
     "match_name",
     "mesh_fqdns",
     "message_stream_pair",
+    "normalize_id",
     "open_preamble",
     "parse",
     "parse_hostport",
+    "parse_identity",
     "peer_certificates",
+    "pem_of",
     "redact",
     "relay",
     "remember_key",
@@ -170,6 +215,7 @@ __all__ = [
     "start_relay",
     "stream_pair",
     "tls_dial_error",
+    "verified_spiffe",
     "verify_peer",
     "vip_of_public_key",
 ]

@@ -24,7 +24,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from .api import GatewayAPI
     from .stream import Stream
 
 
@@ -65,7 +65,7 @@ def ugate_dialer_types() -> list[DialerType]:
 
 
 @hookimpl
-def ugate_discovery(gateway: Gateway) -> list[Discovery]:
+def ugate_discovery(gateway: GatewayAPI) -> list[Discovery]:
     return [LocalDiscovery(gateway.config.hosts)]
 
 
@@ -75,6 +75,6 @@ def ugate_config_sections() -> list[str]:
 
 
 @hookimpl
-def ugate_identity(gateway: Gateway) -> IdentitySource:
+def ugate_identity(gateway: GatewayAPI) -> IdentitySource:
     """The key file in the state directory (validates ``[identity]``; loads nothing yet)."""
     return FileIdentitySource(gateway.config.section("identity"))

@@ -31,8 +31,9 @@ import stat
 import time
 from typing import TYPE_CHECKING, Any
 
-from .config import AdminConfig, is_loopback, parse_hostport
+from .config import AdminConfig, is_loopback
 from .errors import ConfigError
+from .options import parse_hostport
 from .redact import redact
 
 if TYPE_CHECKING:

@@ -11,55 +11,23 @@ claimed by a loaded plugin (``ugate_config_sections``).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import options as _opt
 from .errors import ConfigError
 from .h2.flood import FloodLimits
+from .options import parse_hostport
 from .policy import Rule, Target, parse_rules, targets
 from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
-
-
-def parse_hostport(value: str, path: str, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``host`` (with ``default_port``) → (host, port)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{value!r} is not host:port")
-    host, port_s = value, None
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise ConfigError(path, f"{value!r}: missing ']'")
-        host = value[1:end]
-        rest = value[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(path, f"{value!r} is not host:port")
-            port_s = rest[1:]
-    elif value.count(":") == 1:
-        host, port_s = value.split(":")
-    elif value.count(":") > 1:
-        raise ConfigError(path, f"{value!r}: IPv6 addresses need brackets, [addr]:port")
-    if port_s is None:
-        if default_port is None:
-            raise ConfigError(path, f"{value!r} has no port")
-        return host, default_port
-    if not port_s.isdigit():
-        raise ConfigError(path, f"{value!r}: port {port_s!r} is not a number")
-    port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ConfigError(path, f"{value!r}: port {port} is not a port (0-65535)")
-    if not host:
-        raise ConfigError(path, f"{value!r} has no host")
-    return host, port
 
 
 @functools.lru_cache(maxsize=4096)  # asked per connection by the authorize policy
@@ -197,59 +165,16 @@ def _table(v: Any, path: str) -> Mapping[str, Any]:
     return v
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'allow'?"`` for a near-miss of one of ``choices``, else ``""``."""
-    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _check_keys(t: Mapping[str, Any], allowed: set[str], path: str) -> None:
-    for k in t:
-        if k not in allowed:
-            known = ", ".join(sorted(allowed))
-            raise ConfigError(f"{path}.{k}" if path else k,
-                              f"unknown key (known: {known}){did_you_mean(k, allowed)}")
+    _opt.check_keys(t, allowed, path)
 
 
 def _num(t: Mapping[str, Any], key: str, path: str, default: float, lo: float = 0) -> float:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not a number")
-    if v < lo:
-        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo}")
-    return float(v)
+    return _opt.number(t, key, path, default, lo=lo)
 
 
 def _int(t: Mapping[str, Any], key: str, path: str, default: int, lo: int = 0) -> int:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not an integer")
-    if v < lo:
-        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo}")
-    return v
-
-
-def _str(t: Mapping[str, Any], key: str, path: str, default: str) -> str:
-    v = t.get(key, default)
-    if not isinstance(v, str):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not a string")
-    return v
-
-
-def _bool(t: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-    v = t.get(key, default)
-    if not isinstance(v, bool):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not true or false")
-    return v
-
-
-def _strs(t: Mapping[str, Any], key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    v = t.get(key, list(default))
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not a list of strings")
-    return tuple(v)
+    return _opt.integer(t, key, path, default, lo=lo)
 
 
 def parse_identity(value: str, path: str) -> ExpectedIdentity:
@@ -270,17 +195,17 @@ LISTENER_KEYS = frozenset({
 
 def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
     path = f"listeners.{name}"
-    listen = _str(t, "listen", path, "")
+    listen = _opt.string(t, "listen", path, "")
     if not listen:
         raise ConfigError(f"{path}.listen", "missing (e.g. '127.0.0.1:15008')")
     host, port = parse_hostport(listen, f"{path}.listen")
-    protocols = _strs(t, "protocols", path, ("*",))
+    protocols = _opt.strings(t, "protocols", path, ("*",))
     if not protocols:
         raise ConfigError(f"{path}.protocols", "empty: name at least one protocol or '*'")
-    target = _str(t, "target", path, "")
+    target = _opt.string(t, "target", path, "")
     if target:
         parse_hostport(target, f"{path}.target")
-    allow = _strs(t, "allow", path, ())
+    allow = _opt.strings(t, "allow", path, ())
     targets(allow, f"{path}.allow")  # a bad pattern is an error now, not a silent non-match
     return ListenerConfig(
         name=name,
@@ -290,7 +215,7 @@ def _listener(name: str, t: Mapping[str, Any]) -> ListenerConfig:
         protocols=protocols,
         sniff_timeout=_num(t, "sniff_timeout", path, 3.0, 0.01),
         sniff_max=_int(t, "sniff_max", path, 4096, 16),
-        default=_str(t, "default", path, ""),
+        default=_opt.string(t, "default", path, ""),
         allow=allow,
         target=target,
         options={k: v for k, v in t.items() if k not in LISTENER_KEYS},
@@ -301,7 +226,7 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     path = f"hosts.{name!r}" if "." in name else f"hosts.{name}"
     _check_keys(t, {"endpoints", "protocol", "identity", "labels"}, path)
     eps = []
-    for i, e in enumerate(_strs(t, "endpoints", path, ())):
+    for i, e in enumerate(_opt.strings(t, "endpoints", path, ())):
         p = f"{path}.endpoints[{i}]"
         if e.startswith("[") or e.count(":") == 1:
             h, port = parse_hostport(e, p)
@@ -310,7 +235,7 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
             eps.append(Endpoint(e.strip("[]"), None))
     if not eps:
         raise ConfigError(f"{path}.endpoints", "missing: list at least one 'host:port'")
-    idents = _strs(t, "identity", path, ())
+    idents = _opt.strings(t, "identity", path, ())
     labels = _table(t.get("labels", {}), f"{path}.labels")
     for k, v in labels.items():
         if not isinstance(v, str):
@@ -318,7 +243,7 @@ def _host(name: str, t: Mapping[str, Any]) -> HostConfig:
     return HostConfig(
         name=name.lower().rstrip("."),
         endpoints=tuple(eps),
-        protocol=_str(t, "protocol", path, "tcp"),
+        protocol=_opt.string(t, "protocol", path, "tcp"),
         identities=tuple(
             parse_identity(v, f"{path}.identity[{i}]") for i, v in enumerate(idents)
         ),
@@ -349,11 +274,11 @@ def _admin(a: Mapping[str, Any]) -> AdminConfig:
     credential (``token_file``), so the endpoint never answers the network unauthenticated."""
     _check_keys(a, set(AdminConfig.__dataclass_fields__), "admin")
     d = AdminConfig()
-    listen = _str(a, "listen", "admin", d.listen)
-    allow_remote = _bool(a, "allow_remote", "admin", d.allow_remote)
-    token_file = _str(a, "token_file", "admin", d.token_file)
+    listen = _opt.string(a, "listen", "admin", d.listen)
+    allow_remote = _opt.boolean(a, "allow_remote", "admin", d.allow_remote)
+    token_file = _opt.string(a, "token_file", "admin", d.token_file)
     allowed_hosts = tuple(_host_name(h, f"admin.allowed_hosts[{i}]") for i, h in
-                          enumerate(_strs(a, "allowed_hosts", "admin", d.allowed_hosts)))
+                          enumerate(_opt.strings(a, "allowed_hosts", "admin", d.allowed_hosts)))
     if listen:
         host, _ = parse_hostport(listen, "admin.listen")
         if not is_loopback(host):
@@ -381,13 +306,13 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     _check_keys(g, set(GatewaySettings.__dataclass_fields__), "gateway")
     d = GatewaySettings()
     gateway = GatewaySettings(
-        state_dir=_str(g, "state_dir", "gateway", d.state_dir),
+        state_dir=_opt.string(g, "state_dir", "gateway", d.state_dir),
         drain_timeout=_num(g, "drain_timeout", "gateway", d.drain_timeout),
         handshake_timeout=_num(g, "handshake_timeout", "gateway", d.handshake_timeout, 0.01),
         connect_timeout=_num(g, "connect_timeout", "gateway", d.connect_timeout, 0.01),
         idle_timeout=_num(g, "idle_timeout", "gateway", d.idle_timeout),
         max_connections=_int(g, "max_connections", "gateway", d.max_connections, 1),
-        tune_malloc=_bool(g, "tune_malloc", "gateway", d.tune_malloc),
+        tune_malloc=_opt.boolean(g, "tune_malloc", "gateway", d.tune_malloc),
         h2_max_resets=_int(g, "h2_max_resets", "gateway", d.h2_max_resets, 1),
         h2_max_control_frames=_int(g, "h2_max_control_frames", "gateway",
                                    d.h2_max_control_frames, 1),
@@ -425,15 +350,16 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     return Config(
         gateway=gateway,
         admin=admin,
-        routing=RoutingConfig(direct=_bool(r, "direct", "routing", True)),
+        routing=RoutingConfig(direct=_opt.boolean(r, "direct", "routing", True)),
         discovery=DiscoveryConfig(
-            order=_strs(dc, "order", "discovery", dd.order),
+            order=_opt.strings(dc, "order", "discovery", dd.order),
             timeout=_num(dc, "timeout", "discovery", dd.timeout, 0.01),
             cache_min_ttl=_num(dc, "cache_min_ttl", "discovery", dd.cache_min_ttl),
             cache_max_ttl=_num(dc, "cache_max_ttl", "discovery", dd.cache_max_ttl),
         ),
         plugins=PluginsConfig(
-            enable=_strs(p, "enable", "plugins", ()), disable=_strs(p, "disable", "plugins", ())
+            enable=_opt.strings(p, "enable", "plugins", ()),
+            disable=_opt.strings(p, "disable", "plugins", ()),
         ),
         listeners=listeners,
         hosts=hosts,

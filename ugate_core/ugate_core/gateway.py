@@ -1,4 +1,10 @@
-"""The gateway runtime: plugins, listeners, routing, dialing, relaying, shutdown."""
+"""The gateway itself: lifecycle (start, serve, graceful shutdown), dial, policy and relay
+bookkeeping.
+
+Plugin loading lives in :mod:`ugate_core.registry`, accepting connections in
+:mod:`ugate_core.listeners`; what plugins may use of a gateway is
+:class:`ugate_core.GatewayAPI`, which :class:`Gateway` implements.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +18,32 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import plugins as _plugins
-from .config import (
-    CORE_SECTIONS,
-    LISTENER_KEYS,
-    Config,
-    ListenerConfig,
-    did_you_mean,
-    is_loopback,
-    load_default,
-)
-from .errors import AuthError, ConfigError, DialError, PluginError, ProtocolError, UgateError
+from . import registry as _registry
+from .config import Config, ListenerConfig, is_loopback, load_default
+from .errors import ConfigError, DialError, PluginError, UgateError
+from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
 from .metrics import Metrics
 from .policy import Policy, Verdict, protected_ip, protected_name
 from .ratelog import RateLog
-from .relay import Relay, RelayStats, start_relay
+from .records import StreamRecord
+from .relay import RelayStats, start_relay
 from .roundtrip import HttpRequest, HttpResponse, RoundTripper
 from .router import Router, is_ip, split_address
-from .sniff import NO_DEFAULT, default_for, sniff_stream
-from .stream import Stream, StreamClosedError, StreamMeta, TcpStream
+from .stash import Stash
+from .stream import Stream, StreamMeta
 from .tls import tls_dial_error
 from .types import (
     Destination,
     DialerType,
     DialRequest,
     Discovery,
-    ListenerContext,
     ListenerType,
     RunningListener,
 )
@@ -54,38 +52,6 @@ if TYPE_CHECKING:
     from .identity import Identity
 
 log = logging.getLogger("ugate")
-
-
-@dataclass(slots=True, eq=False)
-class StreamRecord:
-    """One relayed stream, as ``/streams`` and the stream hooks see it."""
-
-    listener: str
-    client: StreamMeta
-    upstream: StreamMeta
-    stats: RelayStats = field(default_factory=RelayStats)
-    started: float = field(default_factory=time.monotonic)
-    #: the running relay (``relay.cancel()`` ends it)
-    relay: Relay | None = None
-    gateway: Gateway | None = None
-    #: called with this record once the relay ended and was accounted
-    then: Callable[[StreamRecord], None] | None = None
-
-    def _ended(self, _st: RelayStats) -> None:
-        assert self.gateway is not None
-        self.gateway._relay_ended(self)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.client.id,
-            "listener": self.listener,
-            "client": self.client.as_dict(),
-            "upstream": self.upstream.as_dict(),
-            "bytes_up": self.stats.up,
-            "bytes_down": self.stats.down,
-            "age": round(time.monotonic() - self.started, 3),
-            "end": self.stats.end,
-        }
 
 
 def _is_local_ip(host: str) -> bool:
@@ -115,140 +81,6 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
-
-
-class _Listener:
-    """A bound TCP listener of the gateway (dedicated protocol or shared port)."""
-
-    def __init__(self, gw: Gateway, cfg: ListenerConfig, types: list[ListenerType]) -> None:
-        self.gw = gw
-        self.cfg = cfg
-        self.types = types
-        self.sniffing = len(types) != 1 or cfg.protocols == ("*",)
-        self.default = default_for(cfg.default, types)
-        self.ctx = ListenerContext(gw, cfg)
-        self.server: asyncio.Server | None = None
-        self.active = 0
-        #: the one address this listener is bound to (every accepted stream's ``meta.local``,
-        #: shared, so no getsockname per connection); None for wildcard or several
-        self.local: tuple[str, int] | None = None
-
-    def make_protocol(self) -> TcpStream:
-        return _Accepted(self)
-
-    def addresses(self) -> list[tuple[str, int]]:
-        if self.server is None:
-            return []
-        return [s.getsockname()[:2] for s in self.server.sockets]
-
-    async def handle(self, stream: TcpStream) -> None:
-        gw, cfg = self.gw, self.cfg
-        stream.meta.listener = cfg.name
-        try:
-            with gw.guard(cfg.name, stream.meta):
-                await self._serve(stream)
-        except asyncio.CancelledError:
-            stream.abort()
-            raise
-        finally:
-            if not stream.is_closing() and not stream.relaying:
-                stream.close()
-
-    async def _serve(self, stream: TcpStream) -> None:
-        gw, cfg = self.gw, self.cfg
-        if self.sniffing:
-            res = await sniff_stream(
-                stream,
-                self.types,
-                timeout=cfg.sniff_timeout,
-                max_bytes=cfg.sniff_max,
-                default=self.default,
-            )
-            lt = res.listener
-            if lt is None:
-                gw.reject(cfg.name, f"sniff_{res.reason}", f"first bytes {res.prefix[:16]!r}",
-                          stream.meta)
-                stream.abort()
-                return
-        else:
-            lt = self.types[0]
-        stream.meta.protocol = lt.name
-        gw.metrics.tally(gw.metrics.connections, cfg.name, lt.name).n += 1
-        assert lt.serve is not None
-        await lt.serve(stream, self.ctx)
-
-
-class _Guard:
-    """``with gateway.guard(listener, meta):`` around a connection's handling: the errors a
-    protocol raises become one log line and a counted refusal, never a crash (see
-    :meth:`Gateway.guard`)."""
-
-    __slots__ = ("gw", "listener", "meta")
-
-    def __init__(self, gw: Gateway, listener: str, meta: StreamMeta) -> None:
-        self.gw = gw
-        self.listener = listener
-        self.meta = meta
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> bool:
-        if e is None or not isinstance(e, Exception):  # CancelledError goes on
-            return False
-        gw, name, meta = self.gw, self.listener, self.meta
-        if isinstance(e, ProtocolError | AuthError):
-            gw.reject(name, e.reason, str(e), meta)
-        elif isinstance(e, DialError):
-            gw.log_refusal(name, e.reason,
-                           "dial_failed listener=%s client=%s target=%s reason=%s error=%r",
-                           name, _peer(meta), meta.target, e.reason, str(e))
-        elif isinstance(e, TimeoutError):
-            gw.reject(name, "handshake_timeout", "", meta)
-        elif isinstance(e, StreamClosedError | ConnectionError):
-            gw.reject(name, "client_closed", str(e), meta)
-        else:
-            gw.metrics.reject(name, "internal")
-            log.error("listener_error listener=%s client=%s", name, _peer(meta),
-                      exc_info=(et or type(e), e, tb))
-        return True
-
-
-def _peer(meta: StreamMeta) -> str:
-    return f"{meta.remote[0]}:{meta.remote[1]}" if meta.remote else "-"
-
-
-class _Accepted(TcpStream):
-    """An accepted TCP connection; starts its handler task on connection_made. It counts
-    towards ``max_connections`` until the socket is closed (the handler may hand the stream
-    to a relay and end long before)."""
-
-    __slots__ = ("_counted", "_listener")
-
-    def __init__(self, listener: _Listener) -> None:
-        super().__init__()
-        self._listener = listener
-        self._counted = False
-        self.meta.local = listener.local
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        ln = self._listener
-        if ln.gw._stopping or ln.active >= ln.gw.config.gateway.max_connections:
-            ln.gw.reject(ln.cfg.name, "max_connections",
-                         f"{ln.active} connections open (max_connections)", self.meta)
-            self.abort()
-            return
-        ln.active += 1
-        self._counted = True
-        ln.gw._spawn(ln.handle(self))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._counted:
-            self._counted = False
-            self._listener.active -= 1
-        super().connection_lost(exc)
 
 
 class Gateway:
@@ -281,11 +113,19 @@ class Gateway:
         self.discoveries: list[Discovery] = []
         self.router: Router | None = None
         self._identity: Identity | None = None
-        self.listeners: dict[str, _Listener] = {}
+        self.listeners: dict[str, Listener] = {}
         self.running: dict[str, RunningListener] = {}
         self.streams: dict[int, StreamRecord] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: set (and dropped) when the last relayed stream ended: :meth:`drained`
         self._drained: asyncio.Event | None = None
+        #: per-gateway state of plugins (:class:`~ugate_core.Stash`)
+        self.stash = Stash()
+        #: one bound method shared by every StreamRecord (not one per relayed connection:
+        #: ~60 bytes each on the idle-connection budget)
+        self._on_relay_end = self._relay_ended
+        #: every listener's ``max_connections`` counter (closed on shutdown)
+        self._admissions: list[Admission] = []
         self._stopping = False
         self._started = False
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -304,22 +144,12 @@ class Gateway:
         """Load plugins and collect their types (no sockets). Idempotent."""
         if self.plugins:
             return
-        pc = self.config.plugins
-        if not self._pm_given:
-            self.plugins = _plugins.load_plugins(self.pm, pc.enable, pc.disable)
-        else:
-            self.plugins = [
-                _plugins.PluginInfo(n or "?", "", "", "", True)
-                for n, _ in self.pm.list_name_plugin()
-            ]
-        for p in self.plugins:
-            if not p.loaded:
-                self.metrics.plugin_load_failures.labels(p.name).inc()
-        self.metrics.plugins_loaded.set(sum(1 for p in self.plugins if p.loaded))
-        self.listener_types = self._collect(self.pm.hook.ugate_listener_types, "listener type")
-        self.dialer_types = self._collect(self.pm.hook.ugate_dialer_types, "dialer type")
+        self.plugins = _registry.load(self.pm, self.config, self.metrics, given=self._pm_given)
+        hook = self.pm.hook
+        self.listener_types = _registry.collect(hook.ugate_listener_types, self, "listener type")
+        self.dialer_types = _registry.collect(hook.ugate_dialer_types, self, "dialer type")
         discoveries: list[Discovery] = []
-        for _plugin, lst in self._results(self.pm.hook.ugate_discovery):
+        for _plugin, lst in _registry.results(hook.ugate_discovery, self):
             for d in lst or []:
                 discoveries.append(d)
         self.discoveries = discoveries
@@ -341,140 +171,20 @@ class Gateway:
     def identity(self, value: Identity) -> None:
         self._identity = value
 
-    def _results(self, caller: Any) -> list[tuple[str, Any]]:
-        out = []
-        for impl in reversed(caller.get_hookimpls()):
-            res = impl.function(*[{"gateway": self}[a] for a in impl.argnames])
-            out.append((impl.plugin_name, res))
-        return out
-
-    def _collect(self, caller: Any, what: str) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for plugin, lst in self._results(caller):
-            for t in lst or []:
-                if t.name in found:
-                    raise ConfigError(
-                        "", f"{what} {t.name!r} is given by plugins {found[t.name].plugin!r} "
-                        f"and {plugin!r}; disable one (plugins.disable)"
-                    )
-                t.plugin = plugin
-                found[t.name] = t
-        return found
-
     def _types_for(self, lc: ListenerConfig) -> list[ListenerType]:
-        if lc.protocols == ("*",):
-            return [t for t in self.listener_types.values() if t.sniff is not None]
-        out = []
-        for i, name in enumerate(lc.protocols):
-            t = self.listener_types.get(name)
-            if t is None:
-                have = ", ".join(sorted(self.listener_types)) or "none"
-                raise ConfigError(
-                    f"{lc.path}.protocols[{i}]",
-                    f"{name!r} is not an installed protocol (installed: {have})",
-                )
-            if len(lc.protocols) > 1 and t.sniff is None and t.start is None:
-                raise ConfigError(
-                    f"{lc.path}.protocols[{i}]",
-                    f"{name!r} cannot share a port (it has no sniffer); give it its own listener",
-                )
-            out.append(t)
-        return out
-
-    def _check_listener_keys(self, lc: ListenerConfig, types: list[ListenerType]) -> None:
-        """A listener's keys are core's and its protocols': on a shared port the union of
-        every selected protocol's. Anything else is a typo (``alow`` is a missing rule). A
-        protocol that declares no ``option_keys`` leaves unknown keys to its own check; even
-        then a near-miss of a core key is refused."""
-        known: set[str] = set()
-        judged = True
-        for t in types:
-            if t.option_keys is None:
-                judged = False
-            else:
-                known |= t.option_keys
-        for k in lc.options:
-            if k in known:
-                continue
-            if judged or did_you_mean(k, LISTENER_KEYS):
-                names = ", ".join(t.name for t in types) or "none installed"
-                raise ConfigError(
-                    f"{lc.path}.{k}",
-                    f"unknown key (core knows: {', '.join(sorted(LISTENER_KEYS))}; protocols "
-                    f"{names} know: {', '.join(sorted(known)) or 'no options'})"
-                    f"{did_you_mean(k, LISTENER_KEYS | known)}",
-                )
-
-    def _check_sections(self) -> None:
-        """Every top-level table belongs to core or to a loaded plugin."""
-        claimed: dict[str, str] = {}
-        for plugin, names in self._results(self.pm.hook.ugate_config_sections):
-            for n in names or []:
-                claimed[n] = plugin
-        idle = {p.name for p in self.plugins if not p.loaded} | set(
-            _plugins.installed_names()) - {p.name for p in self.plugins}
-        for name in self.config.sections:
-            if name in claimed:
-                continue
-            if name in idle:
-                log.warning("config_table_ignored table=%s reason='plugin %s is installed but "
-                            "not loaded'", name, name)
-                continue
-            known = ", ".join(sorted(CORE_SECTIONS | set(claimed)))
-            raise ConfigError(name, f"unknown table (known: {known})"
-                              f"{did_you_mean(name, CORE_SECTIONS | set(claimed))}")
+        return _registry.types_for(lc, self.listener_types)
 
     def check(self) -> None:
         """Validate the config against the loaded plugins (``ugate config check``)."""
         self.load()
-        for lc in self.config.listeners:
-            types = self._types_for(lc)
-            if lc.default not in {"", NO_DEFAULT, *(t.name for t in types)}:
-                raise ConfigError(f"{lc.path}.default", f"{lc.default!r} is not one of this "
-                                  f"listener's protocols (or \"none\")")
-            self._check_listener_keys(lc, types)
-            for t in types:
-                if t.check_options is not None:
-                    t.check_options(lc.options, lc.path)
-            if len(types) == 1 and types[0].name == "tcp" and not lc.target:
-                raise ConfigError(f"{lc.path}.target", "missing: the tcp listener forwards to "
-                                  "a fixed 'host:port'")
-            relaying = [t.name for t in types if t.relays]
-            if (relaying and not lc.loopback and not lc.allow
-                    and not self.policy.for_listener(lc.name)
-                    and not self.pm.hook.ugate_authorize.get_hookimpls()):
-                # a verified key, certificate or password says who; only a rule says what
-                # they may reach, and without one this listener would relay for nobody or,
-                # worse, be read as relaying for everybody
-                raise ConfigError(
-                    f"{lc.path}.listen",
-                    f"{lc.listen!r} is reachable beyond loopback and relays "
-                    f"({', '.join(relaying)}) but no rule says who may reach what: add "
-                    f"'allow = [...]' to {lc.path} or a [[rules]] entry (clients, to) for it "
-                    "(docs/security.md); refusing to run an open relay",
-                )
-        self._check_sections()
+        _registry.check_listeners(self.config, self.listener_types, self.policy,
+                                  bool(self.pm.hook.ugate_authorize.get_hookimpls()))
+        _registry.check_sections(self.pm, self, self.config, self.plugins)
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
         from .admin import check as check_admin
 
         check_admin(self.config.admin)  # the token file can be read
-        for h in self.config.hosts:
-            path = f"hosts.{h.name!r}" if "." in h.name else f"hosts.{h.name}"
-            dialer = self.dialer_types.get(h.protocol)
-            if dialer is None:
-                have = ", ".join(sorted(self.dialer_types))
-                hint = did_you_mean(h.protocol, self.dialer_types)
-                raise ConfigError(f"{path}.protocol", f"{h.protocol!r} has no installed dialer "
-                                  f"(installed: {have}){hint}")
-            for i, e in enumerate(h.identities):
-                if e.kind not in dialer.verifies:
-                    can = ", ".join(sorted(dialer.verifies)) or "no identity at all"
-                    raise ConfigError(
-                        f"{path}.identity[{i}]",
-                        f"'{e.kind}:...' cannot be checked by protocol {h.protocol!r} (it "
-                        f"proves {can}): use a protocol that proves its peer (tls, hbone, "
-                        "ssh), or remove the identity",
-                    )
+        _registry.check_hosts(self.config, self.dialer_types)
 
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -498,7 +208,7 @@ class Gateway:
                     self.running[lc.name] = await types[0].start(lc, self)
                     continue
                 types = [t for t in types if t.serve is not None]
-                ln = _Listener(self, lc, types)
+                ln = Listener(self, lc, types)
                 if not types:
                     log.warning("listener=%s no loaded protocol can share a port: %s",
                                 lc.name, self._why_no_protocols())
@@ -537,20 +247,7 @@ class Gateway:
 
     def _why_no_protocols(self) -> str:
         """Why no plugin gives protocols: none installed, filtered out, or failed to load."""
-        seen = {p.name for p in self.plugins}
-        left_out = sorted(set(_plugins.installed_names()) - seen)
-        failed = sorted(p.name for p in self.plugins if not p.loaded)
-        if left_out:
-            env = os.environ.get("UGATE_PLUGINS")
-            pc = self.config.plugins
-            how = [f"UGATE_PLUGINS={env!r}"] if env is not None else []
-            how += [f"plugins.enable={list(pc.enable)}"] if pc.enable else []
-            how += [f"plugins.disable={list(pc.disable)}"] if pc.disable else []
-            return (f"installed but not selected ({', '.join(how) or 'filtered'}): "
-                    f"{', '.join(left_out)}")
-        if failed:
-            return f"failed to load (see 'ugate plugins'): {', '.join(failed)}"
-        return "no protocol plugins installed; pip install ugate-socks ugate-http ..."
+        return _registry.why_no_protocols(self.config, self.plugins)
 
     def addresses(self, listener: str) -> list[tuple[str, int]]:
         """Where ``listener`` is bound (read back a port 0)."""
@@ -570,6 +267,8 @@ class Gateway:
         if self._stopping:
             return
         self._stopping = True
+        for adm in self._admissions:
+            adm.closed = True
         self.ready = False
         timeout = self.config.gateway.drain_timeout if drain_timeout is None else drain_timeout
         for ln in self.listeners.values():
@@ -590,12 +289,11 @@ class Gateway:
             await asyncio.gather(*pending, return_exceptions=True)
         # relays started with start_relay run without a task: wait for them on their own
         if self.streams:
-            self._drained = asyncio.Event()
             left = deadline - loop.time()
             if left > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
-                        await self._drained.wait()
+                        await self.drained()
             for rec in list(self.streams.values()):
                 if rec.relay is not None:
                     rec.relay.cancel()
@@ -648,7 +346,12 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
-    def _spawn(
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`shutdown` began: listeners admit no more connections."""
+        return self._stopping
+
+    def spawn(
         self, coro: Any, done: Callable[[asyncio.Task[Any]], None] | None = None
     ) -> asyncio.Task[Any]:
         t = asyncio.get_running_loop().create_task(coro)
@@ -658,13 +361,21 @@ class Gateway:
             t.add_done_callback(done)
         return t
 
+    def admission(self, listener: str) -> Admission:
+        """A ``max_connections`` counter for a listener that accepts its own connections
+        (:class:`~ugate_core.tls.TlsListener`): the same rule as the gateway's own ports."""
+        adm = Admission(self, listener)
+        adm.closed = self._stopping
+        self._admissions.append(adm)
+        return adm
+
     def guard(self, listener: str, meta: StreamMeta) -> contextlib.AbstractContextManager[None]:
         """Handle what a connection's protocol raises, the same way for every listener:
         ``ProtocolError``/``AuthError`` → counted refusal with its reason; ``DialError`` → a
         ``dial_failed`` line (the protocol answered the client already); ``TimeoutError`` →
         ``handshake_timeout``; a closed client → ``client_closed``; anything else →
         ``internal`` with the traceback. Cancellation passes through."""
-        return _Guard(self, listener, meta)
+        return Guard(self, listener, meta)
 
     # ------------------------------------------------------------------------- policy
     def reject(self, listener: str, reason: str, detail: str = "",
@@ -674,7 +385,7 @@ class Gateway:
         self.metrics.reject(listener, reason)
         self.refusal_log.log((listener, reason), f"rejected listener={listener} reason={reason}",
                              logging.INFO, "rejected listener=%s reason=%s client=%s detail=%r",
-                             listener, reason, _peer(meta) if meta else "-", detail)
+                             listener, reason, peer_str(meta) if meta else "-", detail)
 
     def log_refusal(self, listener: str, reason: str, msg: str, *args: object,
                     level: int = logging.INFO) -> None:
@@ -758,6 +469,12 @@ class Gateway:
         return known
 
     # ------------------------------------------------------------------------- dial
+    def invalidate_route(self, name: str | None = None) -> None:
+        """Forget the cached discovery answers for ``name`` (every name: ``None``), e.g. when a
+        plugin learned that a name moved (an SSH peer registered a reverse forward)."""
+        if self.router is not None:
+            self.router.invalidate(name)
+
     async def resolve(self, address: str) -> tuple[Destination, int]:
         """Discovery only: ``name:port`` → (Destination, port)."""
         self.load()
@@ -871,7 +588,8 @@ class Gateway:
         then costs only its objects).
         """
         listener = client.meta.listener or "-"
-        rec = StreamRecord(listener, client.meta, upstream.meta, gateway=self, then=then)
+        rec = StreamRecord(listener, client.meta, upstream.meta, on_end=self._on_relay_end,
+                           then=then)
         self.streams[client.meta.id] = rec
         m = self.metrics
         m.tally(m.streams_active, listener).n += 1
@@ -896,7 +614,7 @@ class Gateway:
         if hooks.ugate_stream_closed.get_hookimpls():
             hooks.ugate_stream_closed(gateway=self, record=rec)
         log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
-                 "age=%.3f", listener, _peer(rec.client), rec.client.target, st.up,
+                 "age=%.3f", listener, peer_str(rec.client), rec.client.target, st.up,
                  st.down, st.end, time.monotonic() - rec.started)
         rec.relay = None
         then, rec.then = rec.then, None
@@ -904,6 +622,17 @@ class Gateway:
             then(rec)
         if self._drained is not None and not self.streams:
             self._drained.set()
+            self._drained = None
+
+    async def drained(self) -> None:
+        """Return once no relayed stream is left: at once when there is none, else when the
+        last one ended (a stream started meanwhile is waited for too). For plugins that must
+        act after the streams riding on their connections ended (SSH closes its connections
+        after the gateway's drain)."""
+        while self.streams:
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            await self._drained.wait()
 
     async def relay(self, client: Stream, upstream: Stream) -> RelayStats:
         """Relay ``client`` ⇄ ``upstream`` with the configured timeouts and wait until it
@@ -959,3 +688,10 @@ async def running(config: Config, **kw: Any) -> AsyncIterator[Gateway]:
 
 
 __all__ = ["Gateway", "StreamRecord", "UgateError", "running"]
+
+
+if TYPE_CHECKING:
+    from .api import GatewayAPI
+
+    def _implements_api(gw: Gateway) -> GatewayAPI:
+        return gw  # mypy --strict (make lint) fails here when Gateway drifts from GatewayAPI

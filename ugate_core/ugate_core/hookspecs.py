@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, StreamRecord
+    from .api import GatewayAPI
+    from .records import StreamRecord
     from .roundtrip import RoundTripper
     from .stream import StreamMeta
     from .types import Destination, DialerType, Discovery, IdentitySource, ListenerType
@@ -33,7 +34,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def ugate_listener_types(gateway: Gateway) -> list[ListenerType] | None:
+def ugate_listener_types(gateway: GatewayAPI) -> list[ListenerType] | None:
     """Return the protocols this plugin can accept.
 
     Called once at start-up, after config is loaded and before any listener starts. Each
@@ -46,7 +47,7 @@ def ugate_listener_types(gateway: Gateway) -> list[ListenerType] | None:
 
 
 @hookspec
-def ugate_dialer_types(gateway: Gateway) -> list[DialerType] | None:
+def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType] | None:
     """Return the ways this plugin can reach a destination.
 
     Called once at start-up. The router picks the dialer whose ``name`` equals the
@@ -60,7 +61,7 @@ def ugate_dialer_types(gateway: Gateway) -> list[DialerType] | None:
 
 
 @hookspec
-def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
+def ugate_discovery(gateway: GatewayAPI) -> list[Discovery] | None:
     """Return metadata systems that map names to destinations.
 
     Called once at start-up. ``discovery.order`` in config lists the names to ask, first
@@ -88,7 +89,7 @@ def ugate_discovery(gateway: Gateway) -> list[Discovery] | None:
 
 
 @hookspec(firstresult=True)
-def ugate_round_tripper(gateway: Gateway) -> RoundTripper | None:
+def ugate_round_tripper(gateway: GatewayAPI) -> RoundTripper | None:
     """Return the object that carries HTTP requests for :meth:`Gateway.round_trip`.
 
     First non-``None`` answer wins (``ugate-http`` provides one). Called once, on the first
@@ -103,7 +104,7 @@ def ugate_round_tripper(gateway: Gateway) -> RoundTripper | None:
 
 
 @hookspec
-def ugate_config_sections(gateway: Gateway) -> list[str] | None:
+def ugate_config_sections(gateway: GatewayAPI) -> list[str] | None:
     """Return the names of the top-level config tables this plugin reads (``["ssh"]``).
 
     Called once by :meth:`Gateway.check` (``ugate config check``, and at start-up). A table
@@ -120,7 +121,7 @@ def ugate_config_sections(gateway: Gateway) -> list[str] | None:
 
 
 @hookspec(firstresult=True)
-def ugate_identity(gateway: Gateway) -> IdentitySource | None:
+def ugate_identity(gateway: GatewayAPI) -> IdentitySource | None:
     """Return where this workload's key and certificates come from.
 
     First non-``None`` answer wins; core's default keeps the key in the state directory.
@@ -133,7 +134,7 @@ def ugate_identity(gateway: Gateway) -> IdentitySource | None:
 
 @hookspec(firstresult=True)
 def ugate_authorize(
-    gateway: Gateway, peer: StreamMeta, destination: Destination
+    gateway: GatewayAPI, peer: StreamMeta, destination: Destination
 ) -> bool | None:
     """Decide whether ``peer`` may reach ``destination``.
 
@@ -160,7 +161,7 @@ def ugate_authorize(
 
 
 @hookspec
-def ugate_startup(gateway: Gateway) -> Awaitable[None] | None:
+def ugate_startup(gateway: GatewayAPI) -> Awaitable[None] | None:
     """Called once when the gateway starts, after listeners are bound.
 
     May return an awaitable, which the gateway awaits before it reports ready.
@@ -168,7 +169,7 @@ def ugate_startup(gateway: Gateway) -> Awaitable[None] | None:
 
 
 @hookspec
-def ugate_shutdown(gateway: Gateway) -> Awaitable[None] | None:
+def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None] | None:
     """Called once when the gateway stops, after listeners stopped accepting.
 
     May return an awaitable, awaited within the drain deadline.
@@ -176,7 +177,7 @@ def ugate_shutdown(gateway: Gateway) -> Awaitable[None] | None:
 
 
 @hookspec
-def ugate_stream_opened(gateway: Gateway, record: StreamRecord) -> None:
+def ugate_stream_opened(gateway: GatewayAPI, record: StreamRecord) -> None:
     """Called when a relayed stream starts: ``record`` holds both ends' metadata.
 
     Must be cheap and must not block: it runs on the hot path of every connection.
@@ -184,7 +185,7 @@ def ugate_stream_opened(gateway: Gateway, record: StreamRecord) -> None:
 
 
 @hookspec
-def ugate_stream_closed(gateway: Gateway, record: StreamRecord) -> None:
+def ugate_stream_closed(gateway: GatewayAPI, record: StreamRecord) -> None:
     """Called when a relayed stream ends, with byte counts and the reason it ended.
 
     Use it for access logs and audit. Must be cheap and must not block.

@@ -76,7 +76,7 @@ from .types import ExpectedIdentity
 from .verify import verify_peer
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from .api import GatewayAPI
 
 log = logging.getLogger("ugate.identity")
 
@@ -432,11 +432,11 @@ class FileIdentitySource:
     def __init__(self, section: Mapping[str, Any]) -> None:
         self.settings = parse_settings(section)
 
-    def key_path(self, gateway: Gateway) -> Path:
+    def key_path(self, gateway: GatewayAPI) -> Path:
         s = self.settings
         return Path(s.key_file).expanduser() if s.key_file else gateway.state_dir / "key.pem"
 
-    def load(self, gateway: Gateway) -> Identity:
+    def load(self, gateway: GatewayAPI) -> Identity:
         s = self.settings
         path = self.key_path(gateway)
         files: CertFiles | None = None

@@ -19,8 +19,8 @@ import pluggy
 from stevedore import NamedExtensionManager
 
 from . import hookspecs
-from .config import did_you_mean
 from .errors import ConfigError
+from .options import did_you_mean
 
 log = logging.getLogger("ugate.plugins")
 

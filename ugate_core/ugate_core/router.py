@@ -21,7 +21,7 @@ log = logging.getLogger("ugate.router")
 @functools.lru_cache(maxsize=4096)  # every dial parses its address; most repeat
 def split_address(address: str, default_port: int | None = None) -> tuple[str, int]:
     """``name:port`` / ``[v6]:port`` → (name, port), as a DialError on bad input."""
-    from .config import parse_hostport
+    from .options import parse_hostport
 
     try:
         host, port = parse_hostport(address, "address", default_port)

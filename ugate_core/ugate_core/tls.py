@@ -35,8 +35,9 @@ from . import tls_front
 from .config import ListenerConfig, parse_identity
 from .errors import AuthError, ConfigError, DialError, ProtocolError
 from .ids import expected_identities_for, remember_key
-from .metrics import Metrics
+from .listeners import peer_str
 from .router import is_ip
+from .stash import StashKey
 from .stream import StreamMeta, TcpStream
 from .types import (
     IDENTITY_KINDS,
@@ -49,30 +50,31 @@ from .types import (
 from .verify import leaf_id, peer_certificates, verified_spiffe
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from .api import GatewayAPI
+    from .listeners import Admission
     from .stream import Stream
 
 log = logging.getLogger("ugate.tls")
 
-_failures: weakref.WeakKeyDictionary[Metrics, Counter] = weakref.WeakKeyDictionary()
+#: per gateway: ``ugate_identity_failures_total``
+_FAILURES = StashKey[Counter]("tls.identity_failures")
 #: per gateway: the dialer's client context
-_client_ctx: weakref.WeakKeyDictionary[Gateway, ssl.SSLContext] = weakref.WeakKeyDictionary()
+_CLIENT_CTX = StashKey[ssl.SSLContext]("tls.client_ctx")
 
 
-def identity_failures(gateway: Gateway) -> Counter:
+def identity_failures(gateway: GatewayAPI) -> Counter:
     """``ugate_identity_failures_total{protocol, direction}``: peers that proved the wrong key
     (``direction`` is ``dial`` or ``accept``). Other protocols (ssh, hbone) count here too."""
-    m = gateway.metrics
-    c = _failures.get(m)
+    c = gateway.stash.get(_FAILURES, None)
     if c is None:
         c = Counter("ugate_identity_failures", "Peers whose identity did not match, by "
                     "protocol and direction (dial, accept)", ["protocol", "direction"],
-                    registry=m.registry)
-        _failures[m] = c
+                    registry=gateway.metrics.registry)
+        gateway.stash[_FAILURES] = c
     return c
 
 
-def count_identity_failure(gateway: Gateway, protocol: str, direction: str = "dial") -> None:
+def count_identity_failure(gateway: GatewayAPI, protocol: str, direction: str = "dial") -> None:
     identity_failures(gateway).labels(protocol, direction).inc()
 
 
@@ -130,7 +132,7 @@ class TlsStream(TcpStream):
             msg = alert_message(alert, _tls_reason(cast(BaseException, exc)))
             log.info("tls_alert_received protocol=%s target=%s remote=%s error=%r",
                      self.meta.protocol, self.meta.target or "-",
-                     _peer(self.meta), msg)
+                     peer_str(self.meta), msg)
             exc = ConnectionResetError(msg)
         super().connection_lost(exc)
 
@@ -223,9 +225,9 @@ async def dial_tls(req: DialRequest) -> Stream:
                         "mesh name (<id>.m, <id>.h.<domain>) and discovery gave none")
     ident = gw.identity
     ident.renew_if_needed()
-    ctx = _client_ctx.get(gw)
+    ctx = gw.stash.get(_CLIENT_CTX, None)
     if ctx is None:
-        ctx = _client_ctx[gw] = ident.client_ssl_context()
+        ctx = gw.stash[_CLIENT_CTX] = ident.client_ssl_context()
     meta = StreamMeta(protocol="tls")
     loop = asyncio.get_running_loop()
     sni = None if is_ip(dest.name) else dest.name
@@ -327,7 +329,7 @@ class TlsListener:
     #: whether the listener forwards every connection to ``target``
     needs_target = True
 
-    def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
+    def __init__(self, cfg: ListenerConfig, gw: GatewayAPI) -> None:
         if self.needs_target and not cfg.target:
             raise ConfigError(f"{cfg.path}.target", "missing: the tls listener forwards to a "
                               "fixed 'host:port'")
@@ -335,7 +337,8 @@ class TlsListener:
         self.gw = gw
         self.socks: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
-        self.active = 0
+        #: ``max_connections``, counted like every listener's (:mod:`ugate_core.listeners`)
+        self.admission = gw.admission(cfg.name)
         opts = cfg.options
         self.peers: tuple[ExpectedIdentity, ...] = tuple(
             parse_identity(v, f"{cfg.path}.peers[{i}]")
@@ -381,18 +384,16 @@ class TlsListener:
                 continue
             self.accepted(conn)
 
+    @property
+    def active(self) -> int:
+        """Connections open now (admitted, socket not yet closed)."""
+        return self.admission.active
+
     def accepted(self, conn: socket.socket) -> None:
-        gw, name = self.gw, self.cfg.name
-        if gw._stopping or self.active >= gw.config.gateway.max_connections:
-            gw.reject(name, "max_connections", f"{self.active} connections open "
-                      "(max_connections)")
+        if not self.admission.admit():
             conn.close()
             return
-        self.active += 1
-        gw._spawn(self.handle(conn), self._done)
-
-    def _done(self, _t: asyncio.Task[None]) -> None:
-        self.active -= 1
+        self.gw.spawn(self.handle(conn))
 
     async def handle(self, conn: socket.socket) -> None:
         gw, name = self.gw, self.cfg.name
@@ -401,10 +402,12 @@ class TlsListener:
             peer = conn.getpeername()
             meta.remote = (str(peer[0]), int(peer[1]))
         gw.metrics.tally(gw.metrics.connections, name, self.protocol).n += 1
+        # counts until its socket closes; before the handshake succeeded, until then
+        stream = _AcceptedTls(meta, self.admission)
         tls: TlsStream | None = None
         try:
             with gw.guard(name, meta):
-                tls = await self._handshake(conn, meta)
+                tls = await self._handshake(conn, meta, stream)
                 await self.serve_tls(tls, meta)
         except asyncio.CancelledError:
             if tls is not None:
@@ -413,6 +416,7 @@ class TlsListener:
         finally:
             if tls is None:
                 conn.close()
+                stream.release()  # no transport: connection_lost will not come
             elif not tls.is_closing() and not tls.relaying:
                 tls.close()
 
@@ -421,12 +425,12 @@ class TlsListener:
         Subclasses override it (HBONE serves HTTP/2 CONNECT here)."""
         await self.gw.forward(tls, self.cfg.target)
 
-    async def _handshake(self, conn: socket.socket, meta: StreamMeta) -> TlsStream:
+    async def _handshake(self, conn: socket.socket, meta: StreamMeta, tls: TlsStream
+                         ) -> TlsStream:
         gw = self.gw
         gw.identity.renew_if_needed()  # reloads self.ssl_ctx in place when due
         loop = asyncio.get_running_loop()
         timeout = gw.config.gateway.handshake_timeout
-        tls = TlsStream(meta)
         tls.linger = 0  # the server side closes when its target is done
         try:
             # uvloop returns its SSL protocol as the second item, asyncio ours: use ``tls``
@@ -467,11 +471,26 @@ class TlsListener:
         return tls
 
 
-def _peer(meta: StreamMeta) -> str:
-    return f"{meta.remote[0]}:{meta.remote[1]}" if meta.remote else "-"
+class _AcceptedTls(TlsStream):
+    """A connection a :class:`TlsListener` accepted: it counts towards ``max_connections``
+    until its socket closes (the handler may hand it to a relay and end before)."""
+
+    def __init__(self, meta: StreamMeta, admission: Admission) -> None:
+        super().__init__(meta)
+        self._admission: Admission | None = admission
+
+    def release(self) -> None:
+        adm = self._admission
+        if adm is not None:
+            self._admission = None
+            adm.release()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
+        super().connection_lost(exc)
 
 
-async def start_tls_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListener:
+async def start_tls_listener(cfg: ListenerConfig, gw: GatewayAPI) -> RunningListener:
     ln = TlsListener(cfg, gw)
     await ln.start()
     return ln

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import options as _opt
 from .certs import file_signature, mtls_server_context, public_server_context
 from .errors import ConfigError, ProtocolError
 from .router import match_name
@@ -72,30 +73,22 @@ class FrontOptions:
     require_client_cert: bool = False
 
 
-def _strs(v: Any, path: str) -> tuple[str, ...]:
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError(path, f"{v!r} is not a list of names")
+def _names(t: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+    v = _opt.strings(t, key, path, expect="a list of names")
     return tuple(x.lower().rstrip(".") for x in v)
 
 
 def parse_options(options: Mapping[str, Any], path: str) -> FrontOptions:
     o = FrontOptions()
     if "passthrough" in options:
-        o.passthrough = _strs(options["passthrough"], f"{path}.passthrough")
+        o.passthrough = _names(options, "passthrough", path)
     if "terminate" in options:
-        o.terminate = _strs(options["terminate"], f"{path}.terminate")
+        o.terminate = _names(options, "terminate", path)
     if "passthrough_port" in options:
-        p = options["passthrough_port"]
-        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
-            raise ConfigError(f"{path}.passthrough_port", f"{p!r} is not a port (1-65535)")
-        o.passthrough_port = p
+        o.passthrough_port = _opt.integer(options, "passthrough_port", path, 0, lo=1,
+                                          hi=65535, expect="a port (1-65535)")
     if "require_client_cert" in options:
-        v = options["require_client_cert"]
-        if not isinstance(v, bool):
-            raise ConfigError(f"{path}.require_client_cert", f"{v!r} is not true or false")
-        o.require_client_cert = v
+        o.require_client_cert = _opt.boolean(options, "require_client_cert", path, False)
     certs = options.get("certificates", [])
     if not isinstance(certs, list):
         raise ConfigError(f"{path}.certificates", "not a list of {names, cert, key} tables")
@@ -105,7 +98,7 @@ def parse_options(options: Mapping[str, Any], path: str) -> FrontOptions:
             raise ConfigError(p, "needs exactly the keys names, cert, key")
         if not isinstance(c["cert"], str) or not isinstance(c["key"], str):
             raise ConfigError(p, "cert and key are file paths")
-        o.certificates.append(CertEntry(_strs(c["names"], f"{p}.names"), c["cert"], c["key"]))
+        o.certificates.append(CertEntry(_names(c, "names", p), c["cert"], c["key"]))
     return o
 
 

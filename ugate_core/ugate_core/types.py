@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from .api import GatewayAPI
     from .config import ListenerConfig
-    from .gateway import Gateway
     from .stream import Stream, StreamMeta
 
 
@@ -86,7 +86,7 @@ class Discovery(Protocol):
 class ListenerContext:
     """What a listener's ``serve`` gets besides the stream."""
 
-    gateway: Gateway
+    gateway: GatewayAPI
     config: ListenerConfig
 
     @property
@@ -103,7 +103,7 @@ class ListenerContext:
 
 
 Serve = Callable[["Stream", ListenerContext], Awaitable[None]]
-Starter = Callable[["ListenerConfig", "Gateway"], Awaitable["RunningListener"]]
+Starter = Callable[["ListenerConfig", "GatewayAPI"], Awaitable["RunningListener"]]
 
 
 class RunningListener(Protocol):
@@ -160,7 +160,7 @@ Dial = Callable[["DialRequest"], Awaitable["Stream"]]
 class DialRequest:
     """One attempt to reach ``endpoint`` of ``destination`` on ``port``."""
 
-    gateway: Gateway
+    gateway: GatewayAPI
     destination: Destination
     endpoint: Endpoint
     port: int
@@ -201,6 +201,6 @@ class DialerType:
 class IdentitySource(Protocol):
     """Where this workload's key comes from (file by default)."""
 
-    def load(self, gateway: Gateway) -> Any:
+    def load(self, gateway: GatewayAPI) -> Any:
         """Return the workload identity (see :mod:`ugate_core.identity`)."""
         ...

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +36,7 @@ import dns.rdtypes.IN.SRV
 import dns.reversename
 from prometheus_client import Counter
 
-from ugate_core import Destination, Endpoint, ExpectedIdentity
+from ugate_core import Destination, Endpoint, ExpectedIdentity, StashKey
 
 from .cache import TtlCache
 from .dane import tlsa_identities
@@ -54,7 +53,7 @@ from .settings import DnsSettings, names_for, parse_settings
 from .txt import TxtError, UgateTxt, select_txt
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 log = logging.getLogger("ugate.dns")
 T = dns.rdatatype
@@ -62,7 +61,7 @@ T = dns.rdatatype
 #: owner label pair of the SRV record that names a destination's endpoints
 SRV_PREFIX = (b"_ugate", b"_tcp")
 
-_by_gateway: weakref.WeakKeyDictionary[Gateway, DnsDiscovery] = weakref.WeakKeyDictionary()
+_DISCOVERY = StashKey["DnsDiscovery"]("dns")
 
 
 #: DnsError.reason → the words the client reads before the details
@@ -101,13 +100,13 @@ class DnsDiscovery:
         )
 
     @classmethod
-    def for_gateway(cls, gateway: Gateway) -> DnsDiscovery:
+    def for_gateway(cls, gateway: GatewayAPI) -> DnsDiscovery:
         """The gateway's one dns discovery, built from its ``[dns]`` table."""
-        d = _by_gateway.get(gateway)
+        d = gateway.stash.get(_DISCOVERY, None)
         if d is None:
             cfg = gateway.config
             d = cls(parse_settings(cfg.section("dns"), cfg.discovery.timeout), gateway.metrics)
-            _by_gateway[gateway] = d
+            gateway.stash[_DISCOVERY] = d
         return d
 
     def _count(self, rdtype: str, result: str) -> None:

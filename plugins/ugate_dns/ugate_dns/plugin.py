@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ugate_core import Discovery, Gateway, hookimpl
+from ugate_core import Discovery, GatewayAPI, hookimpl
 
 from .discovery import DnsDiscovery
 
@@ -17,12 +17,12 @@ def ugate_config_sections() -> list[str]:
 
 
 @hookimpl
-def ugate_discovery(gateway: Gateway) -> list[Discovery]:
+def ugate_discovery(gateway: GatewayAPI) -> list[Discovery]:
     return [DnsDiscovery.for_gateway(gateway)]
 
 
 @hookimpl
-def ugate_startup(gateway: Gateway) -> None:
+def ugate_startup(gateway: GatewayAPI) -> None:
     s = DnsDiscovery.for_gateway(gateway).settings
     log.info("dns_discovery servers=%s zones=%s dnssec_anchors=%s deadline=%g",
              ",".join(f"{h}:{p}" for h, p in s.servers) or "-",

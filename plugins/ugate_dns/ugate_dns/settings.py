@@ -18,6 +18,7 @@ import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.DS
 
 from ugate_core import ConfigError, parse_hostport
+from ugate_core import options as opt
 
 KEYS = {
     "servers", "zones", "search", "timeout", "retries", "deadline", "cache_min_ttl",
@@ -96,12 +97,7 @@ def _list(t: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _num(t: Mapping[str, Any], key: str, default: float, lo: float = 0.0) -> float:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"dns.{key}", f"{v!r} is not a number")
-    if v < lo:
-        raise ConfigError(f"dns.{key}", f"{v!r} must be >= {lo:g}")
-    return float(v)
+    return opt.number(t, key, "dns", default, lo=lo)
 
 
 def parse_anchor_line(line: str, path: str) -> tuple[dns.name.Name, dns.rdata.Rdata]:
@@ -193,9 +189,7 @@ def parse_settings(t: Mapping[str, Any], discovery_timeout: float = 2.0) -> DnsS
     hi = _num(t, "cache_max_ttl", 3600.0)
     if hi < lo:
         raise ConfigError("dns.cache_max_ttl", f"{hi:g} is below dns.cache_min_ttl {lo:g}")
-    ptr = t.get("ptr_confirm", True)
-    if not isinstance(ptr, bool):
-        raise ConfigError("dns.ptr_confirm", f"{ptr!r} is not true or false")
+    ptr = opt.boolean(t, "ptr_confirm", "dns", True)
     return DnsSettings(
         servers=tuple(servers),
         zones=zones,

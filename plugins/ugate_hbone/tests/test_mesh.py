@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ugate_core import DialError, Gateway, Stream, id_of_public_key
 from ugate_core.testing import StartGateway, Upstream, metric, pattern, require_peer, run
 from ugate_hbone.dialer import pool_of
-from ugate_hbone.server import _sessions
+from ugate_hbone.server import sessions_of
 
 from .conftest import Blob, MiB
 
@@ -184,7 +184,7 @@ async def test_reconnect_after_the_connection_drops(start_gateway: StartGateway,
     a = await start_gateway(gateway_a(b, b.identity.id))
     s = await a.dial("svc.test:1")
     # B drops every HBONE connection
-    for sess in list(_sessions[b]):
+    for sess in list(sessions_of(b)):
         sess.close(ConnectionResetError("test drop"))
     with pytest.raises(ConnectionError):
         async with asyncio.timeout(5):

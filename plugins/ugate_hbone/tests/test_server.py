@@ -390,7 +390,7 @@ async def test_reset_flood_leaves_nothing_behind(start_gateway: StartGateway,
                                                  silent_server: tuple[str, int]) -> None:
     """300 tunnels opened and reset by the client (half of them before the answer): every
     relay ends, no stream stays in the gateway or the session; the connection stays usable."""
-    from ugate_hbone.server import _sessions
+    from ugate_hbone.server import sessions_of
 
     gw = await start_gateway(HBONEC)
     c = await h2_client(gw.port("h"))
@@ -404,7 +404,7 @@ async def test_reset_flood_leaves_nothing_behind(start_gateway: StartGateway,
         c.c.reset_stream(s.sid)
     c.flush()
     for _ in range(200):
-        if not gw.streams and not any(sess.streams for sess in _sessions.get(gw, ())):
+        if not gw.streams and not any(sess.streams for sess in sessions_of(gw)):
             break
         await asyncio.sleep(0.05)
     assert not gw.streams

@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import weakref
 from dataclasses import dataclass, field
 
 from ugate_core import (
     DialError,
     DialRequest,
     ExpectedIdentity,
-    Gateway,
+    GatewayAPI,
+    StashKey,
     Stream,
     StreamMeta,
     TcpStream,
@@ -88,7 +88,7 @@ def reason_for_status(status: int | None) -> str:
 class Pool:
     """HTTP/2 connections of one gateway to its HBONE peers."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: GatewayAPI) -> None:
         self.gw = gw
         self.peers: dict[PeerKey, _Peer] = {}
         self._client_ctx: ssl.SSLContext | None = None
@@ -286,18 +286,19 @@ class Pool:
         return sess
 
 
-_pools: weakref.WeakKeyDictionary[Gateway, Pool] = weakref.WeakKeyDictionary()
+_POOL = StashKey[Pool]("hbone.pool")
 
 
-def pool_of(gw: Gateway) -> Pool:
-    p = _pools.get(gw)
+def pool_of(gw: GatewayAPI) -> Pool:
+    """The gateway's HBONE client pool, made on first use."""
+    p = gw.stash.get(_POOL, None)
     if p is None:
-        p = _pools[gw] = Pool(gw)
+        p = gw.stash[_POOL] = Pool(gw)
     return p
 
 
-def close_pool(gw: Gateway) -> None:
-    p = _pools.pop(gw, None)
+def close_pool(gw: GatewayAPI) -> None:
+    p = gw.stash.pop(_POOL, None)
     if p is not None:
         p.close()
 

@@ -25,22 +25,22 @@ from ugate_core import (
     ListenerContext,
     ProtocolError,
     StreamMeta,
+    TlsListener,
     TlsStream,
     count_identity_failure,
     format_hostport,
+    normalize_id,
+    parse_identity,
     peer_certificates,
+    verified_spiffe,
     verify_peer,
 )
-from ugate_core.config import parse_identity
-from ugate_core.ids import normalize_id
-from ugate_core.tls import TlsListener
-from ugate_core.verify import verified_spiffe
 
 from .server import serve_connection
 from .settings import HboneSettings, settings_of
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway, RunningListener
+    from ugate_core import GatewayAPI, RunningListener
 
 log = logging.getLogger("ugate.hbone")
 
@@ -70,13 +70,13 @@ def presented(leaf: bytes) -> str:
         or "-"
 
 
-def roots_of(gw: Gateway, st: HboneSettings) -> tuple[x509.Certificate, ...]:
+def roots_of(gw: GatewayAPI, st: HboneSettings) -> tuple[x509.Certificate, ...]:
     """Who may vouch for SPIFFE IDs: ``[hbone] ca_bundle`` and ``[identity] trust_bundles``."""
     return st.ca_roots + tuple(gw.identity.trust_roots)
 
 
 def check_spiffe(
-    leaf: bytes, chain: tuple[bytes, ...], gw: Gateway, st: HboneSettings, who: str,
+    leaf: bytes, chain: tuple[bytes, ...], gw: GatewayAPI, st: HboneSettings, who: str,
     *, required: bool,
 ) -> str | None:
     """The peer's SPIFFE ID if its certificate chains to the trust roots; with a trust domain
@@ -99,7 +99,7 @@ class HboneListener(TlsListener):
     protocol = "hbone"
     needs_target = False
 
-    def __init__(self, cfg: ListenerConfig, gw: Gateway) -> None:
+    def __init__(self, cfg: ListenerConfig, gw: GatewayAPI) -> None:
         self.settings = settings_of(gw)
         self.allowed: tuple[ExpectedIdentity, ...] = tuple(
             parse_identity(v, f"{cfg.path}.peers[{i}]")
@@ -151,7 +151,7 @@ class HboneListener(TlsListener):
             meta.extra.pop("spiffe", None)
 
 
-async def start_hbone_listener(cfg: ListenerConfig, gw: Gateway) -> RunningListener:
+async def start_hbone_listener(cfg: ListenerConfig, gw: GatewayAPI) -> RunningListener:
     ln = HboneListener(cfg, gw)
     await ln.start()
     return ln

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ugate_core import IDENTITY_KINDS, DialerType, Gateway, ListenerType, hookimpl
+from ugate_core import IDENTITY_KINDS, DialerType, GatewayAPI, ListenerType, hookimpl
 
 from .dialer import close_pool, dial_hbone, dial_hbonec
 from .listener import OPTION_KEYS, check_options, start_hbone_listener
@@ -46,7 +46,7 @@ def ugate_listener_types() -> list[ListenerType]:
 
 
 @hookimpl
-def ugate_dialer_types(gateway: Gateway) -> list[DialerType]:
+def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
     settings_of(gateway)  # validates [hbone] when plugins load ('ugate config check' too)
     return [
         DialerType("hbone", dial_hbone, "HTTP/2 CONNECT over mTLS through a peer gateway or "
@@ -63,11 +63,11 @@ def ugate_config_sections() -> list[str]:
 
 
 @hookimpl
-def ugate_startup(gateway: Gateway) -> None:
+def ugate_startup(gateway: GatewayAPI) -> None:
     settings_of(gateway)  # a bad [hbone] table stops the start with its key and value
 
 
 @hookimpl
-def ugate_shutdown(gateway: Gateway) -> None:
+def ugate_shutdown(gateway: GatewayAPI) -> None:
     goaway_all(gateway)
     close_pool(gateway)

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Sequence
 
 from ugate_core import (
     AuthError,
     DialError,
-    Gateway,
+    GatewayAPI,
     ListenerContext,
     Sniff,
+    StashKey,
     Stream,
     format_hostport,
 )
@@ -39,7 +39,12 @@ log = logging.getLogger("ugate.hbone")
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 #: per gateway: the server sessions running now (GOAWAY on shutdown)
-_sessions: weakref.WeakKeyDictionary[Gateway, set[H2Session]] = weakref.WeakKeyDictionary()
+_SESSIONS = StashKey[set[H2Session]]("hbone.sessions")
+
+
+def sessions_of(gw: GatewayAPI) -> set[H2Session]:
+    """The HBONE server sessions running now on ``gw`` (GOAWAY on shutdown)."""
+    return gw.stash.get_or_create(_SESSIONS, set)
 
 
 def sniff_preface(prefix: bytes) -> Sniff:
@@ -87,7 +92,7 @@ async def serve_connection(
     server.session = sess
     sess.on_malformed = lambda message: ctx.reject("h2_stream_error", f"HTTP/2 {message} "
                                                    "(stream reset)", stream.meta)
-    live = _sessions.setdefault(gw, set())
+    live = sessions_of(gw)
     live.add(sess)
     try:
         sess.start()
@@ -104,9 +109,9 @@ async def serve_connection(
     sess.account(ctx, protocol_error="h2_protocol")
 
 
-def goaway_all(gw: Gateway) -> None:
+def goaway_all(gw: GatewayAPI) -> None:
     """Ask every client of this gateway's HBONE servers to open no more tunnels."""
-    for sess in list(_sessions.get(gw, ())):
+    for sess in list(gw.stash.get(_SESSIONS, ())):
         sess.goaway()
 
 

@@ -42,6 +42,11 @@ from ugate_core import (
     Stream,
     StreamMeta,
     h2_code_name,
+    h2_goaway_error,
+    h2_refused_by_goaway,
+    h2_reset_by_peer,
+    h2_stream_error,
+    h2_unprocessed,
 )
 
 from .h2stream import H2Stream, Header
@@ -188,10 +193,8 @@ class H2Session(H2Endpoint[H2Stream]):
         if s is None:
             return
         _cancel(s)
-        msg = f"HTTP/2 stream {sid} reset by the peer ({h2_code_name(code)})"
         # REFUSED_STREAM: the peer did not process it (RFC 9113 8.7): the dialer retries
-        self._finish(s, ConnectionRefusedError(msg) if code == H2ErrorCode.REFUSED_STREAM
-                     else ConnectionResetError(msg))
+        self._finish(s, h2_reset_by_peer(sid, code))
 
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
         if self.on_malformed is not None:  # a server's: counted and logged at a bounded rate
@@ -202,7 +205,7 @@ class H2Session(H2Endpoint[H2Stream]):
         s = self.streams.get(sid)
         if s is not None:
             _cancel(s)
-            self._finish(s, ConnectionResetError(f"HTTP/2 stream {sid}: {message}"))
+            self._finish(s, h2_stream_error(sid, code, message))
 
     def on_settings(self, changed: dict[int, int]) -> None:
         super().on_settings(changed)
@@ -216,13 +219,13 @@ class H2Session(H2Endpoint[H2Stream]):
         name = h2_code_name(code)
         log.info("h2_goaway_received session=%s remote=%s code=%s last_stream=%d streams=%d",
                  self.name, _addr(self.transport.meta), name, last_sid, len(self.streams))
-        if code != H2ErrorCode.NO_ERROR:
-            self.close(ConnectionResetError(f"HTTP/2 connection {self.name}: GOAWAY {name}"))
+        err = h2_goaway_error(self.name, code)
+        if err is not None:
+            self.close(err)
             return
         for sid, s in list(self.streams.items()):
-            if self.client and sid > last_sid:  # never processed by the peer: safe to retry
-                self._finish(s, ConnectionRefusedError(
-                    f"HTTP/2 stream {sid} refused by GOAWAY (last stream {last_sid})"))
+            if h2_unprocessed(sid, last_sid, self.client):  # safe to retry
+                self._finish(s, h2_refused_by_goaway(sid, last_sid))
         self._changed()
         if not self.streams:
             self.close()

@@ -15,7 +15,6 @@ Every key is optional::
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from ugate_core import ConfigError
-from ugate_core.certs import is_anchor, load_pem_bundle, pem_of
+from ugate_core import ConfigError, StashKey, is_anchor, load_pem_bundle, pem_of
+from ugate_core import options as opt
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 _INTS: dict[str, tuple[int, int, int]] = {
     # key: (default, low, high)
@@ -66,16 +65,11 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
                               "[gateway] tune_malloc instead")
         if k not in KEYS:
             raise ConfigError(f"hbone.{k}", f"unknown key (known: {', '.join(sorted(KEYS))})")
-    ints: dict[str, int] = {}
-    for k, (default, lo, hi) in _INTS.items():
-        v = t.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ConfigError(f"hbone.{k}", f"{v!r} is not an integer in {lo}-{hi}")
-        ints[k] = v
-    idle = t.get("idle_timeout", 300.0)
-    if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 86400:
-        raise ConfigError("hbone.idle_timeout", f"{idle!r} is not a number of seconds "
-                          "(0-86400)")
+    ints = {k: opt.integer(t, k, "hbone", default, lo=lo, hi=hi,
+                           expect=f"an integer in {lo}-{hi}")
+            for k, (default, lo, hi) in _INTS.items()}
+    idle = opt.seconds(t, "idle_timeout", "hbone", 300.0, hi=86400, positive=True,
+                       expect="a number of seconds (0-86400)")
     td = t.get("trust_domain", "")
     if not isinstance(td, str) or any(c in td for c in "/:?# "):
         raise ConfigError("hbone.trust_domain", f"{td!r} is not a trust domain "
@@ -103,12 +97,12 @@ def parse_settings(t: Mapping[str, Any]) -> HboneSettings:
                          ca_roots=roots, **ints)
 
 
-_cache: weakref.WeakKeyDictionary[Gateway, HboneSettings] = weakref.WeakKeyDictionary()
+_SETTINGS = StashKey[HboneSettings]("hbone.settings")
 
 
-def settings_of(gw: Gateway) -> HboneSettings:
+def settings_of(gw: GatewayAPI) -> HboneSettings:
     """The gateway's ``[hbone]`` settings, parsed once."""
-    s = _cache.get(gw)
+    s = gw.stash.get(_SETTINGS, None)
     if s is None:
-        s = _cache[gw] = parse_settings(gw.config.section("hbone"))
+        s = gw.stash[_SETTINGS] = parse_settings(gw.config.section("hbone"))
     return s

@@ -42,7 +42,7 @@ from .h1 import (
 from .reader import EventReader
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 log = logging.getLogger("ugate.http")
 
@@ -129,7 +129,7 @@ def _allowed(source: StreamMeta) -> set[str]:
 _ALLOWED_KEY = "ugate_http.allowed"
 
 
-async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) -> bool:
+async def authorize_reuse(gateway: GatewayAPI, address: str, source: StreamMeta) -> bool:
     """The policy check a dial makes, for reusing a pooled connection to ``address`` on
     behalf of ``source``. Remembered per client connection (its meta), so a keep-alive client
     pays it once per address. DialError("denied") if the policy refuses.
@@ -150,7 +150,7 @@ async def authorize_reuse(gateway: Gateway, address: str, source: StreamMeta) ->
     return False
 
 
-def require_secure(gateway: Gateway, stream: Stream, authority: str) -> None:
+def require_secure(gateway: GatewayAPI, stream: Stream, authority: str) -> None:
     """DialError("insecure") unless ``stream`` came from a ``secure`` dialer (encrypted, its
     peer verified: ``meta.peer_id`` set). Checked on the very connection a request is about to
     be written to, so neither a pooled clear-text connection nor a discovery answer that
@@ -298,7 +298,7 @@ class UpstreamPool:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: GatewayAPI,
         *,
         max_idle: int = 32,
         idle_timeout: float = 60.0,

@@ -29,7 +29,7 @@ from .h2msg import response_from_h2
 from .rewrite import FRAMING, HOP_BY_HOP
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 log = logging.getLogger("ugate.http")
 
@@ -141,7 +141,7 @@ class H2UpstreamPool:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: GatewayAPI,
         *,
         limits: H2Limits | None = None,
         idle_timeout: float = 60.0,

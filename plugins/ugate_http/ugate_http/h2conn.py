@@ -31,8 +31,15 @@ from ugate_core import (
     H2FloodLimits,
     H2Flow,
     H2Setting,
+    H2StreamRefused,
+    H2StreamReset,
     Stream,
     h2_code_name,
+    h2_goaway_error,
+    h2_refused_by_goaway,
+    h2_reset_by_peer,
+    h2_stream_error,
+    h2_unprocessed,
 )
 
 __all__ = ["PREFACE", "H2Conn", "H2Exchange", "H2Limits", "Header", "RefusedStreamError",
@@ -67,16 +74,10 @@ class H2Limits:
     flood: H2FloodLimits = field(default_factory=H2FloodLimits)
 
 
-class StreamResetError(ConnectionResetError):
-    """The peer reset the stream (``code``), or the connection went away under it."""
-
-    def __init__(self, message: str, code: int = H2ErrorCode.CANCEL) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class RefusedStreamError(StreamResetError):
-    """The peer did not process the stream (REFUSED_STREAM, or beyond a GOAWAY): retryable."""
+#: core's one mapping of RST_STREAM and GOAWAY to errors (:mod:`ugate_core.h2`), under the
+#: names this plugin's modules use
+StreamResetError = H2StreamReset
+RefusedStreamError = H2StreamRefused
 
 
 class H2Exchange(H2Flow):
@@ -451,8 +452,7 @@ class H2Conn(H2Endpoint[H2Exchange]):
         ex = self.streams.get(sid)
         if ex is None:
             return
-        cls = RefusedStreamError if code == H2ErrorCode.REFUSED_STREAM else StreamResetError
-        ex._fail(cls(f"stream {sid} reset by the peer ({h2_code_name(code)})", code))
+        ex._fail(h2_reset_by_peer(sid, code))
         t = ex.task
         if t is not None and not t.done():
             t.cancel()
@@ -460,7 +460,7 @@ class H2Conn(H2Endpoint[H2Exchange]):
     def on_stream_error(self, sid: int, code: int, message: str) -> None:
         ex = self.streams.get(sid)
         if ex is not None:
-            ex._fail(StreamResetError(f"stream {sid}: {message}", code))
+            ex._fail(h2_stream_error(sid, code, message))
             t = ex.task
             if t is not None and not t.done():
                 t.cancel()
@@ -473,14 +473,13 @@ class H2Conn(H2Endpoint[H2Exchange]):
 
     def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
         self.goaway_received = True
-        if code != H2ErrorCode.NO_ERROR:
-            self.close(StreamResetError(f"HTTP/2 connection {self.name}: GOAWAY "
-                                        f"{h2_code_name(code)}", code))
+        err = h2_goaway_error(self.name, code)
+        if err is not None:
+            self.close(err)
             return
         for sid, ex in list(self.streams.items()):
-            if sid > last_sid and (sid % 2 == 1) == self.client:
-                ex._fail(RefusedStreamError(f"stream {sid} not processed (GOAWAY)",
-                                            H2ErrorCode.REFUSED_STREAM))
+            if h2_unprocessed(sid, last_sid, self.client):
+                ex._fail(h2_refused_by_goaway(sid, last_sid))
         if not self.streams:
             self.close()
 

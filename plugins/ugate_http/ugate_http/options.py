@@ -7,12 +7,12 @@ keys this plugin does not know are left to the others, except near-misses of our
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ugate_core import ConfigError
+from ugate_core import options as opt
 
 from .h1 import DEFAULT_MAX_HEADER_BYTES
 
@@ -54,35 +54,23 @@ def has_auth(options: Mapping[str, Any]) -> bool:
 
 
 def _num(options: Mapping[str, Any], key: str, path: str, default: float, lo: float) -> float:
-    v = options.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not a number")
-    if v < lo:
-        raise ConfigError(f"{path}.{key}", f"{v!r} must be >= {lo:g}")
-    return float(v)
+    return opt.number(options, key, path, default, lo=lo, expect=f"a number >= {lo:g}")
 
 
 def _int(options: Mapping[str, Any], key: str, path: str, default: int, lo: int,
          hi: int) -> int:
-    v = options.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not an integer")
-    if not lo <= v <= hi:
-        raise ConfigError(f"{path}.{key}", f"{v!r} is not in {lo}..{hi}")
-    return v
+    return opt.integer(options, key, path, default, lo=lo, hi=hi, expect=f"in {lo}..{hi}")
 
 
 def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
     """Validate this plugin's keys and return them; errors name ``path.key`` and the value."""
     for k in options:
         if k not in KEYS:
-            close = difflib.get_close_matches(k, KEYS, n=1, cutoff=0.8)
+            close = opt.near_miss(k, KEYS, cutoff=0.8)
             if close:
-                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close[0]!r}?")
+                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close!r}?")
     d = HttpOptions()
-    mode = options.get("mode", d.mode)
-    if mode not in MODES:
-        raise ConfigError(f"{path}.mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    mode = opt.one_of(options, "mode", path, d.mode, MODES)
     users = options.get("users", {})
     if not isinstance(users, Mapping):
         raise ConfigError(f"{path}.users", f"{users!r} is not a table of name = \"password\"")
@@ -98,17 +86,11 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
             or not realm.isprintable() or any(c in realm for c in '"\\')):
         raise ConfigError(f"{path}.realm", f"{realm!r} must be a non-empty printable ASCII "
                           "string without quotes or backslashes")
-    forwarded = options.get("forwarded", d.forwarded)
-    if not isinstance(forwarded, bool):
-        raise ConfigError(f"{path}.forwarded", f"{forwarded!r} is not true or false")
-    h2 = options.get("h2", d.h2)
-    if not isinstance(h2, bool):
-        raise ConfigError(f"{path}.h2", f"{h2!r} is not true or false")
-    express = options.get("express", d.express)
-    if not isinstance(express, bool):
-        raise ConfigError(f"{path}.express", f"{express!r} is not true or false")
+    forwarded = opt.boolean(options, "forwarded", path, d.forwarded)
+    h2 = opt.boolean(options, "h2", path, d.h2)
+    express = opt.boolean(options, "express", path, d.express)
     return HttpOptions(
-        mode=str(mode),
+        mode=mode,
         users=dict(users),
         realm=realm,
         max_header_bytes=_int(options, "max_header_bytes", path, d.max_header_bytes, 1024,

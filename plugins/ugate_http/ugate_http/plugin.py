@@ -13,7 +13,7 @@ from .roundtripper import GatewayRoundTripper
 from .sniff import sniff
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway, RoundTripper
+    from ugate_core import GatewayAPI, RoundTripper
 
 
 @hookimpl
@@ -44,10 +44,10 @@ def ugate_config_sections() -> list[str]:
 
 
 @hookimpl
-def ugate_round_tripper(gateway: Gateway) -> RoundTripper:
+def ugate_round_tripper(gateway: GatewayAPI) -> RoundTripper:
     return GatewayRoundTripper(gateway)
 
 
 @hookimpl
-def ugate_shutdown(gateway: Gateway) -> Awaitable[None] | None:
+def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None] | None:
     return close_state(gateway)

@@ -29,7 +29,7 @@ from .rewrite import FRAMING, HOP_BY_HOP, address_of, end_to_end, split_authorit
 from .state import ROUND_TRIP, state_for
 
 if TYPE_CHECKING:
-    from ugate_core import Gateway
+    from ugate_core import GatewayAPI
 
 log = logging.getLogger("ugate.http")
 
@@ -85,7 +85,7 @@ class _ReplyBody:
 class GatewayRoundTripper:
     """What the ``ugate_round_tripper`` hook returns for a gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayAPI) -> None:
         self.gateway = gateway
 
     async def round_trip(self, request: HttpRequest) -> HttpResponse:
@@ -128,7 +128,7 @@ class GatewayRoundTripper:
         return response
 
 
-async def _require_secure(gateway: Gateway, address: str) -> None:
+async def _require_secure(gateway: GatewayAPI, address: str) -> None:
     """An ``https`` request goes only over a dialer that encrypts and verifies the peer
     (``tls``, ``hbone``): DialError("insecure") before a byte is sent otherwise, since the
     request (its ``Authorization`` too) would cross the network in clear."""

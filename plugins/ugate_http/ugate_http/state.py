@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import secrets
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from ugate_core import DialError, StreamMeta, Tally
+from ugate_core import DialError, StashKey, StreamMeta, Tally
 
 from .client import OutgoingRequest, Reply, UpstreamPool
 from .h1 import Response
@@ -20,7 +19,7 @@ from .h2conn import H2Limits
 from .options import HttpOptions, parse_options
 
 if TYPE_CHECKING:
-    from ugate_core import Destination, Gateway
+    from ugate_core import Destination, GatewayAPI
 
 #: the ``listener`` label of requests made through ``gateway.round_trip``
 ROUND_TRIP = "round_trip"
@@ -39,7 +38,7 @@ class PluginState:
     """Per gateway: upstream pools per listener (HTTP/1.1 and HTTP/2), the request counter,
     our ``Via`` token."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayAPI) -> None:
         self.gateway = gateway
         self.pools: dict[str, UpstreamPool] = {}
         self.h2pools: dict[str, H2UpstreamPool] = {}
@@ -157,17 +156,18 @@ class PluginState:
             await h.aclose()
 
 
-_states: weakref.WeakKeyDictionary[Gateway, PluginState] = weakref.WeakKeyDictionary()
+_STATE = StashKey[PluginState]("http")
 
 
-def state_for(gateway: Gateway) -> PluginState:
-    st = _states.get(gateway)
+def state_for(gateway: GatewayAPI) -> PluginState:
+    """The plugin's state for ``gateway`` (pools, round tripper), made on first use."""
+    st = gateway.stash.get(_STATE, None)
     if st is None:
-        st = _states[gateway] = PluginState(gateway)
+        st = gateway.stash[_STATE] = PluginState(gateway)
     return st
 
 
-async def close_state(gateway: Gateway) -> None:
-    st = _states.pop(gateway, None)
+async def close_state(gateway: GatewayAPI) -> None:
+    st = gateway.stash.pop(_STATE, None)
     if st is not None:
         await st.aclose()

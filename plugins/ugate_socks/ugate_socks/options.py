@@ -6,13 +6,13 @@ when its modification time changes, so passwords can be rotated without a restar
 
 from __future__ import annotations
 
-import difflib
 import hmac
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from ugate_core import ConfigError
+from ugate_core import options as opt
 
 KEYS = ("users", "users_file")
 
@@ -33,17 +33,15 @@ def check_options(options: Mapping[str, Any], path: str) -> None:
     """
     for k in options:
         if k not in KEYS:
-            close = difflib.get_close_matches(k, KEYS, n=1, cutoff=0.8)
+            close = opt.near_miss(k, KEYS, cutoff=0.8)
             if close:
-                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close[0]!r}?")
+                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close!r}?")
     users = options.get("users", {})
     if not isinstance(users, Mapping):
         raise ConfigError(f"{path}.users", f"{users!r} is not a table of name = \"password\"")
     for name, pw in users.items():
         _check_user(name, pw, f"{path}.users.{name}")
-    uf = options.get("users_file", "")
-    if not isinstance(uf, str):
-        raise ConfigError(f"{path}.users_file", f"{uf!r} is not a string (a file path)")
+    uf = opt.string(options, "users_file", path, "", expect="a string (a file path)")
     if uf:
         load_users_file(uf, f"{path}.users_file")
 

@@ -40,8 +40,8 @@ from ugate_core import (
     expected_identities_for,
     format_hostport,
     parse_hostport,
+    parse_identity,
 )
-from ugate_core.config import parse_identity
 
 from . import algorithms
 from .adapters import ChannelStream, StreamTransport

@@ -17,7 +17,7 @@ from typing import Any
 import asyncssh
 from cryptography.hazmat.primitives import serialization
 
-from ugate_core import ConfigError, Gateway, id_of_public_key
+from ugate_core import ConfigError, GatewayAPI, id_of_public_key
 
 log = logging.getLogger("ugate.ssh")
 
@@ -41,7 +41,7 @@ def fqdn_of_id(peer_id: str) -> str:
     return f"{peer_id.lower()}.m"
 
 
-def host_key(gateway: Gateway, path: str = "") -> asyncssh.SSHKey:
+def host_key(gateway: GatewayAPI, path: str = "") -> asyncssh.SSHKey:
     """The SSH host/user key: ``path`` if given, else the workload key (``ugate id``)."""
     if path:
         try:

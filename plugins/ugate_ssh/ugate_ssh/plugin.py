@@ -10,7 +10,7 @@ from ugate_core import (
     DialerType,
     DialRequest,
     Discovery,
-    Gateway,
+    GatewayAPI,
     ListenerContext,
     ListenerType,
     Stream,
@@ -74,17 +74,17 @@ def ugate_config_sections() -> list[str]:
 
 
 @hookimpl
-def ugate_discovery(gateway: Gateway) -> list[Discovery]:
+def ugate_discovery(gateway: GatewayAPI) -> list[Discovery]:
     return [ReverseDiscovery(SshState.of(gateway).reverse)]
 
 
 @hookimpl
-def ugate_startup(gateway: Gateway) -> None:
+def ugate_startup(gateway: GatewayAPI) -> None:
     from .client import start_upstreams
 
     start_upstreams(SshState.of(gateway))
 
 
 @hookimpl
-def ugate_shutdown(gateway: Gateway) -> Awaitable[None] | None:
+def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None] | None:
     return SshState.of(gateway).aclose()

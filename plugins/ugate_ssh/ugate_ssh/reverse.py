@@ -20,7 +20,7 @@ from ugate_core import (
     DialRequest,
     Endpoint,
     ExpectedIdentity,
-    Gateway,
+    GatewayAPI,
     Stream,
     StreamMeta,
 )
@@ -157,7 +157,6 @@ async def dial_reverse(registry: ReverseRegistry, req: DialRequest) -> Stream:
     return session
 
 
-def register_name(gateway: Gateway, fqdn: str) -> None:
+def register_name(gateway: GatewayAPI, fqdn: str) -> None:
     """Forget any cached (negative) route for ``fqdn`` once it becomes reachable."""
-    if gateway.router is not None:
-        gateway.router.invalidate(fqdn)
+    gateway.invalidate_route(fqdn)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ugate_core import (
     StreamMeta,
     format_hostport,
 )
+from ugate_core import options as opt
 
 from . import algorithms
 from .adapters import ChannelStream, StreamTransport
@@ -81,19 +81,13 @@ class ServerSettings:
 
 
 def _num(o: Mapping[str, Any], k: str, path: str, default: float, lo: float) -> float:
-    v = o.get(k, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
-        raise ConfigError(f"{path}.{k}", f"{v!r} is not a number >= {lo:g}")
-    return float(v)
+    return opt.number(o, k, path, default, lo=lo, expect=f"a number >= {lo:g}")
 
 
 def _int(o: Mapping[str, Any], k: str, path: str, default: int, lo: int,
          hi: int | None = None) -> int:
-    v = o.get(k, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        raise ConfigError(f"{path}.{k}", f"{v!r} is not an integer >= {lo}"
-                          + (f" and <= {hi}" if hi is not None else ""))
-    return v
+    return opt.integer(o, k, path, default, lo=lo, hi=hi,
+                       expect=f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
 
 
 def _source_limits(o: Mapping[str, Any], path: str) -> SourceLimits:
@@ -119,22 +113,14 @@ def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
     """
     for k in o:
         if k not in OPTION_KEYS:
-            close = difflib.get_close_matches(k, sorted(OPTION_KEYS), n=1, cutoff=0.8)
+            close = opt.near_miss(k, OPTION_KEYS, cutoff=0.8)
             if close:
-                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close[0]!r}?")
+                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close!r}?")
     keys = load_key_list(o.get("authorized_keys"), f"{path}.authorized_keys")
     cas = load_key_list(o.get("ca_keys"), f"{path}.ca_keys", ca=True)
-    principals = o.get("principals", [])
-    if isinstance(principals, str):
-        principals = [principals]
-    if not isinstance(principals, list) or not all(isinstance(p, str) for p in principals):
-        raise ConfigError(f"{path}.principals", f"{principals!r} is not a list of names")
-    rf = o.get("remote_forward", True)
-    if not isinstance(rf, bool):
-        raise ConfigError(f"{path}.remote_forward", f"{rf!r} is not true or false")
-    hk = o.get("host_key", "")
-    if not isinstance(hk, str):
-        raise ConfigError(f"{path}.host_key", f"{hk!r} is not a file name")
+    principals = opt.strings(o, "principals", path, expect="a list of names")
+    rf = opt.boolean(o, "remote_forward", path, True)
+    hk = opt.existing_file(o, "host_key", path, must_exist=False)
     at = o.get("auth_timeout")
     return ServerSettings(
         algorithms=algorithms_mode(o.get("algorithms", "hardened"), f"{path}.algorithms"),
@@ -142,7 +128,7 @@ def parse_options(o: Mapping[str, Any], path: str) -> ServerSettings:
             keys=tuple(e for e in keys if not e.ca),
             cas=tuple(cas) + tuple(e for e in keys if e.ca),
             allow_ids=id_list(o.get("allow_ids"), f"{path}.allow_ids"),
-            principals=tuple(principals),
+            principals=principals,
         ),
         auth_timeout=None if at is None else _num(o, "auth_timeout", path, 10.0, 0.1),
         max_channels=_int(o, "max_channels", path, 256, 1),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from typing import TYPE_CHECKING
 
 import asyncssh
 
-from ugate_core import Gateway, ListenerContext
+from ugate_core import GatewayAPI, ListenerContext, StashKey
 
 from .keys import host_key
 from .reverse import ReverseRegistry
@@ -22,9 +21,7 @@ if TYPE_CHECKING:
 class SshState:
     """Everything the plugin keeps for one gateway (several gateways may share a process)."""
 
-    _all: weakref.WeakKeyDictionary[Gateway, SshState] = weakref.WeakKeyDictionary()
-
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayAPI) -> None:
         self.gateway = gateway
         self.reverse = ReverseRegistry()
         self.servers: dict[str, SshServer] = {}
@@ -34,10 +31,10 @@ class SshState:
         self._closer: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, gateway: Gateway) -> SshState:
-        st = cls._all.get(gateway)
+    def of(cls, gateway: GatewayAPI) -> SshState:
+        st = gateway.stash.get(STATE, None)
         if st is None:
-            st = cls._all[gateway] = cls(gateway)
+            st = gateway.stash[STATE] = cls(gateway)
         return st
 
     def host_key(self, path: str = "") -> asyncssh.SSHKey:
@@ -71,19 +68,23 @@ class SshState:
         left, or the drain deadline): a background task outlives this hook for that."""
         if self._pool is not None:
             await self._pool.stop_upstreams()
-        self._all.pop(self.gateway, None)
+        self.gateway.stash.pop(STATE, None)
         if self._pool is not None or self.servers:
             self._closer = asyncio.get_running_loop().create_task(self._close_after_drain())
 
     async def _close_after_drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + self.gateway.config.gateway.drain_timeout + 1.0
+        gw = self.gateway
         try:
-            while self.gateway.streams and loop.time() < end:  # noqa: ASYNC110 (no event)
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(gw.config.gateway.drain_timeout + 1.0):
+                    await gw.drained()
         finally:
             if self._pool is not None:
                 await self._pool.aclose()
             for srv in self.servers.values():
                 with contextlib.suppress(Exception):
                     await srv.aclose()
+
+
+#: the plugin's state in ``gateway.stash``
+STATE = StashKey[SshState]("ssh")

@@ -19,6 +19,15 @@ from .frames import (
 )
 from .handler import LOCAL_DEFAULTS, H2Handler
 from .headers import Header, check_request, check_response, check_trailers
+from .streamerrors import (
+    H2StreamRefused,
+    H2StreamReset,
+    goaway_error,
+    refused_by_goaway,
+    reset_by_peer,
+    stream_error,
+    unprocessed,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -33,10 +42,17 @@ __all__ = [
     "H2Flow",
     "H2Handler",
     "H2Setting",
+    "H2StreamRefused",
+    "H2StreamReset",
     "H2UsageError",
     "Header",
     "check_request",
     "check_response",
     "check_trailers",
     "code_name",
+    "goaway_error",
+    "refused_by_goaway",
+    "reset_by_peer",
+    "stream_error",
+    "unprocessed",
 ]
