@@ -3,6 +3,7 @@ the start-up refusal of a relaying listener that no rule governs."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from ugate_core.policy import (
     protected_name,
     targets,
 )
+from ugate_core.testing import StartGateway
 
 ALICE = "A" * 52  # a well-formed mesh ID (32 zero-ish bytes in base32)
 
@@ -208,3 +210,23 @@ def test_rules_config_errors() -> None:
         loads('[[rules]]\nclients = ["*"]\n')
     with pytest.raises(ConfigError, match=r"^listeners\.m\.allow\[0\]: 'a:b:c:d/99'"):
         loads('[listeners.m]\nlisten = "127.0.0.1:0"\nallow = ["a:b:c:d/99"]\n')
+
+
+async def test_fixed_target_listener_beyond_loopback_relays(
+        start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
+    """A listener's fixed ``target`` is the operator's route, not a client's choice: a tcp
+    forward listener beyond loopback relays without a rule (it chooses nothing for anyone)."""
+    gw = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.fwd]
+listen = "0.0.0.0:0"
+protocols = ["tcp"]
+target = "{echo_server[0]}:{echo_server[1]}"
+""")
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port("fwd"))
+    w.write(b"ping")
+    assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+    (rec,) = [x for x in gw.streams.values() if x.listener == "fwd"]
+    assert rec.client.target == f"{echo_server[0]}:{echo_server[1]}"
+    w.close()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 async def _serve_tcp(stream: Stream, ctx: ListenerContext) -> None:
-    await ctx.gateway.forward(stream, ctx.config.target, wait=False)
+    await ctx.gateway.forward(stream, ctx.config.target, wait=False, route=True)
 
 
 async def dial_tcp(req: DialRequest) -> Stream:

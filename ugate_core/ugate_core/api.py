@@ -120,9 +120,10 @@ class GatewayAPI(Protocol):
         """Relay and wait until it ended."""
         ...
 
-    async def forward(self, client: Stream, address: str, *, wait: bool = True
-                      ) -> RelayStats:
-        """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy."""
+    async def forward(self, client: Stream, address: str, *, wait: bool = True,
+                      route: bool = False) -> RelayStats:
+        """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy
+        (``route=True``: the address is a configured route, not the client's choice)."""
         ...
 
     async def drained(self) -> None:

@@ -665,13 +665,20 @@ class Gateway:
                                   "(ugate_round_tripper hook): pip install ugate-http")
         return await self._round_tripper.round_trip(request)
 
-    async def forward(self, client: Stream, address: str, *, wait: bool = True) -> RelayStats:
+    async def forward(self, client: Stream, address: str, *, wait: bool = True,
+                      route: bool = False) -> RelayStats:
         """Dial ``address`` for ``client`` and relay: the whole job of a simple proxy.
 
-        With ``wait=False`` it returns once the relay started (:meth:`start_relay`); the
-        returned stats are live until ``end`` is set.
+        ``address`` is the client's choice, judged by the policy for ``client.meta``; with
+        ``route=True`` it is the operator's (a listener's fixed ``target``): no client rule
+        applies, as to any configured route. With ``wait=False`` it returns once the relay
+        started (:meth:`start_relay`); the returned stats are live until ``end`` is set.
         """
-        up = await self.dial(address, source=client.meta)
+        if route:
+            client.meta.target = address
+            up = await self.dial(address)
+        else:
+            up = await self.dial(address, source=client.meta)
         if wait:
             return await self.relay(client, up)
         return self.start_relay(client, up).stats

@@ -423,7 +423,7 @@ class TlsListener:
     async def serve_tls(self, tls: TlsStream, meta: StreamMeta) -> None:
         """What runs on a connection once its handshake succeeded: forward to ``target``.
         Subclasses override it (HBONE serves HTTP/2 CONNECT here)."""
-        await self.gw.forward(tls, self.cfg.target)
+        await self.gw.forward(tls, self.cfg.target, route=True)
 
     async def _handshake(self, conn: socket.socket, meta: StreamMeta, tls: TlsStream
                          ) -> TlsStream:

@@ -256,7 +256,7 @@ async def dispatch(tls: Stream, ctx: ListenerContext) -> None:
             return
     if cfg.target:
         tls.meta.protocol = "tls"
-        await gw.forward(tls, cfg.target)
+        await gw.forward(tls, cfg.target, route=True)
         return
     inner = [t for t in gw.listener_types.values()
              if t.sniff is not None and t.serve is not None and t.name != "tls"
