@@ -17,7 +17,6 @@ client connection is kept alive across requests when both sides allow it, and an
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +24,16 @@ from ugate_core import DialError, ListenerContext, Sniff, Stream
 
 from .client import OutgoingRequest, Reply, _allowed, _Conn
 from .express import Exchange, Handoff, close_step
+from .forwarding import (
+    ClientForwarding,
+    Found,
+    challenge,
+    check_credentials,
+    dial_failure,
+    loop_refusal,
+    request_fields,
+    via_entry,
+)
 from .h1 import (
     BodyReceived,
     Framing,
@@ -48,10 +57,8 @@ from .rewrite import (
     FRAMING,
     HOP_BY_HOP,
     address_of,
-    basic_credentials,
     end_to_end,
     error_response,
-    forwarded_for,
     peer,
     response_head,
     split_absolute,
@@ -192,8 +199,8 @@ class _Session:
         self._ex_timer_at = 0.0
         #: the addresses the policy allowed this connection (client._allowed's set)
         self._allowed: set[str] | None = None
-        #: (Host, Forwarded value, X-Forwarded-For element) of the last request
-        self._forwarded: tuple[str, str, str] | None = None
+        #: this client's Forwarded / X-Forwarded-For elements (made when first asked)
+        self._forwarded: ClientForwarding | None = None
         #: the express lane's last authority: (as sent, default port, address)
         self._route: tuple[str, int, str] | None = None
         #: the request the express lane last declined (not examined twice)
@@ -341,9 +348,10 @@ class _Session:
             return None
         lines = []
         if self.opts.forwarded:
-            fw = self._forwarded_for(name)
-            lines.append(f"Forwarded: {fw[1]}\r\nX-Forwarded-For: {fw[2]}\r\n")
-        lines.append(f"Via: 1.1 {self.state.via}\r\n")
+            client = _client(self)
+            lines.append(f"Forwarded: {client.forwarded(name)}\r\n"
+                         f"X-Forwarded-For: {client.element}\r\n")
+        lines.append(f"Via: {via_entry('1.1', self.state.via)}\r\n")
         if len(self._raw_routes) >= 16:
             self._raw_routes.clear()
         route = self._raw_routes[host] = (address, "".join(lines).encode("latin-1"))
@@ -584,37 +592,18 @@ class _Session:
         return False
 
     async def _dial_failed(self, e: DialError, address: str) -> bool:
-        status = DIAL_STATUS.get(e.reason, 502)
-        reason = "denied" if e.reason == "denied" else f"dial_{e.reason}"
-        return await self._fail(status, reason, f"cannot reach {address}: {e.reason}: {e}")
+        return await self._fail(*dial_failure(e, address))
 
     async def _auth(self, req: Request, *, proxy: bool) -> bool:
         """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
         users = self.opts.users
         if not users:
             return True
-        field = "Proxy-Authorization" if proxy else "Authorization"
-        status = 407 if proxy else 401
-        challenge = [("Proxy-Authenticate" if proxy else "WWW-Authenticate",
-                      f'Basic realm="{self.opts.realm}"')]
-        value = req.get(field)
-        if value is None:
-            return await self._fail(status, "auth_required", f"{field} (Basic) is required",
-                                    challenge)
-        creds = basic_credentials(value)
-        if creds is None:
-            return await self._fail(status, "auth_failed", f"{field} is not Basic "
-                                    "credentials", challenge)
-        user, pw = creds
-        expected = users.get(user)
-        ok = hmac.compare_digest(pw.encode(), (expected if expected is not None else pw + "x")
-                                 .encode())
-        if expected is None or not ok:
-            return await self._fail(status, "auth_failed",
-                                    f"wrong user name or password (user {user[:64]!r})",
-                                    challenge)
-        self.stream.meta.user = user
-        self.stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
+        refusal = check_credentials(
+            users, req.get("Proxy-Authorization" if proxy else "Authorization"),
+            self.stream.meta, proxy=proxy)
+        if refusal is not None:
+            return await self._fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
         if not proxy:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
@@ -650,66 +639,22 @@ class _Session:
         await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}",
                                       end_to_end(head.headers)))
 
-    def _fields(self, req: Request, host: str | None) -> _Fields:
-        """One pass over the client's fields: what to forward (with ``Host``, ``Forwarded``,
-        ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on. ``host`` None:
-        the request's own ``Host`` (``f.hosts`` says how many it has)."""
+    def _fields(self, req: Request, host: str | None) -> Found:
+        """The fields to forward and what this gateway acts on (forwarding.request_fields).
+        ``host`` None: the request's own ``Host`` (``f.hosts`` says how many it has)."""
         drop = _DROP
         if req.connection or self.consumed:
             drop = drop | req.connection | {self.consumed}
-        f = _Fields([("Host", host or "")])
-        via = self.state.via
-        xff: list[str] = []
-        for k, v in req.headers:
-            low = k.lower()
-            if low in drop:
-                if low == "host":
-                    f.hosts += 1
-                    f.host = v.strip()
-                elif low == "content-length":
-                    f.length_field = True
-                elif low == "expect":
-                    f.expect = True
-                    f.expect_continue = f.expect_continue or "100-continue" in v.lower()
-                elif low == "upgrade":
-                    f.upgrade_field = True
-                    if "upgrade" in req.connection and "h2c" not in v.lower():
-                        f.upgrade = v  # h2c is ours to take or ignore
-                continue
-            if low == "via" and via in v:
-                f.loop = True
-                continue
-            if low == "x-forwarded-for" and self.opts.forwarded:
-                xff.append(v)
-                continue
-            f.fields.append((k, v))
-        if host is None:
-            host = f.host
-            f.fields[0] = ("Host", host)
-        if self.opts.forwarded:
-            fw = self._forwarded_for(host)
-            f.fields.append(("Forwarded", fw[1]))
-            xff.append(fw[2])
-            f.fields.append(("X-Forwarded-For", ", ".join(xff)))
-        f.fields.append(("Via", f"1.1 {via}"))
-        return f
-
-    def _forwarded_for(self, host: str) -> tuple[str, str, str]:
-        """(``host``, the ``Forwarded`` value and the ``X-Forwarded-For`` element this
-        gateway adds for this client), kept for the last host asked."""
-        fw = self._forwarded
-        if fw is None or fw[0] != host:
-            remote = self.stream.meta.remote
-            fw = self._forwarded = (host, forwarded_for(remote, host),
-                                    remote[0] if remote else "unknown")
-        return fw
+        token = self.state.via
+        return request_fields(req.headers, host, token=token, via=via_entry("1.1", token),
+                              drop=drop, connection=req.connection,
+                              client=_client(self) if self.opts.forwarded else None)
 
     async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
         meta = self.stream.meta
         f = self._fields(req, host)
         if f.loop:
-            return await self._fail(508, "loop", f"request came back to this gateway "
-                                    f"({self.state.via}) on its way to {address}")
+            return await self._fail(*loop_refusal(self.state.via, address))
         fields, expect_continue, upgrade = f.fields, f.expect_continue, f.upgrade
         body: _ClientBody | None = None
         length: int | None = None
@@ -791,19 +736,9 @@ class _Session:
         return keep and (body is None or body.done)
 
 
-class _Fields:
-    """What :meth:`_Session._fields` found in a request's fields."""
-
-    __slots__ = ("expect", "expect_continue", "fields", "host", "hosts", "length_field", "loop",
-                 "upgrade", "upgrade_field")
-
-    def __init__(self, fields: list[tuple[str, str]]) -> None:
-        self.fields = fields
-        self.host = ""  # the (last) Host field's value
-        self.hosts = 0  # how many Host fields
-        self.length_field = False  # a Content-Length field (0: the request has no body)
-        self.expect = False  # an Expect field
-        self.expect_continue = False  # ... asking for 100-continue
-        self.upgrade_field = False  # an Upgrade field
-        self.upgrade: str | None = None  # ... to pass through (not h2c)
-        self.loop = False  # our own Via token: the request came back to us
+def _client(session: _Session) -> ClientForwarding:
+    """A session's Forwarded / X-Forwarded-For elements (made when first asked)."""
+    fw = session._forwarded
+    if fw is None:
+        fw = session._forwarded = ClientForwarding(session.stream.meta.remote)
+    return fw
