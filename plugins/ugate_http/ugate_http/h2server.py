@@ -229,7 +229,7 @@ class H2Front:
         req = seen.req
         if self._lane and ex.remote_ended and self._express(ex, req, seen):
             return
-        self._spawn(ex, lambda: self._proxy(ex, req))
+        self._spawn(ex, lambda: self.proxy(ex, req))
 
     def _spawn(self, ex: H2Exchange, step: Callable[[], Awaitable[None]]) -> None:
         task = self.loop.create_task(self._run_step(ex, step))
@@ -315,30 +315,31 @@ class H2Front:
     async def _serve(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
                      ) -> None:
         if err is not None:
-            await self._fail(ex, err.status, err.reason, str(err))
+            await self.fail(ex, err.status, err.reason, str(err))
             return
         if self.opts.mode == "forward":
-            await self._fail(ex, 400, "not_proxy_request",
-                             "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
-                             "requests are proxied in mode 'reverse' or 'auto'")
+            await self.fail(ex, 400, "not_proxy_request",
+                            "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
+                            "requests are proxied in mode 'reverse' or 'auto'")
             return
         if req is None:
             try:
                 req = parse_request(ex.headers, default_port=self.opts.default_port,
                                     max_bytes=self.opts.max_header_bytes)
             except HttpError as e:
-                await self._fail(ex, e.status, e.reason, str(e))
+                await self.fail(ex, e.status, e.reason, str(e))
                 return
-        await self._proxy(ex, req)
+        await self.proxy(ex, req)
 
-    def _count(self, status: int) -> None:
+    def count(self, status: int) -> None:
+        """Count an answer's status (lane contract: the express lane counts through it)."""
         self.state.count(self.ctx.name, status)
 
-    async def _fail(self, ex: H2Exchange, status: int, reason: str, message: str,
-                    extra: list[Header] | None = None) -> None:
+    async def fail(self, ex: H2Exchange, status: int, reason: str, message: str,
+                   extra: list[Header] | None = None) -> None:
         """Count and log a refusal and answer it on the stream."""
         self.ctx.reject(reason, message, self.stream.meta)
-        self._count(status)
+        self.count(status)
         body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
         head: list[Header] = [
             (b":status", str(status).encode()),
@@ -357,7 +358,8 @@ class H2Front:
                               client=self._client if self.opts.forwarded else None,
                               proto=req.scheme, lower=False)
 
-    async def _proxy(self, ex: H2Exchange, req: H2Request) -> None:
+    async def proxy(self, ex: H2Exchange, req: H2Request) -> None:
+        """Route ``req`` (credentials, fields, upstream) and answer it on its stream."""
         meta = self.stream.meta
         opts = self.opts
         consumed = ""
@@ -366,13 +368,13 @@ class H2Front:
             refusal = check_credentials(opts.users, value, meta, proxy=False)
             if refusal is not None:
                 name, text = challenge(opts.realm, proxy=False)
-                await self._fail(ex, *refusal, extra=[(name.lower().encode(), text.encode())])
+                await self.fail(ex, *refusal, extra=[(name.lower().encode(), text.encode())])
                 return
             consumed = "authorization"
         address = address_of(req.host, req.port)
         f = self._fields(req, consumed)
         if f.loop:
-            await self._fail(ex, *loop_refusal(self.state.via, address))
+            await self.fail(ex, *loop_refusal(self.state.via, address))
             return
         fields = f.fields
         body: _H2Body | None = None
@@ -389,16 +391,16 @@ class H2Front:
                                                on_interim=self._interim(ex),
                                                scheme=req.scheme)
         except DialError as e:
-            await self._fail(ex, *dial_failure(e, address))
+            await self.fail(ex, *dial_failure(e, address))
             return
         except HttpError as e:
             if body is not None and e.reason in ("client_closed", "body_timeout") \
                     and ex.error is not None:
                 return  # the client went away: nobody to answer
-            await self._fail(ex, e.status, e.reason, str(e))
+            await self.fail(ex, e.status, e.reason, str(e))
             return
         try:
-            await self._answer(ex, req, resp, address, body, t0)
+            await self.answer(ex, req, resp, address, body, t0)
         except BaseException:
             resp.abort()
             raise
@@ -406,16 +408,16 @@ class H2Front:
     def _interim(self, ex: H2Exchange) -> _Interim:
         return _Interim(ex)
 
-    async def _answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
-                      body: _H2Body | None, t0: float) -> None:
+    async def answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
+                     body: _H2Body | None, t0: float) -> None:
         head = resp.head
         if head.framing is Framing.TUNNEL:
             resp.abort()
-            await self._fail(ex, 502, "bad_response", f"upstream {address} answered "
-                             f"{head.status} to switch protocols unasked")
+            await self.fail(ex, 502, "bad_response", f"upstream {address} answered "
+                            f"{head.status} to switch protocols unasked")
             return
         hdrs = response_headers(head, req.method)
-        self._count(head.status)
+        self.count(head.status)
         idle = self.idle
         try:
             if head.framing is Framing.NONE:

@@ -241,7 +241,7 @@ class _Session:
                 else:
                     assert isinstance(ev, Request)
                     self.body = None
-                    if not await self._handle(ev):
+                    if not await self.handle(ev):
                         if ev.framing is not Framing.NONE and (self.body is None
                                                                or not self.body.done):
                             await self._linger()
@@ -505,44 +505,44 @@ class _Session:
         except TimeoutError:
             if self.express is not None or self.expressed != n:
                 return _AGAIN
-            await self._fail(408, "header_timeout", f"no complete request head within {t:g}s")
+            await self.fail(408, "header_timeout", f"no complete request head within {t:g}s")
             return None
         except HttpError as e:
-            await self._fail(e.status, e.reason, str(e))
+            await self.fail(e.status, e.reason, str(e))
             return None
         if ev is None or isinstance(ev, Handoff):
             return ev
         assert isinstance(ev, RequestReceived)
         return ev.request
 
-    async def _handle(self, req: Request) -> bool:
+    async def handle(self, req: Request) -> bool:
         """Answer one request; True if the connection stays open for the next."""
         mode = self.opts.mode
         t = req.target
         try:
             if req.method == "CONNECT":
                 if mode == "reverse":
-                    return await self._fail(405, "method_not_allowed",
-                                            "CONNECT is not served here (mode = 'reverse')",
-                                            [("Allow", "GET, HEAD, POST, PUT, DELETE, "
-                                              "OPTIONS, PATCH, TRACE")])
+                    return await self.fail(405, "method_not_allowed",
+                                           "CONNECT is not served here (mode = 'reverse')",
+                                           [("Allow", "GET, HEAD, POST, PUT, DELETE, "
+                                             "OPTIONS, PATCH, TRACE")])
                 if req.framing is not Framing.NONE:
-                    return await self._fail(400, "bad_request", "CONNECT with a body")
+                    return await self.fail(400, "bad_request", "CONNECT with a body")
                 host, port = split_authority(t, None)
                 if not await self._auth(req, proxy=True):
                     return False
                 return await self._connect(req, address_of(host, port))
             if t.startswith("/") or t == "*":
                 if mode == "forward":
-                    return await self._fail(
+                    return await self.fail(
                         400, "not_proxy_request",
                         f"request target {t[:100]!r} is not an absolute URI: this listener "
                         "is a forward proxy (mode = 'forward'); send http://host/path or "
                         "CONNECT host:port")
                 hosts = [v.strip() for k, v in req.headers if k.lower() == "host"]
                 if len(hosts) != 1:
-                    return await self._fail(400, "bad_request", "missing Host field" if not
-                                            hosts else f"{len(hosts)} Host fields")
+                    return await self.fail(400, "bad_request", "missing Host field" if not
+                                           hosts else f"{len(hosts)} Host fields")
                 host, port = split_authority(hosts[0], self.opts.default_port)
                 if self.opts.h2 and req.version == "1.1" and req.framing is Framing.NONE \
                         and not _in_tls(self.stream):
@@ -551,18 +551,18 @@ class _Session:
                         return await self._upgrade_h2c(req, settings)
                 if not await self._auth(req, proxy=False):
                     return False
-                return await self._proxy(req, address_of(host, port), hosts[0], t)
+                return await self.proxy(req, address_of(host, port), hosts[0], t)
             scheme, authority, path = split_absolute(t)
             if scheme != "http":
-                return await self._fail(400, "bad_request",
-                                        f"scheme {scheme!r} is not proxied in absolute form; "
-                                        "use CONNECT for https")
+                return await self.fail(400, "bad_request",
+                                       f"scheme {scheme!r} is not proxied in absolute form; "
+                                       "use CONNECT for https")
             host, port = split_authority(authority, 80)
             if not await self._auth(req, proxy=mode != "reverse"):
                 return False
-            return await self._proxy(req, address_of(host, port), authority, path)
+            return await self.proxy(req, address_of(host, port), authority, path)
         except HttpError as e:  # from parsing the target: nothing has been sent yet
-            return await self._fail(e.status, e.reason, str(e))
+            return await self.fail(e.status, e.reason, str(e))
 
     # ------------------------------------------------------------------------ answers
     async def _write(self, data: bytes) -> None:
@@ -577,14 +577,15 @@ class _Session:
             except TimeoutError:
                 raise ConnectionResetError(f"client read nothing for {self.idle:g}s") from None
 
-    def _count(self, status: int) -> None:
+    def count(self, status: int) -> None:
+        """Count an answer's status (lane contract: the express lane counts through it)."""
         self.state.count(self.lname, status)
 
-    async def _fail(self, status: int, reason: str, message: str,
-                    extra: list[tuple[str, str]] | None = None) -> bool:
+    async def fail(self, status: int, reason: str, message: str,
+                   extra: list[tuple[str, str]] | None = None) -> bool:
         """Count and log a refusal, answer it, and end the connection (returns False)."""
         self.ctx.reject(reason, message, self.stream.meta)
-        self._count(status)
+        self.count(status)
         try:
             await self._write(error_response(status, message, extra))
         except ConnectionError:
@@ -592,7 +593,7 @@ class _Session:
         return False
 
     async def _dial_failed(self, e: DialError, address: str) -> bool:
-        return await self._fail(*dial_failure(e, address))
+        return await self.fail(*dial_failure(e, address))
 
     async def _auth(self, req: Request, *, proxy: bool) -> bool:
         """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
@@ -603,7 +604,7 @@ class _Session:
             users, req.get("Proxy-Authorization" if proxy else "Authorization"),
             self.stream.meta, proxy=proxy)
         if refusal is not None:
-            return await self._fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
+            return await self.fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
         if not proxy:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
@@ -614,7 +615,7 @@ class _Session:
             up = await self.gw.dial(address, source=self.stream.meta)
         except DialError as e:
             return await self._dial_failed(e, address)
-        self._count(200)
+        self.count(200)
         self.stream.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.reader.detach()
         self.gw.start_relay(self.stream, up)  # runs on without this task
@@ -624,7 +625,7 @@ class _Session:
     async def _upgrade_h2c(self, req: Request, settings: bytes) -> bool:
         """``Upgrade: h2c`` (RFC 7540 3.2): answer 101, then the connection is HTTP/2 and
         this request is its stream 1."""
-        self._count(101)
+        self.count(101)
         await self._write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                           b"Upgrade: h2c\r\n\r\n")
         self.reader.detach()  # what the client sent after the request (its preface) stays
@@ -650,11 +651,13 @@ class _Session:
                               drop=drop, connection=req.connection,
                               client=_client(self) if self.opts.forwarded else None)
 
-    async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+    async def proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+        """Send ``req`` upstream to ``address`` and answer it; True if the connection stays
+        open."""
         meta = self.stream.meta
         f = self._fields(req, host)
         if f.loop:
-            return await self._fail(*loop_refusal(self.state.via, address))
+            return await self.fail(*loop_refusal(self.state.via, address))
         fields, expect_continue, upgrade = f.fields, f.expect_continue, f.upgrade
         body: _ClientBody | None = None
         length: int | None = None
@@ -673,33 +676,33 @@ class _Session:
         except DialError as e:
             return await self._dial_failed(e, address)
         except HttpError as e:
-            return await self._fail(e.status, e.reason, str(e))
+            return await self.fail(e.status, e.reason, str(e))
         try:
-            return await self._answer(req, resp, address, target, body, upgrade, t0)
+            return await self.answer(req, resp, address, target, body, upgrade, t0)
         except BaseException:
             resp.abort()  # never leave an upstream connection half-used
             raise
 
-    async def _answer(self, req: Request, resp: Reply, address: str, target: str,
-                      body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
+    async def answer(self, req: Request, resp: Reply, address: str, target: str,
+                     body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
         """Pass the upstream's response to the client; True if the connection stays open."""
         meta = self.stream.meta
         head = resp.head
         if head.framing is Framing.TUNNEL:
             if head.status != 101 or upgrade is None:
                 resp.abort()
-                return await self._fail(502, "bad_response", f"upstream {address} answered "
-                                        f"{head.status} to switch protocols unasked")
+                return await self.fail(502, "bad_response", f"upstream {address} answered "
+                                       f"{head.status} to switch protocols unasked")
             fields = end_to_end(head.headers, tokens=head.connection)
             fields += [("Connection", "Upgrade"), ("Upgrade", head.get("upgrade") or upgrade)]
-            self._count(101)
+            self.count(101)
             await self._write(encode_head(f"HTTP/1.1 101 {head.reason}", fields))
             up = await resp.detach()
             self.reader.detach()
             await self.gw.relay(self.stream, up)
             return False
         pending, chunked, keep = response_head(req, head)
-        self._count(head.status)
+        self.count(head.status)
         try:
             # the head goes out with the first piece of the body: one write for small answers
             while data := await resp.read():
