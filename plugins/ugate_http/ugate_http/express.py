@@ -315,7 +315,7 @@ class Exchange(UpstreamLeg):
 
     def _raw_answer(self, status: int, head: bytes, data: bytes, start: int) -> None:
         s = self.s
-        s._count(status)
+        s.count(status)
         s.state.raw_answers += 1
         n = self.received
         client = s.stream
@@ -356,12 +356,12 @@ class Exchange(UpstreamLeg):
         if head.framing is Framing.TUNNEL:  # unasked: the task answers 502
             self._unhook()
             resp = UpstreamResponse(s.pool, self.conn, head, None, True)
-            s.express_handoff(lambda: s._answer(req, resp, self.address, self.target, None,
-                                                None, self.t0))
+            s.express_handoff(lambda: s.answer(req, resp, self.address, self.target, None,
+                                               None, self.t0))
             return False
         self._took_head(head, s.loop.time())
         self.pending, self.chunked, self.keep = response_head(req, head)
-        s._count(head.status)
+        s.count(head.status)
         return True
 
     def _body(self, data: bytes, last: bool = False) -> None:
@@ -423,21 +423,21 @@ class Exchange(UpstreamLeg):
             return
         log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
         s, req = self.s, self.req
-        s.express_handoff(lambda: s._handle(req))
+        s.express_handoff(lambda: s.handle(req))
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         s = self.s
-        s.express_handoff(lambda: s._fail(status, reason, message))
+        s.express_handoff(lambda: s.fail(status, reason, message))
 
     def _client_blocked(self) -> bool:
         return self.s.stream.write_paused
 
     def _cut(self, why: str) -> None:
-        """The answer had started: both connections end, as in the task's ``_answer``."""
+        """The answer had started: both connections end, as in the task's ``answer``."""
         self._unhook()
         s = self.s
         self.conn.abort()
-        s.stream.reset()  # as the task's _answer: a cut answer must not look complete
+        s.stream.reset()  # as the task's answer: a cut answer must not look complete
         head = self.head
         log.info("http_response_cut listener=%s client=%s target=%s status=%d bytes=%d "
                  "error=%r", s.ctx.name, peer(s.stream.meta), self.address,

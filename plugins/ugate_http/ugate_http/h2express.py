@@ -84,7 +84,7 @@ class H2Express(UpstreamLeg):
                     start: int) -> None:
         self.done = True
         front = self.front
-        front._count(status)
+        front.count(status)
         front.state.raw_answers += 1
         n = self.received
         ex = self.ex
@@ -112,11 +112,11 @@ class H2Express(UpstreamLeg):
         if head.framing is Framing.TUNNEL:  # unasked: the task answers 502
             self._unhook()
             resp = UpstreamResponse(front.pool, self.conn, head, None, True)
-            front.express_handoff(self, front._answer(ex, self.req, resp, self.address,
-                                                      None, self.t0))
+            front.express_handoff(self, front.answer(ex, self.req, resp, self.address,
+                                                     None, self.t0))
             return False
         self._took_head(head, front.loop.time())
-        front._count(head.status)
+        front.count(head.status)
         ex.send_headers(response_headers(head, self.req.method),
                         end=head.framing is Framing.NONE)
         return True
@@ -179,10 +179,10 @@ class H2Express(UpstreamLeg):
     # ------------------------------------------------------------------ endings
     def _retry(self) -> None:
         log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
-        self.front.express_handoff(self, self.front._proxy(self.ex, self.req))
+        self.front.express_handoff(self, self.front.proxy(self.ex, self.req))
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
-        self.front.express_handoff(self, self.front._fail(self.ex, status, reason, message))
+        self.front.express_handoff(self, self.front.fail(self.ex, status, reason, message))
 
     def _client_blocked(self) -> bool:
         return self.ex._tx_blocked

@@ -11,22 +11,36 @@ HTTP/1.1 ones; a connection-level protocol error closes the connection with GOAW
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
 
 from .client import OutgoingRequest, Reply, _allowed
+from .forwarding import (
+    ClientForwarding,
+    Found,
+    challenge,
+    check_credentials,
+    dial_failure,
+    loop_refusal,
+    request_fields,
+    via_entry,
+)
 from .h1 import Framing, HttpError, Request, Response, encode_head
 from .h2conn import H2Conn, H2Exchange, H2Limits, Header, StreamResetError
 from .h2express import H2Express
 from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
 from .options import HttpOptions
-from .rewrite import DIAL_STATUS, address_of, basic_credentials, forwarded_for
+from .rewrite import address_of
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
+
+#: what request_fields drops from an HTTP/2 request's fields (parse_request took out the
+#: connection-specific ones): nothing, or the Authorization this gateway checked
+_NONE: frozenset[str] = frozenset()
+_AUTHZ = frozenset({"authorization"})
 
 
 async def serve_h2(
@@ -120,11 +134,9 @@ class H2Front:
         self.express: dict[int, H2Express] = {}
         self._xp_timer: asyncio.TimerHandle | None = None
         self.peer = _peer(stream)
-        remote = stream.meta.remote
-        self._client_ip = remote[0] if remote else "unknown"
-        self._via = f"2 {state.via}"
-        #: ((authority, scheme), Forwarded value) of the last request
-        self._forwarded: tuple[tuple[str, str], str] | None = None
+        self._via = via_entry("2", state.via)
+        #: this client's Forwarded / X-Forwarded-For elements
+        self._client = ClientForwarding(stream.meta.remote)
         #: header lists seen on this connection → [the parsed request, the express lane's
         #: (address, upstream head) once made]: clients repeat their heads, and both are
         #: pure functions of the list and this connection
@@ -217,7 +229,7 @@ class H2Front:
         req = seen.req
         if self._lane and ex.remote_ended and self._express(ex, req, seen):
             return
-        self._spawn(ex, lambda: self._proxy(ex, req))
+        self._spawn(ex, lambda: self.proxy(ex, req))
 
     def _spawn(self, ex: H2Exchange, step: Callable[[], Awaitable[None]]) -> None:
         task = self.loop.create_task(self._run_step(ex, step))
@@ -231,9 +243,10 @@ class H2Front:
         keeps the address and upstream head made for the same header list before."""
         prep = seen.prep
         if prep is None:
-            fields = self._fields(req, "")
-            if fields is None:
-                return False  # a loop: the task answers 508
+            f = self._fields(req, "")
+            if f.loop:
+                return False  # the task answers 508
+            fields = f.fields
             if req.length is not None:
                 fields.append(("Content-Length", "0"))
             prep = seen.prep = (address_of(req.host, req.port),
@@ -302,30 +315,31 @@ class H2Front:
     async def _serve(self, ex: H2Exchange, req: H2Request | None, err: HttpError | None
                      ) -> None:
         if err is not None:
-            await self._fail(ex, err.status, err.reason, str(err))
+            await self.fail(ex, err.status, err.reason, str(err))
             return
         if self.opts.mode == "forward":
-            await self._fail(ex, 400, "not_proxy_request",
-                             "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
-                             "requests are proxied in mode 'reverse' or 'auto'")
+            await self.fail(ex, 400, "not_proxy_request",
+                            "this listener is a forward proxy (mode = 'forward'): HTTP/2 "
+                            "requests are proxied in mode 'reverse' or 'auto'")
             return
         if req is None:
             try:
                 req = parse_request(ex.headers, default_port=self.opts.default_port,
                                     max_bytes=self.opts.max_header_bytes)
             except HttpError as e:
-                await self._fail(ex, e.status, e.reason, str(e))
+                await self.fail(ex, e.status, e.reason, str(e))
                 return
-        await self._proxy(ex, req)
+        await self.proxy(ex, req)
 
-    def _count(self, status: int) -> None:
+    def count(self, status: int) -> None:
+        """Count an answer's status (lane contract: the express lane counts through it)."""
         self.state.count(self.ctx.name, status)
 
-    async def _fail(self, ex: H2Exchange, status: int, reason: str, message: str,
-                    extra: list[Header] | None = None) -> None:
+    async def fail(self, ex: H2Exchange, status: int, reason: str, message: str,
+                   extra: list[Header] | None = None) -> None:
         """Count and log a refusal and answer it on the stream."""
         self.ctx.reject(reason, message, self.stream.meta)
-        self._count(status)
+        self.count(status)
         body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
         head: list[Header] = [
             (b":status", str(status).encode()),
@@ -336,76 +350,33 @@ class H2Front:
         ex.send_headers(head)
         await ex.send_data(body, end=True, timeout=self.idle)
 
-    def _auth(self, req: H2Request) -> tuple[int, str, str] | None:
-        """Basic credentials of the listener's users: None if fine, else the refusal."""
-        users = self.opts.users
-        value = next((v for k, v in req.headers if k == "authorization"), None)
-        if value is None:
-            return 401, "auth_required", "Authorization (Basic) is required"
-        creds = basic_credentials(value)
-        if creds is None:
-            return 401, "auth_failed", "Authorization is not Basic credentials"
-        user, pw = creds
-        expected = users.get(user)
-        ok = hmac.compare_digest(pw.encode(), (expected if expected is not None else pw + "x")
-                                 .encode())
-        if expected is None or not ok:
-            return 401, "auth_failed", f"wrong user name or password (user {user[:64]!r})"
-        self.stream.meta.user = user
-        self.stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
-        return None
+    def _fields(self, req: H2Request, consumed: str) -> Found:
+        """The HTTP/1.1 fields to send upstream (forwarding.request_fields; ``consumed``: a
+        credential field this gateway used up, not forwarded)."""
+        return request_fields(req.headers, req.authority, token=self.state.via, via=self._via,
+                              drop=_AUTHZ if consumed else _NONE,
+                              client=self._client if self.opts.forwarded else None,
+                              proto=req.scheme, lower=False)
 
-    def _fields(self, req: H2Request, consumed: str) -> list[tuple[str, str]] | None:
-        """The HTTP/1.1 fields to send upstream (``Host``, end-to-end fields but
-        ``consumed``, ``Forwarded``, ``X-Forwarded-For``, ``Via``); None if our ``Via`` token
-        is in the request's (a loop)."""
-        opts = self.opts
-        via = self.state.via
-        fields: list[tuple[str, str]] = [("Host", req.authority)]
-        xff: list[str] = []
-        vias: list[str] = []
-        for k, v in req.headers:
-            if k == "via":
-                if via in v:
-                    return None
-                vias.append(v)
-                continue
-            if k == "x-forwarded-for" and opts.forwarded:
-                xff.append(v)
-                continue
-            if k == consumed:
-                continue
-            fields.append((k, v))
-        if opts.forwarded:
-            key = (req.authority, req.scheme)
-            fwd = self._forwarded
-            if fwd is None or fwd[0] != key:
-                remote = self.stream.meta.remote
-                fwd = self._forwarded = (key, forwarded_for(remote, *key))
-            fields.append(("forwarded", fwd[1]))
-            xff.append(self._client_ip)
-            fields.append(("x-forwarded-for", ", ".join(xff)))
-        vias.append(self._via)
-        fields.append(("via", ", ".join(vias)))
-        return fields
-
-    async def _proxy(self, ex: H2Exchange, req: H2Request) -> None:
+    async def proxy(self, ex: H2Exchange, req: H2Request) -> None:
+        """Route ``req`` (credentials, fields, upstream) and answer it on its stream."""
         meta = self.stream.meta
         opts = self.opts
         consumed = ""
         if opts.users:
-            refusal = self._auth(req)
+            value = next((v for k, v in req.headers if k == "authorization"), None)
+            refusal = check_credentials(opts.users, value, meta, proxy=False)
             if refusal is not None:
-                await self._fail(ex, *refusal, extra=[
-                    (b"www-authenticate", f'Basic realm="{opts.realm}"'.encode())])
+                name, text = challenge(opts.realm, proxy=False)
+                await self.fail(ex, *refusal, extra=[(name.lower().encode(), text.encode())])
                 return
             consumed = "authorization"
         address = address_of(req.host, req.port)
-        fields = self._fields(req, consumed)
-        if fields is None:
-            await self._fail(ex, 508, "loop", f"request came back to this gateway "
-                             f"({self.state.via}) on its way to {address}")
+        f = self._fields(req, consumed)
+        if f.loop:
+            await self.fail(ex, *loop_refusal(self.state.via, address))
             return
+        fields = f.fields
         body: _H2Body | None = None
         length = req.length
         if not ex.remote_ended or ex.pending:
@@ -420,18 +391,16 @@ class H2Front:
                                                on_interim=self._interim(ex),
                                                scheme=req.scheme)
         except DialError as e:
-            status = DIAL_STATUS.get(e.reason, 502)
-            reason = "denied" if e.reason == "denied" else f"dial_{e.reason}"
-            await self._fail(ex, status, reason, f"cannot reach {address}: {e.reason}: {e}")
+            await self.fail(ex, *dial_failure(e, address))
             return
         except HttpError as e:
             if body is not None and e.reason in ("client_closed", "body_timeout") \
                     and ex.error is not None:
                 return  # the client went away: nobody to answer
-            await self._fail(ex, e.status, e.reason, str(e))
+            await self.fail(ex, e.status, e.reason, str(e))
             return
         try:
-            await self._answer(ex, req, resp, address, body, t0)
+            await self.answer(ex, req, resp, address, body, t0)
         except BaseException:
             resp.abort()
             raise
@@ -439,16 +408,16 @@ class H2Front:
     def _interim(self, ex: H2Exchange) -> _Interim:
         return _Interim(ex)
 
-    async def _answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
-                      body: _H2Body | None, t0: float) -> None:
+    async def answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
+                     body: _H2Body | None, t0: float) -> None:
         head = resp.head
         if head.framing is Framing.TUNNEL:
             resp.abort()
-            await self._fail(ex, 502, "bad_response", f"upstream {address} answered "
-                             f"{head.status} to switch protocols unasked")
+            await self.fail(ex, 502, "bad_response", f"upstream {address} answered "
+                            f"{head.status} to switch protocols unasked")
             return
         hdrs = response_headers(head, req.method)
-        self._count(head.status)
+        self.count(head.status)
         idle = self.idle
         try:
             if head.framing is Framing.NONE:

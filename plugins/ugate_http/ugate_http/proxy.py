@@ -17,7 +17,6 @@ client connection is kept alive across requests when both sides allow it, and an
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +24,16 @@ from ugate_core import DialError, ListenerContext, Sniff, Stream
 
 from .client import OutgoingRequest, Reply, _allowed, _Conn
 from .express import Exchange, Handoff, close_step
+from .forwarding import (
+    ClientForwarding,
+    Found,
+    challenge,
+    check_credentials,
+    dial_failure,
+    loop_refusal,
+    request_fields,
+    via_entry,
+)
 from .h1 import (
     BodyReceived,
     Framing,
@@ -48,10 +57,8 @@ from .rewrite import (
     FRAMING,
     HOP_BY_HOP,
     address_of,
-    basic_credentials,
     end_to_end,
     error_response,
-    forwarded_for,
     peer,
     response_head,
     split_absolute,
@@ -192,8 +199,8 @@ class _Session:
         self._ex_timer_at = 0.0
         #: the addresses the policy allowed this connection (client._allowed's set)
         self._allowed: set[str] | None = None
-        #: (Host, Forwarded value, X-Forwarded-For element) of the last request
-        self._forwarded: tuple[str, str, str] | None = None
+        #: this client's Forwarded / X-Forwarded-For elements (made when first asked)
+        self._forwarded: ClientForwarding | None = None
         #: the express lane's last authority: (as sent, default port, address)
         self._route: tuple[str, int, str] | None = None
         #: the request the express lane last declined (not examined twice)
@@ -234,7 +241,7 @@ class _Session:
                 else:
                     assert isinstance(ev, Request)
                     self.body = None
-                    if not await self._handle(ev):
+                    if not await self.handle(ev):
                         if ev.framing is not Framing.NONE and (self.body is None
                                                                or not self.body.done):
                             await self._linger()
@@ -341,9 +348,10 @@ class _Session:
             return None
         lines = []
         if self.opts.forwarded:
-            fw = self._forwarded_for(name)
-            lines.append(f"Forwarded: {fw[1]}\r\nX-Forwarded-For: {fw[2]}\r\n")
-        lines.append(f"Via: 1.1 {self.state.via}\r\n")
+            client = _client(self)
+            lines.append(f"Forwarded: {client.forwarded(name)}\r\n"
+                         f"X-Forwarded-For: {client.element}\r\n")
+        lines.append(f"Via: {via_entry('1.1', self.state.via)}\r\n")
         if len(self._raw_routes) >= 16:
             self._raw_routes.clear()
         route = self._raw_routes[host] = (address, "".join(lines).encode("latin-1"))
@@ -497,44 +505,44 @@ class _Session:
         except TimeoutError:
             if self.express is not None or self.expressed != n:
                 return _AGAIN
-            await self._fail(408, "header_timeout", f"no complete request head within {t:g}s")
+            await self.fail(408, "header_timeout", f"no complete request head within {t:g}s")
             return None
         except HttpError as e:
-            await self._fail(e.status, e.reason, str(e))
+            await self.fail(e.status, e.reason, str(e))
             return None
         if ev is None or isinstance(ev, Handoff):
             return ev
         assert isinstance(ev, RequestReceived)
         return ev.request
 
-    async def _handle(self, req: Request) -> bool:
+    async def handle(self, req: Request) -> bool:
         """Answer one request; True if the connection stays open for the next."""
         mode = self.opts.mode
         t = req.target
         try:
             if req.method == "CONNECT":
                 if mode == "reverse":
-                    return await self._fail(405, "method_not_allowed",
-                                            "CONNECT is not served here (mode = 'reverse')",
-                                            [("Allow", "GET, HEAD, POST, PUT, DELETE, "
-                                              "OPTIONS, PATCH, TRACE")])
+                    return await self.fail(405, "method_not_allowed",
+                                           "CONNECT is not served here (mode = 'reverse')",
+                                           [("Allow", "GET, HEAD, POST, PUT, DELETE, "
+                                             "OPTIONS, PATCH, TRACE")])
                 if req.framing is not Framing.NONE:
-                    return await self._fail(400, "bad_request", "CONNECT with a body")
+                    return await self.fail(400, "bad_request", "CONNECT with a body")
                 host, port = split_authority(t, None)
                 if not await self._auth(req, proxy=True):
                     return False
                 return await self._connect(req, address_of(host, port))
             if t.startswith("/") or t == "*":
                 if mode == "forward":
-                    return await self._fail(
+                    return await self.fail(
                         400, "not_proxy_request",
                         f"request target {t[:100]!r} is not an absolute URI: this listener "
                         "is a forward proxy (mode = 'forward'); send http://host/path or "
                         "CONNECT host:port")
                 hosts = [v.strip() for k, v in req.headers if k.lower() == "host"]
                 if len(hosts) != 1:
-                    return await self._fail(400, "bad_request", "missing Host field" if not
-                                            hosts else f"{len(hosts)} Host fields")
+                    return await self.fail(400, "bad_request", "missing Host field" if not
+                                           hosts else f"{len(hosts)} Host fields")
                 host, port = split_authority(hosts[0], self.opts.default_port)
                 if self.opts.h2 and req.version == "1.1" and req.framing is Framing.NONE \
                         and not _in_tls(self.stream):
@@ -543,18 +551,18 @@ class _Session:
                         return await self._upgrade_h2c(req, settings)
                 if not await self._auth(req, proxy=False):
                     return False
-                return await self._proxy(req, address_of(host, port), hosts[0], t)
+                return await self.proxy(req, address_of(host, port), hosts[0], t)
             scheme, authority, path = split_absolute(t)
             if scheme != "http":
-                return await self._fail(400, "bad_request",
-                                        f"scheme {scheme!r} is not proxied in absolute form; "
-                                        "use CONNECT for https")
+                return await self.fail(400, "bad_request",
+                                       f"scheme {scheme!r} is not proxied in absolute form; "
+                                       "use CONNECT for https")
             host, port = split_authority(authority, 80)
             if not await self._auth(req, proxy=mode != "reverse"):
                 return False
-            return await self._proxy(req, address_of(host, port), authority, path)
+            return await self.proxy(req, address_of(host, port), authority, path)
         except HttpError as e:  # from parsing the target: nothing has been sent yet
-            return await self._fail(e.status, e.reason, str(e))
+            return await self.fail(e.status, e.reason, str(e))
 
     # ------------------------------------------------------------------------ answers
     async def _write(self, data: bytes) -> None:
@@ -569,14 +577,15 @@ class _Session:
             except TimeoutError:
                 raise ConnectionResetError(f"client read nothing for {self.idle:g}s") from None
 
-    def _count(self, status: int) -> None:
+    def count(self, status: int) -> None:
+        """Count an answer's status (lane contract: the express lane counts through it)."""
         self.state.count(self.lname, status)
 
-    async def _fail(self, status: int, reason: str, message: str,
-                    extra: list[tuple[str, str]] | None = None) -> bool:
+    async def fail(self, status: int, reason: str, message: str,
+                   extra: list[tuple[str, str]] | None = None) -> bool:
         """Count and log a refusal, answer it, and end the connection (returns False)."""
         self.ctx.reject(reason, message, self.stream.meta)
-        self._count(status)
+        self.count(status)
         try:
             await self._write(error_response(status, message, extra))
         except ConnectionError:
@@ -584,37 +593,18 @@ class _Session:
         return False
 
     async def _dial_failed(self, e: DialError, address: str) -> bool:
-        status = DIAL_STATUS.get(e.reason, 502)
-        reason = "denied" if e.reason == "denied" else f"dial_{e.reason}"
-        return await self._fail(status, reason, f"cannot reach {address}: {e.reason}: {e}")
+        return await self.fail(*dial_failure(e, address))
 
     async def _auth(self, req: Request, *, proxy: bool) -> bool:
         """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
         users = self.opts.users
         if not users:
             return True
-        field = "Proxy-Authorization" if proxy else "Authorization"
-        status = 407 if proxy else 401
-        challenge = [("Proxy-Authenticate" if proxy else "WWW-Authenticate",
-                      f'Basic realm="{self.opts.realm}"')]
-        value = req.get(field)
-        if value is None:
-            return await self._fail(status, "auth_required", f"{field} (Basic) is required",
-                                    challenge)
-        creds = basic_credentials(value)
-        if creds is None:
-            return await self._fail(status, "auth_failed", f"{field} is not Basic "
-                                    "credentials", challenge)
-        user, pw = creds
-        expected = users.get(user)
-        ok = hmac.compare_digest(pw.encode(), (expected if expected is not None else pw + "x")
-                                 .encode())
-        if expected is None or not ok:
-            return await self._fail(status, "auth_failed",
-                                    f"wrong user name or password (user {user[:64]!r})",
-                                    challenge)
-        self.stream.meta.user = user
-        self.stream.meta.extra["user_verified"] = True  # a password: [[rules]] user:<name>
+        refusal = check_credentials(
+            users, req.get("Proxy-Authorization" if proxy else "Authorization"),
+            self.stream.meta, proxy=proxy)
+        if refusal is not None:
+            return await self.fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
         if not proxy:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
@@ -625,7 +615,7 @@ class _Session:
             up = await self.gw.dial(address, source=self.stream.meta)
         except DialError as e:
             return await self._dial_failed(e, address)
-        self._count(200)
+        self.count(200)
         self.stream.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.reader.detach()
         self.gw.start_relay(self.stream, up)  # runs on without this task
@@ -635,7 +625,7 @@ class _Session:
     async def _upgrade_h2c(self, req: Request, settings: bytes) -> bool:
         """``Upgrade: h2c`` (RFC 7540 3.2): answer 101, then the connection is HTTP/2 and
         this request is its stream 1."""
-        self._count(101)
+        self.count(101)
         await self._write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                           b"Upgrade: h2c\r\n\r\n")
         self.reader.detach()  # what the client sent after the request (its preface) stays
@@ -650,66 +640,24 @@ class _Session:
         await self._write(encode_head(f"HTTP/1.1 {head.status} {head.reason}",
                                       end_to_end(head.headers)))
 
-    def _fields(self, req: Request, host: str | None) -> _Fields:
-        """One pass over the client's fields: what to forward (with ``Host``, ``Forwarded``,
-        ``X-Forwarded-For`` and ``Via`` added) and what this gateway acts on. ``host`` None:
-        the request's own ``Host`` (``f.hosts`` says how many it has)."""
+    def _fields(self, req: Request, host: str | None) -> Found:
+        """The fields to forward and what this gateway acts on (forwarding.request_fields).
+        ``host`` None: the request's own ``Host`` (``f.hosts`` says how many it has)."""
         drop = _DROP
         if req.connection or self.consumed:
             drop = drop | req.connection | {self.consumed}
-        f = _Fields([("Host", host or "")])
-        via = self.state.via
-        xff: list[str] = []
-        for k, v in req.headers:
-            low = k.lower()
-            if low in drop:
-                if low == "host":
-                    f.hosts += 1
-                    f.host = v.strip()
-                elif low == "content-length":
-                    f.length_field = True
-                elif low == "expect":
-                    f.expect = True
-                    f.expect_continue = f.expect_continue or "100-continue" in v.lower()
-                elif low == "upgrade":
-                    f.upgrade_field = True
-                    if "upgrade" in req.connection and "h2c" not in v.lower():
-                        f.upgrade = v  # h2c is ours to take or ignore
-                continue
-            if low == "via" and via in v:
-                f.loop = True
-                continue
-            if low == "x-forwarded-for" and self.opts.forwarded:
-                xff.append(v)
-                continue
-            f.fields.append((k, v))
-        if host is None:
-            host = f.host
-            f.fields[0] = ("Host", host)
-        if self.opts.forwarded:
-            fw = self._forwarded_for(host)
-            f.fields.append(("Forwarded", fw[1]))
-            xff.append(fw[2])
-            f.fields.append(("X-Forwarded-For", ", ".join(xff)))
-        f.fields.append(("Via", f"1.1 {via}"))
-        return f
+        token = self.state.via
+        return request_fields(req.headers, host, token=token, via=via_entry("1.1", token),
+                              drop=drop, connection=req.connection,
+                              client=_client(self) if self.opts.forwarded else None)
 
-    def _forwarded_for(self, host: str) -> tuple[str, str, str]:
-        """(``host``, the ``Forwarded`` value and the ``X-Forwarded-For`` element this
-        gateway adds for this client), kept for the last host asked."""
-        fw = self._forwarded
-        if fw is None or fw[0] != host:
-            remote = self.stream.meta.remote
-            fw = self._forwarded = (host, forwarded_for(remote, host),
-                                    remote[0] if remote else "unknown")
-        return fw
-
-    async def _proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+    async def proxy(self, req: Request, address: str, host: str, target: str) -> bool:
+        """Send ``req`` upstream to ``address`` and answer it; True if the connection stays
+        open."""
         meta = self.stream.meta
         f = self._fields(req, host)
         if f.loop:
-            return await self._fail(508, "loop", f"request came back to this gateway "
-                                    f"({self.state.via}) on its way to {address}")
+            return await self.fail(*loop_refusal(self.state.via, address))
         fields, expect_continue, upgrade = f.fields, f.expect_continue, f.upgrade
         body: _ClientBody | None = None
         length: int | None = None
@@ -728,33 +676,33 @@ class _Session:
         except DialError as e:
             return await self._dial_failed(e, address)
         except HttpError as e:
-            return await self._fail(e.status, e.reason, str(e))
+            return await self.fail(e.status, e.reason, str(e))
         try:
-            return await self._answer(req, resp, address, target, body, upgrade, t0)
+            return await self.answer(req, resp, address, target, body, upgrade, t0)
         except BaseException:
             resp.abort()  # never leave an upstream connection half-used
             raise
 
-    async def _answer(self, req: Request, resp: Reply, address: str, target: str,
-                      body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
+    async def answer(self, req: Request, resp: Reply, address: str, target: str,
+                     body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
         """Pass the upstream's response to the client; True if the connection stays open."""
         meta = self.stream.meta
         head = resp.head
         if head.framing is Framing.TUNNEL:
             if head.status != 101 or upgrade is None:
                 resp.abort()
-                return await self._fail(502, "bad_response", f"upstream {address} answered "
-                                        f"{head.status} to switch protocols unasked")
+                return await self.fail(502, "bad_response", f"upstream {address} answered "
+                                       f"{head.status} to switch protocols unasked")
             fields = end_to_end(head.headers, tokens=head.connection)
             fields += [("Connection", "Upgrade"), ("Upgrade", head.get("upgrade") or upgrade)]
-            self._count(101)
+            self.count(101)
             await self._write(encode_head(f"HTTP/1.1 101 {head.reason}", fields))
             up = await resp.detach()
             self.reader.detach()
             await self.gw.relay(self.stream, up)
             return False
         pending, chunked, keep = response_head(req, head)
-        self._count(head.status)
+        self.count(head.status)
         try:
             # the head goes out with the first piece of the body: one write for small answers
             while data := await resp.read():
@@ -791,19 +739,9 @@ class _Session:
         return keep and (body is None or body.done)
 
 
-class _Fields:
-    """What :meth:`_Session._fields` found in a request's fields."""
-
-    __slots__ = ("expect", "expect_continue", "fields", "host", "hosts", "length_field", "loop",
-                 "upgrade", "upgrade_field")
-
-    def __init__(self, fields: list[tuple[str, str]]) -> None:
-        self.fields = fields
-        self.host = ""  # the (last) Host field's value
-        self.hosts = 0  # how many Host fields
-        self.length_field = False  # a Content-Length field (0: the request has no body)
-        self.expect = False  # an Expect field
-        self.expect_continue = False  # ... asking for 100-continue
-        self.upgrade_field = False  # an Upgrade field
-        self.upgrade: str | None = None  # ... to pass through (not h2c)
-        self.loop = False  # our own Via token: the request came back to us
+def _client(session: _Session) -> ClientForwarding:
+    """A session's Forwarded / X-Forwarded-For elements (made when first asked)."""
+    fw = session._forwarded
+    if fw is None:
+        fw = session._forwarded = ClientForwarding(session.stream.meta.remote)
+    return fw
