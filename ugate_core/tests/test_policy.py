@@ -230,3 +230,16 @@ target = "{echo_server[0]}:{echo_server[1]}"
     (rec,) = [x for x in gw.streams.values() if x.listener == "fwd"]
     assert rec.client.target == f"{echo_server[0]}:{echo_server[1]}"
     w.close()
+
+
+async def test_admin_endpoint_is_one_of_the_gateways_own_addresses(
+        start_gateway: StartGateway) -> None:
+    """The admin port counts as the gateway's own, as its listeners' do: a client beyond
+    loopback allowed by a wildcard or a network never reaches it at this host's addresses."""
+    from ugate_core.testing import free_port
+    admin = free_port()
+    gw = await start_gateway(f'[admin]\nlisten = "127.0.0.1:{admin}"\n[listeners.l]\n'
+                             'listen = "127.0.0.1:0"\nprotocols = ["*"]\n')
+    assert gw.own_address("127.0.0.1", admin)
+    assert gw.own_address("127.0.0.1", gw.port("l"))
+    assert not gw.own_address("127.0.0.1", free_port())

@@ -138,6 +138,7 @@ class Gateway:
         self.policy = Policy(self.config.rules)
         self._listener_cfgs = {lc.name: lc for lc in self.config.listeners}
         self._own_ips: dict[str, bool] = {}
+        self._own_ports: frozenset[int] | None = None
 
     # ------------------------------------------------------------------------- set-up
     def load(self) -> None:
@@ -455,18 +456,27 @@ class Gateway:
     def own_address(self, host: str, port: int) -> bool:
         """Whether ``host:port`` (an IP literal) is one of this gateway's listeners or its
         admin endpoint: the port is one of ours and the address is this host's."""
-        ports = {p for ln in self.listeners.values() for _h, p in ln.addresses()}
-        for r in self.running.values():
-            ports.update(p for _h, p in r.addresses())
-        admin = getattr(self._admin, "port", None)
-        if isinstance(admin, int):
-            ports.add(admin)
-        if port not in ports:
+        if port not in self._our_ports():
             return False
         known = self._own_ips.get(host)
         if known is None:
             known = self._own_ips[host] = _is_local_ip(host)
         return known
+
+    def _our_ports(self) -> frozenset[int]:
+        """The ports of every listener and of the admin endpoint; kept once the gateway is
+        ready (all bound: the set no longer changes), so a screened dial pays no
+        ``getsockname`` per address."""
+        if self._own_ports is not None:
+            return self._own_ports
+        ports = {p for ln in self.listeners.values() for _h, p in ln.addresses()}
+        for r in self.running.values():
+            ports.update(p for _h, p in r.addresses())
+        if self._admin is not None:
+            ports.update(p for _h, p in self._admin.addresses())
+        if self.ready:
+            self._own_ports = frozenset(ports)
+        return frozenset(ports)
 
     # ------------------------------------------------------------------------- dial
     def invalidate_route(self, name: str | None = None) -> None:

@@ -70,12 +70,9 @@ _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loop
 def protected_ip(host: str) -> str | None:
     """Why ``host`` (an IP literal) is protected — ``loopback``, ``link-local``, ... — or
     ``None``. IPv4-mapped IPv6 (``::ffff:127.0.0.1``) counts as its IPv4 address."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(host.split("%", 1)[0])
+    if ip is None:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     for net, why in PROTECTED:
         if ip.version == net.version and ip in net:
             return why
@@ -91,6 +88,7 @@ def protected_name(name: str) -> str | None:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address, an IPv4-mapped IPv6 one as its IPv4; ``None`` for a name."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
