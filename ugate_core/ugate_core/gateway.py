@@ -30,7 +30,7 @@ from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
 from .metrics import Metrics
-from .policy import Policy, Verdict, protected_ip, protected_name
+from .policy import Policy, Verdict, local_proxy, protected_ip, protected_name
 from .ratelog import RateLog
 from .records import StreamRecord
 from .relay import RelayStats, start_relay
@@ -419,7 +419,7 @@ class Gateway:
         # skip pluggy's call machinery on the per-connection path when nobody implements it
         res = hook(gateway=self, peer=source, destination=dest) if hook.get_hookimpls() else None
         if res is not None:
-            local = loopback is None or (loopback and not allow)
+            local = local_proxy(loopback, allow)
             v = Verdict(bool(res), local=local, explicit=local,
                         why="ugate_authorize hook " + ("allowed" if res else "denied"))
         else:

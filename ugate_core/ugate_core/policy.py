@@ -329,6 +329,12 @@ def who(meta: StreamMeta) -> str:
     return " ".join(parts) or "an unauthenticated client"
 
 
+def local_proxy(loopback: bool | None, allow: Sequence[Target]) -> bool:
+    """Whether a listener (bound to loopback or not; ``None``: no listener, the embedding
+    program) serves its clients as the local user's proxy: loopback without an ``allow``."""
+    return loopback is None or (loopback and not allow)
+
+
 @dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...] = ()
@@ -342,7 +348,7 @@ class Policy:
         """The built-in decision for ``meta`` (arriving on ``listener``, which is bound to
         loopback or not; ``None``: no listener — the embedding program) to reach ``name`` on
         ``port``, whose known addresses are ``ips``."""
-        if loopback is None or (loopback and not allow):
+        if local_proxy(loopback, allow):
             return Verdict(True, local=True, explicit=True, why="local client")
         for t in allow:
             if t.matches(name, port, ips):
