@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(curl socat haproxy openssh-client openssh-server nghttp2-client nghttp2-server iperf3 openssl
-              knot unbound bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps)
+              knot unbound bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps
+              chromium ngtcp2-client)
 
 want=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -24,6 +25,19 @@ if ((${#want[@]})); then
   else
     echo "setup: missing apt packages (tests that need them will skip): ${want[*]}" >&2
   fi
+fi
+
+# Node test peers (tests/js: playwright-core driving Debian's chromium, ws, mqtt.js,
+# node-datachannel), from the npm registry by the lock file; again when the lock changes
+if command -v npm >/dev/null; then
+  lockhash=$(sha256sum tests/js/package-lock.json | cut -c1-16)
+  if [ ! -d tests/js/node_modules ] || [ "$(cat tests/js/node_modules/.ugate-lock 2>/dev/null)" != "$lockhash" ]; then
+    echo "setup: npm ci in tests/js (log: tests/js/npm.log)"
+    (cd tests/js && npm ci --no-audit --no-fund > npm.log 2>&1) || { tail -20 tests/js/npm.log >&2; exit 1; }
+    echo "$lockhash" > tests/js/node_modules/.ugate-lock
+  fi
+else
+  echo "setup: no npm: the browser and Node peer tests will skip (apt-get install nodejs npm)" >&2
 fi
 
 PY=${PYTHON:-python3}

@@ -166,3 +166,52 @@ async def test_core_alone_runs_and_says_it_has_no_protocols(tmp_path: Path) -> N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+DEFINES = """
+import types
+from ugate_core import hookimpl, hookspec
+specs = types.SimpleNamespace()
+@hookspec
+def ugate_zdef_greetings(gateway, who):
+    '''Extension point of the zdef plugin.'''
+specs.ugate_zdef_greetings = ugate_zdef_greetings
+@hookimpl
+def ugate_hookspecs():
+    return [specs]
+"""
+EXTENDS = """
+from ugate_core import hookimpl
+@hookimpl
+def ugate_zdef_greetings(gateway, who):
+    return f"hello {who} from {type(gateway).__name__}"
+"""
+MISSPELLS = """
+from ugate_core import hookimpl
+@hookimpl
+def ugate_zdef_greeting(who):
+    return who
+"""
+
+
+def test_a_plugin_defines_hook_specs_that_another_implements(tmp_path: Path) -> None:
+    # "aext" loads before "zdef" (load order is by name): the order must not matter
+    fake_dist(tmp_path, "zdef", DEFINES)
+    fake_dist(tmp_path, "aext", EXTENDS)
+    fake_dist(tmp_path, "amiss", MISSPELLS)
+    code = (
+        "from ugate_core import loads\nfrom ugate_core.gateway import Gateway\n"
+        "import tempfile, pathlib\n"
+        "gw = Gateway(loads(''), state_dir=pathlib.Path(tempfile.mkdtemp()))\n"
+        "gw.load()\n"
+        "print(gw.call_hook('ugate_zdef_greetings', who='you'))\n"
+        "print({p.name: (p.loaded, p.error) for p in gw.plugins if p.name in ('aext', 'amiss')})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env_with(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "['hello you from Gateway']"
+    got = eval(lines[1])
+    assert got["aext"] == (True, "")
+    assert got["amiss"][0] is False and "ugate_zdef_greeting" in got["amiss"][1]

@@ -52,7 +52,7 @@ from .h2 import refused_by_goaway as h2_refused_by_goaway
 from .h2 import reset_by_peer as h2_reset_by_peer
 from .h2 import stream_error as h2_stream_error
 from .h2 import unprocessed as h2_unprocessed
-from .hookspecs import hookimpl
+from .hookspecs import hookimpl, hookspec
 from .identity import FileIdentitySource, Identity, IdentityError
 from .ids import (
     expected_identities_for,
@@ -188,6 +188,7 @@ __all__ = [
     "h2_stream_error",
     "h2_unprocessed",
     "hookimpl",
+    "hookspec",
     "id_from_name",
     "id_of_public_key",
     "is_anchor",

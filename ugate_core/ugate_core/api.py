@@ -75,6 +75,12 @@ class GatewayAPI(Protocol):
         """The installed protocols by name (the TLS front dispatches by their ALPN)."""
         ...
 
+    def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call hook ``name`` — one a plugin specified (``ugate_hookspecs``) — and return the
+        implementations' answers that are not ``None``, in load order. ``gateway`` is passed
+        when the spec names it; an unknown name is an ``AttributeError``."""
+        ...
+
     # -- routing, policy, dialing --------------------------------------------------------
     async def resolve(self, address: str) -> tuple[Destination, int]:
         """Discovery only: ``name:port`` → (Destination, port)."""

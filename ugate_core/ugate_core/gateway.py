@@ -187,6 +187,16 @@ class Gateway:
         check_admin(self.config.admin)  # the token file can be read
         _registry.check_hosts(self.config, self.dialer_types)
 
+    def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
+        caller = getattr(self.pm.hook, name)
+        out = []
+        for impl in reversed(caller.get_hookimpls()):
+            args = {"gateway": self, **kwargs}
+            res = impl.function(*[args[a] for a in impl.argnames])
+            if res is not None:
+                out.append(res)
+        return out
+
     # ------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         if self._started:

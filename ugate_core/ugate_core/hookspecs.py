@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 PROJECT = "ugate"
 
+#: Decorator for hook specifications: core's below, and those a plugin adds for other plugins
+#: (``from ugate_core import hookspec``; see :func:`ugate_hookspecs`).
 hookspec = pluggy.HookspecMarker(PROJECT)
 #: Decorator for plugin implementations: ``from ugate_core import hookimpl``.
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -189,4 +191,24 @@ def ugate_stream_closed(gateway: GatewayAPI, record: StreamRecord) -> None:
     """Called when a relayed stream ends, with byte counts and the reason it ended.
 
     Use it for access logs and audit. Must be cheap and must not block.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Extension points that plugins define for each other
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ugate_hookspecs() -> list[object] | None:
+    """Return the modules (or classes) holding hook specs this plugin defines for others.
+
+    A plugin that others extend (ugate-http's HTTP routes, ugate-quic's ALPN handlers) marks
+    its specs with ``@hookspec`` (``from ugate_core import hookspec``) and names them
+    ``ugate_<plugin>_<what>``; implementations use ``@hookimpl`` as for core's hooks, in any
+    plugin, loaded in any order. A hook that neither core nor a loaded plugin specifies is still
+    refused at load (a typo stays an error), so an implementation of a spec whose plugin is not
+    installed fails to load: guard it behind an import of that plugin, or keep it in a module
+    only that plugin's entry point loads. Called once while plugins load, without arguments.
+    The defining plugin calls its own hook through :meth:`GatewayAPI.call_hook`.
     """

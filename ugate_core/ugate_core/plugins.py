@@ -136,14 +136,24 @@ def load_plugins(
     if mgr is not None:
         for ext in mgr.extensions:
             loaded[ext.name] = ext.plugin
+    specs = set(_SPEC_NAMES)
+    spec_objects: list[tuple[str, Any]] = []
+    for name, obj in loaded.items():
+        try:
+            for spec in _plugin_specs(obj):
+                spec_objects.append((name, spec))
+                specs.update(n for n in dir(spec) if n.startswith("ugate_"))
+        except Exception as e:  # a broken ugate_hookspecs fails its plugin, not the load
+            failures[name] = f"ugate_hookspecs: {type(e).__name__}: {e}"
+            log.error("plugin_load_failed plugin=%s error=%r", name, failures[name])
     for name in names:
         ep = eps[name]
         dist, version = _dist_of(ep)
-        if name in loaded:
+        if name in loaded and name not in failures:
             obj = loaded[name]
             if not isinstance(obj, ModuleType) and not hasattr(obj, "__dict__"):
                 failures[name] = f"entry point {ep.value!r} is not a module or object"
-            elif unknown := _unknown_hooks(obj):
+            elif unknown := _unknown_hooks(obj, specs):
                 failures[name] = f"implements unknown hooks (typo?): {', '.join(unknown)}"
                 log.error("plugin_load_failed plugin=%s error=%r", name, failures[name])
             else:
@@ -156,6 +166,9 @@ def load_plugins(
             infos.append(PluginInfo(name, ep.value, dist, version, False, failures[name]))
         else:
             infos.append(PluginInfo(name, ep.value, dist, version, True))
+    for name, spec in spec_objects:
+        if name not in failures:
+            pm.add_hookspecs(spec)
     pm.check_pending()
     return infos
 
@@ -163,11 +176,19 @@ def load_plugins(
 _SPEC_NAMES = {n for n in dir(hookspecs) if n.startswith("ugate_")}
 
 
-def _unknown_hooks(obj: Any) -> list[str]:
+def _plugin_specs(obj: Any) -> list[Any]:
+    """What ``obj``'s own ``ugate_hookspecs`` implementation returns (before registering)."""
+    fn = getattr(obj, "ugate_hookspecs", None)
+    if not callable(fn) or not hasattr(fn, hookspecs.PROJECT + "_impl"):
+        return []
+    return list(fn() or [])
+
+
+def _unknown_hooks(obj: Any, specs: set[str] = _SPEC_NAMES) -> list[str]:
     """``@hookimpl`` functions whose name is not a hook spec: rejected before registering."""
     out = []
     for attr in dir(obj):
-        if attr.startswith("ugate_") and attr not in _SPEC_NAMES:
+        if attr.startswith("ugate_") and attr not in specs:
             fn = getattr(obj, attr, None)
             if callable(fn) and hasattr(fn, hookspecs.PROJECT + "_impl"):
                 out.append(attr)

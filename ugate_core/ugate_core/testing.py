@@ -9,6 +9,11 @@
 * ``echo_server``: TCP echo on 127.0.0.1:0 that half-closes after echoing EOF.
 * ``reset_server``: TCP on 127.0.0.1:0 that sends :data:`RESET_BYTES` bytes to each client,
   then resets the connection (SO_LINGER 0): an upstream dying mid-transfer.
+* ``node_run(code, *args)``: a CommonJS script run by Node with the test peers of
+  ``tests/js`` (``ws``, ``mqtt``, ``node-datachannel``, ``playwright-core``) on its path;
+  ``browser_run(script, url=..., html=...)``: the body of an async function evaluated in a page
+  of headless Chromium (Debian's ``/usr/bin/chromium``), its JSON result returned. Both fail in
+  CI and skip locally (naming the install step) when Node, the npm packages or Chromium miss.
 * ``rapid_reset(port, n, headers)``: the HTTP/2 rapid-reset attack (CVE-2023-44487) as a
   probe runs it, with the ``h2`` library; ``rss_mb()``: this process's resident memory.
 
@@ -65,7 +70,11 @@ def installed_from_checkout(root: Path) -> list[str]:
     return bad
 
 
+_ROOT: list[Path] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _ROOT[:] = [config.rootpath]
     if os.environ.get("UGATE_EXPECT_INSTALLED") == "1":
         bad = installed_from_checkout(config.rootpath)
         found = [d for d in importlib.metadata.distributions()
@@ -445,3 +454,104 @@ def run_fuzz_target(name: str, one_input: Callable[[bytes], None],
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
     return 0
+
+
+# ------------------------------------------------------------------------- Node and Chromium
+
+
+def js_dir() -> Path:
+    """``tests/js`` of the checkout under test, with its npm packages installed (``UGATE_JS_DIR``
+    overrides); fails in CI, skips locally when they are missing."""
+    env = os.environ.get("UGATE_JS_DIR")
+    root = Path(env) if env else (_ROOT[0] if _ROOT else Path.cwd()) / "tests" / "js"
+    require_peer("node", apt="nodejs")
+    if not (root / "node_modules" / "playwright-core").is_dir():
+        msg = f"the Node test peers are not installed: cd {root} && npm ci"
+        if IN_CI:
+            pytest.fail(msg + " (scripts/setup.sh does it)")
+        pytest.skip(msg)
+    return root
+
+
+async def node_run(code: str, *args: str, timeout: float = 60,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run CommonJS ``code`` with Node, ``tests/js/node_modules`` on its ``require`` path."""
+    root = js_dir()
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".cjs", delete=False) as f:
+        f.write(code)
+    try:
+        full = {**os.environ, "NODE_PATH": str(root / "node_modules"), **(env or {})}
+        p = await asyncio.create_subprocess_exec(
+            "node", f.name, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=full)
+        try:
+            out, err = await asyncio.wait_for(p.communicate(), timeout)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+            raise AssertionError(f"node script did not finish within {timeout}s") from None
+        return subprocess.CompletedProcess(["node", f.name, *args], p.returncode or 0, out, err)
+    finally:
+        os.unlink(f.name)
+
+
+_BLANK = b"<!doctype html><meta charset=utf-8><title>ugate test</title><body>ugate test</body>"
+
+
+async def browser_run(script: str, *, url: str | None = None, html: bytes | None = None,
+                      flags: tuple[str, ...] = (), timeout: float = 60) -> Any:
+    """Evaluate ``script`` (the body of an async function) in a page of headless Chromium and
+    return its JSON result; a script error or timeout raises ``AssertionError`` with the
+    message the page gave. Without ``url`` the page is ``html`` (default: an empty page) served
+    from ``http://127.0.0.1:<free port>/`` — a secure context, as WebTransport needs."""
+    require_peer(os.environ.get("UGATE_CHROMIUM", "/usr/bin/chromium"), apt="chromium")
+    root = js_dir()
+    server = None
+    if url is None:
+        page = html or _BLANK
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                await r.readuntil(b"\r\n\r\n")
+                w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
+                        b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                        % (len(page), page))
+                await w.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                pass
+            finally:
+                w.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"url": url, "script": script, "flags": list(flags),
+                   "timeout_ms": int(timeout * 1000)}, f)
+    try:
+        full = {**os.environ, "NODE_PATH": str(root / "node_modules")}
+        p = await asyncio.create_subprocess_exec(
+            "node", str(root / "page.cjs"), f.name, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full)
+        try:
+            out, err = await asyncio.wait_for(p.communicate(), timeout + 45)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+            raise AssertionError(f"Chromium did not finish within {timeout + 45}s") from None
+    finally:
+        os.unlink(f.name)
+        if server is not None:
+            server.close()
+    lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+    if not lines:
+        raise AssertionError(f"page.cjs printed no result (exit {p.returncode}): "
+                             f"{err.decode(errors='replace')[-3000:]}")
+    res = json.loads(lines[-1])
+    if not res.get("ok"):
+        raise AssertionError(f"page script failed: {res.get('error')}\n"
+                             f"{err.decode(errors='replace')[-3000:]}")
+    return res.get("result")

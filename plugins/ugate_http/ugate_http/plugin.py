@@ -10,6 +10,7 @@ from ugate_core import ListenerType, hookimpl
 from .options import KEYS, check_options, has_auth
 from .proxy import close_state, serve
 from .roundtripper import GatewayRoundTripper
+from .routes import hookspecs
 from .sniff import sniff
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ def ugate_listener_types() -> list[ListenerType]:
             "ALPN)",
         )
     ]
+
+
+@hookimpl
+def ugate_hookspecs() -> list[object]:
+    return [hookspecs]  # ugate_http_routes: other plugins' paths (routes.py)
 
 
 @hookimpl

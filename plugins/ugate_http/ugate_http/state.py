@@ -17,6 +17,7 @@ from .h1 import Response
 from .h2client import H2UpstreamPool
 from .h2conn import H2Limits
 from .options import HttpOptions, parse_options
+from .routes import RouteTable, collect_routes
 
 if TYPE_CHECKING:
     from ugate_core import Destination, GatewayAPI
@@ -58,6 +59,8 @@ class PluginState:
         self.raw_answers = 0
         #: address → (expiry, speaks HTTP/2): the per-request protocol choice, cached briefly
         self._h2_seen: dict[str, tuple[float, bool]] = {}
+        #: other plugins' paths (ugate_http_routes), consulted before proxying
+        self.routes: RouteTable = collect_routes(gateway)
 
     def count(self, listener: str, status: int) -> None:
         t = self._counts.get((listener, status))
