@@ -1,0 +1,85 @@
+"""Pure parts: tokens, the path scheme, the accept key."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ugate_core import AuthError, ProtocolError, id_of_public_key
+from ugate_ws import accept_key, make_token, path_for, target_of, verify_token
+from ugate_ws.path import query_param
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def signer() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def keys_of(*ks: ed25519.Ed25519PrivateKey) -> dict[str, ed25519.Ed25519PublicKey]:
+    return {id_of_public_key(k.public_key()): k.public_key() for k in ks}
+
+
+def test_token_round_trip(signer: ed25519.Ed25519PrivateKey) -> None:
+    tok = make_token(signer, "alice", "gw1", 60, now=NOW)
+    assert verify_token(tok, keys_of(signer), "gw1", 3600, now=NOW + 59) == "alice"
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda t: t, "token_expired"),
+    (lambda t: t.split(".")[0] + ".AAAA", "token_signature"),
+    (lambda t: "x" + t, "token_malformed"),
+    (lambda t: t.replace(".", ""), "token_malformed"),
+    (lambda t: "a" * 3000, "token_malformed"),
+])
+def test_token_refusals(signer: ed25519.Ed25519PrivateKey, mutate: object, reason: str) -> None:
+    tok = make_token(signer, "alice", "gw1", 60, now=NOW)
+    with pytest.raises(AuthError) as ei:
+        verify_token(mutate(tok), keys_of(signer), "gw1", 3600, now=NOW + 61)  # type: ignore[operator]
+    assert ei.value.reason == reason
+
+
+def test_token_audience_key_lifetime(signer: ed25519.Ed25519PrivateKey) -> None:
+    other = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(AuthError, match="audience 'gw2', not 'gw1'") as ei:
+        verify_token(make_token(signer, "a", "gw2", 60, now=NOW), keys_of(signer), "gw1",
+                     3600, now=NOW)
+    assert ei.value.reason == "token_audience"
+    with pytest.raises(AuthError, match="not a key in") as ei:
+        verify_token(make_token(other, "a", "gw1", 60, now=NOW), keys_of(signer), "gw1",
+                     3600, now=NOW)
+    assert ei.value.reason == "token_unknown_key"
+    with pytest.raises(AuthError, match="token_max_lifetime") as ei:
+        verify_token(make_token(signer, "a", "gw1", 7200, now=NOW), keys_of(signer), "gw1",
+                     3600, now=NOW)
+    assert ei.value.reason == "token_lifetime"
+
+
+@pytest.mark.parametrize(("path", "want"), [
+    ("/.well-known/ugate/ws/example.com:443", "example.com:443"),
+    ("/.well-known/ugate/ws/127.0.0.1:80?token=x", "127.0.0.1:80"),
+    ("/.well-known/ugate/ws/[::1]:8080", "[::1]:8080"),
+    ("/.well-known/ugate/ws/%5B::1%5D:8080", "[::1]:8080"),
+])
+def test_target_of(path: str, want: str) -> None:
+    assert target_of(path) == want
+    assert target_of(path_for(want)) == want
+
+
+@pytest.mark.parametrize("path", [
+    "/.well-known/ugate/ws", "/.well-known/ugate/ws/", "/.well-known/ugate/ws/host",
+    "/.well-known/ugate/ws/host:0", "/.well-known/ugate/ws/host:99999",
+    "/.well-known/ugate/ws/a%20b:80", "/other/host:80",
+])
+def test_target_of_refuses(path: str) -> None:
+    with pytest.raises(ProtocolError) as ei:
+        target_of(path)
+    assert ei.value.reason == "bad_target"
+
+
+def test_query_and_accept_key() -> None:
+    assert query_param("/p?a=1&token=abc.def", "token") == "abc.def"
+    assert query_param("/p", "token") is None
+    # RFC 6455 section 1.3's example
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

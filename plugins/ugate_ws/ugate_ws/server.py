@@ -1,0 +1,218 @@
+"""The WebSocket endpoint: one WebSocket is one stream to the destination its path names.
+
+The same handler serves an HTTP/1.1 ``Upgrade: websocket`` and an RFC 8441 extended CONNECT
+over HTTP/2 (both reach it as an ugate-http :class:`~ugate_http.routes.Exchange`), and the
+dedicated ``ws`` listener (:mod:`ugate_ws.h1`). Everything that can refuse the client happens
+before the upgrade, in HTTP's words: a bad request 400, a bad or missing token 401, the policy
+401 (no identity) or 403 (an identity no rule lets through), a failed dial 502/503/504. Each is
+counted (``ugate_rejections_total{listener, reason}``) and logged at a bounded rate. Only a
+destination already connected is answered ``101``/``200``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+from websockets.protocol import Protocol, Side, State
+
+from ugate_core import (
+    AuthError,
+    DialError,
+    GatewayAPI,
+    MessageStream,
+    ProtocolError,
+    StashKey,
+    Stream,
+)
+
+from .path import query_param, target_of
+from .settings import audience_of, settings_of
+from .token import verify_token
+from .transport import WsTransport
+
+if TYPE_CHECKING:
+    from ugate_http.routes import Exchange
+
+log = logging.getLogger("ugate.ws")
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: the subprotocol a client offers beside ``ugate.token.<token>``; the server selects it
+SUBPROTOCOL = "ugate"
+TOKEN_PROTOCOL = "ugate.token."
+
+#: DialError.reason -> HTTP status (the preamble's table)
+STATUS_FOR_REASON = {
+    "no_route": 503, "no_dialer": 503, "timeout": 504, "refused": 502, "unreachable": 502,
+    "identity": 502, "insecure": 502, "bad_address": 502, "tls_alert": 502,
+}
+
+
+@dataclass
+class WsMetrics:
+    upgrades: Counter
+
+    @classmethod
+    def of(cls, gw: GatewayAPI) -> WsMetrics:
+        m = gw.stash.get(_METRICS, None)
+        if m is None:
+            m = gw.stash[_METRICS] = cls(Counter(
+                "ugate_ws_upgrades", "WebSockets accepted, by listener and HTTP version",
+                ["listener", "http_version"], registry=gw.metrics.registry))
+        return m
+
+
+_METRICS: StashKey[WsMetrics] = StashKey("ugate_ws.metrics")
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for ``Sec-WebSocket-Key`` ``key`` (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode()
+
+
+class Refused(Exception):
+    """A refusal before the upgrade: the HTTP status, then what is counted and logged."""
+
+    def __init__(self, status: int, error: ProtocolError | AuthError | DialError,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(str(error))
+        self.status = status
+        self.error = error
+        self.headers = headers
+
+
+def check_handshake(ex: Exchange) -> list[tuple[str, str]]:
+    """The WebSocket part of the request; returns the response's own headers."""
+    if ex.protocol != "websocket":
+        raise Refused(400, ProtocolError(f"not a WebSocket request: upgrade "
+                                         f"{ex.protocol!r}", "not_websocket"))
+    out: list[tuple[str, str]] = []
+    if ex.http_version == "1.1":
+        if ex.method != "GET":
+            raise Refused(400, ProtocolError(f"WebSocket upgrade with method {ex.method}",
+                                             "not_websocket"))
+        key = ex.header("sec-websocket-key") or ""
+        try:
+            ok = len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+        except (binascii.Error, UnicodeEncodeError):
+            ok = False
+        if not ok:
+            raise Refused(400, ProtocolError(f"Sec-WebSocket-Key {key[:40]!r} is not 16 "
+                                             "bytes in base64", "bad_websocket_key"))
+        out.append(("sec-websocket-accept", accept_key(key)))
+    if (ex.header("sec-websocket-version") or "").strip() != "13":
+        raise Refused(426, ProtocolError(f"Sec-WebSocket-Version "
+                                         f"{ex.header('sec-websocket-version')!r}, not 13",
+                                         "bad_websocket_version"),
+                      (("sec-websocket-version", "13"),))
+    return out
+
+
+def check_origin(ex: Exchange, gw: GatewayAPI) -> None:
+    """A browser names the page that opens a WebSocket (``Origin``); another site's page must
+    not use the gateway as its user's proxy (cross-site WebSocket hijacking). Allowed: no
+    ``Origin`` (not a browser), the gateway's own origin (``Host``), ``[ws] origins``."""
+    origin = (ex.header("origin") or "").rstrip("/").lower()
+    if not origin:
+        return
+    allowed = settings_of(gw).origins
+    if "*" in allowed or origin in allowed:
+        return
+    host = (ex.header("host") or "").lower()
+    if host and origin.split("://", 1)[-1] == host:
+        return
+    raise Refused(403, AuthError(f"Origin {origin[:100]!r} is not allowed: add it to "
+                                 "[ws] origins", "origin"))
+
+
+def _offered(ex: Exchange) -> list[str]:
+    v = ex.header("sec-websocket-protocol") or ""
+    return [p.strip() for p in v.split(",") if p.strip()]
+
+
+def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]]) -> None:
+    """A token, when the client gave one, names it (``meta.user``, verified); otherwise the
+    connection's verified mesh identity (a wss client certificate), if any, stands."""
+    offered = _offered(ex)
+    token = query_param(ex.path, "token")
+    for p in offered:
+        if p.startswith(TOKEN_PROTOCOL):
+            token = p[len(TOKEN_PROTOCOL):]
+    if offered:
+        if SUBPROTOCOL not in offered:
+            raise Refused(400, ProtocolError(f"Sec-WebSocket-Protocol {offered!r}: offer "
+                                             f"{SUBPROTOCOL!r} beside a token",
+                                             "bad_subprotocol"))
+        out.append(("sec-websocket-protocol", SUBPROTOCOL))
+    if token is None:
+        return
+    s = settings_of(gw)
+    try:
+        sub = verify_token(token, s.token_keys, audience_of(gw), s.token_max_lifetime)
+    except AuthError as e:
+        raise Refused(401, e, (("www-authenticate", 'Bearer realm="ugate-ws"'),)) from None
+    meta = ex.meta
+    meta.user = sub
+    meta.extra["user_verified"] = True
+
+
+async def serve_exchange(ex: Exchange, gw: GatewayAPI) -> None:
+    """The route handler: check, authenticate, dial, upgrade, relay."""
+    meta = ex.meta
+    with gw.guard(meta.listener, meta):
+        try:
+            await _serve(ex, gw)
+        except Refused as r:
+            body = f"{r.status} {r.error}\n".encode()
+            await ex.respond(r.status, [("content-type", "text/plain; charset=utf-8"),
+                                        *r.headers], body)
+            raise r.error from None
+
+
+async def _serve(ex: Exchange, gw: GatewayAPI) -> None:
+    meta = ex.meta
+    out = check_handshake(ex)
+    try:
+        target = target_of(ex.path)
+    except ProtocolError as e:
+        raise Refused(404 if not ex.path.startswith("/.well-known/ugate/ws/") else 400,
+                      e) from None
+    meta.target = target
+    check_origin(ex, gw)
+    authenticate(ex, gw, out)
+    try:
+        up = await gw.dial(target, source=meta)
+    except DialError as e:
+        status = ((403 if meta.authenticated else 401) if e.reason == "denied"
+                  else STATUS_FOR_REASON.get(e.reason, 502))
+        raise Refused(status, e) from None
+    try:
+        stream = await ex.accept(out)
+    except BaseException:
+        up.abort()
+        raise
+    WsMetrics.of(gw).upgrades.labels(meta.listener, ex.http_version).inc()
+    meta.extra["http_version"] = ex.http_version
+    log.debug("ws_accepted listener=%s target=%s http_version=%s user=%s peer_id=%s",
+              meta.listener, target, ex.http_version, meta.user, meta.peer_id)
+    ws = open_server(stream, gw)
+    gw.start_relay(ws, up)
+
+
+def open_server(stream: Stream, gw: GatewayAPI) -> MessageStream:
+    """The server end of an upgraded WebSocket, as a :class:`MessageStream`."""
+    s = settings_of(gw)
+    proto = Protocol(Side.SERVER, state=State.OPEN, max_size=s.max_message)
+    meta = stream.meta
+
+    def failed(reason: str, detail: str) -> None:
+        gw.reject(meta.listener, reason, detail, meta)
+
+    t = WsTransport(stream, proto, max_message=s.max_message, idle_timeout=s.idle_timeout,
+                    on_error=failed)
+    return MessageStream(t, meta, max_message=s.max_message)

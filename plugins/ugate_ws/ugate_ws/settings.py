@@ -1,0 +1,94 @@
+"""The ``[ws]`` table: tokens, limits and the dialer's proxy. Every key is optional::
+
+    [ws]
+    token_keys = []             # PEM files of Ed25519 public keys whose signed tokens we accept
+    token_audience = ""         # the audience a token must name ("": this workload's mesh ID)
+    token_max_lifetime = 3600   # refuse tokens valid longer than this from now (seconds)
+    max_message = 65536         # largest message either way (bytes); larger closes with 1009
+    idle_timeout = 300.0        # close a WebSocket with no frame either way for this long
+    proxy = ""                  # dialer: an HTTP proxy (host:port) reached with CONNECT
+    origins = []                # browser pages (Origin) allowed besides the same origin; "*": any
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from ugate_core import ConfigError, StashKey
+from ugate_core import options as opt
+
+if TYPE_CHECKING:
+    from ugate_core import GatewayAPI
+
+SECTION = "ws"
+KEYS = ("token_keys", "token_audience", "token_max_lifetime", "max_message", "idle_timeout",
+        "proxy", "origins")
+
+
+@dataclass(frozen=True)
+class WsSettings:
+    token_audience: str = ""
+    token_max_lifetime: float = 3600.0
+    max_message: int = 64 * 1024
+    idle_timeout: float = 300.0
+    proxy: tuple[str, int] | None = None
+    origins: tuple[str, ...] = ()
+    #: key id (the signer's mesh ID) -> public key
+    token_keys: Mapping[str, ed25519.Ed25519PublicKey] = field(default_factory=dict, repr=False)
+
+
+def load_public_key(filename: str, path: str) -> ed25519.Ed25519PublicKey:
+    try:
+        key = load_pem_public_key(Path(filename).expanduser().read_bytes())
+    except OSError as e:
+        raise ConfigError(path, f"{filename!r}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ConfigError(path, f"{filename!r}: not a PEM public key: {e}") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ConfigError(path, f"{filename!r}: a {type(key).__name__}; token keys are Ed25519")
+    return key
+
+
+def parse_settings(t: Mapping[str, Any]) -> WsSettings:
+    """Validate the ``[ws]`` table (reads ``token_keys``); ConfigError names key and value."""
+    opt.check_keys(t, KEYS, SECTION)
+    from ugate_core import id_of_public_key
+
+    keys: dict[str, ed25519.Ed25519PublicKey] = {}
+    for i, fn in enumerate(opt.strings(t, "token_keys", SECTION, expect="a list of PEM files")):
+        k = load_public_key(fn, f"{SECTION}.token_keys[{i}]")
+        keys[id_of_public_key(k)] = k
+    return WsSettings(
+        token_audience=opt.string(t, "token_audience", SECTION, ""),
+        token_max_lifetime=opt.seconds(t, "token_max_lifetime", SECTION, 3600.0, hi=7 * 86400,
+                                       positive=True),
+        max_message=opt.integer(t, "max_message", SECTION, 64 * 1024, lo=1, hi=16 << 20,
+                                expect="a number of bytes in 1..16777216"),
+        idle_timeout=opt.seconds(t, "idle_timeout", SECTION, 300.0, hi=86400, positive=True),
+        proxy=opt.hostport(t, "proxy", SECTION),
+        origins=tuple(o.rstrip("/").lower() for o in opt.strings(
+            t, "origins", SECTION, expect="a list of origins (https://app.example)")),
+        token_keys=keys,
+    )
+
+
+_SETTINGS: StashKey[WsSettings] = StashKey("ugate_ws.settings")
+
+
+def settings_of(gateway: GatewayAPI) -> WsSettings:
+    """The gateway's ``[ws]`` settings, parsed once."""
+    s = gateway.stash.get(_SETTINGS, None)
+    if s is None:
+        s = gateway.stash[_SETTINGS] = parse_settings(gateway.config.section(SECTION))
+    return s
+
+
+def audience_of(gateway: GatewayAPI) -> str:
+    """The audience tokens must name here: ``token_audience`` or this workload's mesh ID."""
+    return settings_of(gateway).token_audience or gateway.identity.id
