@@ -41,7 +41,7 @@ from ugate_core import (
 
 from .path import path_for
 from .settings import settings_of
-from .transport import WsTransport
+from .transport import WsTransport, message_stream
 
 log = logging.getLogger("ugate.ws")
 
@@ -158,7 +158,7 @@ async def _dial(req: DialRequest, *, tls: bool) -> Stream:
             raise
     t = WsTransport(stream, proto, max_message=s.max_message, idle_timeout=s.idle_timeout,
                     early=early)
-    return MessageStream(t, meta, max_message=s.max_message)
+    return message_stream(t, meta, s.max_message)
 
 
 async def _handshake(stream: TcpStream, req: DialRequest, tls: bool, max_message: int

@@ -34,7 +34,7 @@ from ugate_core import (
 from .path import query_param, target_of
 from .settings import audience_of, settings_of
 from .token import verify_token
-from .transport import WsTransport
+from .transport import WsTransport, message_stream
 
 if TYPE_CHECKING:
     from ugate_http.routes import Exchange
@@ -215,4 +215,4 @@ def open_server(stream: Stream, gw: GatewayAPI) -> MessageStream:
 
     t = WsTransport(stream, proto, max_message=s.max_message, idle_timeout=s.idle_timeout,
                     on_error=failed)
-    return MessageStream(t, meta, max_message=s.max_message)
+    return message_stream(t, meta, s.max_message)

@@ -23,7 +23,7 @@ from websockets.exceptions import PayloadTooBig, ProtocolError as WsProtocolErro
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, State
 
-from ugate_core import ProtocolError, Stream
+from ugate_core import MessageStream, ProtocolError, Stream, StreamMeta
 
 log = logging.getLogger("ugate.ws")
 
@@ -36,6 +36,14 @@ REASONS = {
     CloseCode.PROTOCOL_ERROR: "ws_protocol_error",
     CloseCode.GOING_AWAY: "idle_timeout",
 }
+
+
+def message_stream(transport: WsTransport, meta: StreamMeta, max_message: int) -> MessageStream:
+    """The :class:`MessageStream` over ``transport``; it owns the byte stream below
+    (``Stream.wrapped_by``), so a listener does not close that when its handler returns."""
+    ms = MessageStream(transport, meta, max_message=max_message)
+    transport.stream.wrapped_by = ms
+    return ms
 
 
 class WsTransport:
