@@ -19,7 +19,6 @@ from typing import Any
 from websockets.client import ClientProtocol
 from websockets.frames import Frame
 from websockets.http11 import Response
-from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ugate_core import (
@@ -180,7 +179,7 @@ async def _handshake(stream: TcpStream, req: DialRequest, tls: bool, max_message
         events = proto.events_received()
         for i, ev in enumerate(events):
             if isinstance(ev, Response):
-                if proto.state is not State.OPEN:
+                if ev.status_code != 101 or proto.handshake_exc is not None:
                     exc = proto.handshake_exc
                     status = ev.status_code
                     reason = {401: "denied", 403: "denied", 502: "unreachable",

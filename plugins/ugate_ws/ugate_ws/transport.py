@@ -81,10 +81,10 @@ class WsTransport:
         self._low = low_water
         self.stream.on_resume_writing = self._drained
         self._timer = self._loop.call_later(self.idle_timeout, self._idle)
-        if self._early:
-            early, self._early = self._early, []
-            self._process(early)
-        self.stream.set_receiver(self)
+        early, self._early = self._early, []
+        self._process(early)  # also what the handshake's answer brought (a protocol error)
+        if not self._reported:
+            self.stream.set_receiver(self)
 
     @property
     def buffered_amount(self) -> int:
