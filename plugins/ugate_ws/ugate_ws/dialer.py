@@ -24,10 +24,10 @@ from websockets.uri import parse_uri
 from ugate_core import (
     DialError,
     DialRequest,
-    MessageStream,
+    ExpectedIdentity,
+    StashKey,
     Stream,
     StreamMeta,
-    StashKey,
     TcpStream,
     TlsStream,
     count_identity_failure,
@@ -103,7 +103,7 @@ async def _dial(req: DialRequest, *, tls: bool) -> Stream:
     host = (await gw.screen_addresses(req))[0] if req.screen else req.host
     port = req.target_port
     where = f"{dest.name}: ws peer {format_hostport(host, port)}"
-    expected = ()
+    expected: tuple[ExpectedIdentity, ...] = ()
     ctx: ssl.SSLContext | None = None
     sni = None
     if tls:

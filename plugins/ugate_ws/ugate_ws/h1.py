@@ -7,9 +7,8 @@ handshake_timeout`` (at most ``MAX_HEAD`` bytes) and hands it to the same handle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-
 import dataclasses
+from collections.abc import Iterable, Sequence
 
 from ugate_core import (
     GatewayAPI,

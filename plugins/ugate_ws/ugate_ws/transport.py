@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from websockets.exceptions import PayloadTooBig, ProtocolError as WsProtocolError
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, State
 
@@ -140,7 +140,7 @@ class WsTransport:
             return "WebSocket connection closed without a close frame"
         return f"WebSocket closed by the peer with {int(rcvd.code)} {rcvd.reason!r}"
 
-    def _process(self, events: list[object] | None = None) -> None:
+    def _process(self, events: Sequence[object] | None = None) -> None:
         for ev in self.proto.events_received() if events is None else events:
             if not isinstance(ev, Frame):
                 continue
@@ -168,14 +168,14 @@ class WsTransport:
         if ev.fin and not self._frags:
             if self._reported:
                 return
-            self._on_message(ev.data)
+            self._on_message(bytes(ev.data))
             return
         self._frag_len += len(ev.data)
         if self._frag_len > self.max_message:
             self._fail(CloseCode.MESSAGE_TOO_BIG, f"message over {self.max_message} bytes",
                        "message_too_large")
             return
-        self._frags.append(ev.data)
+        self._frags.append(bytes(ev.data))
         if ev.fin:
             data = b"".join(self._frags)
             self._frags, self._frag_len = [], 0
