@@ -38,19 +38,18 @@ def write_public_key(key: ed25519.Ed25519PrivateKey, path: Path) -> Path:
 
 
 async def raw_request(port: int, head: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``head`` and return everything the server answers until it closes."""
+    """Send ``head`` and return the answer: its head and ``content-length`` body (or all
+    until the server closes, for a head without one)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
         w.write(head)
         await w.drain()
-        out = b""
         async with asyncio.timeout(timeout):
-            while chunk := await r.read(65536):
-                out += chunk
-                if b"\r\n\r\n" in out and not out.startswith(b"HTTP/1.1 101"):
-                    # a refusal: the head and its body (content-length) then close
-                    pass
-        return out
+            out = await r.readuntil(b"\r\n\r\n")
+            for ln in out.split(b"\r\n"):
+                if ln.lower().startswith(b"content-length:"):
+                    return out + await r.readexactly(int(ln.split(b":")[1]))
+            return out + await r.read()
     finally:
         w.close()
 
