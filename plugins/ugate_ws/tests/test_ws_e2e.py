@@ -210,21 +210,27 @@ ws.on('error', (e) => { console.log(JSON.stringify({error: String(e)})); process
 
 BROWSER_ECHO = """
 const url = %s;
+// one WebSocket: send size bytes then a half-close (an empty message); the result says how
+// many bytes came back, whether they are the same, whether the gateway's half-close came
+// (then the page closes with 1000) and the close code (-1: no close within 10 s)
 function one(size, seed) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url); ws.binaryType = 'arraybuffer';
     const data = new Uint8Array(size);
     for (let i = 0; i < size; i++) data[i] = (i * 31 + seed) & 255;
     const got = new Uint8Array(size); let n = 0; let fin = false;
+    const result = (code) => { let same = n === size;
+      for (let i = 0; same && i < size; i++) if (got[i] !== data[i]) same = false;
+      resolve({n, same, fin, code}); };
     ws.onopen = () => { for (let i = 0; i < size; i += 65536) ws.send(data.subarray(i, i + 65536));
                         ws.send(new Uint8Array(0)); };
     ws.onmessage = (ev) => { const b = new Uint8Array(ev.data);
       if (b.length === 0) { fin = true; ws.close(1000); return; }
-      got.set(b, n); n += b.length; };
+      if (n + b.length > size) { reject(new Error('more bytes than sent')); return; }
+      got.set(b, n); n += b.length;
+      if (n === size) setTimeout(() => result(-1), 10000); };
     ws.onerror = () => reject(new Error('websocket error'));
-    ws.onclose = (ev) => { let same = n === size;
-      for (let i = 0; same && i < size; i++) if (got[i] !== data[i]) same = false;
-      resolve({n, same, fin, code: ev.code}); };
+    ws.onclose = (ev) => result(ev.code);
   });
 }
 return await Promise.all([one(1 << 20, 1), one(300000, 2)]);
