@@ -133,6 +133,11 @@ class H2Exchange(H2Flow):
         return self._local_ended
 
     @property
+    def blocked(self) -> bool:
+        """What :meth:`write` queued has not all gone out yet (wait for ``on_writable``)."""
+        return self._tx_blocked
+
+    @property
     def ending(self) -> bool:
         """Our side ended, or ends once the queued bytes went out."""
         return self._local_ended or self._end_queued

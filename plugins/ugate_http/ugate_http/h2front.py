@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, ProtocolError, Stream, StreamMeta
 
-from .client import OutgoingRequest, Reply, _allowed
+from .client import OutgoingRequest, Reply, allowed_addresses
 from .forwarding import (
     ClientForwarding,
     Found,
     challenge,
     check_credentials,
     dial_failure,
+    error_answer,
     loop_refusal,
     request_fields,
     via_entry,
@@ -31,6 +32,7 @@ from .h1 import Framing, HttpError, Request, Response, encode_head
 from .h2conn import H2Conn, H2Exchange, H2Limits, Header, StreamResetError
 from .h2express import H2Express
 from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
+from .lanes import RequestBody
 from .options import HttpOptions
 from .rewrite import address_of
 from .routes import HttpRoute, RouteTable
@@ -136,18 +138,18 @@ class H2Front:
         self._timer: asyncio.TimerHandle | None = None
         self.pool = state.pool(ctx.name, opts)
         #: the express lane (h2express.py): its streams by id, and their deadlines' timer
-        self._lane = opts.express and not opts.users
+        self._lane = opts.express and not opts.auth
         self.express: dict[int, H2Express] = {}
         self._xp_timer: asyncio.TimerHandle | None = None
         self.peer = _peer(stream)
         self._via = via_entry("2", state.via)
         #: this client's Forwarded / X-Forwarded-For elements
-        self._client = ClientForwarding(stream.meta.remote)
+        self._client = ClientForwarding(stream.meta.remote, self.scheme)
         #: header lists seen on this connection → [the parsed request, the express lane's
         #: (address, upstream head) once made]: clients repeat their heads, and both are
         #: pure functions of the list and this connection
         self._seen: dict[tuple[Header, ...], _Seen] = {}
-        #: the addresses the policy allowed this connection (client._allowed's set)
+        #: the addresses the policy allowed this connection (client.allowed_addresses's set)
         self._allowed: set[str] | None = None
         #: other plugins' paths (routes.py), None when there are none
         self.routes: RouteTable | None = state.routes or None
@@ -305,8 +307,8 @@ class H2Front:
         address, head = prep
         meta = self.stream.meta
         allowed = self._allowed
-        if allowed is None or len(allowed) > 64:  # (client._allowed starts a new set then)
-            allowed = self._allowed = _allowed(meta)
+        if allowed is None or len(allowed) > 64:  # (client.allowed_addresses starts a new set then)
+            allowed = self._allowed = allowed_addresses(meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -339,9 +341,12 @@ class H2Front:
             if first != float("inf"):
                 self._xp_timer = self.loop.call_at(first, self._express_tick)
 
-    def express_handoff(self, xp: H2Express, step: Awaitable[None]) -> None:
-        """Give an express stream to a task, which runs ``step`` for it."""
-        ex = xp.ex
+    def express_forget(self, ex: H2Exchange) -> None:
+        """Stream ``ex`` left the express lane (lane contract)."""
+        self.express.pop(ex.sid, None)
+
+    def express_handoff(self, ex: H2Exchange, step: Awaitable[None]) -> None:
+        """Give an express stream to a task, which runs ``step`` for it (lane contract)."""
         self.express.pop(ex.sid, None)
         ex.on_fail = ex.on_writable = ex.on_finish = None
 
@@ -387,17 +392,13 @@ class H2Front:
         self.state.count(self.ctx.name, status)
 
     async def fail(self, ex: H2Exchange, status: int, reason: str, message: str,
-                   extra: list[Header] | None = None) -> None:
-        """Count and log a refusal and answer it on the stream."""
+                   extra: list[tuple[str, str]] | None = None) -> None:
+        """Count and log a refusal and answer it on the stream (lane contract)."""
         self.ctx.reject(reason, message, self.stream.meta)
         self.count(status)
-        body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
-        head: list[Header] = [
-            (b":status", str(status).encode()),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            *(extra or []),
-        ]
+        fields, body = error_answer(status, message, extra)
+        head: list[Header] = [(b":status", str(status).encode())]
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in fields]
         ex.send_headers(head)
         await ex.send_data(body, end=True, timeout=self.idle)
 
@@ -407,21 +408,22 @@ class H2Front:
         return request_fields(req.headers, req.authority, token=self.state.via, via=self._via,
                               drop=_AUTHZ if consumed else _NONE,
                               client=self._client if self.opts.forwarded else None,
-                              proto=req.scheme, lower=False)
+                              lower=False)
 
     async def proxy(self, ex: H2Exchange, req: H2Request) -> None:
         """Route ``req`` (credentials, fields, upstream) and answer it on its stream."""
         meta = self.stream.meta
         opts = self.opts
         consumed = ""
-        if opts.users:
+        if opts.auth:
             value = next((v for k, v in req.headers if k == "authorization"), None)
-            refusal = check_credentials(opts.users, value, meta, proxy=False)
+            refusal = check_credentials(opts.users, value, meta, proxy=False,
+                                        identities=opts.identities)
             if refusal is not None:
-                name, text = challenge(opts.realm, proxy=False)
-                await self.fail(ex, *refusal, extra=[(name.lower().encode(), text.encode())])
+                await self.fail(ex, *refusal, extra=[challenge(opts.realm, proxy=False)]
+                                if opts.users else None)
                 return
-            consumed = "authorization"
+            consumed = "authorization" if opts.users else ""
         address = address_of(req.host, req.port)
         f = self._fields(req, consumed)
         if f.loop:
@@ -460,7 +462,7 @@ class H2Front:
         return _Interim(ex)
 
     async def answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
-                     body: _H2Body | None, t0: float) -> None:
+                     body: RequestBody | None, t0: float) -> None:
         head = resp.head
         if head.framing is Framing.TUNNEL:
             resp.abort()
@@ -621,8 +623,7 @@ class H2Route:
         if self.ex.local_ended:
             return
         ex = self.ex
-        await self.front.fail(ex, status, reason, message,
-                              [(k.encode(), v.encode()) for k, v in extra or ()])
+        await self.front.fail(ex, status, reason, message, extra)
         # a short body still on its way is read and dropped, so the client sees its stream
         # end instead of a reset in the middle of its upload (bounded, as HTTP/1.1 lingers)
         n = 0
