@@ -67,7 +67,7 @@ from .rewrite import (
     split_authority,
 )
 from .routes import Header, HttpRoute, RouteTable
-from .routing import answer_fields, serve_route
+from .routing import RouteExchange, answer_fields, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -769,117 +769,68 @@ class H1Front:
         return keep and (body is None or body.done)
 
 
-class H1Route:
+class H1Route(RouteExchange):
     """A request to a plugin's route over HTTP/1.1 (:class:`~ugate_http.routes.Exchange`)."""
 
     def __init__(self, session: H1Front, req: Request, route: HttpRoute) -> None:
+        super().__init__(route)
         self.s = session
         self.req = req
-        self.route = route
-        self.answered = False
-        self.status = 0
+        self.method = req.method
+        self.path = req.target
+        self.headers = [(k.lower(), v) for k, v in req.headers]
+        self.protocol = _upgrade_of(req)
+        self.http_version = "1.1"
         #: the connection goes on with the next request
         self.keep = False
-        self._headers: list[Header] | None = None
-        self._protocol = _upgrade_of(req)
-
-    @property
-    def method(self) -> str:
-        return self.req.method
-
-    @property
-    def path(self) -> str:
-        return self.req.target
-
-    @property
-    def headers(self) -> list[Header]:
-        h = self._headers
-        if h is None:
-            h = self._headers = [(k.lower(), v) for k, v in self.req.headers]
-        return h
-
-    @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def http_version(self) -> str:
-        return "1.1"
 
     @property
     def meta(self) -> StreamMeta:
         return self.s.stream.meta
 
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else None
-
-    def _body_done(self) -> bool:
-        b = self.s.body
-        return self.req.framing is Framing.NONE or (b is not None and b.done)
-
     async def body(self, limit: int) -> bytes:
         req = self.req
         if req.framing is Framing.NONE:
             return b""
-        if req.framing is Framing.LENGTH and req.length > limit:
-            await self._too_large(limit)
         s = self.s
         b = s.body
         if b is None:
             expect = req.get("expect")
             b = s.body = _ClientBody(s, expect is not None
                                      and expect.strip().lower() == "100-continue")
-        parts: list[bytes] = []
-        n = 0
-        while data := await b.read():
-            n += len(data)
-            if n > limit:
-                await self._too_large(limit)
-            parts.append(data)
-        return b"".join(parts)
-
-    async def _too_large(self, limit: int) -> None:
-        if not self.answered:
-            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
-                              f"{limit} bytes")
-        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+        return await self._read_within(
+            b.read, limit, req.length if req.framing is Framing.LENGTH else None)
 
     async def respond(self, status: int, headers: Iterable[Header] = (),
                       body: bytes = b"") -> None:
-        if self.answered:
-            raise ProtocolError("the exchange was answered already", "answered")
-        if not 200 <= status <= 999:
-            raise ValueError(f"status {status}: a final answer's status is 200-999")
         fields = answer_fields(headers)
+        self._answering(status)
         if status not in (204, 304):
             fields.append(("content-length", str(len(body))))
-        self.keep = self.req.keep_alive and self._body_done()
+        b = self.s.body
+        self.keep = self.req.keep_alive and (self.req.framing is Framing.NONE
+                                             or (b is not None and b.done))
         if not self.keep:
             fields.append(("connection", "close"))
-        self._sent(status)
         head = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", fields)
         await self.s._write(head if self.req.method == "HEAD" or status in (204, 304)
                             else head + body)
 
     async def accept(self, headers: Iterable[Header] = ()) -> Stream:
-        p = self._protocol
+        p = self.protocol
         if self.answered:
             raise ProtocolError("the exchange was answered already", "answered")
         if p is None or p not in self.route.protocols or self.req.framing is not Framing.NONE:
-            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an upgrade to "
-                              f"{' or '.join(sorted(self.route.protocols)) or 'a protocol'}")
-            raise ProtocolError("not an upgrade this route accepts", "bad_upgrade")
+            await self._not_accepted("an upgrade to " + (
+                " or ".join(sorted(self.route.protocols)) or "a protocol"))
         fields = [("Connection", "Upgrade"), ("Upgrade", p), *answer_fields(headers)]
-        self._sent(101)
+        self._answering(101, final=False)
         s = self.s
         await s._write(encode_head("HTTP/1.1 101 Switching Protocols", fields))
         s.reader.detach()  # the bytes after the head stay in the stream, in front
         return s.stream
 
-    def _sent(self, status: int) -> None:
-        self.answered = True
-        self.status = status
+    def _count(self, status: int) -> None:
         self.s.count(status)
 
     # RouteAnswer

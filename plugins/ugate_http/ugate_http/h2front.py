@@ -36,7 +36,7 @@ from .lanes import RequestBody
 from .options import HttpOptions
 from .rewrite import address_of
 from .routes import HttpRoute, RouteTable
-from .routing import H2Tunnel, answer_fields, serve_route
+from .routing import H2Tunnel, RouteExchange, answer_fields, serve_route
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
@@ -506,21 +506,20 @@ class H2Front:
                   head.status, up, resp.received, resp.reused, (self.loop.time() - t0) * 1000)
 
 
-class H2Route:
+class H2Route(RouteExchange):
     """A request to a plugin's route over HTTP/2 (:class:`~ugate_http.routes.Exchange`); an
     RFC 8441 extended CONNECT is accepted as an :class:`~ugate_http.routing.H2Tunnel`."""
 
     def __init__(self, front: H2Front, ex: H2Exchange, route: HttpRoute) -> None:
+        super().__init__(route)
         self.front = front
         self.ex = ex
-        self.route = route
-        self.answered = False
-        self.status = 0
         self.tunnel: H2Tunnel | None = None
         self.method = self.path = ""
         self.protocol: str | None = None
+        self.http_version = "2"
         authority: str | None = None
-        fields: list[tuple[str, str]] = []
+        fields = self.headers
         for name, value in ex.headers:
             if name[:1] == b":":
                 v = value.decode("latin-1")
@@ -536,58 +535,33 @@ class H2Route:
                 fields.append((name.decode("latin-1"), value.decode("latin-1")))
         if authority is not None and not any(k == "host" for k, _ in fields):
             fields.insert(0, ("host", authority))
-        self.headers = fields
-
-    @property
-    def http_version(self) -> str:
-        return "2"
 
     @property
     def meta(self) -> StreamMeta:
         return self.front.stream.meta
 
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else None
-
     async def body(self, limit: int) -> bytes:
-        declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._too_large(limit)
         ex = self.ex
         idle = self.front.idle
-        parts: list[bytes] = []
-        n = 0
-        while True:
+
+        async def read() -> bytes:
             try:
-                data = await ex.read(idle)
+                return await ex.read(idle)
             except TimeoutError:
                 raise HttpError(f"client sent no request body bytes for {idle:g}s",
                                 "body_timeout", 408) from None
-            if not data:
-                return b"".join(parts)
-            n += len(data)
-            if n > limit:
-                await self._too_large(limit)
-            parts.append(data)
 
-    async def _too_large(self, limit: int) -> None:
-        if not self.answered:
-            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
-                              f"{limit} bytes")
-        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+        declared = self.header("content-length")
+        return await self._read_within(read, limit, int(declared) if declared is not None
+                                       and declared.isdigit() else None)
 
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (),
                       body: bytes = b"") -> None:
-        if self.answered:
-            raise ProtocolError("the exchange was answered already", "answered")
-        if not 200 <= status <= 999:
-            raise ValueError(f"status {status}: a final answer's status is 200-999")
         head: list[Header] = [(b":status", str(status).encode())]
         head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        self._answering(status)
         if status not in (204, 304):
             head.append((b"content-length", str(len(body)).encode()))
-        self._sent(status)
         ex = self.ex
         if not body or self.method == "HEAD" or status in (204, 304):
             ex.send_headers(head, end=True)
@@ -600,19 +574,15 @@ class H2Route:
             raise ProtocolError("the exchange was answered already", "answered")
         p = self.protocol
         if self.method != "CONNECT" or p is None or p not in self.route.protocols:
-            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an extended "
-                              "CONNECT for a protocol this path accepts")
-            raise ProtocolError("not an extended CONNECT this route accepts", "bad_upgrade")
+            await self._not_accepted("an extended CONNECT for a protocol this path accepts")
         head: list[Header] = [(b":status", b"200")]
         head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
-        self._sent(200)
+        self._answering(200)
         self.ex.send_headers(head)
         t = self.tunnel = H2Tunnel(self.ex, self.front.stream.meta)
         return t
 
-    def _sent(self, status: int) -> None:
-        self.answered = True
-        self.status = status
+    def _count(self, status: int) -> None:
         self.front.count(status)
 
     # RouteAnswer
