@@ -85,6 +85,11 @@ mode = "reverse"
 listen = "127.0.0.1:0"
 protocols = ["*"]
 mode = "auto"
+[listeners.short]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+mode = "reverse"
+keepalive_timeout = 0.3
 [listeners.auth]
 listen = "127.0.0.1:0"
 protocols = ["http"]
@@ -315,6 +320,23 @@ async def test_h2_extended_connect_becomes_an_echo_stream(gateway: Gateway) -> N
                            and e.stream_id == 3)
     body = b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived))
     assert body == b"hello 2 GET /t/hello host=svc.test\n"
+    w.close()
+
+
+async def test_h2_connection_idles_out_after_a_tunnel_ended(gateway: Gateway) -> None:
+    """A tunnel that ended both ways is forgotten by its connection, which then closes
+    when idle (GOAWAY after keepalive_timeout) as after any other stream."""
+    conn, r, w, _ = await _h2_client(gateway.port("short"))
+    conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "x-test"),
+                          (":scheme", "http"), (":path", "/t/up"),
+                          (":authority", "svc.test")])
+    conn.send_data(1, b"ping", end_stream=True)
+    w.write(conn.data_to_send())
+    evs = await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.StreamEnded))
+    assert b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived)) == b"ping"
+    evs = await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    end = next(e for e in evs if isinstance(e, h2.events.ConnectionTerminated))
+    assert end.error_code == 0 and end.last_stream_id == 1
     w.close()
 
 

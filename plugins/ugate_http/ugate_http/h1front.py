@@ -67,7 +67,7 @@ from .rewrite import (
     split_authority,
 )
 from .routes import Header, HttpRoute, RouteTable
-from .routing import RouteExchange, answer_fields, serve_route
+from .routing import RouteExchange, handler_fields, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -803,7 +803,7 @@ class H1Route(RouteExchange):
 
     async def respond(self, status: int, headers: Iterable[Header] = (),
                       body: bytes = b"") -> None:
-        fields = answer_fields(headers)
+        fields = handler_fields(headers)
         self._answering(status)
         if status not in (204, 304):
             fields.append(("content-length", str(len(body))))
@@ -823,7 +823,7 @@ class H1Route(RouteExchange):
         if p is None or p not in self.route.protocols or self.req.framing is not Framing.NONE:
             await self._not_accepted("an upgrade to " + (
                 " or ".join(sorted(self.route.protocols)) or "a protocol"))
-        fields = [("Connection", "Upgrade"), ("Upgrade", p), *answer_fields(headers)]
+        fields = [("Connection", "Upgrade"), ("Upgrade", p), *handler_fields(headers)]
         self._answering(101, final=False)
         s = self.s
         await s._write(encode_head("HTTP/1.1 101 Switching Protocols", fields))

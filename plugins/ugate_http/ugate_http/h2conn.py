@@ -301,6 +301,12 @@ class H2Exchange(H2Flow):
         self._fail(StreamResetError(f"stream {self.sid}: reset by us "
                                     f"({h2_code_name(code)})", code))
 
+    def task_done(self) -> None:
+        """The task that answered this exchange ended, the stream lives on (a tunnel): it is
+        forgotten once both sides ended (maybe already)."""
+        self.task = None
+        self.conn._maybe_forget(self)
+
     def finish(self) -> None:
         """Done with this exchange: reset it if either side is still open (NO_ERROR when our
         answer is complete and only the peer's body is left, RFC 9113 8.1)."""

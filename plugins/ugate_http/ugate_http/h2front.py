@@ -36,7 +36,7 @@ from .lanes import RequestBody
 from .options import HttpOptions
 from .rewrite import address_of
 from .routes import HttpRoute, RouteTable
-from .routing import H2Tunnel, RouteExchange, answer_fields, serve_route
+from .routing import H2Tunnel, RouteExchange, handler_fields, serve_route
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
@@ -282,7 +282,7 @@ class H2Front:
             if tunnel is None:
                 ex.finish()
             else:
-                ex.task = None
+                ex.task_done()
                 if not tunnel.relaying:
                     tunnel.close()
         log.debug("http_route listener=%s client=%s version=2 route=%s method=%s target=%s "
@@ -558,7 +558,7 @@ class H2Route(RouteExchange):
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (),
                       body: bytes = b"") -> None:
         head: list[Header] = [(b":status", str(status).encode())]
-        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in handler_fields(headers)]
         self._answering(status)
         if status not in (204, 304):
             head.append((b"content-length", str(len(body)).encode()))
@@ -576,7 +576,7 @@ class H2Route(RouteExchange):
         if self.method != "CONNECT" or p is None or p not in self.route.protocols:
             await self._not_accepted("an extended CONNECT for a protocol this path accepts")
         head: list[Header] = [(b":status", b"200")]
-        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in handler_fields(headers)]
         self._answering(200)
         self.ex.send_headers(head)
         t = self.tunnel = H2Tunnel(self.ex, self.front.stream.meta)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ugate.http")
 
-__all__ = ["H2Tunnel", "RouteAnswer", "RouteExchange", "answer_fields", "serve_route"]
+__all__ = ["H2Tunnel", "RouteAnswer", "RouteExchange", "handler_fields", "serve_route"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
@@ -33,7 +33,7 @@ RESERVED = frozenset({"content-length", "transfer-encoding", "connection", "keep
                       "upgrade", "proxy-connection", "te", "trailer"})
 
 
-def answer_fields(headers: Iterable[Header]) -> list[Header]:
+def handler_fields(headers: Iterable[Header]) -> list[Header]:
     """A handler's answer fields, checked (names lower-case); ``ValueError`` for a name that is
     not a token, a value with CR, LF or NUL, or a field the front sets itself."""
     out: list[Header] = []
