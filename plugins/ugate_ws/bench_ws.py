@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""WebSocket bench: bulk through one WebSocket and new WebSockets per second, ugate against
+websockify (the WebSocket→TCP bridge behind noVNC) with the same client and target in the same
+run, and against ugate's plain TCP relay.
+
+All on 127.0.0.1, each proxy its own process::
+
+    node client ──ws──► ugate (ws listener)   ──TCP──► target (in the client's process)
+    node client ──ws──► websockify            ──TCP──► target
+    node client ──TCP─► ugate (tcp listener)  ──TCP──► target
+
+* ``bulk``: the client sends N bytes in 64 KiB binary messages (plain TCP: 64 KiB writes);
+  the target answers one byte once it has them all; MiB/s from open to that byte.
+* ``conn/s``: sequential: open, 1-byte echo, close, for a fixed time.
+
+Rounds are interleaved; the median is shown with the ratios. Goals (issue #18): bulk ≥ 2.0x
+websockify and ≥ 0.5x the TCP relay; conn/s ≥ 1.0x websockify.
+
+    .venv/bin/python plugins/ugate_ws/bench_ws.py            # ~1 min
+    .venv/bin/python plugins/ugate_ws/bench_ws.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MiB = 1 << 20
+
+CLIENT = r"""
+'use strict';
+const net = require('net');
+const WebSocket = require('ws');
+const [mode, kind, url, arg] = process.argv.slice(2);
+// the targets: a sink that answers one byte after N bytes, and a 1-byte echo
+function sink(n) {
+  return net.createServer((c) => { let got = 0;
+    c.on('data', (d) => { got += d.length; if (got >= n) { c.write(Buffer.from([1])); got = -1e18; } });
+    c.on('error', () => {}); });
+}
+function echo() {
+  return net.createServer((c) => { c.on('data', (d) => c.write(d)); c.on('error', () => {}); });
+}
+const listen = (srv) => new Promise((res) => srv.listen(0, '127.0.0.1', () => res(srv.address().port)));
+const block = Buffer.alloc(65536, 7);
+function bulkWs(u, n) {
+  return new Promise((res, rej) => { const ws = new WebSocket(u, { perMessageDeflate: false });
+    let t0; ws.on('open', () => { t0 = process.hrtime.bigint(); let sent = 0;
+      const pump = () => { while (sent < n) { ws.send(block); sent += block.length;
+        if (ws.bufferedAmount > 4 * 1048576) { setTimeout(pump, 1); return; } } };
+      pump(); });
+    ws.on('message', () => { const dt = Number(process.hrtime.bigint() - t0) / 1e9; ws.terminate(); res(dt); });
+    ws.on('error', rej); });
+}
+function bulkTcp(port, n) {
+  return new Promise((res, rej) => { const t0 = process.hrtime.bigint();
+    const c = net.connect(port, '127.0.0.1', () => { let sent = 0;
+      const pump = () => { while (sent < n) { sent += block.length; if (!c.write(block)) { c.once('drain', pump); return; } } };
+      pump(); });
+    c.on('data', () => { const dt = Number(process.hrtime.bigint() - t0) / 1e9; c.destroy(); res(dt); });
+    c.on('error', rej); });
+}
+function oneWs(u) {
+  return new Promise((res, rej) => { const ws = new WebSocket(u, { perMessageDeflate: false });
+    ws.on('open', () => ws.send(Buffer.from([9])));
+    ws.on('message', () => { ws.close(); });
+    ws.on('close', res); ws.on('error', rej); });
+}
+function oneTcp(port) {
+  return new Promise((res, rej) => { const c = net.connect(port, '127.0.0.1', () => c.write(Buffer.from([9])));
+    c.on('data', () => c.end()); c.on('close', res); c.on('error', rej); });
+}
+async function main() {
+  // serve: print the target ports, then wait for commands on stdin (one JSON per line)
+  const n = Number(arg);
+  const sp = await listen(sink(n)); const ep = await listen(echo());
+  process.stdout.write(JSON.stringify({ sink: sp, echo: ep }) + '\n');
+  const rl = require('readline').createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    const cmd = JSON.parse(line); let out;
+    if (cmd.op === 'bulk') out = cmd.tcp ? await bulkTcp(cmd.port, n) : await bulkWs(cmd.url, n);
+    else { const t0 = Date.now(); let k = 0;
+      while (Date.now() - t0 < cmd.ms) { if (cmd.tcp) await oneTcp(cmd.port); else await oneWs(cmd.url); k++; }
+      out = k / ((Date.now() - t0) / 1000); }
+    process.stdout.write(JSON.stringify({ out }) + '\n');
+  }
+}
+main();
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Client:
+    def __init__(self, tmp: Path, n: int) -> None:
+        js = ROOT / "tests" / "js"
+        script = tmp / "client.cjs"
+        script.write_text(CLIENT)
+        env = {**os.environ, "NODE_PATH": str(js / "node_modules")}
+        self.p = subprocess.Popen(["node", str(script), "serve", "-", "-", str(n)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                  text=True)
+        assert self.p.stdout is not None
+        ports = json.loads(self.p.stdout.readline())
+        self.sink, self.echo = int(ports["sink"]), int(ports["echo"])
+
+    def ask(self, **cmd: object) -> float:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return float(json.loads(self.p.stdout.readline())["out"])
+
+    def close(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log.open("wb"),
+                         stderr=subprocess.STDOUT)
+    wait_port(port)
+    return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    a = ap.parse_args()
+    rounds, n, ms = (2, 32 * MiB, 1000) if a.quick else (5, 128 * MiB, 2000)
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="ugate-bench-ws-") as d:
+        tmp = Path(d)
+        client = Client(tmp, n)
+        try:
+            ws_port, tcp_port, tcp_echo_port = free_port(), free_port(), free_port()
+            cfg = tmp / "ugate.toml"
+            cfg.write_text(f"""
+[admin]
+listen = ""
+[listeners.ws]
+listen = "127.0.0.1:{ws_port}"
+protocols = ["ws"]
+[listeners.tcp]
+listen = "127.0.0.1:{tcp_port}"
+protocols = ["tcp"]
+target = "127.0.0.1:{client.sink}"
+[listeners.tcpecho]
+listen = "127.0.0.1:{tcp_echo_port}"
+protocols = ["tcp"]
+target = "127.0.0.1:{client.echo}"
+""")
+            procs.append(start([str(BIN / "ugate"), "run", "-c", str(cfg), "--state-dir",
+                                str(tmp / "state")], ws_port, tmp / "ugate.log"))
+            wsk_sink, wsk_echo = free_port(), free_port()
+            for port, target in ((wsk_sink, client.sink), (wsk_echo, client.echo)):
+                procs.append(start([str(BIN / "websockify"), f"127.0.0.1:{port}",
+                                    f"127.0.0.1:{target}"], port, tmp / f"wsk{port}.log"))
+            path = "/.well-known/ugate/ws/127.0.0.1:"
+            variants = {
+                "ugate ws": (dict(url=f"ws://127.0.0.1:{ws_port}{path}{client.sink}"),
+                             dict(url=f"ws://127.0.0.1:{ws_port}{path}{client.echo}")),
+                "websockify": (dict(url=f"ws://127.0.0.1:{wsk_sink}/"),
+                               dict(url=f"ws://127.0.0.1:{wsk_echo}/")),
+                "ugate tcp relay": (dict(tcp=True, port=tcp_port),
+                                    dict(tcp=True, port=tcp_echo_port)),
+            }
+            bulk: dict[str, list[float]] = {k: [] for k in variants}
+            rate: dict[str, list[float]] = {k: [] for k in variants}
+            client.ask(op="bulk", **variants["ugate ws"][0])  # warm up
+            for _ in range(rounds):
+                for k, (b, e) in variants.items():
+                    bulk[k].append(n / MiB / client.ask(op="bulk", **b))
+                    rate[k].append(client.ask(op="rate", ms=ms, **e))
+        finally:
+            client.close()
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    mb = {k: statistics.median(v) for k, v in bulk.items()}
+    cr = {k: statistics.median(v) for k, v in rate.items()}
+    print(f"\nWebSocket bench: {n // MiB} MiB bulk, {ms} ms of conn/s, median of {rounds}")
+    print(f"{'variant':<18}{'bulk MiB/s':>12}{'conn/s':>10}")
+    for k in variants:
+        print(f"{k:<18}{mb[k]:>12.0f}{cr[k]:>10.0f}")
+    ratios = {
+        "bulk ugate/websockify": (mb["ugate ws"] / mb["websockify"], 2.0),
+        "bulk ugate ws/tcp relay": (mb["ugate ws"] / mb["ugate tcp relay"], 0.5),
+        "conn/s ugate/websockify": (cr["ugate ws"] / cr["websockify"], 1.0),
+    }
+    for name, (r, goal) in ratios.items():
+        print(f"{name:<26}{r:>6.2f}x  (goal >= {goal}x: {'met' if r >= goal else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
