@@ -5,7 +5,7 @@ run, and against ugate's plain TCP relay.
 
 All on 127.0.0.1, each proxy its own process::
 
-    node client ──ws──► ugate (ws listener)   ──TCP──► target (in the client's process)
+    node client ──ws──► ugate (ws listener)   ──TCP──► target (a second node process)
     node client ──ws──► websockify            ──TCP──► target
     node client ──TCP─► ugate (tcp listener)  ──TCP──► target
 
@@ -37,66 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MiB = 1 << 20
 
-CLIENT = r"""
-'use strict';
-const net = require('net');
-const WebSocket = require('ws');
-const [mode, kind, url, arg] = process.argv.slice(2);
-// the targets: a sink that answers one byte after N bytes, and a 1-byte echo
-function sink(n) {
-  return net.createServer((c) => { let got = 0;
-    c.on('data', (d) => { got += d.length; if (got >= n) { c.write(Buffer.from([1])); got = -1e18; } });
-    c.on('error', () => {}); });
-}
-function echo() {
-  return net.createServer((c) => { c.on('data', (d) => c.write(d)); c.on('error', () => {}); });
-}
-const listen = (srv) => new Promise((res) => srv.listen(0, '127.0.0.1', () => res(srv.address().port)));
-const block = Buffer.alloc(65536, 7);
-function bulkWs(u, n) {
-  return new Promise((res, rej) => { const ws = new WebSocket(u, { perMessageDeflate: false });
-    let t0; ws.on('open', () => { t0 = process.hrtime.bigint(); let sent = 0;
-      const pump = () => { while (sent < n) { ws.send(block); sent += block.length;
-        if (ws.bufferedAmount > 4 * 1048576) { setTimeout(pump, 1); return; } } };
-      pump(); });
-    ws.on('message', () => { const dt = Number(process.hrtime.bigint() - t0) / 1e9; ws.terminate(); res(dt); });
-    ws.on('error', rej); });
-}
-function bulkTcp(port, n) {
-  return new Promise((res, rej) => { const t0 = process.hrtime.bigint();
-    const c = net.connect(port, '127.0.0.1', () => { let sent = 0;
-      const pump = () => { while (sent < n) { sent += block.length; if (!c.write(block)) { c.once('drain', pump); return; } } };
-      pump(); });
-    c.on('data', () => { const dt = Number(process.hrtime.bigint() - t0) / 1e9; c.destroy(); res(dt); });
-    c.on('error', rej); });
-}
-function oneWs(u) {
-  return new Promise((res, rej) => { const ws = new WebSocket(u, { perMessageDeflate: false });
-    ws.on('open', () => ws.send(Buffer.from([9])));
-    ws.on('message', () => { ws.close(); });
-    ws.on('close', res); ws.on('error', rej); });
-}
-function oneTcp(port) {
-  return new Promise((res, rej) => { const c = net.connect(port, '127.0.0.1', () => c.write(Buffer.from([9])));
-    c.on('data', () => c.end()); c.on('close', res); c.on('error', rej); });
-}
-async function main() {
-  // serve: print the target ports, then wait for commands on stdin (one JSON per line)
-  const n = Number(arg);
-  const sp = await listen(sink(n)); const ep = await listen(echo());
-  process.stdout.write(JSON.stringify({ sink: sp, echo: ep }) + '\n');
-  const rl = require('readline').createInterface({ input: process.stdin });
-  for await (const line of rl) {
-    const cmd = JSON.parse(line); let out;
-    if (cmd.op === 'bulk') out = cmd.tcp ? await bulkTcp(cmd.port, n) : await bulkWs(cmd.url, n);
-    else { const t0 = Date.now(); let k = 0;
-      while (Date.now() - t0 < cmd.ms) { if (cmd.tcp) await oneTcp(cmd.port); else await oneWs(cmd.url); k++; }
-      out = k / ((Date.now() - t0) / 1000); }
-    process.stdout.write(JSON.stringify({ out }) + '\n');
-  }
-}
-main();
-"""
+CLIENT = Path(__file__).resolve().parent / "bench_ws_client.cjs"
 
 
 def free_port() -> int:
@@ -119,15 +60,19 @@ def wait_port(port: int, timeout: float = 20) -> None:
 class Client:
     def __init__(self, tmp: Path, n: int) -> None:
         js = ROOT / "tests" / "js"
-        script = tmp / "client.cjs"
-        script.write_text(CLIENT)
+        script = CLIENT
         env = {**os.environ, "NODE_PATH": str(js / "node_modules")}
-        self.p = subprocess.Popen(["node", str(script), "serve", "-", "-", str(n)],
+        self.t = subprocess.Popen(["node", str(script), "targets", "-", "-", str(n)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                                  text=True)
+        assert self.t.stdout is not None
+        ports = json.loads(self.t.stdout.readline())
+        self.sink, self.echo = int(ports["sink"]), int(ports["echo"])
+        self.p = subprocess.Popen(["node", str(script), "client", "-", "-", str(n)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                   text=True)
         assert self.p.stdout is not None
-        ports = json.loads(self.p.stdout.readline())
-        self.sink, self.echo = int(ports["sink"]), int(ports["echo"])
+        self.p.stdout.readline()
 
     def ask(self, **cmd: object) -> float:
         assert self.p.stdin is not None and self.p.stdout is not None
@@ -136,8 +81,9 @@ class Client:
         return float(json.loads(self.p.stdout.readline())["out"])
 
     def close(self) -> None:
-        self.p.kill()
-        self.p.wait()
+        for p in (self.p, self.t):
+            p.kill()
+            p.wait()
 
 
 def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
