@@ -70,6 +70,15 @@ def name_of(src: Path) -> str:
     return str(project(src)["name"])
 
 
+def ugate_dependencies(src: Path) -> list[str]:
+    """The other ugate plugins a distribution depends on (``ugate-ws`` needs ``ugate-http``)."""
+    deps = project(src).get("dependencies", [])
+    assert isinstance(deps, list)
+    names = [str(d).split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip()
+             for d in deps]
+    return [n for n in names if n.startswith("ugate-") and n != "ugate-core"]
+
+
 def package_dir(src: Path) -> Path:
     """The import package a distribution folder holds (``ugate_core/ugate_core``, ...)."""
     return src / src.name
@@ -241,12 +250,12 @@ def alone() -> None:
             cwd = env.parent
             pip_install(env, wheel)  # pulls ugate-core (with the extras it declares) from dist/
             if src != SOURCES[0]:
-                # the install brought exactly core and this plugin of ours
+                # the install brought exactly core, this plugin and the plugins it needs
                 listed = json.loads(run(env / "bin" / "python", "-m", "pip", "list",
                                         "--format=json", "--disable-pip-version-check"))
                 ours = sorted(d["name"].replace("_", "-") for d in listed
                               if d["name"].startswith("ugate"))
-                if ours != sorted(["ugate-core", name]):
+                if ours != sorted(["ugate-core", name, *ugate_dependencies(src)]):
                     fail(f"{name} alone installed {ours}")
             n = run(env / "bin" / "python", "-c", IMPORT_ALL, package_dir(src).name,
                     *NEEDS_EXTRA, cwd=cwd)

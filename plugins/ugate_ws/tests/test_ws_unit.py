@@ -83,3 +83,26 @@ def test_query_and_accept_key() -> None:
     assert query_param("/p", "token") is None
     # RFC 6455 section 1.3's example
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_settings_keys_inline_and_files(tmp_path: object) -> None:
+    import base64
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    from ugate_core import ConfigError
+    from ugate_ws.settings import parse_settings
+
+    k = ed25519.Ed25519PrivateKey.generate().public_key()
+    der = k.public_bytes(serialization.Encoding.DER,
+                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = Path(str(tmp_path)) / "k.pub"
+    pem.write_bytes(k.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    s = parse_settings({"token_keys": [base64.b64encode(der).decode(), str(pem)]})
+    assert list(s.token_keys) == [id_of_public_key(k)]
+    with pytest.raises(ConfigError, match=r"ws.token_keys\[0\]: '/nonexistent': cannot read"):
+        parse_settings({"token_keys": ["/nonexistent"]})
+    with pytest.raises(ConfigError, match=r"ws\.max_mesage: unknown key"):
+        parse_settings({"max_mesage": 1})

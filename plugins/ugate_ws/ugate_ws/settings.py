@@ -1,7 +1,8 @@
 """The ``[ws]`` table: tokens, limits and the dialer's proxy. Every key is optional::
 
     [ws]
-    token_keys = []             # PEM files of Ed25519 public keys whose signed tokens we accept
+    token_keys = []             # Ed25519 public keys whose signed tokens we accept: PEM files,
+                                # or inline (base64 DER, "MCowBQYDK2VwAyEA...")
     token_audience = ""         # the audience a token must name ("": this workload's mesh ID)
     token_max_lifetime = 3600   # refuse tokens valid longer than this from now (seconds)
     max_message = 65536         # largest message either way (bytes); larger closes with 1009
@@ -12,13 +13,18 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    load_der_public_key,
+    load_pem_public_key,
+)
 
 from ugate_core import ConfigError, StashKey
 from ugate_core import options as opt
@@ -43,7 +49,16 @@ class WsSettings:
     token_keys: Mapping[str, ed25519.Ed25519PublicKey] = field(default_factory=dict, repr=False)
 
 
+_INLINE = re.compile(r"MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=")  # base64 of an Ed25519 SPKI
+
+
 def load_public_key(filename: str, path: str) -> ed25519.Ed25519PublicKey:
+    """An Ed25519 public key: inline (the base64 of its DER SubjectPublicKeyInfo, the body of
+    its PEM form) or the name of a PEM file."""
+    if _INLINE.fullmatch(filename):
+        key = load_der_public_key(base64.b64decode(filename))
+        assert isinstance(key, ed25519.Ed25519PublicKey)
+        return key
     try:
         key = load_pem_public_key(Path(filename).expanduser().read_bytes())
     except OSError as e:
@@ -61,7 +76,8 @@ def parse_settings(t: Mapping[str, Any]) -> WsSettings:
     from ugate_core import id_of_public_key
 
     keys: dict[str, ed25519.Ed25519PublicKey] = {}
-    for i, fn in enumerate(opt.strings(t, "token_keys", SECTION, expect="a list of PEM files")):
+    listed = opt.strings(t, "token_keys", SECTION, expect="a list of keys (PEM files or base64)")
+    for i, fn in enumerate(listed):
         k = load_public_key(fn, f"{SECTION}.token_keys[{i}]")
         keys[id_of_public_key(k)] = k
     return WsSettings(
