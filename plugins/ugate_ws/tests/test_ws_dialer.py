@@ -87,7 +87,9 @@ async def test_wss_mesh_identities(start_gateway: StartGateway, echo_server: tup
     echo = f"echo.test:{echo_server[1]}"
     near0 = await start_gateway(BASE)  # only to make the near gateway's key
     near_id = near0.identity.id
-    far = await start_gateway(BASE + ws_listener(proto="wss", extra='allow = ["x.invalid:1"]')
+    far_listener = ws_listener(proto="wss", extra='allow = ["x.invalid:1"]\n'
+                                                 'client_cert = "optional"')
+    far = await start_gateway(BASE + far_listener
                               + hosts("echo.test", f"127.0.0.1:{echo_server[1]}", "tcp")
                               + f'[[rules]]\nclients = ["id:{near_id}"]\nto = ["{echo}"]\n')
     ep = f"127.0.0.1:{port_of(far)}"

@@ -244,3 +244,39 @@ async def test_chromium_1mib_two_sockets_half_close(start_gateway: StartGateway,
     res = await browser_run(BROWSER_ECHO % json.dumps(u), timeout=40)
     assert res == [{"n": MIB, "same": True, "fin": True, "code": 1000},
                    {"n": 300000, "same": True, "fin": True, "code": 1000}]
+
+
+async def test_idle_websocket_closes_1001(start_gateway: StartGateway,
+                                          echo_server: tuple[str, int]) -> None:
+    gw = await start_gateway(BASE + "[ws]\nidle_timeout = 0.3\n" + ws_listener())
+    async with connect(url(port_of(gw), f"127.0.0.1:{echo_server[1]}"), open_timeout=5,
+                       ping_interval=None) as ws:
+        await ws.send(b"ping")
+        assert await ws.recv() == b"ping"
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionClosed) as ei:
+            async with asyncio.timeout(5):
+                await ws.recv()
+    assert 0.25 < time.monotonic() - t0 < 3
+    assert ei.value.rcvd is not None and ei.value.rcvd.code == 1001
+    assert ei.value.rcvd.reason == "idle for 0.3 s"
+    assert metric(gw, "ugate_rejections_total", listener="ws", reason="idle_timeout") == 1
+
+
+async def test_chromium_wss_listener_http11(start_gateway: StartGateway,
+                                            echo_server: tuple[str, int]) -> None:
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    gw = await start_gateway(BASE + '[ws]\norigins = ["*"]\n' + ws_listener(proto="wss"))
+    spki = gw.identity.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    u = f"wss://127.0.0.1:{port_of(gw)}/.well-known/ugate/ws/127.0.0.1:{echo_server[1]}"
+    res = await browser_run(BROWSER_ECHO % json.dumps(u), timeout=40,
+                            flags=(f"--ignore-certificate-errors-spki-list={pin}",))
+    assert res == [{"n": MIB, "same": True, "fin": True, "code": 1000},
+                   {"n": 300000, "same": True, "fin": True, "code": 1000}]
+    assert metric(gw, "ugate_ws_upgrades_total", listener="ws", http_version="1.1") == 2

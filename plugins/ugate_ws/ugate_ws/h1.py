@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable, Sequence
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ugate_core import (
     GatewayAPI,
@@ -21,6 +23,7 @@ from ugate_core import (
     TlsListener,
     TlsStream,
 )
+from ugate_core import options as opt
 
 from .server import serve_exchange
 
@@ -102,18 +105,29 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
     await serve_h1(stream, ctx.gateway, "ws")
 
 
+CLIENT_CERT = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+               "required": ssl.CERT_REQUIRED}
+
+
+def check_wss_options(options: Mapping[str, Any], path: str) -> None:
+    opt.one_of(options, "client_cert", path, "none", list(CLIENT_CERT))
+
+
 class WssListener(TlsListener):
-    """The dedicated ``wss`` listener: core's TLS accept loop and handshake (the workload
-    certificate, a client certificate asked for and, when sent, its mesh ID and SPIFFE ID on
-    the stream's meta), then WebSocket over HTTP/1.1."""
+    """The dedicated ``wss`` listener: core's TLS accept loop and handshake with the workload
+    certificate, then WebSocket over HTTP/1.1. ``client_cert``: ``none`` (the default: a
+    browser asked for a certificate makes its user choose one, and a headless one gives up),
+    ``optional`` or ``required`` (gateways' ``wss`` dialers present theirs: its mesh ID and
+    SPIFFE ID go on the stream's meta)."""
 
     protocol = "wss"
     needs_target = False
 
     def __init__(self, cfg: ListenerConfig, gw: GatewayAPI) -> None:
-        opts = {"alpn": ["http/1.1"],
-                "require_client_cert": bool(cfg.options.get("require_client_cert", False))}
+        mode = opt.one_of(cfg.options, "client_cert", cfg.path, "none", list(CLIENT_CERT))
+        opts = {"alpn": ["http/1.1"], "require_client_cert": mode == "required"}
         super().__init__(dataclasses.replace(cfg, options=opts), gw)
+        self.ssl_ctx.verify_mode = CLIENT_CERT[mode]
 
     async def serve_tls(self, tls: TlsStream, meta: StreamMeta) -> None:
         await serve_h1(tls, self.gw, "wss")

@@ -36,7 +36,8 @@ def ugate_listener_types() -> list[ListenerType]:
             name="wss",
             start=h1.start_wss_listener,
             relays=True,
-            option_keys=frozenset({"require_client_cert"}),
+            option_keys=frozenset({"client_cert"}),
+            check_options=h1.check_wss_options,
             description="WebSocket over TLS on its own port (the workload certificate; a "
             "client certificate's mesh ID and SPIFFE ID authenticate the client)",
         ),
