@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect
 
 from ugate_core import Gateway, GatewayAPI, hookimpl, loads
 from ugate_core.testing import StartGateway, browser_run, metric, pattern
@@ -79,3 +80,30 @@ async def chromium_h2(gw: Gateway, echo_port: int) -> None:
         # HTTP/2 front, though Chromium reports it sent (bufferedAmount 0); every byte
         # before it arrives. Reported to the HTTP layer; the bytes are checked above.
         pytest.xfail(f"half-close over h2 not delivered: {res}")
+
+
+async def test_other_websocket_paths_still_reach_the_reverse_proxys_origin(
+        start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
+    """Both plugins on one port: ugate-ws answers its path, every other WebSocket upgrade is
+    ugate-http's reverse proxy's (here to a websockets server as the origin)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def origin_echo(conn: ServerConnection) -> None:
+        async for m in conn:
+            await conn.send(b"origin:" + (m if isinstance(m, bytes) else m.encode()))
+
+    async with serve(origin_echo, "127.0.0.1", 0) as origin:
+        oport = origin.sockets[0].getsockname()[1]
+        gw = await start_gateway(BASE + ws_listener("web", proto="http",
+                                                    extra='mode = "auto"') + f"""
+[hosts."app.test"]
+endpoints = ["127.0.0.1:{oport}"]
+""")
+        port = port_of(gw, "web")
+        async with connect("ws://app.test/chat", host="127.0.0.1", port=port,
+                           open_timeout=5) as ws:
+            await ws.send(b"hi")
+            assert await ws.recv() == b"origin:hi"
+        data = pattern(200_000)
+        assert await echo_through(url(port, f"127.0.0.1:{echo_server[1]}"), data) == data
+    assert metric(gw, "ugate_ws_upgrades_total", listener="web", http_version="1.1") == 1
