@@ -106,3 +106,41 @@ def test_settings_keys_inline_and_files(tmp_path: object) -> None:
         parse_settings({"token_keys": ["/nonexistent"]})
     with pytest.raises(ConfigError, match=r"ws\.max_mesage: unknown key"):
         parse_settings({"max_mesage": 1})
+
+
+async def test_a_paused_stream_without_a_buffer_size_pauses_the_message_stream() -> None:
+    """An HTTP/2 tunnel says "paused" but reports no buffer size: the message stream over it
+    must stop taking bytes all the same (a stalled browser on h2 holds nothing more)."""
+    from websockets.protocol import Protocol, Side, State
+
+    from ugate_core import Stream, StreamMeta
+    from ugate_ws.transport import WsTransport, message_stream
+
+    class Tunnel(Stream):
+        def __init__(self) -> None:
+            super().__init__(StreamMeta())
+            self.queued = 0
+
+        def _do_write(self, data: bytes | bytearray | memoryview) -> None:
+            self.queued += len(data)
+            if self.queued > 64 * 1024:
+                self._pause_writing()
+
+        def _do_write_eof(self) -> None:
+            pass
+
+        def _do_close(self) -> None:
+            pass
+
+    t = Tunnel()
+    ws = message_stream(WsTransport(t, Protocol(Side.SERVER, state=State.OPEN),
+                                    max_message=65536, idle_timeout=60), t.meta, 65536)
+    taken = 0
+    while not ws.write_paused and taken < 16 << 20:
+        ws.write(b"x" * 16384)
+        taken += 16384
+    assert ws.write_paused and taken <= 96 * 1024
+    t.queued = 0
+    t._resume_writing()  # the connection's window opened: writing goes on
+    assert not ws.write_paused
+    ws.abort()

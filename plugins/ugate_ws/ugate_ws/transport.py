@@ -28,6 +28,8 @@ from ugate_core import MessageStream, ProtocolError, Stream, StreamMeta
 log = logging.getLogger("ugate.ws")
 
 CLOSE_TIMEOUT = 5.0
+#: ``buffered_amount`` of a byte stream that is write-paused but reports no buffer size
+PAUSED_AMOUNT = 1 << 40
 
 #: close code -> the reason name used on metrics and logs
 REASONS = {
@@ -88,7 +90,12 @@ class WsTransport:
 
     @property
     def buffered_amount(self) -> int:
-        return self.stream.get_write_buffer_size()
+        n = self.stream.get_write_buffer_size()
+        if not n and self.stream.write_paused:
+            # a stream that queues elsewhere and only says it is paused (an HTTP/2 tunnel
+            # queues in its connection): count it as full, so the message stream pauses too
+            return PAUSED_AMOUNT
+        return n
 
     def send(self, message: bytes) -> None:
         if self.proto.state is State.OPEN:
