@@ -144,3 +144,66 @@ async def test_a_paused_stream_without_a_buffer_size_pauses_the_message_stream()
     t._resume_writing()  # the connection's window opened: writing goes on
     assert not ws.write_paused
     ws.abort()
+
+
+class FakeExchange:
+    """An :class:`~ugate_http.routes.Exchange` in memory: one request of a connection whose
+    metadata several requests share (as over HTTP/2)."""
+
+    http_version = "2"
+    method = "CONNECT"
+    protocol = "websocket"
+
+    def __init__(self, meta: object, path: str) -> None:
+        self.meta = meta
+        self.path = path
+        self.headers = [("sec-websocket-version", "13")]
+        self.status = 0
+        self.body_sent = b""
+
+    def header(self, name: str) -> str | None:
+        return dict(self.headers).get(name)
+
+    async def respond(self, status: int, headers: object = (), body: bytes = b"") -> None:
+        self.status, self.body_sent = status, body
+
+    async def accept(self, headers: object = ()) -> object:
+        from ugate_core import stream_pair
+
+        self.status = 200
+        a, self.client = stream_pair(self.meta)  # type: ignore[arg-type]
+        return a
+
+
+async def test_a_token_names_one_websocket_not_the_connection(
+        start_gateway: object, echo_server: tuple[str, int], tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ugate_core import StreamMeta
+    from ugate_ws import serve_exchange
+
+    from .conftest import BASE, write_public_key, ws_listener
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pub = write_public_key(key, Path(str(tmp_path)) / "k.pub")
+    echo = f"127.0.0.1:{echo_server[1]}"
+    gw = await start_gateway(BASE + f"""  # type: ignore[operator]
+[ws]
+token_keys = ["{pub}"]
+token_audience = "gw"
+{ws_listener(extra='allow = ["x.invalid:1"]')}
+[[rules]]
+clients = ["user:alice"]
+to = ["{echo}"]
+""")
+    conn = StreamMeta(protocol="http", listener="ws", remote=("127.0.0.1", 5555))
+    first = FakeExchange(conn, f"/.well-known/ugate/ws/{echo}?token="
+                         + make_token(key, "alice", "gw", 60))
+    await serve_exchange(first, gw)  # type: ignore[arg-type]
+    assert first.status == 200
+    second = FakeExchange(conn, f"/.well-known/ugate/ws/{echo}")  # same connection, no token
+    await serve_exchange(second, gw)  # type: ignore[arg-type]
+    assert second.status == 401, second.body_sent
+    assert b"no rule allows an unauthenticated client" in second.body_sent
+    assert conn.user is None and conn.target is None
+    first.client.abort()

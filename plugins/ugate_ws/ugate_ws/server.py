@@ -29,6 +29,7 @@ from ugate_core import (
     ProtocolError,
     StashKey,
     Stream,
+    StreamMeta,
 )
 
 from .path import query_param, target_of
@@ -135,7 +136,8 @@ def _offered(ex: Exchange) -> list[str]:
     return [p.strip() for p in v.split(",") if p.strip()]
 
 
-def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]]) -> None:
+def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]],
+                 meta: StreamMeta) -> None:
     """A token, when the client gave one, names it (``meta.user``, verified); otherwise the
     connection's verified mesh identity (a wss client certificate), if any, stands."""
     offered = _offered(ex)
@@ -156,17 +158,16 @@ def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]]) -> No
         sub = verify_token(token, s.token_keys, audience_of(gw), s.token_max_lifetime)
     except AuthError as e:
         raise Refused(401, e, (("www-authenticate", 'Bearer realm="ugate-ws"'),)) from None
-    meta = ex.meta
     meta.user = sub
     meta.extra["user_verified"] = True
 
 
 async def serve_exchange(ex: Exchange, gw: GatewayAPI) -> None:
     """The route handler: check, authenticate, dial, upgrade, relay."""
-    meta = ex.meta
+    meta = websocket_meta(ex.meta)
     with gw.guard(meta.listener, meta):
         try:
-            await _serve(ex, gw)
+            await _serve(ex, gw, meta)
         except Refused as r:
             body = f"{r.status} {r.error}\n".encode()
             await ex.respond(r.status, [("content-type", "text/plain; charset=utf-8"),
@@ -174,8 +175,20 @@ async def serve_exchange(ex: Exchange, gw: GatewayAPI) -> None:
             raise r.error from None
 
 
-async def _serve(ex: Exchange, gw: GatewayAPI) -> None:
-    meta = ex.meta
+def websocket_meta(conn: StreamMeta) -> StreamMeta:
+    """This WebSocket's own metadata: the connection's facts (addresses, TLS, a verified
+    client certificate), none of another request's (over HTTP/2 one connection carries many
+    WebSockets, and a token names one request, not the connection)."""
+    m = StreamMeta(protocol=conn.protocol if conn.protocol == "wss" else "ws",
+                   listener=conn.listener, local=conn.local, remote=conn.remote,
+                   sni=conn.sni, alpn=conn.alpn, original_dst=conn.original_dst,
+                   peer_id=conn.peer_id)
+    m.copy_extra(conn)
+    m.extra.pop("user_verified", None)
+    return m
+
+
+async def _serve(ex: Exchange, gw: GatewayAPI, meta: StreamMeta) -> None:
     out = check_handshake(ex)
     try:
         target = target_of(ex.path)
@@ -184,7 +197,7 @@ async def _serve(ex: Exchange, gw: GatewayAPI) -> None:
                       e) from None
     meta.target = target
     check_origin(ex, gw)
-    authenticate(ex, gw, out)
+    authenticate(ex, gw, out, meta)
     try:
         up = await gw.dial(target, source=meta)
     except DialError as e:
@@ -200,15 +213,17 @@ async def _serve(ex: Exchange, gw: GatewayAPI) -> None:
     meta.extra["http_version"] = ex.http_version
     log.debug("ws_accepted listener=%s target=%s http_version=%s user=%s peer_id=%s",
               meta.listener, target, ex.http_version, meta.user, meta.peer_id)
-    ws = open_server(stream, gw)
+    ws = open_server(stream, gw, meta)
     gw.start_relay(ws, up)
 
 
-def open_server(stream: Stream, gw: GatewayAPI) -> MessageStream:
-    """The server end of an upgraded WebSocket, as a :class:`MessageStream`."""
+def open_server(stream: Stream, gw: GatewayAPI, meta: StreamMeta | None = None
+                ) -> MessageStream:
+    """The server end of an upgraded WebSocket, as a :class:`MessageStream` (``meta``: the
+    WebSocket's, by default the byte stream's)."""
     s = settings_of(gw)
     proto = Protocol(Side.SERVER, state=State.OPEN, max_size=s.max_message)
-    meta = stream.meta
+    meta = meta if meta is not None else stream.meta
 
     def failed(reason: str, detail: str) -> None:
         gw.reject(meta.listener, reason, detail, meta)
