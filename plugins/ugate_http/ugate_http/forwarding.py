@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from ugate_core import DialError, ExpectedIdentity, StreamMeta
 
 from .h1 import Framing, Request, Response, encode_head
-from .rewrite import DIAL_STATUS, REASONS, basic_credentials, end_to_end, forwarded_for
+from .rewrite import DIAL_STATUS, HOP_FRAMING, REASONS, basic_credentials, forwarded_for
 
 __all__ = [
     "ClientForwarding",
@@ -143,25 +143,34 @@ def error_response(status: int, message: str, extra: list[tuple[str, str]] | Non
     return encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", fields) + body
 
 
-def answer_fields(head: Response, method: str) -> tuple[list[tuple[str, str]], bool]:
+def answer_fields(head: Response, method: str, *, lower: bool = False
+                  ) -> tuple[list[tuple[str, str]], bool]:
     """The fields of the answer passed on for an upstream's final response ``head`` to a
     ``method`` request, whatever either side's HTTP version: its end-to-end fields
-    (hop-by-hop, framing and ``Connection``-named ones removed, RFC 9110 7.6.1) and a
-    ``Content-Length`` where it describes the body passed on — its length; the upstream's
-    for a ``HEAD`` or 304 answer; 0 for a bodyless answer that may carry one. Second: True
-    when the body's length is unknown (chunked or close-delimited upstream): the front frames
-    it (HTTP/1.1 chunked, HTTP/2 DATA frames)."""
-    fields = end_to_end(head.headers, tokens=head.connection)
+    (hop-by-hop, framing and ``Connection``-named ones removed, RFC 9110 7.6.1; ``lower``:
+    names lower-cased, as HTTP/2 sends them) and a ``Content-Length`` where it describes the
+    body passed on — its length; the upstream's for a ``HEAD`` or 304 answer; 0 for a
+    bodyless answer that may carry one. Second: True when the body's length is unknown
+    (chunked or close-delimited upstream): the front frames it (HTTP/1.1 chunked, HTTP/2 DATA
+    frames)."""
+    tokens = head.connection
+    drop = HOP_FRAMING | tokens if tokens else HOP_FRAMING
+    if lower:
+        fields = [(low, v) for k, v in head.headers if (low := k.lower()) not in drop]
+        length = "content-length"
+    else:
+        fields = [(k, v) for k, v in head.headers if k.lower() not in drop]
+        length = "Content-Length"
     framing = head.framing
     if framing is Framing.LENGTH:
-        fields.append(("Content-Length", str(head.length)))
+        fields.append((length, str(head.length)))
     elif framing is Framing.NONE:
         if method == "HEAD" or head.status == 304:
             cl = head.get("content-length")
             if cl is not None:
-                fields.append(("Content-Length", cl.strip()))
+                fields.append((length, cl.strip()))
         elif head.status != 204:
-            fields.append(("Content-Length", "0"))
+            fields.append((length, "0"))
     else:
         return fields, True
     return fields, False

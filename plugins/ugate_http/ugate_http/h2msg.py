@@ -218,9 +218,9 @@ def h2c_settings(req: Request) -> bytes | None:
 def response_headers(head: Response, method: str) -> list[Header]:
     """The h2 header list for an upstream's response head (``forwarding.answer_fields``,
     names lower-cased)."""
-    fields, _ = answer_fields(head, method)
+    fields, _ = answer_fields(head, method, lower=True)
     out: list[Header] = [(b":status", str(head.status).encode())]
-    out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
     return out
 
 

@@ -20,7 +20,8 @@ HOP_BY_HOP = frozenset({
 })
 #: framing fields: the sender sets them from the body it actually sends
 FRAMING = frozenset({"content-length", "transfer-encoding"})
-_HOP_FRAMING = HOP_BY_HOP | FRAMING
+#: both: what never passes a proxy as it came
+HOP_FRAMING = HOP_BY_HOP | FRAMING
 
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
 _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(#.*)?")
@@ -88,7 +89,7 @@ def end_to_end(headers: Headers, *, keep: frozenset[str] = frozenset(),
     lower-case names to let through anyway)."""
     if tokens is None:
         tokens = connection_tokens(headers)
-    drop = (_HOP_FRAMING | tokens) - keep if tokens or keep else _HOP_FRAMING
+    drop = (HOP_FRAMING | tokens) - keep if tokens or keep else HOP_FRAMING
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
