@@ -156,3 +156,18 @@ async def test_masked_server_frame_closes_1002(start_gateway: StartGateway) -> N
     assert closes and closes[0][0] == 0x88
     assert struct.unpack("!H", closes[0][1:3])[0] == 1002
     assert b"mask" in closes[0][3:]
+
+
+async def test_wss_dialer_through_http_proxy(start_gateway: StartGateway,
+                                             echo_server: tuple[str, int]) -> None:
+    far = await start_gateway(BASE + ws_listener(proto="wss")
+                              + hosts("echo.test", f"127.0.0.1:{echo_server[1]}", "tcp"))
+    proxy = await start_gateway(BASE + ws_listener("proxy", proto="http"))
+    near = await start_gateway(
+        BASE + f'[ws]\nproxy = "127.0.0.1:{port_of(proxy, "proxy")}"\n'
+        + hosts("echo.test", f"127.0.0.1:{port_of(far)}", "wss",
+                f'identity = ["id:{far.identity.id}"]'))
+    data = pattern(400_000)
+    assert await roundtrip(near, f"echo.test:{echo_server[1]}", data) == data
+    assert metric(proxy, "ugate_connections_total", listener="proxy", protocol="http") == 1
+    assert metric(near, "ugate_dials_total", dialer="wss", result="ok") == 1
