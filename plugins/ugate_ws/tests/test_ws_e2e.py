@@ -280,3 +280,21 @@ async def test_chromium_wss_listener_http11(start_gateway: StartGateway,
     assert res == [{"n": MIB, "same": True, "fin": True, "code": 1000},
                    {"n": 300000, "same": True, "fin": True, "code": 1000}]
     assert metric(gw, "ugate_ws_upgrades_total", listener="ws", http_version="1.1") == 2
+
+
+async def test_destination_reset_reaches_the_client_as_1011(
+        start_gateway: StartGateway, reset_server: tuple[str, int]) -> None:
+    from ugate_core.testing import RESET_BYTES
+
+    gw = await start_gateway(BASE + ws_listener())
+    got = b""
+    async with connect(url(port_of(gw), f"127.0.0.1:{reset_server[1]}"), open_timeout=5,
+                       max_size=None) as ws:
+        with pytest.raises(ConnectionClosed) as ei:
+            async with asyncio.timeout(5):
+                while True:
+                    m = await ws.recv()
+                    assert isinstance(m, bytes) and m, "a clean end, not a reset"
+                    got += m
+    assert got == pattern(RESET_BYTES)
+    assert ei.value.rcvd is not None and ei.value.rcvd.code == 1011
