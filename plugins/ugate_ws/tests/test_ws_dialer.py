@@ -171,3 +171,18 @@ async def test_wss_dialer_through_http_proxy(start_gateway: StartGateway,
     assert await roundtrip(near, f"echo.test:{echo_server[1]}", data) == data
     assert metric(proxy, "ugate_connections_total", listener="proxy", protocol="http") == 1
     assert metric(near, "ugate_dials_total", dialer="wss", result="ok") == 1
+
+
+async def test_ws_dialer_handshake_deadline(start_gateway: StartGateway) -> None:
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()  # reads the upgrade request and never answers
+        w.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await start_gateway(BASE + "connect_timeout = 0.5\n"
+                             + hosts("slow.test", f"127.0.0.1:{port}", "ws"))
+    with pytest.raises(DialError) as ei:
+        await gw.dial("slow.test:80")
+    server.close()
+    assert ei.value.reason == "timeout"
