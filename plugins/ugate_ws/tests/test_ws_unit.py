@@ -207,3 +207,32 @@ to = ["{echo}"]
     assert b"no rule allows an unauthenticated client" in second.body_sent
     assert conn.user is None and conn.target is None
     first.client.abort()
+
+
+@pytest.mark.parametrize("proto", ["ws", "wss"])
+def test_refuses_open_relay_beyond_loopback(tmp_path: object, proto: str) -> None:
+    from pathlib import Path
+
+    from ugate_core import ConfigError, Gateway, loads
+
+    base = (f'[admin]\nlisten = ""\n[listeners.open]\nlisten = "0.0.0.0:0"\n'
+            f'protocols = ["{proto}"]\n')
+    with pytest.raises(ConfigError, match=rf"relays \({proto}\) but no rule says who may reach"):
+        Gateway(loads(base), state_dir=Path(str(tmp_path))).check()
+    # a token key says who, not what: alone it is no rule
+    with pytest.raises(ConfigError, match="no rule says who may reach what"):
+        Gateway(loads(base + '[ws]\ntoken_keys = ["MCowBQYDK2VwAyEAiDUlT709nZFv3yYC6WRuwUsiWIT4'
+                      'DJrE1Ikam7FD6vE="]\n'), state_dir=Path(str(tmp_path))).check()
+    Gateway(loads(base + '[[rules]]\nclients = ["user:alice"]\nto = ["svc.test:80"]\n'),
+            state_dir=Path(str(tmp_path))).check()
+
+
+def test_bad_ws_options_name_the_key(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ugate_core import ConfigError, Gateway, loads
+
+    cfg = loads('[admin]\nlisten = ""\n[listeners.w]\nlisten = "127.0.0.1:0"\n'
+                'protocols = ["wss"]\nclient_cert = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"listeners\.w\.client_cert"):
+        Gateway(cfg, state_dir=Path(str(tmp_path))).check()
