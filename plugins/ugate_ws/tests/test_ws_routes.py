@@ -80,9 +80,9 @@ async def chromium_h2(gw: Gateway, echo_port: int) -> None:
         # browser. Chromium's own net log (--log-net-log) of such a run: 1048800 bytes sent on
         # the stream (16 x (65536 + 14)), the last at once after the previous, then nothing
         # until its RST_STREAM at teardown, with 802751 bytes of stream send window open;
-        # bufferedAmount says 0. The gateway decoded every byte Chromium sent. Not seen when
-        # a 3-byte message goes first or the empty one is sent from a later task (0 of 20).
-        # The bytes both ways are asserted above.
+        # bufferedAmount says 0. The gateway decoded every byte Chromium sent. Sending the
+        # empty message from a later task does not avoid it (4 of 10). The bytes both ways
+        # are asserted above.
         pytest.xfail(f"Chromium held back the half-close over h2: {res}")
 
 
