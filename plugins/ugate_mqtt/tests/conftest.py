@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ugate_core.testing import connect_when_listening, free_port, require_peer
+from ugate_mqtt.codec import Connect, ConnectParser, encode_connack, encode_connect
 
 VERSIONS = ("31", "311", "5")
 
@@ -159,3 +161,82 @@ async def pub(port: int, topic: str, version: str, payload_file: Path, *args: st
 
 def kill9(proc: asyncio.subprocess.Process) -> None:
     os.kill(proc.pid, signal.SIGKILL)
+
+
+class FakeBroker:
+    """Records each CONNECT it gets and accepts it (the bytes the gateway forwarded)."""
+
+    def __init__(self) -> None:
+        self.connects: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        p = ConnectParser()
+        c = None
+        while c is None:
+            data = await r.read(4096)
+            if not data:
+                w.close()
+                return
+            c = p.receive_data(data)
+        self.connects.append(c.raw)
+        w.write(encode_connack(c.level, 0))
+        await w.drain()
+        await r.read()
+        w.close()
+
+    @property
+    def client_ids(self) -> list[str]:
+        out = []
+        for raw in self.connects:
+            c = ConnectParser().receive_data(raw)
+            assert c is not None
+            out.append(c.client_id)
+        return out
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+@pytest.fixture
+async def fake_brokers() -> AsyncIterator[Callable[[], Awaitable[FakeBroker]]]:
+    made: list[FakeBroker] = []
+
+    async def make() -> FakeBroker:
+        fb = FakeBroker()
+        fb.server = await asyncio.start_server(fb.handle, "127.0.0.1", 0)
+        made.append(fb)
+        return fb
+
+    try:
+        yield make
+    finally:
+        for fb in made:
+            assert fb.server is not None
+            fb.server.close()
+
+
+@pytest.fixture
+async def fake_broker(fake_brokers: Callable[[], Awaitable[FakeBroker]]) -> FakeBroker:
+    return await fake_brokers()
+
+
+async def connack_for(port: int, c: Connect, ssl_ctx: ssl.SSLContext | None = None,
+                      sni: str = "", linger: float = 1.0) -> tuple[bytes, bytes]:
+    """Send ``c`` (inside TLS with ``ssl_ctx``, naming ``sni``); (the CONNACK, what followed
+    until the gateway closed or ``linger`` seconds passed: ``<open>``)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_ctx,
+                                         server_hostname=sni if ssl_ctx else None)
+    w.write(encode_connect(c))
+    try:
+        head = await asyncio.wait_for(r.readexactly(2), 5)
+        ack = head + await r.readexactly(head[1])
+        try:
+            rest = await asyncio.wait_for(r.read(100), linger)
+        except TimeoutError:
+            rest = b"<open>"
+        return ack, rest
+    finally:
+        w.close()

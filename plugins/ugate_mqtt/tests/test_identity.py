@@ -5,11 +5,9 @@ the broker receives: the CONNECT unchanged, the mesh token stripped, credentials
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,66 +22,13 @@ from ugate_mqtt.codec import (
     MQTT311,
     P_REASON_STRING,
     Connect,
-    ConnectParser,
     encode_connack,
     encode_connect,
     parse_connack,
 )
 from ugate_mqtt.token import TokenError, _b64, mint, verify
 
-from .conftest import Broker, gateway_config
-
-
-class FakeBroker:
-    """Records each CONNECT it gets and accepts it (the bytes the gateway forwarded)."""
-
-    def __init__(self) -> None:
-        self.connects: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        p = ConnectParser()
-        while (c := p.receive_data(await r.read(4096))) is None:
-            pass
-        self.connects.append(c.raw)
-        w.write(encode_connack(c.level, 0))
-        await w.drain()
-        await r.read()
-        w.close()
-
-    @property
-    def address(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-
-@pytest.fixture
-async def fake_broker() -> AsyncIterator[FakeBroker]:
-    fb = FakeBroker()
-    fb.server = await asyncio.start_server(fb.handle, "127.0.0.1", 0)
-    try:
-        yield fb
-    finally:
-        fb.server.close()
-
-
-async def connack_for(port: int, c: Connect, ssl_ctx: ssl.SSLContext | None = None
-                      ) -> tuple[bytes, bytes]:
-    """Send ``c``; (the CONNACK, what followed until the gateway closed or 1 s passed)."""
-    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_ctx,
-                                         server_hostname="" if ssl_ctx else None)
-    w.write(encode_connect(c))
-    try:
-        head = await asyncio.wait_for(r.readexactly(2), 5)
-        ack = head + await r.readexactly(head[1])
-        try:
-            rest = await asyncio.wait_for(r.read(100), 1)
-        except TimeoutError:
-            rest = b"<open>"
-        return ack, rest
-    finally:
-        w.close()
-
+from .conftest import Broker, FakeBroker, connack_for, gateway_config
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 DEVICE = id_of_public_key(KEY)
