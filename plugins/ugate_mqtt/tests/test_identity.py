@@ -26,7 +26,7 @@ from ugate_mqtt.codec import (
     encode_connect,
     parse_connack,
 )
-from ugate_mqtt.token import TokenError, _b64, mint, verify
+from ugate_mqtt.token import TokenError, b64url, mint, verify
 
 from .conftest import Broker, FakeBroker, connack_for, gateway_config
 
@@ -90,9 +90,9 @@ def forged(user_key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivate
     header = mint(jwk_of)[1].split(".")[0]
     claims = json.dumps({"aud": "mqtt", "iat": int(time.time()), "exp": int(time.time()) + 60,
                          "sub": id_of_public_key(user_key)}).encode()
-    signing = f"{header}.{_b64(claims)}"
+    signing = f"{header}.{b64url(claims)}"
     r, s = decode_dss_signature(signer.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
-    return f"{signing}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}".encode()
+    return f"{signing}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}".encode()
 
 
 @pytest.mark.parametrize(("level", "code"), [(MQTT311, 4), (MQTT5, 0x86)])

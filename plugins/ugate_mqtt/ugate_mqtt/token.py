@@ -38,18 +38,18 @@ class TokenError(Exception):
     """The token does not prove the identity it names; the text says why."""
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(s: str, what: str) -> bytes:
+def unb64url(s: str, what: str) -> bytes:
     if len(s) % 4 == 1 or not s.replace("-", "").replace("_", "").isalnum():
         raise TokenError(f"{what} is not base64url")
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def _coord(n: int) -> str:
-    return _b64(n.to_bytes(32, "big"))
+    return b64url(n.to_bytes(32, "big"))
 
 
 def looks_like_token(password: bytes | None) -> bool:
@@ -68,15 +68,15 @@ def mint(key: ec.EllipticCurvePrivateKey, audience: str = "mqtt", lifetime: floa
     t = time.time() if now is None else now
     ident = id_of_public_key(key)
     body = {"aud": audience, "iat": int(t), "exp": int(t + lifetime), "sub": ident, **claims}
-    signing = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
-               + _b64(json.dumps(body, separators=(",", ":")).encode()))
+    signing = (b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+               + b64url(json.dumps(body, separators=(",", ":")).encode()))
     r, s = decode_dss_signature(key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
-    return ident, signing + "." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return ident, signing + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
 def _json(part: str, what: str) -> dict[str, Any]:
     try:
-        v = json.loads(_unb64(part, what))
+        v = json.loads(unb64url(part, what))
     except (ValueError, UnicodeDecodeError):
         raise TokenError(f"{what} is not JSON") from None
     if not isinstance(v, dict):
@@ -90,7 +90,7 @@ def _public_key(jwk: Any) -> ec.EllipticCurvePublicKey:
     x, y = jwk.get("x"), jwk.get("y")
     if not isinstance(x, str) or not isinstance(y, str):
         raise TokenError("the jwk header lacks x or y")
-    xb, yb = _unb64(x, "jwk x"), _unb64(y, "jwk y")
+    xb, yb = unb64url(x, "jwk x"), unb64url(y, "jwk y")
     if len(xb) != 32 or len(yb) != 32:
         raise TokenError("jwk coordinates are not 32 bytes")
     try:
@@ -120,7 +120,7 @@ def verify(username: str, password: bytes, *, audience: str, max_lifetime: float
     pub = _public_key(header.get("jwk"))
     if id_of_public_key(pub) != ident:
         raise TokenError(f"the token's key is not the key of {ident}")
-    sig = _unb64(parts[2], "token signature")
+    sig = unb64url(parts[2], "token signature")
     if len(sig) != 64:
         raise TokenError("ES256 signature is not 64 bytes")
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
