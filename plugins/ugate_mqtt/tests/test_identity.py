@@ -6,6 +6,7 @@ the broker receives: the CONNECT unchanged, the mesh token stripped, credentials
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import time
 from pathlib import Path
@@ -209,3 +210,37 @@ async def test_require_identity_with_mosquitto_pub(start_gateway: StartGateway,
     assert (res.returncode, "bad user name or password" in res.stderr.decode()) == (4, True)
     assert metric(gw, "ugate_rejections_total", listener="mqtt",
                   reason="identity_required") == 3
+
+
+async def test_predial_is_used_only_when_the_connect_changes_nothing(
+        start_gateway: StartGateway, fake_broker: FakeBroker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "ugate.mqtt")
+    gw = await start_gateway(gateway_config(fake_broker.address, options="predial = true"))
+    port = gw.port("mqtt")
+    plain = Connect(level=MQTT311, client_id="early")
+    assert await connack_for(port, plain, linger=0.01) == (encode_connack(MQTT311, 0),
+                                                           b"<open>")
+    # a token changes who the client is: the early connection is closed unused, and the
+    # broker gets the CONNECT (without the token) on a connection dialed for the device
+    assert (await connack_for(port, with_token(MQTT5), linger=0.01))[0] == encode_connack(
+        MQTT5, 0)
+    # a forged token: refused, and the early connection never carries a byte
+    bad = Connect(level=MQTT5, client_id="dev1", username=DEVICE,
+                  password=mint(KEY, audience="other")[1].encode())
+    assert parse_connack((await connack_for(port, bad))[0], MQTT5)[0] == 0x86
+    assert fake_broker.connects == [encode_connect(plain),
+                                    encode_connect(Connect(level=MQTT5, client_id="dev1"))]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ugate.mqtt"]
+    assert [ln.rsplit(" ", 1)[1] for ln in lines] == ["predial=used", "predial=discarded"]
+    assert f"peer={DEVICE}" in lines[1]
+
+
+def test_predial_needs_a_fixed_broker() -> None:
+    from ugate_core import ConfigError
+    from ugate_mqtt.options import parse_options
+
+    with pytest.raises(ConfigError) as ei:
+        parse_options({"predial": True}, "listeners.m")
+    assert str(ei.value) == ("listeners.m.predial: predial needs a fixed broker (the broker "
+                             "key)")

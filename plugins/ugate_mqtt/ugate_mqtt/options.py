@@ -14,7 +14,7 @@ from .codec import DEFAULT_MAX_CLIENT_ID, DEFAULT_MAX_SIZE, MAX_VARINT
 
 KEYS = ("broker", "broker_port", "routes", "credentials", "broker_username",
         "broker_password", "require_identity", "jwt_audience", "jwt_max_lifetime",
-        "server_reference", "max_connect_size", "max_client_id")
+        "server_reference", "max_connect_size", "max_client_id", "predial")
 CREDENTIALS = ("auto", "forward", "strip", "rewrite")
 _ROUTE_KEYS = ("client_id", "username", "broker")
 
@@ -48,6 +48,7 @@ class MqttOptions:
     server_reference: str = ""
     max_connect_size: int = DEFAULT_MAX_SIZE
     max_client_id: int = DEFAULT_MAX_CLIENT_ID
+    predial: bool = False
 
 
 #: parsed options per listener, kept in the gateway's stash
@@ -110,7 +111,15 @@ def parse_options(options: Mapping[str, Any], path: str) -> MqttOptions:
                                      lo=64, hi=MAX_VARINT),
         max_client_id=opt.integer(options, "max_client_id", path, DEFAULT_MAX_CLIENT_ID,
                                   lo=1, hi=65535),
+        predial=_predial(options, path, broker),
     )
+
+
+def _predial(options: Mapping[str, Any], path: str, broker: str) -> bool:
+    v = opt.boolean(options, "predial", path, False)
+    if v and not broker:
+        raise ConfigError(f"{path}.predial", "predial needs a fixed broker (the broker key)")
+    return v
 
 
 def check_options(options: Mapping[str, Any], path: str) -> None:

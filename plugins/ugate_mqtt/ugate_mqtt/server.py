@@ -111,7 +111,7 @@ def outgoing(c: Connect, o: MqttOptions, token: bool) -> bytes:
     return encode_connect(dataclasses.replace(c, username=None, password=None))
 
 
-async def dial(gw: GatewayAPI, address: str, c: Connect, meta: StreamMeta) -> Stream:
+async def dial(gw: GatewayAPI, address: str, client_id: str, meta: StreamMeta) -> Stream:
     """Discovery and policy for ``address``, then the dialer; several endpoints are tried
     starting at one chosen by the client identifier (sticky sessions), the others after it."""
     errors = gw.metrics.dial_errors
@@ -123,8 +123,8 @@ async def dial(gw: GatewayAPI, address: str, c: Connect, meta: StreamMeta) -> St
     meta.target = address
     v = gw.admit(meta, dest, port, address)  # counts and raises a refusal itself
     eps = dest.endpoints
-    if len(eps) > 1 and c.client_id:
-        i = zlib.crc32(c.client_id.encode()) % len(eps)
+    if len(eps) > 1 and client_id:
+        i = zlib.crc32(client_id.encode()) % len(eps)
         dest = dataclasses.replace(dest, endpoints=eps[i:] + eps[:i])
     try:
         return await gw.dial_destination(dest, port, source=meta,
@@ -132,6 +132,29 @@ async def dial(gw: GatewayAPI, address: str, c: Connect, meta: StreamMeta) -> St
     except DialError as e:
         gw.metrics.child(errors, e.reason).inc()
         raise
+
+
+class Predial:
+    """The broker connection opened while the CONNECT arrives (option ``predial``): admitted
+    for the client as it is before its CONNECT (its TLS identity, its address), carrying
+    nothing until the CONNECT was checked. Used only if the CONNECT changes nothing the
+    decision rests on (no token, no route to another broker); else closed unused."""
+
+    def __init__(self, gw: GatewayAPI, address: str, meta: StreamMeta) -> None:
+        self.address = address
+        self.peer_id = meta.peer_id
+        # no client id yet: the first endpoint; stickiness needs the CONNECT (predial off)
+        self.task = asyncio.ensure_future(dial(gw, address, "", meta))
+
+    def usable(self, address: str, meta: StreamMeta) -> bool:
+        return address == self.address and meta.peer_id == self.peer_id
+
+    def discard(self) -> None:
+        t = self.task
+        if not t.done():
+            t.cancel()
+        elif not t.cancelled() and t.exception() is None:
+            t.result().close()
 
 
 async def read_connect(stream: Stream, p: ConnectParser) -> Connect:
@@ -148,9 +171,22 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
     """Serve one MQTT client: CONNECT within the deadline, identity, route, dial, relay."""
     gw = ctx.gateway
     o = options_of(ctx)
-    st = state(gw)
     meta = stream.meta
     p = ConnectParser(o.max_connect_size, o.max_client_id)
+    pre = Predial(gw, o.broker, meta) if o.predial else None
+    try:
+        await _serve(stream, ctx, o, p, pre)
+    except BaseException:
+        if pre is not None:
+            pre.discard()
+        raise
+
+
+async def _serve(stream: Stream, ctx: ListenerContext, o: MqttOptions, p: ConnectParser,
+                 pre: Predial | None) -> None:
+    gw = ctx.gateway
+    st = state(gw)
+    meta = stream.meta
 
     def refuse(level: int, reason: str, text: str) -> None:
         ref = o.server_reference if reason == "use_another_server" else ""
@@ -185,8 +221,16 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         raise ProtocolError(f"mqtt client {c.client_id[:64]!r}: no route matches, listener "
                             f"{ctx.name!r} has no broker and the client sent no SNI",
                             "no_route")
+    early = "off"
     try:
-        up = await dial(gw, address, c, meta)
+        if pre is not None and pre.usable(address, meta):
+            early = "used"
+            up = await pre.task
+        else:
+            if pre is not None:
+                early = "discarded"
+                pre.discard()
+            up = await dial(gw, address, c.client_id, meta)
     except DialError as e:
         if e.reason == "denied":
             refuse(c.level, "not_authorized", "not authorized")
@@ -196,6 +240,6 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         raise
     up.write(outgoing(c, o, token) + p.leftover())
     st.count(ctx.name, c.level, "ok")
-    log.debug("mqtt_connect listener=%s version=%s client_id=%r peer=%s broker=%s",
-              ctx.name, c.version, c.client_id[:64], meta.peer_id, address)
+    log.debug("mqtt_connect listener=%s version=%s client_id=%r peer=%s broker=%s predial=%s",
+              ctx.name, c.version, c.client_id[:64], meta.peer_id, address, early)
     gw.start_relay(stream, up)
