@@ -45,28 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from ugate_core.testing import free_port, wait_port
+from ugate_mqtt.codec import MQTT311, Connect, encode_connect, encode_varint
 
 TOPIC = b"bench/t"
 
 
 def connect_packet(client_id: str) -> bytes:
-    cid = client_id.encode()
-    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack("!H", len(cid)) + cid
-    return b"\x10" + varint(len(body)) + body
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return encode_connect(Connect(level=MQTT311, client_id=client_id))
 
 
 def publish_packet(payload: bytes, qos: int, pid: int) -> bytes:
     var = struct.pack("!H", len(TOPIC)) + TOPIC + (struct.pack("!H", pid) if qos else b"")
-    return bytes([0x30 | (qos << 1)]) + varint(len(var) + len(payload)) + var + payload
+    return bytes([0x30 | (qos << 1)]) + encode_varint(len(var) + len(payload)) + var + payload
 
 
 async def open_client(port: int, client_id: str
@@ -82,7 +72,7 @@ async def open_client(port: int, client_id: str
 async def subscribe(port: int, qos: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     r, w = await open_client(port, f"sub{os.getpid()}")
     body = b"\x00\x01" + struct.pack("!H", len(TOPIC)) + TOPIC + bytes([qos])
-    w.write(b"\x82" + varint(len(body)) + body)
+    w.write(b"\x82" + encode_varint(len(body)) + body)
     suback = await r.readexactly(5)
     if suback[0] != 0x90 or suback[4] != qos:
         raise RuntimeError(f"SUBACK {suback.hex()}")

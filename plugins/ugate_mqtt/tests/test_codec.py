@@ -77,7 +77,7 @@ def test_31_and_5() -> None:
     assert c5.level == MQTT5 and c5.client_id == "i5" and c5.username == "u5"
     assert c5.password is None
     assert c5.properties == ((P_SESSION_EXPIRY, 300), (P_USER_PROPERTY, ("k", "v")))
-    assert c5.property(P_SESSION_EXPIRY) == 300
+    assert c5.get_property(P_SESSION_EXPIRY) == 300
     assert c5.will == Will(topic="t/wi", payload=b"dead", qos=1, retain=True,
                            properties=((P_WILL_DELAY, 10),))
     assert encode_connect(c5) == PUB5

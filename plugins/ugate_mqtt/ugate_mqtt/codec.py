@@ -147,7 +147,7 @@ class Connect:
     def version(self) -> str:
         return VERSION_NAMES[self.level]
 
-    def property(self, ident: int) -> PropertyValue | None:
+    def get_property(self, ident: int) -> PropertyValue | None:
         return next((v for i, v in self.properties if i == ident), None)
 
 

@@ -61,11 +61,7 @@ def _broker(v: Any, path: str, port: int) -> str:
 
 
 def parse_options(options: Mapping[str, Any], path: str) -> MqttOptions:
-    for k in options:
-        if k not in KEYS:
-            close = opt.near_miss(k, KEYS, cutoff=0.8)
-            if close:
-                raise ConfigError(f"{path}.{k}", f"unknown key; did you mean {close!r}?")
+    """The listener's keys (core refuses keys no protocol of the listener declares)."""
     port = opt.integer(options, "broker_port", path, 1883, lo=1, hi=65535)
     broker = opt.string(options, "broker", path, "", expect="a broker name (host[:port])")
     if broker:
