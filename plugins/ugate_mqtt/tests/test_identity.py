@@ -244,3 +244,15 @@ def test_predial_needs_a_fixed_broker() -> None:
         parse_options({"predial": True}, "listeners.m")
     assert str(ei.value) == ("listeners.m.predial: predial needs a fixed broker (the broker "
                              "key)")
+
+
+async def test_a_wildcard_rule_never_reaches_a_loopback_broker(start_gateway: StartGateway,
+                                                               fake_broker: FakeBroker) -> None:
+    wide = f'[[rules]]\nclients = ["id:{DEVICE}"]\nto = ["*"]\n'
+    gw = await start_gateway(gateway_config(fake_broker.address, listen="0.0.0.0:0",
+                                            extra=wide))
+    ack, rest = await connack_for(gw.port("mqtt"), with_token(MQTT311))
+    assert (ack, rest) == (b"\x20\x02\x00\x05", b"")  # not authorised
+    assert fake_broker.connects == []
+    assert metric(gw, "ugate_mqtt_connects_total", listener="mqtt", version="3.1.1",
+                  result="not_authorized") == 1
