@@ -29,7 +29,7 @@ from ugate_mqtt.codec import (
 )
 from ugate_mqtt.token import TokenError, b64url, mint, verify
 
-from .conftest import Broker, FakeBroker, connack_for, gateway_config
+from .conftest import Broker, FakeBroker, Sub, connack_for, gateway_config, pub
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 DEVICE = id_of_public_key(KEY)
@@ -190,8 +190,6 @@ async def test_credentials_forward_and_rewrite(start_gateway: StartGateway,
 
 async def test_require_identity_with_mosquitto_pub(start_gateway: StartGateway,
                                                    mosquitto: Broker, tmp_path: Path) -> None:
-    from .conftest import pub
-
     gw = await start_gateway(gateway_config(mosquitto.address,
                                             options="require_identity = true"))
     f = tmp_path / "m"
@@ -256,3 +254,35 @@ async def test_a_wildcard_rule_never_reaches_a_loopback_broker(start_gateway: St
     assert fake_broker.connects == []
     assert metric(gw, "ugate_mqtt_connects_total", listener="mqtt", version="3.1.1",
                   result="not_authorized") == 1
+
+
+async def test_mosquitto_clients_with_a_mesh_certificate(start_gateway: StartGateway,
+                                                         mosquitto: Broker, subs: list[Sub],
+                                                         tmp_path: Path) -> None:
+    """mosquitto_pub/_sub speak TLS with ALPN mqtt and the device's mesh certificate on the
+    shared port; its key's ID is who it is, and a rule lets it reach the broker."""
+    from ugate_core.certs import anchor_pem
+
+    device = await start_gateway('[admin]\nlisten = ""\n')  # its state holds a mesh key
+    rules = (f'[[rules]]\nclients = ["id:{device.identity.id}"]\n'
+             'to = ["broker.test:1883"]\n')
+    gw = await start_gateway(gateway_config(
+        mosquitto.address, listen="0.0.0.0:0", protocols='["*"]',
+        options='terminate = ["localhost"]', extra=rules))
+    (tmp_path / "ca.pem").write_bytes(anchor_pem())
+    (tmp_path / "cert.pem").write_bytes(device.identity.cert_pem())
+    (tmp_path / "key.pem").write_bytes(device.identity.private_key_pem())
+    tls = ["-h", "localhost", "--cafile", str(tmp_path / "ca.pem"), "--insecure",
+           "--tls-alpn", "mqtt"]
+    mesh = [*tls, "--cert", str(tmp_path / "cert.pem"), "--key", str(tmp_path / "key.pem")]
+    port = gw.port("mqtt")
+    s = await Sub.start(port, "t/tls", "5", *mesh, qos=1)
+    subs.append(s)
+    f = tmp_path / "m"
+    f.write_bytes(b"inside TLS \x00\xff")
+    res = await pub(port, "t/tls", "311", f, *mesh, qos=1)
+    assert res.returncode == 0, res.stderr
+    assert await s.messages(1) == [(False, 1, b"inside TLS \x00\xff")]
+    # the same client without its certificate is nobody, and no rule names nobody
+    res = await pub(port, "t/tls", "311", f, *tls)
+    assert (res.returncode, "not authorised" in res.stderr.decode()) == (5, True)
