@@ -1,5 +1,6 @@
 """Routing: by client id and user name rules, by SNI inside TLS (ALPN mqtt), sticky by client id
-across a destination's endpoints; a broker behind a second gateway over HBONE; paho-mqtt's
+across a destination's endpoints; a broker behind a second gateway over HBONE and over SSH;
+paho-mqtt's
 MQTT 5 session (expiry, properties) through the gateway."""
 
 from __future__ import annotations
@@ -122,6 +123,39 @@ endpoints = ["{mosquitto.address}"]
     assert await s.messages(1) == [(False, 1, b"over the mesh \x00\x01")]
     assert metric(near, "ugate_dials_total", dialer="hbone", result="ok") == 2
     assert metric(far, "ugate_connections_total", listener="hbone", protocol="hbone") >= 1
+
+
+async def test_broker_behind_a_second_gateway_over_ssh(start_gateway: StartGateway,
+                                                       mosquitto: Broker, subs: list[Sub],
+                                                       tmp_path: Path) -> None:
+    pytest.importorskip("ugate_ssh")
+    from ugate_core import id_of_public_key
+    from ugate_core.identity import load_or_create_key
+
+    # keys first: each gateway names the other's ID (start_gateway's state0, state1)
+    far_id, near_id = (id_of_public_key(load_or_create_key(tmp_path / f"state{i}" / "key.pem")[0])
+                       for i in range(2))
+    far = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.ssh]
+listen = "127.0.0.1:0"
+protocols = ["ssh"]
+allow_ids = ["{near_id}"]
+[hosts."broker.test"]
+endpoints = ["{mosquitto.address}"]
+""")
+    near = await start_gateway(gateway_config(
+        f"127.0.0.1:{far.port('ssh')}", extra=f'protocol = "ssh"\nidentity = ["id:{far_id}"]'))
+    port = near.port("mqtt")
+    s = await Sub.start(port, "t/ssh", "311", qos=2)
+    subs.append(s)
+    f = tmp_path / "m"
+    f.write_bytes(b"over ssh \x00\x01")
+    res = await pub(port, "t/ssh", "5", f, qos=2)
+    assert res.returncode == 0, res.stderr
+    assert await s.messages(1) == [(False, 2, b"over ssh \x00\x01")]
+    assert metric(near, "ugate_dials_total", dialer="ssh", result="ok") == 2
 
 
 async def test_paho_v5_session_expiry_and_properties(start_gateway: StartGateway,
