@@ -1,7 +1,6 @@
 """Routing: by client id and user name rules, by SNI inside TLS (ALPN mqtt), sticky by client id
 across a destination's endpoints; a broker behind a second gateway over HBONE and over SSH;
-paho-mqtt's
-MQTT 5 session (expiry, properties) through the gateway."""
+paho-mqtt's MQTT 5 session (expiry, properties) through the gateway."""
 
 from __future__ import annotations
 
