@@ -170,7 +170,7 @@ def main() -> int:
     if not mosq:
         print("mosquitto not installed (apt-get install mosquitto): no MQTT bench")
         return 0
-    rounds = 1 if args.quick else 5
+    rounds = 1 if args.quick else 4
     scale = 4 if args.quick else 1
     out = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -222,15 +222,15 @@ endpoints = ["127.0.0.1:{bport}"]
             print("haproxy not installed (apt-get install haproxy): no HAProxy column")
         scenarios: list[tuple[str, str, Callable[[int], float]]] = [
             ("publish qos0 16 B", "msg/s",
-             lambda p: run(lambda: publish(p, 40000 // scale, 16, 0))),
+             lambda p: run(lambda: publish(p, 30000 // scale, 16, 0))),
             ("publish qos1 16 B", "msg/s",
-             lambda p: run(lambda: publish(p, 8000 // scale, 16, 1))),
+             lambda p: run(lambda: publish(p, 6000 // scale, 16, 1))),
             ("publish qos0 64 KiB", "msg/s",
-             lambda p: run(lambda: publish(p, 1200 // scale, 65536, 0))),
+             lambda p: run(lambda: publish(p, 800 // scale, 65536, 0))),
             ("publish qos1 64 KiB", "msg/s",
-             lambda p: run(lambda: publish(p, 600 // scale, 65536, 1))),
+             lambda p: run(lambda: publish(p, 400 // scale, 65536, 1))),
             ("CONNECTs (4 clients)", "conn/s",
-             lambda p: run(lambda: connects(p, 2.0 if not args.quick else 1.0))),
+             lambda p: run(lambda: connects(p, 1.5 if not args.quick else 0.5))),
         ]
         results: dict[tuple[str, str], list[float]] = {}
         for _ in range(rounds):
