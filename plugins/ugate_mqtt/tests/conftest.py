@@ -159,6 +159,20 @@ async def pub(port: int, topic: str, version: str, payload_file: Path, *args: st
     return subprocess.CompletedProcess([exe], p.returncode or 0, out, err)
 
 
+async def pub_and_receive(port: int, topic: str, payload: bytes, tmp_path: Path,
+                          subs: list[Sub], *args: str, sub_version: str = "5",
+                          pub_version: str = "311", qos: int = 1) -> None:
+    """mosquitto_sub subscribes, mosquitto_pub publishes ``payload``, both through ``port``
+    (``args`` for both, e.g. TLS options); the subscriber must get exactly that message."""
+    s = await Sub.start(port, topic, sub_version, *args, qos=qos)
+    subs.append(s)
+    f = tmp_path / "payload"
+    f.write_bytes(payload)
+    res = await pub(port, topic, pub_version, f, *args, qos=qos)
+    assert res.returncode == 0, res.stderr
+    assert await s.messages(1) == [(False, qos, payload)]
+
+
 def kill9(proc: asyncio.subprocess.Process) -> None:
     os.kill(proc.pid, signal.SIGKILL)
 

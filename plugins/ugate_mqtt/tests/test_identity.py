@@ -29,7 +29,15 @@ from ugate_mqtt.codec import (
 )
 from ugate_mqtt.token import TokenError, b64url, mint, verify
 
-from .conftest import Broker, FakeBroker, Sub, connack_for, gateway_config, pub
+from .conftest import (
+    Broker,
+    FakeBroker,
+    Sub,
+    connack_for,
+    gateway_config,
+    pub,
+    pub_and_receive,
+)
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 DEVICE = id_of_public_key(KEY)
@@ -276,13 +284,9 @@ async def test_mosquitto_clients_with_a_mesh_certificate(start_gateway: StartGat
            "--tls-alpn", "mqtt"]
     mesh = [*tls, "--cert", str(tmp_path / "cert.pem"), "--key", str(tmp_path / "key.pem")]
     port = gw.port("mqtt")
-    s = await Sub.start(port, "t/tls", "5", *mesh, qos=1)
-    subs.append(s)
-    f = tmp_path / "m"
-    f.write_bytes(b"inside TLS \x00\xff")
-    res = await pub(port, "t/tls", "311", f, *mesh, qos=1)
-    assert res.returncode == 0, res.stderr
-    assert await s.messages(1) == [(False, 1, b"inside TLS \x00\xff")]
+    await pub_and_receive(port, "t/tls", b"inside TLS \x00\xff", tmp_path, subs, *mesh)
     # the same client without its certificate is nobody, and no rule names nobody
+    f = tmp_path / "m"
+    f.write_bytes(b"x")
     res = await pub(port, "t/tls", "311", f, *tls)
     assert (res.returncode, "not authorised" in res.stderr.decode()) == (5, True)

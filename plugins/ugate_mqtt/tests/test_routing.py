@@ -16,7 +16,7 @@ import pytest
 from ugate_core.testing import StartGateway, metric
 from ugate_mqtt.codec import MQTT5, MQTT311, Connect, encode_connack
 
-from .conftest import Broker, FakeBroker, Sub, connack_for, gateway_config, pub
+from .conftest import Broker, FakeBroker, Sub, connack_for, gateway_config, pub_and_receive
 
 MakeFake = Callable[[], Awaitable[FakeBroker]]
 
@@ -112,14 +112,8 @@ endpoints = ["{mosquitto.address}"]
     near = await start_gateway(gateway_config(
         f"127.0.0.1:{far.port('hbone')}",
         extra=f'protocol = "hbone"\nidentity = ["id:{far.identity.id}"]'))
-    port = near.port("mqtt")
-    s = await Sub.start(port, "t/mesh", "5", qos=1)
-    subs.append(s)
-    f = tmp_path / "m"
-    f.write_bytes(b"over the mesh \x00\x01")
-    res = await pub(port, "t/mesh", "311", f, qos=1)
-    assert res.returncode == 0, res.stderr
-    assert await s.messages(1) == [(False, 1, b"over the mesh \x00\x01")]
+    await pub_and_receive(near.port("mqtt"), "t/mesh", b"over the mesh \x00\x01", tmp_path,
+                          subs)
     assert metric(near, "ugate_dials_total", dialer="hbone", result="ok") == 2
     assert metric(far, "ugate_connections_total", listener="hbone", protocol="hbone") >= 1
 
@@ -146,14 +140,8 @@ endpoints = ["{mosquitto.address}"]
 """)
     near = await start_gateway(gateway_config(
         f"127.0.0.1:{far.port('ssh')}", extra=f'protocol = "ssh"\nidentity = ["id:{far_id}"]'))
-    port = near.port("mqtt")
-    s = await Sub.start(port, "t/ssh", "311", qos=2)
-    subs.append(s)
-    f = tmp_path / "m"
-    f.write_bytes(b"over ssh \x00\x01")
-    res = await pub(port, "t/ssh", "5", f, qos=2)
-    assert res.returncode == 0, res.stderr
-    assert await s.messages(1) == [(False, 2, b"over ssh \x00\x01")]
+    await pub_and_receive(near.port("mqtt"), "t/ssh", b"over ssh \x00\x01", tmp_path, subs,
+                          sub_version="311", pub_version="5", qos=2)
     assert metric(near, "ugate_dials_total", dialer="ssh", result="ok") == 2
 
 
