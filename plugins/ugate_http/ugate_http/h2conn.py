@@ -72,6 +72,8 @@ class H2Limits:
     max_header_list: int = 1 << 17
     #: the peer's resets and cheap frames allowed (core's ``[gateway] h2_max_*``)
     flood: H2FloodLimits = field(default_factory=H2FloodLimits)
+    #: server side: offer RFC 8441 extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL = 1)
+    connect_protocol: bool = False
 
 
 #: core's one mapping of RST_STREAM and GOAWAY to errors (:mod:`ugate_core.h2`), under the
@@ -129,6 +131,11 @@ class H2Exchange(H2Flow):
     @property
     def local_ended(self) -> bool:
         return self._local_ended
+
+    @property
+    def blocked(self) -> bool:
+        """What :meth:`write` queued has not all gone out yet (wait for ``on_writable``)."""
+        return self._tx_blocked
 
     @property
     def ending(self) -> bool:
@@ -294,6 +301,12 @@ class H2Exchange(H2Flow):
         self._fail(StreamResetError(f"stream {self.sid}: reset by us "
                                     f"({h2_code_name(code)})", code))
 
+    def task_done(self) -> None:
+        """The task that answered this exchange ended, the stream lives on (a tunnel): it is
+        forgotten once both sides ended (maybe already)."""
+        self.task = None
+        self.conn._maybe_forget(self)
+
     def finish(self) -> None:
         """Done with this exchange: reset it if either side is still open (NO_ERROR when our
         answer is complete and only the peer's body is left, RFC 9113 8.1)."""
@@ -335,6 +348,8 @@ class H2Conn(H2Endpoint[H2Exchange]):
             H2Setting.MAX_FRAME_SIZE: limits.max_frame_size,
             H2Setting.MAX_HEADER_LIST_SIZE: limits.max_header_list,
             H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else limits.max_streams,
+            **({H2Setting.ENABLE_CONNECT_PROTOCOL: 1} if limits.connect_protocol
+               and not client else {}),
         }, connection_window=limits.connection_window,
             name=name or f"{'client' if client else 'server'}-{transport.meta.id}",
             limits=limits.flood)

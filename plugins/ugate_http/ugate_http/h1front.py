@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from ugate_core import DialError, ListenerContext, Sniff, Stream
+from ugate_core import DialError, ListenerContext, ProtocolError, Sniff, Stream, StreamMeta
 
-from .client import OutgoingRequest, Reply, _allowed, _Conn
+from .client import OutgoingRequest, PooledConn, Reply, allowed_addresses
 from .express import Exchange, Handoff, close_step
 from .forwarding import (
     ClientForwarding,
@@ -30,8 +30,10 @@ from .forwarding import (
     challenge,
     check_credentials,
     dial_failure,
+    error_response,
     loop_refusal,
     request_fields,
+    response_head,
     via_entry,
 )
 from .h1 import (
@@ -47,8 +49,9 @@ from .h1 import (
     encode_head,
     encode_last_chunk,
 )
+from .h2front import serve_h2
 from .h2msg import h2c_settings, preface_match
-from .h2server import serve_h2
+from .lanes import RequestBody
 from .options import HttpOptions, parse_options
 from .raw import request_head, request_parts
 from .reader import EventReader
@@ -56,14 +59,15 @@ from .rewrite import (
     DIAL_STATUS,
     FRAMING,
     HOP_BY_HOP,
+    REASONS,
     address_of,
     end_to_end,
-    error_response,
     peer,
-    response_head,
     split_absolute,
     split_authority,
 )
+from .routes import Header, HttpRoute, RouteTable
+from .routing import RouteExchange, handler_fields, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -79,7 +83,7 @@ WHOLE_BODY = 64 * 1024
 #: _read_head: the wait ended because the express lane answered requests meanwhile
 _AGAIN = object()
 #: request fields never forwarded as they came
-_DROP = HOP_BY_HOP | FRAMING | {"host", "expect"}
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"host", "expect"}
 
 __all__ = ["DIAL_STATUS", "PluginState", "close_state", "serve", "state_for"]
 
@@ -107,7 +111,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         if await _h2_preface(stream, deadline):
             await serve_h2(stream, ctx, opts, state, tls=False)
             return
-    session = _Session(stream, ctx, opts, state)
+    session = H1Front(stream, ctx, opts, state)
     session.first_deadline = deadline
     await session.run()
 
@@ -135,7 +139,7 @@ async def _h2_preface(stream: Stream, deadline: float) -> bool:
 class _ClientBody:
     """The client's request body as the pool reads it; sends ``100 Continue`` on first read."""
 
-    def __init__(self, session: _Session, expect_continue: bool) -> None:
+    def __init__(self, session: H1Front, expect_continue: bool) -> None:
         self.s = session
         self.expect_continue = expect_continue
         self.done = False
@@ -164,7 +168,7 @@ class _ClientBody:
                         "client_closed", 400)
 
 
-class _Session:
+class H1Front:
     """One client connection: a loop of requests."""
 
     def __init__(
@@ -178,6 +182,8 @@ class _Session:
         self.reader = EventReader(stream, RequestParser(max_header_bytes=opts.max_header_bytes))
         #: the listener's name (a property of ctx: asked per request)
         self.lname = ctx.name
+        #: how the client reached us: ``Forwarded: proto=``
+        self.scheme = "https" if _in_tls(stream) else "http"
         self.pool = state.pool(ctx.name, opts)
         self.idle: float | None = self.gw.config.gateway.idle_timeout or None
         self.loop = asyncio.get_running_loop()
@@ -197,7 +203,7 @@ class _Session:
         #: the express exchanges' deadlines: one timer, re-armed only when it fires
         self._ex_timer: asyncio.TimerHandle | None = None
         self._ex_timer_at = 0.0
-        #: the addresses the policy allowed this connection (client._allowed's set)
+        #: the addresses the policy allowed this connection (client.allowed_addresses's set)
         self._allowed: set[str] | None = None
         #: this client's Forwarded / X-Forwarded-For elements (made when first asked)
         self._forwarded: ClientForwarding | None = None
@@ -207,7 +213,9 @@ class _Session:
         self._declined: Request | None = None
         #: the raw lane's routes: Host as sent → (address, the lines this gateway adds)
         self._raw_routes: dict[bytes, tuple[str, bytes]] = {}
-        if opts.express and not opts.users:
+        #: other plugins' paths (routes.py), None when there are none
+        self.routes: RouteTable | None = state.routes or None
+        if opts.express and not opts.auth:
             self.reader.hook = self._on_client_events
             self.reader.whole = self._express_whole
             if opts.mode != "forward":
@@ -303,6 +311,8 @@ class _Session:
         if parts is None:
             return False
         method, target, host, rest, length = parts
+        if self.routes is not None and self.routes.match(target.decode("latin-1")):
+            return False  # a plugin's path: the task answers it
         route = self._raw_routes.get(host)
         if route is None:
             route = self._raw_route(host)
@@ -311,7 +321,7 @@ class _Session:
         address, extra = route
         allowed = self._allowed
         if allowed is None or len(allowed) > 64:
-            allowed = self._allowed = _allowed(self.stream.meta)
+            allowed = self._allowed = allowed_addresses(self.stream.meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -377,7 +387,8 @@ class _Session:
         target = req.target
         try:
             if target[:1] == "/":
-                if opts.mode == "forward":
+                if opts.mode == "forward" or (self.routes is not None
+                                              and self.routes.match(target)):
                     return False
                 f = self._fields(req, None)  # finds Host too
                 if f.hosts != 1:
@@ -403,7 +414,7 @@ class _Session:
         meta = self.stream.meta
         allowed = self._allowed
         if allowed is None or len(allowed) > 64:
-            allowed = self._allowed = _allowed(meta)
+            allowed = self._allowed = allowed_addresses(meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -421,7 +432,7 @@ class _Session:
         self._express_started(ex, conn, req.method)
         return True
 
-    def _express_started(self, ex: Exchange, conn: _Conn, method: str) -> None:
+    def _express_started(self, ex: Exchange, conn: PooledConn, method: str) -> None:
         """Both lanes, once the request went upstream: count it, arm the timer, and take
         what the upstream may have sent already."""
         self.expressed += 1
@@ -519,6 +530,10 @@ class _Session:
         """Answer one request; True if the connection stays open for the next."""
         mode = self.opts.mode
         t = req.target
+        if self.routes is not None and t[:1] == "/":
+            route = self.routes.match(t)
+            if route is not None:
+                return await self._serve_route(req, route)
         try:
             if req.method == "CONNECT":
                 if mode == "reverse":
@@ -596,18 +611,33 @@ class _Session:
         return await self.fail(*dial_failure(e, address))
 
     async def _auth(self, req: Request, *, proxy: bool) -> bool:
-        """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
-        users = self.opts.users
-        if not users:
+        """Authenticate the request if the listener asks (``users``, ``identities``); answer
+        407/401 if it fails."""
+        opts = self.opts
+        if not opts.auth:
             return True
+        users = opts.users
         refusal = check_credentials(
             users, req.get("Proxy-Authorization" if proxy else "Authorization"),
-            self.stream.meta, proxy=proxy)
+            self.stream.meta, proxy=proxy, identities=opts.identities)
         if refusal is not None:
-            return await self.fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
-        if not proxy:
+            return await self.fail(*refusal, [challenge(opts.realm, proxy=proxy)]
+                                   if users else None)
+        if not proxy and users:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
+
+    # ------------------------------------------------------------------------ routes
+    async def _serve_route(self, req: Request, route: HttpRoute) -> bool:
+        """A plugin's path (routes.py): its handler answers, before any proxy credential
+        check; True if the connection stays open."""
+        ex = H1Route(self, req, route)
+        t0 = self.loop.time()
+        await serve_route(ex, ex, route, self.lname)
+        log.debug("http_route listener=%s client=%s route=%s method=%s target=%s status=%d "
+                  "ms=%.1f", self.lname, peer(self.stream.meta), route.name, req.method,
+                  req.target[:200], ex.status, (self.loop.time() - t0) * 1000)
+        return ex.keep
 
     # ------------------------------------------------------------------------ CONNECT
     async def _connect(self, req: Request, address: str) -> bool:
@@ -643,7 +673,7 @@ class _Session:
     def _fields(self, req: Request, host: str | None) -> Found:
         """The fields to forward and what this gateway acts on (forwarding.request_fields).
         ``host`` None: the request's own ``Host`` (``f.hosts`` says how many it has)."""
-        drop = _DROP
+        drop = REQUEST_DROP
         if req.connection or self.consumed:
             drop = drop | req.connection | {self.consumed}
         token = self.state.via
@@ -684,7 +714,7 @@ class _Session:
             raise
 
     async def answer(self, req: Request, resp: Reply, address: str, target: str,
-                     body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
+                     body: RequestBody | None, upgrade: str | None, t0: float) -> bool:
         """Pass the upstream's response to the client; True if the connection stays open."""
         meta = self.stream.meta
         head = resp.head
@@ -739,9 +769,96 @@ class _Session:
         return keep and (body is None or body.done)
 
 
-def _client(session: _Session) -> ClientForwarding:
+class H1Route(RouteExchange):
+    """A request to a plugin's route over HTTP/1.1 (:class:`~ugate_http.routes.Exchange`)."""
+
+    def __init__(self, session: H1Front, req: Request, route: HttpRoute) -> None:
+        super().__init__(route)
+        self.s = session
+        self.req = req
+        self.method = req.method
+        self.path = req.target
+        self.headers = [(k.lower(), v) for k, v in req.headers]
+        self.protocol = _upgrade_of(req)
+        self.http_version = "1.1"
+        #: the connection goes on with the next request
+        self.keep = False
+
+    @property
+    def meta(self) -> StreamMeta:
+        return self.s.stream.meta
+
+    async def body(self, limit: int) -> bytes:
+        req = self.req
+        if req.framing is Framing.NONE:
+            return b""
+        s = self.s
+        b = s.body
+        if b is None:
+            expect = req.get("expect")
+            b = s.body = _ClientBody(s, expect is not None
+                                     and expect.strip().lower() == "100-continue")
+        return await self._read_within(
+            b.read, limit, req.length if req.framing is Framing.LENGTH else None)
+
+    async def respond(self, status: int, headers: Iterable[Header] = (),
+                      body: bytes = b"") -> None:
+        fields = handler_fields(headers)
+        self._answering(status)
+        if status not in (204, 304):
+            fields.append(("content-length", str(len(body))))
+        b = self.s.body
+        self.keep = self.req.keep_alive and (self.req.framing is Framing.NONE
+                                             or (b is not None and b.done))
+        if not self.keep:
+            fields.append(("connection", "close"))
+        head = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", fields)
+        await self.s._write(head if self.req.method == "HEAD" or status in (204, 304)
+                            else head + body)
+
+    async def accept(self, headers: Iterable[Header] = ()) -> Stream:
+        p = self.protocol
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        if p is None or p not in self.route.protocols or self.req.framing is not Framing.NONE:
+            await self._not_accepted("an upgrade to " + (
+                " or ".join(sorted(self.route.protocols)) or "a protocol"))
+        fields = [("Connection", "Upgrade"), ("Upgrade", p), *handler_fields(headers)]
+        self._answering(101, final=False)
+        s = self.s
+        await s._write(encode_head("HTTP/1.1 101 Switching Protocols", fields))
+        s.reader.detach()  # the bytes after the head stay in the stream, in front
+        return s.stream
+
+    def _count(self, status: int) -> None:
+        self.s.count(status)
+
+    # RouteAnswer
+    async def refuse(self, status: int, reason: str, message: str,
+                     extra: list[Header] | None = None) -> None:
+        self.answered = True
+        self.status = status
+        self.keep = False
+        await self.s.fail(status, reason, message, extra)
+
+    def cut(self) -> None:
+        self.keep = False
+        self.s.stream.reset()
+
+
+def _upgrade_of(req: Request) -> str | None:
+    """The protocol an HTTP/1.1 request asks to switch to (``Connection: upgrade``)."""
+    if "upgrade" not in req.connection:
+        return None
+    value = req.get("upgrade")
+    if not value:
+        return None
+    return value.split(",", 1)[0].strip().lower() or None
+
+
+def _client(session: H1Front) -> ClientForwarding:
     """A session's Forwarded / X-Forwarded-For elements (made when first asked)."""
     fw = session._forwarded
     if fw is None:
-        fw = session._forwarded = ClientForwarding(session.stream.meta.remote)
+        fw = session._forwarded = ClientForwarding(session.stream.meta.remote, session.scheme)
     return fw
