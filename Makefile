@@ -36,12 +36,13 @@ lint: setup
 	$(VENV)/bin/mypy --strict ugate_core/ugate_core $(patsubst %/__init__.py,%,$(wildcard plugins/*/ugate_*/__init__.py)) scripts/dists.py
 
 # the relay table, then each protocol plugin's rows against its real peer (SSH: OpenSSH,
-# HTTP: HAProxy, HBONE: Envoy); ~20 min on 2 CPUs
+# HTTP: HAProxy, HBONE: Envoy, MQTT: mosquitto direct and HAProxy); ~20 min on 2 CPUs
 bench: setup
 	$(PY) bench/run.py
 	$(PY) plugins/ugate_ssh/bench_ssh.py
 	$(PY) plugins/ugate_http/bench/bench_http.py
 	$(PY) plugins/ugate_hbone/bench_hbone.py
+	$(PY) plugins/ugate_mqtt/bench_mqtt.py
 	$(PY) plugins/ugate_ws/bench_ws.py
 
 bench-quick: setup
