@@ -47,3 +47,11 @@ def test_protocols_are_collected_for_the_h2_setting() -> None:
     t = RouteTable([HttpRoute("/ws", _noop, protocols=frozenset({"websocket"})),
                     HttpRoute("/sig", _noop)])
     assert t.protocols == {"websocket"}
+
+
+def test_a_routes_query_is_left_out_of_log_lines() -> None:
+    from ugate_http.routing import logged_path
+
+    assert logged_path("/.well-known/ugate/ws/a:1?token=secret") == "/.well-known/ugate/ws/a:1?…"
+    assert logged_path("/plain") == "/plain"
+    assert len(logged_path("/" + "x" * 500)) == 200

@@ -51,6 +51,17 @@ async def echo(st: Stream) -> None:
     st.write_eof()
 
 
+#: what /t/fill saw: the tunnel's write buffer size after writing beyond the windows
+FILLED: dict[str, int] = {}
+
+
+async def fill(ex: Exchange) -> None:
+    st = await ex.accept()
+    st.write(b"x" * 300_000)
+    FILLED[ex.http_version] = st.get_write_buffer_size()
+    st.abort()
+
+
 async def unanswered(ex: Exchange) -> None:
     return None
 
@@ -75,6 +86,7 @@ class RoutesPlugin:
             HttpRoute("/t/hello", hello, methods=frozenset({"GET", "HEAD"})),
             HttpRoute("/t/echo", echo_body, methods=frozenset({"POST"})),
             HttpRoute("/t/up", echo_stream, protocols=frozenset({"x-test"})),
+            HttpRoute("/t/fill", fill, protocols=frozenset({"x-test"})),
             HttpRoute("/t/none", unanswered),
             HttpRoute("/t/raise", raises),
         ]
@@ -347,6 +359,25 @@ async def test_h2_extended_connect_becomes_an_echo_stream(gateway: Gateway, path
                            and e.stream_id == 3)
     body = b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived))
     assert body == b"hello 2 GET /t/hello host=svc.test\n"
+    w.close()
+
+
+async def test_h2_tunnel_reports_what_the_windows_hold_back(gateway: Gateway) -> None:
+    """Bytes the peer's windows do not take are the tunnel's write buffer: a relay or a
+    message transport sees a stalled reader by size, not only by the paused flag."""
+    FILLED.clear()
+    conn, r, w, _ = await _h2_client(gateway.port("web"))
+    conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "x-test"),
+                          (":scheme", "http"), (":path", "/t/fill"),
+                          (":authority", "svc.test")])
+    w.write(conn.data_to_send())
+    await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.ResponseReceived))
+    for _ in range(50):
+        if "2" in FILLED:
+            break
+        await asyncio.sleep(0.02)
+    # the client's default 64 KiB windows take at most 65535 of the 300,000 bytes
+    assert 300_000 - 65_535 <= FILLED["2"] < 300_000
     w.close()
 
 

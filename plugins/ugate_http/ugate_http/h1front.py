@@ -67,7 +67,7 @@ from .rewrite import (
     split_authority,
 )
 from .routes import Header, HttpRoute, RouteTable
-from .routing import RouteExchange, handler_fields, serve_route
+from .routing import RouteExchange, handler_fields, logged_path, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -636,7 +636,7 @@ class H1Front:
         await serve_route(ex, ex, route, self.lname)
         log.debug("http_route listener=%s client=%s route=%s method=%s target=%s status=%d "
                   "ms=%.1f", self.lname, peer(self.stream.meta), route.name, req.method,
-                  req.target[:200], ex.status, (self.loop.time() - t0) * 1000)
+                  logged_path(req.target), ex.status, (self.loop.time() - t0) * 1000)
         return ex.keep
 
     # ------------------------------------------------------------------------ CONNECT

@@ -36,7 +36,7 @@ from .lanes import RequestBody
 from .options import HttpOptions
 from .rewrite import address_of
 from .routes import HttpRoute, RouteTable
-from .routing import H2Tunnel, RouteExchange, handler_fields, serve_route
+from .routing import H2Tunnel, RouteExchange, handler_fields, logged_path, serve_route
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
@@ -287,7 +287,7 @@ class H2Front:
                     tunnel.close()
         log.debug("http_route listener=%s client=%s version=2 route=%s method=%s target=%s "
                   "status=%d ms=%.1f", self.ctx.name, self.peer, route.name, x.method,
-                  x.path[:200], x.status, (self.loop.time() - t0) * 1000)
+                  logged_path(x.path), x.status, (self.loop.time() - t0) * 1000)
 
     # ------------------------------------------------------------------ express lane
     def _express(self, ex: H2Exchange, req: H2Request, seen: _Seen) -> bool:

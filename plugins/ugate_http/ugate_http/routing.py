@@ -150,7 +150,7 @@ async def serve_route(ex: Exchange, answer: RouteAnswer, route: HttpRoute, liste
         return
     except Exception as e:
         log.warning("http_route_error listener=%s route=%s method=%s path=%s error=%r",
-                    listener, route.name, ex.method, ex.path[:200], e)
+                    listener, route.name, ex.method, logged_path(ex.path), e)
         if answer.answered:
             answer.cut()
         else:
@@ -159,6 +159,13 @@ async def serve_route(ex: Exchange, answer: RouteAnswer, route: HttpRoute, liste
     if not answer.answered:
         await answer.refuse(500, "route_unanswered", f"{route.name}: the handler gave no "
                             "answer")
+
+
+def logged_path(target: str) -> str:
+    """A route's request target for a log line: the query left out (routes take credentials
+    there — a browser cannot send headers with a WebSocket — and logs are read widely)."""
+    path, q, _ = target.partition("?")
+    return path[:200] + ("?…" if q else "")
 
 
 class H2Tunnel(Stream):
@@ -219,6 +226,9 @@ class H2Tunnel(Stream):
                 self._pause_writing()
         except StreamResetError:
             pass  # the stream is gone: _on_lost tells the reader
+
+    def get_write_buffer_size(self) -> int:
+        return self.ex.queued
 
     def _do_write_eof(self) -> None:
         ex = self.ex

@@ -118,6 +118,12 @@ class H2Flow:
         self._held = 0
         self._tx_blocked = False
 
+    @property
+    def queued(self) -> int:
+        """Bytes written to this stream that the flow-control windows have not taken yet (a
+        stream adapter's ``get_write_buffer_size``)."""
+        return self._pending_len
+
     # ------------------------------------------------------------------ hooks
     def _flow_data(self, data: bytes) -> bool:
         """The peer's body bytes. True: consumed now (credit goes back); False: the
