@@ -1,5 +1,6 @@
 """aioquic vs qh3: bulk over one QUIC stream on loopback, the same script for both.
 
+    .venv/bin/pip install qh3  # not a dependency of ugate: only for this comparison
     .venv/bin/python bench/quic_lib_compare.py aioquic 64
     .venv/bin/python bench/quic_lib_compare.py qh3 64
     .venv/bin/python bench/quic_lib_compare.py qh3 64 --echo
@@ -31,7 +32,7 @@ from cryptography.x509.oid import NameOID
 def cert(tmp: Path) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     c = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
          .public_key(key.public_key()).serial_number(1)
          .not_valid_before(now - datetime.timedelta(hours=1))
@@ -49,7 +50,6 @@ async def main(lib: str, mib: int) -> float:
     aio: Any = importlib.import_module(f"{lib}.asyncio")
     cfgmod: Any = importlib.import_module(f"{lib}.quic.configuration")
     ev: Any = importlib.import_module(f"{lib}.quic.events")
-    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
     class Server(aio.QuicConnectionProtocol):  # type: ignore[misc,name-defined]
         got = 0

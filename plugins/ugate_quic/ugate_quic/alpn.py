@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ugate_core import ConfigError, hookspec
 
 if TYPE_CHECKING:
-    from qh3.quic.connection import QuicConnection
-    from qh3.quic.events import QuicEvent
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.events import QuicEvent
+
     from ugate_core import GatewayAPI, ListenerContext, StreamMeta
 
     from .qstream import QuicStream
@@ -41,7 +42,7 @@ class QuicConn(Protocol):
 
     @property
     def quic(self) -> QuicConnection:
-        """The sans-IO connection (qh3): send on it, then call :meth:`transmit`."""
+        """The sans-IO connection (aioquic): send on it, then call :meth:`transmit`."""
         ...
 
     @property

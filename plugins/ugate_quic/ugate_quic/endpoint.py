@@ -1,4 +1,4 @@
-"""The QUIC endpoint: one UDP socket, qh3 connections, each handed to a protocol by ALPN.
+"""The QUIC endpoint: one UDP socket, aioquic connections, each handed to a protocol by ALPN.
 
 A ``quic`` listener (``protocols = ["quic"]``) binds UDP on its ``listen`` address — by
 convention the shared TCP port's number — and serves every ALPN installed: ``ugate/1``
@@ -16,11 +16,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from qh3.asyncio.protocol import QuicConnectionProtocol
-from qh3.asyncio.server import QuicServer, serve
-from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
-from qh3.quic.events import (
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
     QuicEvent,
@@ -28,6 +28,7 @@ from qh3.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+
 from ugate_core import (
     ConfigError,
     GatewayAPI,
@@ -39,6 +40,7 @@ from ugate_core import (
 from ugate_core import options as opt
 
 from .alpn import AlpnHandler, AlpnSession, collect_alpn
+from .lib import StreamCredit, send_buffered, use_identity
 from .qstream import QuicStream
 
 log = logging.getLogger("ugate.quic")
@@ -66,12 +68,12 @@ def option(ctx: ListenerContext, key: str) -> Any:
 
 def base_configuration(gw: GatewayAPI, *, is_client: bool, alpn: list[str],
                        idle_timeout: float = 60.0) -> QuicConfiguration:
-    """A qh3 configuration presenting this workload's certificate and key."""
+    """A QUIC configuration presenting this workload's certificate and key."""
     ident = gw.identity
     ident.renew_if_needed()
     cfg = QuicConfiguration(is_client=is_client, alpn_protocols=alpn,
                             idle_timeout=idle_timeout, max_datagram_frame_size=65536)
-    cfg.load_cert_chain(ident.cert_pem(), ident.private_key_pem())
+    use_identity(cfg, ident)
     return cfg
 
 
@@ -83,6 +85,7 @@ class QuicPeer(QuicConnectionProtocol):
                  handlers: Mapping[str, AlpnHandler] | None = None,
                  endpoint: QuicEndpoint | None = None) -> None:
         super().__init__(quic)
+        self.credit = StreamCredit(quic, quic.configuration.max_stream_data)
         self._ctx = ctx
         self._meta = meta if meta is not None else StreamMeta(protocol="quic")
         self.handlers = handlers or {}
@@ -110,9 +113,10 @@ class QuicPeer(QuicConnectionProtocol):
     def stream(self, stream_id: int, meta: StreamMeta, prefix: bytes = b"") -> QuicStream:
         s = QuicStream(self, stream_id, meta, prefix)
         self.streams[stream_id] = s
+        self.credit.tracked.add(stream_id)
         return s
 
-    def close(self, error_code: int = NO_ERROR, reason: str = "") -> None:  # type: ignore[override]
+    def close(self, error_code: int = NO_ERROR, reason: str = "") -> None:
         if self.closed_reason is None:
             self.closed_reason = reason or "closed"
         self._quic.close(error_code=error_code, reason_phrase=reason)
@@ -120,10 +124,7 @@ class QuicPeer(QuicConnectionProtocol):
 
     # --------------------------------------------------------------- streams
     def send_buffered(self, stream_id: int) -> int:
-        try:
-            return self._quic.get_send_buffer_size(stream_id)
-        except Exception:  # noqa: BLE001 - a finished or unknown stream queues nothing
-            return 0
+        return send_buffered(self._quic, stream_id)
 
     def watch(self, s: QuicStream) -> None:
         self._watched.add(s)
@@ -132,6 +133,16 @@ class QuicPeer(QuicConnectionProtocol):
         if self.streams.get(s.stream_id) is s:
             del self.streams[s.stream_id]
         self._watched.discard(s)
+        self.credit.tracked.discard(s.stream_id)
+        self.credit.held.discard(s.stream_id)
+
+    def hold(self, s: QuicStream, held: bool) -> None:
+        """Stop (or resume) granting ``s``'s peer more credit: its reader is paused."""
+        if held:
+            self.credit.held.add(s.stream_id)
+        else:
+            self.credit.held.discard(s.stream_id)
+            self._transmit_soon()  # the new credit goes out now
 
     def transmit_soon(self) -> None:
         self._transmit_soon()

@@ -4,7 +4,8 @@ Every client-opened bidirectional stream carries one mesh stream: core's preambl
 (``host:port`` → status, :mod:`ugate_core.preamble_io`), then payload both ways; QUIC FIN is
 half-close, RESET_STREAM / STOP_SENDING a reset.
 
-**Who the client is.** qh3's TLS server never asks for a client certificate, so the client
+**Who the client is.** aioquic's TLS server asks for no client certificate (qh3's cannot at
+all; aioquic has only a private, test-only switch), so the client
 proves its key on its first unidirectional stream (:func:`auth_message`): its certificate and
 a signature, by the workload key, over ``"ugate/1 client auth\\0" + SHA-256(server
 certificate DER)``. The signature is bound to the certificate the server presented in *this*
@@ -28,12 +29,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from qh3.quic.connection import QuicConnection
-from qh3.quic.events import QuicEvent, StreamDataReceived
+
 from ugate_core import (
     DialError,
     DialRequest,
@@ -55,6 +57,7 @@ from ugate_core import (
 
 from .alpn import AlpnHandler, QuicConn
 from .endpoint import ERR_REFUSED, QuicPeer, base_configuration, option
+from .lib import new_stream_id, own_certificate, peer_certificates
 from .qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.quic")
@@ -132,8 +135,7 @@ class MeshServerSession:
         self._auth_sid: int | None = None
         self._max_streams = int(option(self.ctx, "max_streams"))
         self._open = 0
-        cert = conn.quic.configuration.certificate
-        self._server_cert = cert.public_bytes() if cert is not None else b""
+        self._server_cert = own_certificate(conn.quic.configuration)
 
     def quic_event(self, ev: QuicEvent) -> None:
         peer = self.conn
@@ -258,8 +260,8 @@ def pool_of(gw: GatewayAPI) -> _Pool:
 
 
 def open_stream_id(peer: QuicPeer, unidirectional: bool) -> int:
-    """A new locally-initiated stream id (qh3's own ``create_stream`` does the same)."""
-    return peer.quic._open_stream(is_unidirectional=unidirectional)
+    """A new locally-initiated stream id."""
+    return new_stream_id(peer.quic, unidirectional)
 
 
 async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity, ...],
@@ -288,11 +290,9 @@ async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity
         why = "timeout" if isinstance(e, TimeoutError) else "unreachable"
         raise DialError(why, f"{name}: QUIC handshake failed: "
                         f"{peer.closed_reason or type(e).__name__}") from None
-    leaf = peer.quic.get_peercert()
-    chain = [c.public_bytes() for c in peer.quic.get_issuercerts()]
+    leaf, chain = peer_certificates(peer.quic)
     try:
-        peer_id = gw.identity.verify_peer(leaf.public_bytes() if leaf else None, expected,
-                                          name, chain)
+        peer_id = gw.identity.verify_peer(leaf, expected, name, chain)
     except DialError as e:
         count_identity_failure(gw, "quic", "dial")
         log.warning("identity_mismatch protocol=quic direction=dial target=%s endpoint=%s "
@@ -302,8 +302,7 @@ async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity
     meta.peer_id = peer_id
     ident = gw.identity
     sid = open_stream_id(peer, True)
-    peer.quic.send_stream_data(sid, auth_message(ident.key, ident.cert_der(),
-                                                 leaf.public_bytes() if leaf else b""),
+    peer.quic.send_stream_data(sid, auth_message(ident.key, ident.cert_der(), leaf or b""),
                                end_stream=True)
     peer.transmit()
     return peer

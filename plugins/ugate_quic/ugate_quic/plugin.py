@@ -38,9 +38,9 @@ def ugate_listener_types() -> list[ListenerType]:
 
 @hookimpl
 def ugate_dialer_types() -> list[DialerType]:
-    return [DialerType("quic", dial_quic, "mesh streams over QUIC (ALPN ugate/1) through a peer "
-                       "gateway; one pooled connection per peer", verifies=frozenset(IDENTITY_KINDS),
-                       secure=True)]
+    return [DialerType("quic", dial_quic, "mesh streams over QUIC (ALPN ugate/1) through a "
+                       "peer gateway; one pooled connection per peer",
+                       verifies=frozenset(IDENTITY_KINDS), secure=True)]
 
 
 @hookimpl

@@ -1,10 +1,12 @@
 """One QUIC stream as a :class:`ugate_core.Stream`: FIN ↔ half-close, RESET_STREAM ↔ reset.
 
-qh3 queues whatever is sent on a stream without bound; this adapter pauses the writer (the
-relay stops reading the other side) once more than :data:`HIGH` bytes wait for their first
-transmission on the stream (``QuicConnection.get_send_buffer_size``), and resumes it below
-:data:`LOW` after the next transmit: a receiver that stops reading holds at most the peer's
-flow-control window plus ``HIGH`` of this gateway's memory per stream.
+aioquic keeps whatever is sent on a stream until the peer acknowledges it, without bound; this
+adapter pauses the writer (the relay stops reading the other side) once more than
+:data:`HIGH` bytes are held for the stream (:func:`ugate_quic.lib.send_buffered`), and
+resumes it below :data:`LOW` after a later transmit: a peer that stops reading costs this
+gateway at most about ``HIGH`` bytes per stream. The other way, a paused reader stops the
+stream's receive credit (:class:`ugate_quic.lib.StreamCredit`): a peer that sends to a reader
+that does not read gets at most the window (``max_stream_data``, 1 MiB) past what was taken.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RESET_CODE = 0x10C
 class QuicStream(Stream):
     """A bidirectional QUIC stream of :class:`~ugate_quic.endpoint.QuicPeer`'s connection."""
 
-    __slots__ = ("peer", "stream_id", "_fin_in", "_gone", "prefix")
+    __slots__ = ("_fin_in", "_gone", "peer", "prefix", "stream_id")
 
     def __init__(self, peer: QuicPeer, stream_id: int, meta: StreamMeta | None = None,
                  prefix: bytes = b"") -> None:
@@ -54,10 +56,14 @@ class QuicStream(Stream):
                                           f"(error 0x{error_code:x})"))
 
     def peer_stopped(self, error_code: int) -> None:
-        """STOP_SENDING: the peer reads no more; answer with a reset (RFC 9000 3.5)."""
+        """STOP_SENDING: the peer reads no more; answer with a reset of our sending side
+        (RFC 9000 3.5). What the peer sent, up to its FIN, is still delivered: an acceptor
+        that answered a refusal stops reading the request it refused, and its status must
+        reach the opener."""
         self._send_reset()
-        self._finish(ConnectionResetError(f"QUIC stream {self.stream_id}: the peer stopped "
-                                          f"reading (error 0x{error_code:x})"))
+        self._eof_written = True
+        if self._fin_in:
+            self._finish(None)
 
     def connection_lost(self, exc: BaseException) -> None:
         self._finish(exc)
@@ -74,9 +80,10 @@ class QuicStream(Stream):
 
     # ---------------------------------------------------------------- Stream interface
     def _send(self, data: bytes | bytearray | memoryview, fin: bool = False) -> None:
+        raw = data if isinstance(data, bytes) else bytes(data)
         if self.prefix:
-            data, self.prefix = self.prefix + bytes(data), b""
-        self.peer.quic.send_stream_data(self.stream_id, data, end_stream=fin)
+            raw, self.prefix = self.prefix + raw, b""
+        self.peer.quic.send_stream_data(self.stream_id, raw, end_stream=fin)
         self.peer.transmit_soon()
 
     def _do_write(self, data: bytes | bytearray | memoryview) -> None:
@@ -93,6 +100,12 @@ class QuicStream(Stream):
         self._send(b"", fin=True)
         if self._fin_in:
             self._finish(None)
+
+    def _do_pause_reading(self) -> None:
+        self.peer.hold(self, True)
+
+    def _do_resume_reading(self) -> None:
+        self.peer.hold(self, False)
 
     def get_write_buffer_size(self) -> int:
         return 0 if self._gone else self.peer.send_buffered(self.stream_id)
@@ -121,13 +134,13 @@ class QuicStream(Stream):
         if not self._gone:
             try:
                 self.peer.quic.reset_stream(self.stream_id, RESET_CODE)
-            except Exception:  # noqa: BLE001 - already finished or closed: nothing to reset
+            except Exception:  # already finished, or the connection is gone: nothing to reset
                 pass
             self.peer.transmit_soon()
 
     def _stop(self) -> None:
         try:
             self.peer.quic.stop_stream(self.stream_id, RESET_CODE)
-        except Exception:  # noqa: BLE001 - the stream already ended on the peer's side
+        except Exception:  # the stream already ended on the peer's side
             pass
         self.peer.transmit_soon()

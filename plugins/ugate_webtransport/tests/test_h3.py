@@ -7,12 +7,12 @@ import asyncio
 import ssl
 from pathlib import Path
 
-from qh3.asyncio.client import connect
-from qh3.asyncio.protocol import QuicConnectionProtocol
-from qh3.h3.connection import H3Connection
-from qh3.h3.events import DataReceived, HeadersReceived
-from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.events import QuicEvent
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
 
 from ugate_core.testing import StartGateway, metric, require_peer, run
 

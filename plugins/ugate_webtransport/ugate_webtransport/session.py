@@ -22,12 +22,12 @@ import hmac
 import ipaddress
 import logging
 from collections.abc import Mapping
-
 from urllib.parse import parse_qs
 
-from qh3.h3.connection import H3Connection
-from qh3.h3.events import DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
-from qh3.quic.events import QuicEvent, StreamDataReceived
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.quic.events import QuicEvent, StreamDataReceived
+
 from ugate_core import ConfigError, GatewayAPI, StashKey, StreamMeta, serve_preamble
 from ugate_quic.alpn import QuicConn
 from ugate_quic.endpoint import QuicPeer
