@@ -13,7 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ugate_quic.lib import new_stream_id, own_certificate, peer_certificates, send_buffered
+from ugate_quic.lib import (
+    new_stream_id,
+    peer_certificates,
+    presented_certificate,
+    send_buffered,
+)
 
 
 def _cert(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -52,7 +57,7 @@ def test_helpers_against_installed_aioquic() -> None:
         original_destination_connection_id=client.original_destination_connection_id)
     _pump(client, server, 0.0)
     der = cert.public_bytes(serialization.Encoding.DER)
-    assert own_certificate(scfg) == der
+    assert presented_certificate(server) == der
     assert peer_certificates(client) == (der, [])
     sid = new_stream_id(client, False)
     assert sid == 0 and new_stream_id(client, True) == 2

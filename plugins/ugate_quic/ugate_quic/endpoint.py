@@ -3,7 +3,8 @@
 A ``quic`` listener (``protocols = ["quic"]``) binds UDP on its ``listen`` address — by
 convention the shared TCP port's number — and serves every ALPN installed: ``ugate/1``
 (mesh streams, :mod:`ugate_quic.mesh`) and what other plugins add (:mod:`ugate_quic.alpn`).
-The server certificate is the workload's (its key is the mesh ID). Bounds: at most
+The server certificate holds the workload key (its hash is the mesh ID): a short-lived one
+browsers can pin by hash (:mod:`ugate_quic.certs`), or the workload chain. Bounds: at most
 ``max_connections`` connections (more get a CONNECTION_CLOSE at once), a handshake deadline
 (``[gateway] handshake_timeout``), an address-validating Retry when ``retry = true`` (a
 flood of Initial packets from spoofed sources then costs one stateless packet each).
@@ -40,6 +41,7 @@ from ugate_core import (
 from ugate_core import options as opt
 
 from .alpn import AlpnHandler, AlpnSession, collect_alpn
+from .certs import BrowserCerts, browser_certs
 from .lib import StreamCredit, send_buffered, use_identity
 from .qstream import QuicStream
 
@@ -50,15 +52,17 @@ NO_ERROR = 0x0
 ERR_REFUSED = 0x101  # a limit or the ALPN: nothing more will be served on this connection
 ERR_HANDSHAKE_TIMEOUT = 0x102
 
-OPTION_KEYS = frozenset({"max_connections", "max_streams", "retry", "idle_timeout"})
+OPTION_KEYS = frozenset({"max_connections", "max_streams", "retry", "idle_timeout",
+                        "browser_certs"})
 DEFAULTS: dict[str, Any] = {"max_connections": 1000, "max_streams": 256, "retry": False,
-                            "idle_timeout": 60.0}
+                            "idle_timeout": 60.0, "browser_certs": True}
 
 
 def check_options(options: Mapping[str, Any], path: str) -> None:
     for k in ("max_connections", "max_streams"):
         opt.integer(options, k, path, DEFAULTS[k], lo=1)
     opt.boolean(options, "retry", path, DEFAULTS["retry"])
+    opt.boolean(options, "browser_certs", path, DEFAULTS["browser_certs"])
     opt.seconds(options, "idle_timeout", path, DEFAULTS["idle_timeout"])
 
 
@@ -226,8 +230,14 @@ class QuicEndpoint:
         self.handlers = handlers
         self.connections: set[QuicPeer] = set()
         self.server: QuicServer | None = None
+        self.cfg: QuicConfiguration | None = None
+        self.certs: BrowserCerts | None = None
 
     def _make(self, quic: QuicConnection, stream_handler: Any = None) -> QuicPeer:
+        if self.certs is not None and self.cfg is not None and self.certs.rotate_if_due():
+            self.cfg.certificate = self.certs.current.cert
+            log.info("browser_certificate_rotated listener=%s sha256=%s", self.ctx.name,
+                     self.certs.current.sha256)
         meta = StreamMeta(protocol="quic", listener=self.ctx.name)
         peer = QuicPeer(quic, ctx=self.ctx, meta=meta, handlers=self.handlers, endpoint=self)
         if len(self.connections) >= option(self.ctx, "max_connections"):
@@ -239,8 +249,14 @@ class QuicEndpoint:
 
     async def start(self) -> None:
         lc = self.ctx.config
-        cfg = base_configuration(self.ctx.gateway, is_client=False, alpn=list(self.handlers),
+        gw = self.ctx.gateway
+        cfg = base_configuration(gw, is_client=False, alpn=list(self.handlers),
                                  idle_timeout=float(option(self.ctx, "idle_timeout")))
+        if option(self.ctx, "browser_certs"):
+            self.certs = browser_certs(gw)
+            if self.certs is not None:  # the workload key, in a certificate browsers pin
+                cfg.certificate, cfg.certificate_chain = self.certs.current.cert, []
+        self.cfg = cfg
         try:
             self.server = await serve(lc.host, lc.port, configuration=cfg,
                                       create_protocol=self._make,

@@ -56,9 +56,11 @@ def use_identity(cfg: QuicConfiguration, ident: Identity) -> None:
     cfg.private_key = ident.key
 
 
-def own_certificate(cfg: QuicConfiguration) -> bytes:
-    """The certificate (DER) ``cfg`` presents, ``b""`` if none."""
-    return b"" if cfg.certificate is None else cfg.certificate.public_bytes(_DER)
+def presented_certificate(quic: QuicConnection) -> bytes:
+    """The certificate (DER) this side presented in ``quic``'s handshake, ``b""`` if none
+    (the configuration's may have rotated since)."""
+    cert = quic.tls.certificate
+    return b"" if cert is None else cert.public_bytes(_DER)
 
 
 class StreamCredit:

@@ -57,7 +57,7 @@ from ugate_core import (
 
 from .alpn import AlpnHandler, QuicConn
 from .endpoint import ERR_REFUSED, QuicPeer, base_configuration, option
-from .lib import new_stream_id, own_certificate, peer_certificates
+from .lib import new_stream_id, peer_certificates, presented_certificate
 from .qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.quic")
@@ -135,7 +135,7 @@ class MeshServerSession:
         self._auth_sid: int | None = None
         self._max_streams = int(option(self.ctx, "max_streams"))
         self._open = 0
-        self._server_cert = own_certificate(conn.quic.configuration)
+        self._server_cert = presented_certificate(conn.quic)
 
     def quic_event(self, ev: QuicEvent) -> None:
         peer = self.conn

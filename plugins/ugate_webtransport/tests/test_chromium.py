@@ -7,8 +7,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from ugate_core import Gateway
 from ugate_core.testing import StartGateway, browser_run
+from ugate_quic.certs import browser_certs
+from ugate_webtransport.session import hashes_json
 
 MiB = 1 << 20
 
@@ -35,17 +36,16 @@ def wt_pattern(n: int, seed: int) -> bytes:
 JS = (Path(__file__).parent / "wt_page.js").read_text()
 
 
-def cert_hash(gw: Gateway) -> list[int]:
-    return list(hashlib.sha256(gw.identity.cert_der()).digest())
-
-
 async def test_chromium_streams_echo_8mib_each_and_see_a_refusal(
         start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
     gw = await start_gateway(config(echo_server))
     url = f"https://127.0.0.1:{gw.port('quic')}/.well-known/ugate/wt"
     script = JS + f"""
-    const wt = new WebTransport({json.dumps(url)}, {{serverCertificateHashes:
-        [{{algorithm: 'sha-256', value: new Uint8Array({cert_hash(gw)})}}]}});
+    // the current and next hashes, as /.well-known/ugate/wt-hashes publishes them; both pinned
+    const doc = {hashes_json(gw).decode()};
+    const pins = doc.hashes.map(h => ({{algorithm: doc.algorithm,
+        value: new Uint8Array(h.match(/../g).map(x => parseInt(x, 16)))}}));
+    const wt = new WebTransport({json.dumps(url)}, {{serverCertificateHashes: pins}});
     await wt.ready;
     const res = await Promise.all([1, 2, 3].map(i => echo(wt, 'echo.test:7', {8 * MiB}, i)));
     res.push(await echo(wt, '127.0.0.1:1', 10, 0));
@@ -58,3 +58,5 @@ async def test_chromium_streams_echo_8mib_each_and_see_a_refusal(
         assert r["bytes"] == 8 * MiB and r["first_mismatch"] == -1, r
         assert r["sha256"] == hashlib.sha256(wt_pattern(8 * MiB, i)).hexdigest()
     assert res[3] == {"status": "502 refused"}
+    certs = browser_certs(gw)
+    assert certs is not None and len(set(certs.hashes())) == 2

@@ -4,6 +4,7 @@ session gate (path, token) with qh3's own H3 client."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from ugate_core.testing import StartGateway, metric, require_peer, run
+from ugate_quic.certs import browser_certs
 
 
 def config(extra: str = "", listen: str = "127.0.0.1:0") -> str:
@@ -33,7 +35,8 @@ async def test_gtlsclient_gets_a_plain_get_answered_and_a_clear_404(
     exe = require_peer("/usr/bin/gtlsclient", apt="ngtcp2-client")
     gw = await start_gateway(config())
     port = gw.port("quic")
-    for path, name in (("/", "index.html"), ("/nothing-here", "nothing-here")):
+    for path, name in (("/", "index.html"), ("/nothing-here", "nothing-here"),
+                       ("/.well-known/ugate/wt-hashes", "wt-hashes")):
         out = tmp_path / name.replace(".", "_")
         out.mkdir()
         res = await run(exe, "-q", "--exit-on-all-streams-close", f"--download={out}",
@@ -42,6 +45,11 @@ async def test_gtlsclient_gets_a_plain_get_answered_and_a_clear_404(
         body = (out / name).read_bytes()
         if path == "/":
             assert body == b"ugate webtransport: open a session at /.well-known/ugate/wt\n"
+        elif name == "wt-hashes":
+            doc = json.loads(body)
+            certs = browser_certs(gw)
+            assert certs is not None
+            assert doc["algorithm"] == "sha-256" and doc["hashes"] == certs.hashes()
         else:
             assert body == (b"not found: WebTransport sessions are at "
                             b"/.well-known/ugate/wt\n")

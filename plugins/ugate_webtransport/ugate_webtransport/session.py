@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qs
@@ -30,12 +31,24 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from ugate_core import ConfigError, GatewayAPI, StashKey, StreamMeta, serve_preamble
 from ugate_quic.alpn import QuicConn
+from ugate_quic.certs import browser_certs
 from ugate_quic.endpoint import QuicPeer
 from ugate_quic.qstream import QuicStream
 
 log = logging.getLogger("ugate.webtransport")
 
 WT_PATH = "/.well-known/ugate/wt"
+#: the current and next certificate hashes, as JSON (here over HTTP/3, and on ugate-http's
+#: listeners when it is installed: :func:`hashes_json`)
+HASHES_PATH = "/.well-known/ugate/wt-hashes"
+
+
+def hashes_json(gw: GatewayAPI) -> bytes:
+    """``{"algorithm": "sha-256", "hashes": [current, next], "not_after": [...]}``; an empty
+    list of hashes when the key cannot make browser certificates (not P-256)."""
+    certs = browser_certs(gw)
+    doc = certs.as_json() if certs is not None else {"algorithm": "sha-256", "hashes": []}
+    return json.dumps(doc).encode()
 _SETTINGS: StashKey[dict[str, str]] = StashKey()
 
 
@@ -105,8 +118,9 @@ class WebTransportSession:
     def _respond(self, stream_id: int, status: int, body: bytes = b"",
                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
         headers = [(b":status", str(status).encode()), *(extra or [])]
-        if status != 200 or body:
+        if (status != 200 or body) and not any(k == b"content-type" for k, _ in headers):
             headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        if status != 200 or body:
             headers.append((b"content-length", str(len(body)).encode()))
         self.h3.send_headers(stream_id, headers, end_stream=not body and status != 200)
         if body:
@@ -122,6 +136,9 @@ class WebTransportSession:
             if method in ("GET", "HEAD") and path.split("?", 1)[0] == "/":
                 self._respond(stream_id, 200, b"ugate webtransport: open a session at "
                               + WT_PATH.encode() + b"\n")
+            elif method == "GET" and path.split("?", 1)[0] == HASHES_PATH:
+                self._respond(stream_id, 200, hashes_json(self.gw),
+                              [(b"content-type", b"application/json")])
             else:
                 self.ctx.reject("not_found", f"{method} {path[:80]}", meta)
                 self._respond(stream_id, 404, b"not found: WebTransport sessions are at "
@@ -167,4 +184,5 @@ def open_session(conn: QuicConn) -> WebTransportSession:
     return WebTransportSession(conn)
 
 
-__all__ = ["WT_PATH", "WebTransportSession", "open_session", "settings_of"]
+__all__ = ["HASHES_PATH", "WT_PATH", "WebTransportSession", "hashes_json", "open_session",
+           "settings_of"]
