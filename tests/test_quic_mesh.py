@@ -13,12 +13,29 @@ from pathlib import Path
 import pytest
 
 from ugate_core import Gateway
-from ugate_core.testing import StartGateway, Upstream, free_port, pattern, require_peer, run
+from ugate_core.testing import (
+    StartGateway,
+    Upstream,
+    connect_when_listening,
+    free_port,
+    pattern,
+    require_peer,
+    run,
+)
 
 pytest.importorskip("ugate_quic")
 pytest.importorskip("ugate_socks")
 
 MiB = 1 << 20
+
+
+def _sshd_files(keys: Path, d: Path, port: int) -> None:
+    d.mkdir()
+    Path("/run/sshd").mkdir(exist_ok=True)
+    (d / "authorized_keys").write_text((keys / "client.pub").read_text())
+    (d / "cfg").write_text(f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {keys / 'host'}\n"
+                           "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+                           f"PidFile {d / 'pid'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n")
 
 
 @pytest.fixture
@@ -29,20 +46,17 @@ async def sshd(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     if os.geteuid() != 0:
         pytest.skip("sshd needs root to run with a temp config (PEERS.md)")
     d = tmp_path / "sshd"
-    d.mkdir()
-    Path("/run/sshd").mkdir(exist_ok=True)
     for name in ("host", "client"):
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
-                       check=True, timeout=30)
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+        res = await run(keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
     port = free_port()
-    (d / "cfg").write_text(f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host'}\n"
-                           "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-                           f"PidFile {d / 'pid'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n")
+    _sshd_files(tmp_path, d, port)
     proc = await asyncio.create_subprocess_exec(exe, "-D", "-f", str(d / "cfg"), "-E",
                                                 str(d / "log"), stdin=subprocess.DEVNULL)
     try:
-        yield port, d / "client"
+        _, w = await connect_when_listening("127.0.0.1", port)
+        w.close()
+        yield port, tmp_path / "client"
     finally:
         proc.terminate()
         await proc.wait()
