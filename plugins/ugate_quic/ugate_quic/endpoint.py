@@ -211,7 +211,10 @@ class QuicPeer(QuicConnectionProtocol):
                 self._deadline.cancel()
             why = event.reason_phrase or f"error 0x{event.error_code:x}"
             if self.closed_reason is None:
-                self.closed_reason = f"closed by the peer: {why}"
+                self.closed_reason = f"connection closed: {why}"
+                if self._ctx is not None and not self._connected:
+                    # a failed handshake (no common ALPN, bad TLS, ...): say so, count it
+                    self.ctx.reject("handshake", why, self._meta)
             exc = ConnectionResetError(f"QUIC connection closed: {why}")
             for s in list(self.streams.values()):
                 s.connection_lost(exc)
