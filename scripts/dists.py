@@ -233,6 +233,14 @@ def plugins_report(env: Path, state: Path, cwd: Path) -> dict[str, dict[str, obj
     return {str(p["name"]): p for p in json.loads(out)["plugins"]}
 
 
+def ugate_requires(src: Path) -> list[str]:
+    """The ugate distributions ``src`` declares it needs besides core (ugate-webtransport
+    runs on ugate-quic's endpoint)."""
+    deps = tomllib.loads((src / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0] for d in deps]
+    return [n for n in names if n.startswith("ugate-")]
+
+
 def alone() -> None:
     for src in SOURCES:
         name = name_of(src)
@@ -246,7 +254,7 @@ def alone() -> None:
                                         "--format=json", "--disable-pip-version-check"))
                 ours = sorted(d["name"].replace("_", "-") for d in listed
                               if d["name"].startswith("ugate"))
-                if ours != sorted(["ugate-core", name]):
+                if ours != sorted({"ugate-core", name, *ugate_requires(src)}):
                     fail(f"{name} alone installed {ours}")
             n = run(env / "bin" / "python", "-c", IMPORT_ALL, package_dir(src).name,
                     *NEEDS_EXTRA, cwd=cwd)
