@@ -42,6 +42,8 @@ bench: setup
 	$(PY) plugins/ugate_ssh/bench_ssh.py
 	$(PY) plugins/ugate_http/bench/bench_http.py
 	$(PY) plugins/ugate_hbone/bench_hbone.py
+	$(PY) plugins/ugate_quic/bench_quic.py
+	$(PY) plugins/ugate_webtransport/bench_webtransport.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick

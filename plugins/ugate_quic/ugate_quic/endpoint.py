@@ -52,18 +52,34 @@ NO_ERROR = 0x0
 ERR_REFUSED = 0x101  # a limit or the ALPN: nothing more will be served on this connection
 ERR_HANDSHAKE_TIMEOUT = 0x102
 
+#: the largest UDP payload QUIC may send on any path (RFC 9000 14); aioquic's default
+MIN_DATAGRAM = 1200
+#: what a datagram may be at most here: aioquic fails above it (its 3-datagram build buffer)
+MAX_DATAGRAM = 16384
+
 OPTION_KEYS = frozenset({"max_connections", "max_streams", "retry", "idle_timeout",
-                        "browser_certs"})
+                        "browser_certs", "max_datagram_size"})
 DEFAULTS: dict[str, Any] = {"max_connections": 1000, "max_streams": 256, "retry": False,
-                            "idle_timeout": 60.0, "browser_certs": True}
+                            "idle_timeout": 60.0, "browser_certs": True,
+                            "max_datagram_size": MIN_DATAGRAM}
 
 
 def check_options(options: Mapping[str, Any], path: str) -> None:
     for k in ("max_connections", "max_streams"):
         opt.integer(options, k, path, DEFAULTS[k], lo=1)
     opt.boolean(options, "retry", path, DEFAULTS["retry"])
-    opt.boolean(options, "browser_certs", path, DEFAULTS["browser_certs"])
     opt.seconds(options, "idle_timeout", path, DEFAULTS["idle_timeout"])
+    opt.boolean(options, "browser_certs", path, DEFAULTS["browser_certs"])
+    opt.integer(options, "max_datagram_size", path, MIN_DATAGRAM, lo=MIN_DATAGRAM,
+                hi=MAX_DATAGRAM)
+
+
+def check_section(gw: GatewayAPI) -> int:
+    """``[quic] max_datagram_size`` (the dialer's): validated, returned."""
+    t = gw.config.section("quic")
+    opt.check_keys(t, {"max_datagram_size"}, "quic")
+    return opt.integer(t, "max_datagram_size", "quic", MIN_DATAGRAM, lo=MIN_DATAGRAM,
+                       hi=MAX_DATAGRAM)
 
 
 def option(ctx: ListenerContext, key: str) -> Any:
@@ -71,12 +87,14 @@ def option(ctx: ListenerContext, key: str) -> Any:
 
 
 def base_configuration(gw: GatewayAPI, *, is_client: bool, alpn: list[str],
-                       idle_timeout: float = 60.0) -> QuicConfiguration:
+                       idle_timeout: float = 60.0,
+                       max_datagram_size: int = MIN_DATAGRAM) -> QuicConfiguration:
     """A QUIC configuration presenting this workload's certificate and key."""
     ident = gw.identity
     ident.renew_if_needed()
     cfg = QuicConfiguration(is_client=is_client, alpn_protocols=alpn,
-                            idle_timeout=idle_timeout, max_datagram_frame_size=65536)
+                            idle_timeout=idle_timeout, max_datagram_frame_size=65536,
+                            max_datagram_size=max_datagram_size)
     use_identity(cfg, ident)
     return cfg
 
@@ -254,7 +272,8 @@ class QuicEndpoint:
         lc = self.ctx.config
         gw = self.ctx.gateway
         cfg = base_configuration(gw, is_client=False, alpn=list(self.handlers),
-                                 idle_timeout=float(option(self.ctx, "idle_timeout")))
+                                 idle_timeout=float(option(self.ctx, "idle_timeout")),
+                                 max_datagram_size=int(option(self.ctx, "max_datagram_size")))
         if option(self.ctx, "browser_certs"):
             self.certs = browser_certs(gw)
             if self.certs is not None:  # the workload key, in a certificate browsers pin

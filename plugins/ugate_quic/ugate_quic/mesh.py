@@ -56,7 +56,7 @@ from ugate_core import (
 )
 
 from .alpn import AlpnHandler, QuicConn
-from .endpoint import ERR_REFUSED, QuicPeer, base_configuration, option
+from .endpoint import ERR_REFUSED, QuicPeer, base_configuration, check_section, option
 from .lib import new_stream_id, peer_certificates, presented_certificate
 from .qstream import RESET_CODE, QuicStream
 
@@ -270,7 +270,8 @@ async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, req.target_port, type=socket.SOCK_DGRAM)
     family, _, _, _, addr = infos[0]
-    cfg = base_configuration(gw, is_client=True, alpn=[ALPN])
+    cfg = base_configuration(gw, is_client=True, alpn=[ALPN],
+                             max_datagram_size=check_section(gw))
     cfg.verify_mode = ssl.CERT_NONE  # the mesh identity is checked below, like core's tls
     cfg.server_name = sni
     handlers = {ALPN: AlpnHandler(ALPN, MeshClientSession)}

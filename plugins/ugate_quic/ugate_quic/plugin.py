@@ -15,7 +15,7 @@ from ugate_core import (
 )
 
 from .alpn import hookspecs
-from .endpoint import OPTION_KEYS, check_options, start_quic_listener
+from .endpoint import OPTION_KEYS, check_options, check_section, start_quic_listener
 from .mesh import alpn_handler, close_pool, dial_quic
 
 
@@ -37,7 +37,13 @@ def ugate_listener_types() -> list[ListenerType]:
 
 
 @hookimpl
-def ugate_dialer_types() -> list[DialerType]:
+def ugate_config_sections() -> list[str]:
+    return ["quic"]
+
+
+@hookimpl
+def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
+    check_section(gateway)  # a bad [quic] table fails at load ('ugate config check' too)
     return [DialerType("quic", dial_quic, "mesh streams over QUIC (ALPN ugate/1) through a "
                        "peer gateway; one pooled connection per peer",
                        verifies=frozenset(IDENTITY_KINDS), secure=True)]
