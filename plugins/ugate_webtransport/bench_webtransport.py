@@ -10,9 +10,9 @@ Scenarios (in the page, timed there): ``bulk`` (one stream, N MiB echoed: MiB/s 
 each). Rounds are interleaved; the median and the ratio ugate / bare are printed (goal: bulk
 >= 0.8x). The same page over ugate-ws is not measured here: ugate-ws is not in this tree yet.
 
-    .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py          # ~1.5 min (3 rounds of 16 MiB)
+    .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py   # ~1.5 min, 16 MiB
     .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py --quick
-    .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py --bare-server  # alone
+    .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py --bare-server
 """
 
 from __future__ import annotations

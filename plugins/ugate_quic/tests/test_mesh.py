@@ -10,6 +10,7 @@ import pytest
 from ugate_core import DialError, Gateway, Stream
 from ugate_core.testing import StartGateway, metric, pattern
 from ugate_quic.mesh import pool_of
+from ugate_quic.shared import shared_endpoints
 
 MiB = 1 << 20
 
@@ -85,3 +86,40 @@ async def test_wrong_server_identity_is_refused_before_any_stream(
     assert "expected id " + "A" * 52 in str(e.value)
     assert b.identity.id in str(e.value)
     assert metric(a, "ugate_identity_failures_total", protocol="quic", direction="dial") == 1
+
+
+async def test_shared_port_also_serves_quic_on_udp(start_gateway: StartGateway,
+                                                   echo_server: tuple[str, int]) -> None:
+    """A shared TCP port (protocols = ["*"]) gets QUIC on the same UDP port number, under the
+    shared listener's name; [quic] shared_port = false turns it off."""
+    b = await start_gateway(f"""
+[admin]
+listen = ""
+[listeners.main]
+listen = "127.0.0.1:0"
+protocols = ["*"]
+[hosts."svc.test"]
+endpoints = ["{echo_server[0]}:{echo_server[1]}"]
+""")
+    eps = shared_endpoints(b)
+    assert [ep.addresses() for ep in eps] == [[("127.0.0.1", b.port("main"))]]
+    a = await start_gateway(f"""
+[admin]
+listen = ""
+[hosts."svc.test"]
+endpoints = ["127.0.0.1:{b.port("main")}"]
+protocol = "quic"
+identity = ["id:{b.identity.id}"]
+""")
+    s = await a.dial("svc.test:7")
+    assert await echo_through(s, b"over the shared port") == b"over the shared port"
+    off = await start_gateway("""
+[admin]
+listen = ""
+[quic]
+shared_port = false
+[listeners.main]
+listen = "127.0.0.1:0"
+protocols = ["*"]
+""")
+    assert shared_endpoints(off) == []

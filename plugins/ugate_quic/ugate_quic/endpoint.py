@@ -75,11 +75,18 @@ def check_options(options: Mapping[str, Any], path: str) -> None:
 
 
 def check_section(gw: GatewayAPI) -> int:
-    """``[quic] max_datagram_size`` (the dialer's): validated, returned."""
+    """``[quic]``: ``max_datagram_size`` (the dialer's, returned) and ``shared_port``."""
     t = gw.config.section("quic")
-    opt.check_keys(t, {"max_datagram_size"}, "quic")
+    opt.check_keys(t, {"max_datagram_size", "shared_port"}, "quic")
+    opt.boolean(t, "shared_port", "quic", True)
     return opt.integer(t, "max_datagram_size", "quic", MIN_DATAGRAM, lo=MIN_DATAGRAM,
                        hi=MAX_DATAGRAM)
+
+
+def shared_port_enabled(gw: GatewayAPI) -> bool:
+    """``[quic] shared_port`` (default true): UDP beside every shared TCP port."""
+    check_section(gw)
+    return bool(gw.config.section("quic").get("shared_port", True))
 
 
 def option(ctx: ListenerContext, key: str) -> Any:
@@ -246,8 +253,12 @@ class QuicEndpoint:
     """A running ``quic`` listener (core's ``RunningListener``)."""
 
     def __init__(self, cfg: ListenerConfig, gw: GatewayAPI,
-                 handlers: dict[str, AlpnHandler]) -> None:
+                 handlers: dict[str, AlpnHandler], *, host: str | None = None,
+                 port: int | None = None) -> None:
         self.ctx = ListenerContext(gw, cfg)
+        #: where to bind: the listener's own address, or (shared port) the TCP side's
+        self.host = cfg.host if host is None else host
+        self.port = cfg.port if port is None else port
         self.handlers = handlers
         self.connections: set[QuicPeer] = set()
         self.server: QuicServer | None = None
@@ -280,13 +291,13 @@ class QuicEndpoint:
                 cfg.certificate, cfg.certificate_chain = self.certs.current.cert, []
         self.cfg = cfg
         try:
-            self.server = await serve(lc.host, lc.port, configuration=cfg,
+            self.server = await serve(self.host, self.port, configuration=cfg,
                                       create_protocol=self._make,
                                       retry=bool(option(self.ctx, "retry")))
         except OSError as e:
-            raise ConfigError(f"{lc.path}.listen",
-                              f"cannot listen on UDP {lc.listen!r}: {e}") from None
-        log.info("listening listener=%s address=%s protocols=quic alpn=%s", lc.name,
+            raise ConfigError(f"{lc.path}.listen", f"cannot listen on UDP "
+                              f"{self.host}:{self.port}: {e}") from None
+        log.info("listening listener=%s address=%s protocols=quic(udp) alpn=%s", lc.name,
                  ",".join(f"{h}:{p}" for h, p in self.addresses()), ",".join(self.handlers))
 
     def addresses(self) -> list[tuple[str, int]]:

@@ -17,6 +17,7 @@ from ugate_core import (
 from .alpn import hookspecs
 from .endpoint import OPTION_KEYS, check_options, check_section, start_quic_listener
 from .mesh import alpn_handler, close_pool, dial_quic
+from .shared import start_shared, stop_shared
 
 
 async def _start(cfg: ListenerConfig, gw: GatewayAPI) -> RunningListener:
@@ -50,5 +51,15 @@ def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
 
 
 @hookimpl
+def ugate_startup(gateway: GatewayAPI) -> Awaitable[None]:
+    return start_shared(gateway, [alpn_handler()])  # UDP beside each shared TCP port
+
+
+@hookimpl
 def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None]:
-    return close_pool(gateway)
+    return _shutdown(gateway)
+
+
+async def _shutdown(gateway: GatewayAPI) -> None:
+    await stop_shared(gateway)
+    await close_pool(gateway)
