@@ -56,8 +56,9 @@ async def test_only_the_named_key_passes_a_fresh_key_is_refused(
     assert metric(b, "ugate_dial_errors_total", reason="denied") == 1
 
 
-def _cert_for(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+def self_signed(key: ec.EllipticCurvePrivateKey, cn: str = "x") -> x509.Certificate:
+    """A one-day self-signed certificate over ``key`` (a client's or a test server's)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
@@ -69,7 +70,7 @@ async def _raw_client(b: Gateway, auth: bytes | None, request: bytes) -> tuple[b
     then one bidi stream with ``request``; returns what came back and how it ended."""
     cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
     key = ec.generate_private_key(ec.SECP256R1())
-    cfg.certificate = _cert_for(key)
+    cfg.certificate = self_signed(key)
     cfg.private_key = key
 
     def make(quic: object, stream_handler: object = None) -> QuicPeer:

@@ -13,15 +13,15 @@ from ugate_core import id_of_public_key
 from ugate_core.testing import StartGateway
 from ugate_quic.certs import STEP, BrowserCerts, browser_certs
 
+from .test_attacks import self_signed
 from .test_mesh import gateway_a, gateway_b, read_all
 
 
 def test_rotation_keeps_a_published_next_and_never_exceeds_14_days() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    from .test_attacks import _cert_for
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    certs = BrowserCerts(key, _cert_for(leaf_key), "x", now=t0)
+    certs = BrowserCerts(key, self_signed(leaf_key), "x", now=t0)
     first = [certs.current.sha256, certs.next.sha256]
     assert certs.rotate_if_due(t0 + STEP - dt.timedelta(seconds=1)) is False
     assert certs.rotate_if_due(t0 + STEP) is True

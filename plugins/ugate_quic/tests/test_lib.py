@@ -3,15 +3,11 @@ on a real connection pair in memory (no sockets)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import aioquic
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ugate_quic.lib import (
     new_stream_id,
@@ -20,14 +16,7 @@ from ugate_quic.lib import (
     send_buffered,
 )
 
-
-def _cert(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lib")])
-    now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(7).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-
+from .test_attacks import self_signed
 
 _CLIENT, _SERVER = ("10.0.0.1", 1234), ("10.0.0.2", 4433)
 
@@ -46,7 +35,7 @@ def _pump(a: QuicConnection, b: QuicConnection, now: float) -> None:
 def test_helpers_against_installed_aioquic() -> None:
     assert aioquic.__version__.startswith("1."), aioquic.__version__
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert(key)
+    cert = self_signed(key, "lib")
     scfg = QuicConfiguration(is_client=False, alpn_protocols=["t"])
     scfg.certificate, scfg.private_key = cert, key
     ccfg = QuicConfiguration(is_client=True, alpn_protocols=["t"], verify_mode=0)

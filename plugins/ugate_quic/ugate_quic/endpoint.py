@@ -46,6 +46,11 @@ from .lib import StreamCredit, send_buffered, use_identity
 from .qstream import QuicStream
 
 log = logging.getLogger("ugate.quic")
+# aioquic logs two INFO lines per connection (version, ALPN): unbounded under a flood of
+# handshakes, where ugate's own refusal log is rate-bounded. Quiet unless configured.
+_aioquic_log = logging.getLogger("quic")
+if _aioquic_log.level == logging.NOTSET:
+    _aioquic_log.setLevel(logging.WARNING)
 
 #: application error codes of a connection close
 NO_ERROR = 0x0
