@@ -134,7 +134,6 @@ class MeshServerSession:
         self._auth_buf = bytearray()
         self._auth_sid: int | None = None
         self._max_streams = int(option(self.ctx, "max_streams"))
-        self._open = 0
         self._server_cert = presented_certificate(conn.quic)
 
     def quic_event(self, ev: QuicEvent) -> None:
@@ -156,7 +155,7 @@ class MeshServerSession:
             return
         if sid % 4 != 0:
             return  # our own stream ids: nothing of ours to feed
-        if self._open >= self._max_streams:
+        if len(peer.streams) >= self._max_streams:  # live streams, relayed or not
             self.ctx.reject("max_streams", f"more than {self._max_streams} streams on one "
                             "QUIC connection", peer.meta)
             with contextlib.suppress(Exception):
@@ -168,7 +167,6 @@ class MeshServerSession:
                           local=peer.meta.local, alpn=ALPN)
         s = peer.stream(sid, meta)
         s.feed(ev.data, ev.end_stream)
-        self._open += 1
         self.gw.spawn(self._serve(s))
 
     def _finish_auth(self) -> None:
@@ -197,22 +195,19 @@ class MeshServerSession:
 
     async def _serve(self, s: QuicStream) -> None:
         try:
-            try:
-                async with asyncio.timeout(self.gw.config.gateway.handshake_timeout):
-                    who = await asyncio.shield(self.auth)
-            except TimeoutError:
-                self.ctx.reject("handshake_timeout", "no client auth stream in time", s.meta)
-                s.reset()
-                return
-            except AuthFailed:
-                s.reset()
-                return
-            s.meta.peer_id = who.peer_id
-            s.meta.copy_extra(who)
-            with self.gw.guard(self.ctx.name, s.meta):
-                await serve_preamble(s, self.ctx)
-        finally:
-            self._open -= 1
+            async with asyncio.timeout(self.gw.config.gateway.handshake_timeout):
+                who = await asyncio.shield(self.auth)
+        except TimeoutError:
+            self.ctx.reject("handshake_timeout", "no client auth stream in time", s.meta)
+            s.reset()
+            return
+        except AuthFailed:
+            s.reset()
+            return
+        s.meta.peer_id = who.peer_id
+        s.meta.copy_extra(who)
+        with self.gw.guard(self.ctx.name, s.meta):
+            await serve_preamble(s, self.ctx)
 
 
 def open_server_session(conn: QuicConn) -> MeshServerSession:

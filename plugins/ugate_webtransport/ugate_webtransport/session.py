@@ -18,6 +18,7 @@ path gets a plain 404; a GET of ``/`` a one-line 200, so HTTP/3 clients can chec
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -32,8 +33,8 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 from ugate_core import ConfigError, GatewayAPI, StashKey, StreamMeta, serve_preamble
 from ugate_quic.alpn import QuicConn
 from ugate_quic.certs import browser_certs
-from ugate_quic.endpoint import QuicPeer
-from ugate_quic.qstream import QuicStream
+from ugate_quic.endpoint import QuicPeer, option
+from ugate_quic.qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.webtransport")
 
@@ -92,6 +93,8 @@ class WebTransportSession:
         self.h3 = H3Connection(conn.quic, enable_webtransport=True)
         self.tokens = settings_of(self.gw)
         self.sessions: dict[int, StreamMeta] = {}
+        self._max_streams = int(option(self.ctx, "max_streams"))
+        self._refused: set[int] = set()
         conn.transmit_soon()  # our SETTINGS (H3Connection queued them)
 
     # ------------------------------------------------------------------ events
@@ -167,6 +170,15 @@ class WebTransportSession:
     def _new_stream(self, session_id: int, stream_id: int) -> QuicStream | None:
         owner = self.sessions.get(session_id)
         if owner is None or stream_id % 4 != 0:  # no such session, or a unidirectional stream
+            return None
+        if len(self.peer.streams) >= self._max_streams:  # live streams, relayed or not
+            if stream_id not in self._refused:
+                self._refused.add(stream_id)
+                self.ctx.reject("max_streams", f"more than {self._max_streams} WebTransport "
+                                "streams on one connection", owner)
+                with contextlib.suppress(Exception):  # the stream may have ended already
+                    self.peer.quic.reset_stream(stream_id, RESET_CODE)
+                    self.peer.quic.stop_stream(stream_id, RESET_CODE)
             return None
         meta = StreamMeta(protocol="webtransport", listener=self.ctx.name, remote=owner.remote,
                           user=owner.user, alpn="h3")
