@@ -13,6 +13,7 @@ flood of Initial packets from spoofed sources then costs one stateless packet ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +44,7 @@ from ugate_core import options as opt
 from .alpn import AlpnHandler, AlpnSession, collect_alpn
 from .certs import BrowserCerts, browser_certs
 from .lib import StreamCredit, send_buffered, use_identity
-from .qstream import QuicStream
+from .qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.quic")
 # aioquic logs two INFO lines per connection (version, ALPN): unbounded under a flood of
@@ -51,6 +52,10 @@ log = logging.getLogger("ugate.quic")
 _aioquic_log = logging.getLogger("quic")
 if _aioquic_log.level == logging.NOTSET:
     _aioquic_log.setLevel(logging.WARNING)
+
+#: seconds a stream we closed keeps taking (and dropping) the peer's bytes before we send
+#: STOP_SENDING
+LINGER = 1.0
 
 #: application error codes of a connection close
 NO_ERROR = 0x0
@@ -129,6 +134,7 @@ class QuicPeer(QuicConnectionProtocol):
         self._watched: set[QuicStream] = set()
         self.closed_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._highest_bidi = -1
 
     # --------------------------------------------------------------- QuicConn
     @property
@@ -169,6 +175,29 @@ class QuicPeer(QuicConnectionProtocol):
         self._watched.discard(s)
         self.credit.tracked.discard(s.stream_id)
         self.credit.held.discard(s.stream_id)
+
+    def linger(self, stream_id: int) -> None:
+        """A stream we closed while the peer still sends: grant it no more credit, and after
+        :data:`LINGER` seconds ask the peer to stop (STOP_SENDING)."""
+        self.credit.tracked.add(stream_id)
+        self.credit.held.add(stream_id)
+        asyncio.get_running_loop().call_later(LINGER, self._stop_lingering, stream_id)
+
+    def _stop_lingering(self, stream_id: int) -> None:
+        self.credit.tracked.discard(stream_id)
+        self.credit.held.discard(stream_id)
+        if self.closed_reason is None:
+            with contextlib.suppress(Exception):  # it may have ended meanwhile
+                self._quic.stop_stream(stream_id, RESET_CODE)
+            self.transmit()
+
+    def accepts_new(self, stream_id: int) -> bool:
+        """True once per peer-opened bidirectional stream id, in increasing order: late
+        frames of a stream that ended never open it again."""
+        if stream_id <= self._highest_bidi:
+            return False
+        self._highest_bidi = stream_id
+        return True
 
     def hold(self, s: QuicStream, held: bool) -> None:
         """Stop (or resume) granting ``s``'s peer more credit: its reader is paused."""

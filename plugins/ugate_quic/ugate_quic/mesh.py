@@ -153,8 +153,8 @@ class MeshServerSession:
             elif ev.end_stream:
                 self._finish_auth()
             return
-        if sid % 4 != 0:
-            return  # our own stream ids: nothing of ours to feed
+        if sid % 4 != 0 or not peer.accepts_new(sid):
+            return  # not a new client stream: late bytes of one that ended are dropped
         if len(peer.streams) >= self._max_streams:  # live streams, relayed or not
             self.ctx.reject("max_streams", f"more than {self._max_streams} streams on one "
                             "QUIC connection", peer.meta)

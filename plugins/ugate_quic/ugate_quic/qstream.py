@@ -115,9 +115,13 @@ class QuicStream(Stream):
             return
         if not self._eof_written:
             self._send(b"", fin=True)
-        if not self._fin_in:
-            self._stop()
+        fin_in = self._fin_in
         self._finish(None)
+        if not fin_in:
+            # the peer may still be sending (a request we refused): no STOP_SENDING yet, it
+            # would race our answer (Firefox then errors the stream's readable side, the
+            # answer unread); what arrives meanwhile is dropped, with no new credit
+            self.peer.linger(self.stream_id)
 
     def _do_abort(self) -> None:
         self._do_reset()

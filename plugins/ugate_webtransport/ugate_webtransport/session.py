@@ -169,8 +169,8 @@ class WebTransportSession:
 
     def _new_stream(self, session_id: int, stream_id: int) -> QuicStream | None:
         owner = self.sessions.get(session_id)
-        if owner is None or stream_id % 4 != 0:  # no such session, or a unidirectional stream
-            return None
+        if owner is None or stream_id % 4 != 0 or not self.peer.accepts_new(stream_id):
+            return None  # no such session, a unidirectional stream, or one that ended
         if len(self.peer.streams) >= self._max_streams:  # live streams, relayed or not
             if stream_id not in self._refused:
                 self._refused.add(stream_id)
