@@ -113,3 +113,14 @@ async def test_malformed_preamble_gets_400(start_gateway: StartGateway,
     got, _ = await _raw_client(b, b"", b"\x02\x05hello")
     assert got.startswith(b"\x01") and b"400 " in got, got
     assert metric(b, "ugate_rejections_total", listener="quic", reason="preamble_version") == 1
+
+
+def test_a_quic_listener_beyond_loopback_without_rules_refuses_to_start(tmp_path: object) -> None:
+    """An open relay over QUIC is refused like any other (checked before binding anything)."""
+    from ugate_core import ConfigError, loads
+
+    gw = Gateway(loads('[listeners.q]\nlisten = "0.0.0.0:15443"\nprotocols = ["quic"]\n', "t"),
+                 state_dir=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as e:
+        gw.check()
+    assert "relays (quic) but no rule says who may reach what" in str(e.value)
