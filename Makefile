@@ -44,6 +44,8 @@ bench: setup
 	$(PY) plugins/ugate_hbone/bench_hbone.py
 	$(PY) plugins/ugate_mqtt/bench_mqtt.py
 	$(PY) plugins/ugate_ws/bench_ws.py
+	$(PY) plugins/ugate_quic/bench_quic.py
+	$(PY) plugins/ugate_webtransport/bench_webtransport.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick

@@ -255,7 +255,7 @@ def alone() -> None:
                                         "--format=json", "--disable-pip-version-check"))
                 ours = sorted(d["name"].replace("_", "-") for d in listed
                               if d["name"].startswith("ugate"))
-                if ours != sorted(["ugate-core", name, *ugate_dependencies(src)]):
+                if ours != sorted({"ugate-core", name, *ugate_dependencies(src)}):
                     fail(f"{name} alone installed {ours}")
             n = run(env / "bin" / "python", "-c", IMPORT_ALL, package_dir(src).name,
                     *NEEDS_EXTRA, cwd=cwd)

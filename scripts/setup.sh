@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(curl socat haproxy openssh-client openssh-server nghttp2-client nghttp2-server iperf3 openssl
               knot unbound bind9-dnsutils mosquitto mosquitto-clients iproute2 wrk gcc procps
-              chromium ngtcp2-client)
+              chromium ngtcp2-client firefox-esr)
 
 want=()
 for p in "${APT_PACKAGES[@]}"; do

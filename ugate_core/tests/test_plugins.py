@@ -99,10 +99,18 @@ def ugate_listner_types(gateway):
     return []
 """
 
+OPTIONAL = """
+from ugate_core import hookimpl
+@hookimpl(optionalhook=True)
+def ugate_absent_plugin_hook(gateway):
+    return []
+"""
+
 
 def test_broken_plugin_is_reported_and_skipped(tmp_path: Path) -> None:
     fake_dist(tmp_path, "broken", BROKEN)
     fake_dist(tmp_path, "typo", TYPO)
+    fake_dist(tmp_path, "optional", OPTIONAL)
     env = env_with(tmp_path)
     data = plugins_json(env)
     p = {x["name"]: x for x in data["plugins"]}  # type: ignore[index,union-attr]
@@ -110,6 +118,8 @@ def test_broken_plugin_is_reported_and_skipped(tmp_path: Path) -> None:
     assert p["broken"]["error"] == "RuntimeError: this plugin is broken on purpose"
     assert p["typo"]["loaded"] is False
     assert "ugate_listner_types" in p["typo"]["error"]
+    # an implementation of another (absent) plugin's hook, marked optional, is no typo
+    assert p["optional"]["loaded"] is True, p["optional"]
     out = subprocess.run([*UGATE, "plugins"], env=env, capture_output=True, text=True,
                          timeout=60, check=True)
     assert "broken" in out.stdout and "FAILED: RuntimeError" in out.stdout

@@ -75,6 +75,13 @@ class GatewayAPI(Protocol):
         """The installed protocols by name (the TLS front dispatches by their ALPN)."""
         ...
 
+    def addresses(self, listener: str) -> list[tuple[str, int]]:
+        """Where listener ``listener`` is bound (a port 0 read back), once the gateway started
+        it; ``KeyError`` for an unknown or not yet started listener. A plugin that serves the
+        same port number on another transport (ugate-quic: UDP beside the shared TCP port)
+        reads it here in ``ugate_startup``."""
+        ...
+
     def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
         """Call hook ``name`` — one a plugin specified (``ugate_hookspecs``) — and return the
         implementations' answers that are not ``None``, in load order. ``gateway`` is passed

@@ -208,7 +208,8 @@ def ugate_hookspecs() -> list[object] | None:
     ``ugate_<plugin>_<what>``; implementations use ``@hookimpl`` as for core's hooks, in any
     plugin, loaded in any order. A hook that neither core nor a loaded plugin specifies is still
     refused at load (a typo stays an error), so an implementation of a spec whose plugin is not
-    installed fails to load: guard it behind an import of that plugin, or keep it in a module
-    only that plugin's entry point loads. Called once while plugins load, without arguments.
+    installed fails to load: mark it ``@hookimpl(optionalhook=True)`` (and import that
+    plugin's types only when it is installed), or keep it in a module only that plugin's entry
+    point loads. Called once while plugins load, without arguments.
     The defining plugin calls its own hook through :meth:`GatewayAPI.call_hook`.
     """

@@ -185,12 +185,15 @@ def _plugin_specs(obj: Any) -> list[Any]:
 
 
 def _unknown_hooks(obj: Any, specs: set[str] = _SPEC_NAMES) -> list[str]:
-    """``@hookimpl`` functions whose name is not a hook spec: rejected before registering."""
+    """``@hookimpl`` functions whose name is not a hook spec: rejected before registering.
+    ``@hookimpl(optionalhook=True)`` marks an implementation of another plugin's hook that
+    may be absent (installed but disabled): pluggy keeps it unverified until a spec appears."""
     out = []
     for attr in dir(obj):
         if attr.startswith("ugate_") and attr not in specs:
             fn = getattr(obj, attr, None)
-            if callable(fn) and hasattr(fn, hookspecs.PROJECT + "_impl"):
+            opts = getattr(fn, hookspecs.PROJECT + "_impl", None) if callable(fn) else None
+            if opts is not None and not opts.get("optionalhook"):
                 out.append(attr)
     return out
 
