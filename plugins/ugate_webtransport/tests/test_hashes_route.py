@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
+# ugate-http serves this route when it is installed (as in this repository's test set-up)
+import ugate_http  # noqa: F401
 from ugate_core.testing import StartGateway, require_peer, run
 from ugate_webtransport.session import hashes_json
-
-# ugate-http serves this route when it is installed (as in this repository's test set-up)
-import ugate_http  # noqa: E402,F401
 
 
 async def test_http_listener_publishes_current_and_next_hashes(
