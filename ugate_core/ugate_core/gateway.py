@@ -29,7 +29,7 @@ from .config import Config, ListenerConfig, is_loopback, load_default
 from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
-from .metrics import Metrics
+from .metrics import Metrics, Tally
 from .policy import Policy, Verdict, local_proxy, protected_ip, protected_name
 from .ratelog import RateLog
 from .records import StreamRecord
@@ -81,6 +81,19 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
+
+
+class _RelayTallies:
+    """A listener's relay counters, looked up once: streams active, bytes up and down, and
+    streams by how they ended."""
+
+    __slots__ = ("active", "down", "ends", "up")
+
+    def __init__(self, m: Metrics, listener: str) -> None:
+        self.active = m.tally(m.streams_active, listener)
+        self.up = m.tally(m.bytes, listener, "up")
+        self.down = m.tally(m.bytes, listener, "down")
+        self.ends: dict[str, Tally] = {}
 
 
 class Gateway:
@@ -139,6 +152,8 @@ class Gateway:
         self._listener_cfgs = {lc.name: lc for lc in self.config.listeners}
         self._own_ips: dict[str, bool] = {}
         self._own_ports: frozenset[int] | None = None
+        #: per listener: the tallies every relayed stream touches (no label lookup each)
+        self._relay_tallies: dict[str, _RelayTallies] = {}
 
     # ------------------------------------------------------------------------- set-up
     def load(self) -> None:
@@ -611,8 +626,10 @@ class Gateway:
         rec = StreamRecord(listener, client.meta, upstream.meta, on_end=self._on_relay_end,
                            then=then)
         self.streams[client.meta.id] = rec
-        m = self.metrics
-        m.tally(m.streams_active, listener).n += 1
+        t = self._relay_tallies.get(listener)
+        if t is None:
+            t = self._relay_tallies[listener] = _RelayTallies(self.metrics, listener)
+        t.active.n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_opened.get_hookimpls():
             hooks.ugate_stream_opened(gateway=self, record=rec)
@@ -623,19 +640,24 @@ class Gateway:
 
     def _relay_ended(self, rec: StreamRecord) -> None:
         self.streams.pop(rec.client.id, None)
-        m = self.metrics
         listener = rec.listener
-        m.tally(m.streams_active, listener).n -= 1
+        t = self._relay_tallies[listener]  # made by start_relay
+        t.active.n -= 1
         st = rec.stats
-        m.tally(m.bytes, listener, "up").n += st.up
-        m.tally(m.bytes, listener, "down").n += st.down
-        m.tally(m.streams, listener, st.end or "cancelled").n += 1
+        up, down, end = st.up, st.down, st.end or "cancelled"
+        t.up.n += up
+        t.down.n += down
+        te = t.ends.get(end)
+        if te is None:
+            te = t.ends[end] = self.metrics.tally(self.metrics.streams, listener, end)
+        te.n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_closed.get_hookimpls():
             hooks.ugate_stream_closed(gateway=self, record=rec)
-        log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
-                 "age=%.3f", listener, peer_str(rec.client), rec.client.target, st.up,
-                 st.down, st.end, time.monotonic() - rec.started)
+        if log.isEnabledFor(logging.INFO):  # no formatting per connection when it is off
+            log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
+                     "age=%.3f", listener, peer_str(rec.client), rec.client.target, up, down,
+                     st.end, time.monotonic() - rec.started)
         rec.relay = None
         then, rec.then = rec.then, None
         if then is not None:
