@@ -154,6 +154,8 @@ class Gateway:
         self._own_ports: frozenset[int] | None = None
         #: per listener: the tallies every relayed stream touches (no label lookup each)
         self._relay_tallies: dict[str, _RelayTallies] = {}
+        #: per dialer: its ``ugate_dials{result="ok"}`` tally
+        self._dials_ok: dict[str, Tally] = {}
 
     # ------------------------------------------------------------------------- set-up
     def load(self) -> None:
@@ -530,7 +532,16 @@ class Gateway:
         with a ``reason``.
         """
         try:
-            dest, port = await self.resolve(address)
+            # resolve(), with no coroutine for a fresh cache hit (most dials)
+            router = self.router
+            if router is None:
+                self.load()
+                router = self.router
+                assert router is not None
+            host, port = split_address(address)
+            dest = router.cached(host, port)
+            if dest is None:
+                dest = await router.resolve(host, port)
         except DialError as e:
             self.metrics.child(self.metrics.dial_errors, e.reason).inc()
             raise
@@ -578,7 +589,11 @@ class Gateway:
                 last = DialError("refused" if isinstance(e, ConnectionRefusedError)
                                  else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")
             else:
-                self.metrics.tally(self.metrics.dials, dialer.name, "ok").n += 1
+                ok = self._dials_ok.get(dialer.name)
+                if ok is None:
+                    ok = self._dials_ok[dialer.name] = self.metrics.tally(
+                        self.metrics.dials, dialer.name, "ok")
+                ok.n += 1
                 if s.meta.target is None:
                     s.meta.target = f"{dest.name}:{req.target_port}"
                 return s
