@@ -1,5 +1,6 @@
-"""The dial deadline (``connect_timeout``): a dialer that does not answer in time is a
-``timeout`` DialError, the next endpoint is tried, and a cancellation from outside stays one."""
+"""Deadlines: ``Deadline`` (asyncio.timeout's synchronous twin), and the dial deadline
+(``connect_timeout``): a dialer that does not answer in time is a ``timeout`` DialError, the
+next endpoint is tried, and a cancellation from outside stays one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from ugate_core import DialError, Gateway, loads
+from ugate_core import Deadline, DialError, Gateway, loads
 from ugate_core.stream import Stream, stream_pair
 from ugate_core.types import Destination, DialerType, DialRequest, Endpoint
 
@@ -68,3 +69,34 @@ async def test_a_dialer_that_ends_in_time_leaves_no_timer_behind() -> None:
     await asyncio.sleep(0.05)  # past the deadline: nothing cancels this task now
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_deadline_alone() -> None:
+    with pytest.raises(TimeoutError), Deadline(0.01) as d:
+        await asyncio.sleep(5)
+    assert d.expired
+    with Deadline(None) as d:  # no deadline
+        await asyncio.sleep(0.01)
+    assert not d.expired
+    with Deadline(1) as d:
+        pass
+    assert not d.expired
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_deadline_inside_asyncio_timeout_leaves_the_outer_one_alone() -> None:
+    # the outer timeout's cancellation passes through the inner Deadline untouched
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            with Deadline(5):
+                await asyncio.sleep(5)
+    # and the inner Deadline's own timeout is its own
+    async with asyncio.timeout(5):
+        with pytest.raises(TimeoutError), Deadline(0.01):
+            await asyncio.sleep(5)
+
+
+def test_deadline_outside_a_task() -> None:
+    with pytest.raises(RuntimeError), Deadline(1):
+        pass

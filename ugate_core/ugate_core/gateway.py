@@ -26,6 +26,7 @@ import pluggy
 from . import plugins as _plugins
 from . import registry as _registry
 from .config import Config, ListenerConfig, is_loopback, load_default
+from .deadline import Deadline
 from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
@@ -81,38 +82,6 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
-
-
-class _Deadline:
-    """``async with asyncio.timeout(delay)`` around one dial, without the context manager's
-    two coroutines and bookkeeping (they cost ~19k instructions per connection; the timer
-    itself ~8k): at the deadline the task is cancelled, and :meth:`end` says whether the
-    exception leaving the block is that cancellation, to be raised as ``TimeoutError`` — by
-    the same rule (``Task.uncancel``) as ``asyncio.timeout``."""
-
-    __slots__ = ("cancelling", "fired", "handle", "task")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Timeout should be used inside a task")
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.fired = False
-        self.handle = loop.call_at(loop.time() + delay, self._fire)
-
-    def _fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-    def end(self, exc: BaseException | None) -> bool:
-        """Stop the timer; True when ``exc`` is the deadline's cancellation."""
-        self.handle.cancel()
-        if not self.fired:
-            return False
-        self.fired = False
-        return self.task.uncancel() <= self.cancelling and \
-            isinstance(exc, asyncio.CancelledError)
 
 
 class _RelayTallies:
@@ -606,19 +575,12 @@ class Gateway:
                             f"prove the expected identity ({kinds}); use tls, hbone or ssh")
         t = self.config.gateway.connect_timeout if timeout is None else timeout
         last: DialError | None = None
-        loop = asyncio.get_running_loop()
         for ep in dest.endpoints:
             req = DialRequest(self, dest, ep, port, t, source, screen)
             try:
-                # asyncio.timeout(t), as cheap as it gets (not wait_for: no task per dial)
-                deadline = _Deadline(loop, t)
-                try:
+                # asyncio.timeout(t) without its coroutines (not wait_for: no task per dial)
+                with Deadline(t):
                     s = await dialer.dial(req)
-                except BaseException as e:
-                    if deadline.end(e):
-                        raise TimeoutError from e
-                    raise
-                deadline.end(None)
             except TimeoutError:
                 last = DialError("timeout", f"{dest.name}: {ep} did not answer within {t:g}s")
             except DialError as e:

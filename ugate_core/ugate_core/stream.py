@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from .deadline import Deadline
 from .errors import ProtocolError
 
 _ids = itertools.count(1)
@@ -378,9 +379,9 @@ class Stream:
             if left <= 0:
                 break
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for starts a task a loop turn
-                # later, and bytes arriving in between would wake nobody
-                async with asyncio.timeout(left):
+                # a deadline (asyncio.timeout's job), not wait_for: on 3.11 wait_for starts a
+                # task a loop turn later, and bytes arriving in between would wake nobody
+                with Deadline(left):
                     await self._wait()
             except TimeoutError:
                 break
