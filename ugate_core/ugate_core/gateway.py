@@ -353,14 +353,18 @@ class Gateway:
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.get_running_loop().create_task(self.shutdown())
 
-    async def serve(self, *, signals: bool = True) -> None:
-        """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully."""
+    async def serve(self, *, signals: bool = True,
+                    on_ready: Callable[[], None] | None = None) -> None:
+        """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully.
+        ``on_ready()`` is called once the gateway started (``ugate run``: ``gc.freeze``)."""
         loop = asyncio.get_running_loop()
         if signals:  # before start: a SIGTERM while starting must not kill the process
             for s in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(s, self.stop)
         try:
             await self.start()
+            if on_ready is not None:
+                on_ready()
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
