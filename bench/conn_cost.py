@@ -80,6 +80,16 @@ def echo_server() -> int:
     return int(ls.getsockname()[1])
 
 
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        d = s.recv(n - len(buf))
+        if not d:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += d
+    return buf
+
+
 def recv_until(s: socket.socket, end: bytes) -> bytes:
     buf = b""
     while not buf.endswith(end):
@@ -93,15 +103,13 @@ def recv_until(s: socket.socket, end: bytes) -> bytes:
 def one(port: int, via: str, target: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if via == "socks5":
-            s.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + target.to_bytes(2, "big"))
-            got = b""
-            while len(got) < 12:
-                d = s.recv(64)
-                if not d:
-                    raise ConnectionError(f"socks5: closed after {got!r}")
-                got += d
-            if got[:2] != b"\x05\x00" or got[3] != 0:
+        if via == "socks5":  # as bench/loadgen.c asks: greeting, its answer, then CONNECT
+            s.sendall(b"\x05\x01\x00")
+            if recv_exactly(s, 2) != b"\x05\x00":
+                raise ConnectionError("socks5: method refused")
+            s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + target.to_bytes(2, "big"))
+            got = recv_exactly(s, 10)
+            if got[:2] != b"\x05\x00":
                 raise ConnectionError(f"socks5: {got!r}")
         elif via == "http":
             s.sendall(f"CONNECT 127.0.0.1:{target} HTTP/1.1\r\nHost: 127.0.0.1:{target}\r\n\r\n"
