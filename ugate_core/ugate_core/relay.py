@@ -358,15 +358,10 @@ class _IdleSweeper:
             sw.handle = loop.call_later(sw.period, sw.sweep)
 
     def discard(self, r: Relay) -> None:
-        """``r`` ended (the relay keeps its sweeper: no lookup per relay)."""
-        relays = self.relays
-        relays.discard(r)
-        if not relays:
-            if self.handle is not None:
-                self.handle.cancel()
-                self.handle = None
-            if self._all.get(self.key) is self:
-                del self._all[self.key]
+        """``r`` ended (the relay keeps its sweeper: no lookup per relay). The sweeper stays
+        when its last relay ended: the next sweep drops it if no relay came meanwhile, so
+        connections one after the other do not make and cancel a sweeper and timer each."""
+        self.relays.discard(r)
 
     def sweep(self) -> None:
         self.handle = None
@@ -379,6 +374,8 @@ class _IdleSweeper:
                 r.finish("idle")
         if self.relays:
             self.handle = self.loop.call_later(self.period, self.sweep)
+        elif self._all.get(self.key) is self:
+            del self._all[self.key]
 
 
 def start_relay(
