@@ -39,15 +39,8 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
-CONFIG = """\
-[gateway]
-idle_timeout = 3600.0
-max_connections = 20000
-[admin]
-listen = ""
-[listeners.bench]
-listen = "127.0.0.1:{port}"
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import UGATE_TOML as CONFIG  # noqa: E402  # the config bench/run.py runs ugate with
 
 PROTOCOLS = {
     "tcp": 'protocols = ["tcp"]\ntarget = "127.0.0.1:{target}"\n',
