@@ -18,8 +18,8 @@ an echo server of this process, then makes ``N`` sequential short connections th
     python bench/conn_cost.py --via socks5,http --mode callgrind -n 500
     python bench/conn_cost.py --mode cprofile -n 5000 --keep out/prof
 
-``--via``: ``tcp`` (the ``tcp`` forward listener), ``socks5``, ``http`` (HTTP CONNECT; each
-needs its plugin installed).
+``--via``: ``tcp`` (the ``tcp`` forward listener), ``socks5``, ``http`` (HTTP CONNECT),
+``mqtt`` (CONNECT, CONNACK, DISCONNECT to a mosquitto started here); each needs its plugin.
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ PROTOCOLS = {
     "tcp": 'protocols = ["tcp"]\ntarget = "127.0.0.1:{target}"\n',
     "socks5": 'protocols = ["socks5"]\n',
     "http": 'protocols = ["http"]\n',
+    "mqtt": 'protocols = ["mqtt"]\nbroker = "broker.bench"\n'
+            '[hosts."broker.bench"]\nendpoints = ["127.0.0.1:{target}"]\n',
 }
+#: MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s, client id "cc") and DISCONNECT
+MQTT_CONNECT = b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02cc"
+MQTT_DISCONNECT = b"\xe0\x00"
 
 
 def free_port() -> int:
@@ -110,9 +115,16 @@ def one(port: int, via: str, target: int) -> None:
             head = recv_until(s, b"\r\n\r\n")
             if b" 200" not in head.split(b"\r\n", 1)[0]:
                 raise ConnectionError(f"http: {head!r}")
-        s.sendall(b"x")
-        if s.recv(1) != b"x":
-            raise ConnectionError("no echo")
+        if via == "mqtt":  # as plugins/ugate_mqtt/bench_mqtt.py's connects: CONNECT, CONNACK
+            s.sendall(MQTT_CONNECT)
+            ack = recv_exactly(s, 4)
+            if ack[0] != 0x20 or ack[3] != 0:
+                raise ConnectionError(f"mqtt: CONNACK {ack.hex()}")
+            s.sendall(MQTT_DISCONNECT)
+        else:
+            s.sendall(b"x")
+            if s.recv(1) != b"x":
+                raise ConnectionError("no echo")
         s.shutdown(socket.SHUT_WR)
         s.recv(1)  # the gateway's close
 
@@ -142,9 +154,18 @@ def callgrind_total(path: Path) -> int:
 
 def measure(via: str, mode: str, n: int, warm: int, keep: Path | None,
             relay: str = "ugate") -> float:
-    target = echo_server()
-    port = free_port()
     work = Path(tempfile.mkdtemp(prefix="conn_cost-"))
+    broker: subprocess.Popen[bytes] | None = None
+    if via == "mqtt":  # a mosquitto broker behind the gateway
+        target = free_port()
+        (work / "mosquitto.conf").write_text(
+            f"listener {target} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        broker = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(target, broker, 10)
+    else:
+        target = echo_server()
+    port = free_port()
     cfg = work / "ugate.toml"
     cfg.write_text(CONFIG.format(port=port) + PROTOCOLS[via].format(target=target))
     ugate = [str(BIN / "ugate"), "--log-level", "warning", "run", "-c", str(cfg),
@@ -194,6 +215,9 @@ def measure(via: str, mode: str, n: int, warm: int, keep: Path | None,
               f"{n / wall:,.0f} conn/s from one sequential client)")
         return per
     finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -208,7 +232,7 @@ def measure(via: str, mode: str, n: int, warm: int, keep: Path | None,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--via", default="tcp", help="comma-separated: tcp, socks5, http")
+    ap.add_argument("--via", default="tcp", help="comma-separated: tcp, socks5, http, mqtt")
     ap.add_argument("--mode", default="cpu", choices=["cpu", "callgrind", "cprofile"])
     ap.add_argument("-n", type=int, default=None, help="measured connections (default: "
                     "5000; callgrind 500)")
