@@ -521,8 +521,13 @@ class Gateway:
         """Discovery only: ``name:port`` → (Destination, port)."""
         self.load()
         host, port = split_address(address)
-        assert self.router is not None
-        return await self.router.resolve(host, port), port
+        router = self.router
+        assert router is not None
+        # no coroutine for a fresh cache hit
+        dest = router.cached(host, port)
+        if dest is None:
+            dest = await router.resolve(host, port)
+        return dest, port
 
     async def dial(
         self, address: str, *, source: StreamMeta | None = None, timeout: float | None = None,
