@@ -19,6 +19,7 @@ outside this list, or a ``_private`` name of another distribution. A plugin is t
 from .api import GatewayAPI
 from .certs import is_anchor, load_pem_bundle, pem_of
 from .config import Config, ListenerConfig, load, load_default, loads, parse, parse_identity
+from .deadline import Deadline
 from .errors import (
     AuthError,
     ConfigError,
@@ -119,6 +120,7 @@ __all__ = [
     "BytesBody",
     "Config",
     "ConfigError",
+    "Deadline",
     "Destination",
     "DialError",
     "DialRequest",

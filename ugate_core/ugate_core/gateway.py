@@ -26,10 +26,11 @@ import pluggy
 from . import plugins as _plugins
 from . import registry as _registry
 from .config import Config, ListenerConfig, is_loopback, load_default
+from .deadline import Deadline
 from .errors import ConfigError, DialError, PluginError, UgateError
 from .listeners import Admission, Guard, Listener, peer_str
 from .malloc import tune_malloc
-from .metrics import Metrics
+from .metrics import Metrics, Tally
 from .policy import Policy, Verdict, local_proxy, protected_ip, protected_name
 from .ratelog import RateLog
 from .records import StreamRecord
@@ -81,6 +82,19 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
+
+
+class _RelayTallies:
+    """A listener's relay counters, looked up once: streams active, bytes up and down, and
+    streams by how they ended."""
+
+    __slots__ = ("active", "down", "ends", "up")
+
+    def __init__(self, m: Metrics, listener: str) -> None:
+        self.active = m.tally(m.streams_active, listener)
+        self.up = m.tally(m.bytes, listener, "up")
+        self.down = m.tally(m.bytes, listener, "down")
+        self.ends: dict[str, Tally] = {}
 
 
 class Gateway:
@@ -139,6 +153,10 @@ class Gateway:
         self._listener_cfgs = {lc.name: lc for lc in self.config.listeners}
         self._own_ips: dict[str, bool] = {}
         self._own_ports: frozenset[int] | None = None
+        #: per listener: the tallies every relayed stream touches (no label lookup each)
+        self._relay_tallies: dict[str, _RelayTallies] = {}
+        #: per dialer: its ``ugate_dials{result="ok"}`` tally
+        self._dials_ok: dict[str, Tally] = {}
 
     # ------------------------------------------------------------------------- set-up
     def load(self) -> None:
@@ -335,14 +353,18 @@ class Gateway:
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.get_running_loop().create_task(self.shutdown())
 
-    async def serve(self, *, signals: bool = True) -> None:
-        """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully."""
+    async def serve(self, *, signals: bool = True,
+                    on_ready: Callable[[], None] | None = None) -> None:
+        """Start and run until SIGTERM/SIGINT (or :meth:`stop`), then shut down gracefully.
+        ``on_ready()`` is called once the gateway started (``ugate run``: ``gc.freeze``)."""
         loop = asyncio.get_running_loop()
         if signals:  # before start: a SIGTERM while starting must not kill the process
             for s in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(s, self.stop)
         try:
             await self.start()
+            if on_ready is not None:
+                on_ready()
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
@@ -499,8 +521,13 @@ class Gateway:
         """Discovery only: ``name:port`` → (Destination, port)."""
         self.load()
         host, port = split_address(address)
-        assert self.router is not None
-        return await self.router.resolve(host, port), port
+        router = self.router
+        assert router is not None
+        # no coroutine for a fresh cache hit
+        dest = router.cached(host, port)
+        if dest is None:
+            dest = await router.resolve(host, port)
+        return dest, port
 
     async def dial(
         self, address: str, *, source: StreamMeta | None = None, timeout: float | None = None,
@@ -515,7 +542,16 @@ class Gateway:
         with a ``reason``.
         """
         try:
-            dest, port = await self.resolve(address)
+            # resolve(), with no coroutine for a fresh cache hit (most dials)
+            router = self.router
+            if router is None:
+                self.load()
+                router = self.router
+                assert router is not None
+            host, port = split_address(address)
+            dest = router.cached(host, port)
+            if dest is None:
+                dest = await router.resolve(host, port)
         except DialError as e:
             self.metrics.child(self.metrics.dial_errors, e.reason).inc()
             raise
@@ -551,7 +587,8 @@ class Gateway:
         for ep in dest.endpoints:
             req = DialRequest(self, dest, ep, port, t, source, screen)
             try:
-                async with asyncio.timeout(t):  # not wait_for: no task per dial
+                # asyncio.timeout(t) without its coroutines (not wait_for: no task per dial)
+                with Deadline(t):
                     s = await dialer.dial(req)
             except TimeoutError:
                 last = DialError("timeout", f"{dest.name}: {ep} did not answer within {t:g}s")
@@ -563,7 +600,11 @@ class Gateway:
                 last = DialError("refused" if isinstance(e, ConnectionRefusedError)
                                  else "unreachable", f"{dest.name}: {ep}: {e.strerror or e}")
             else:
-                self.metrics.tally(self.metrics.dials, dialer.name, "ok").n += 1
+                ok = self._dials_ok.get(dialer.name)
+                if ok is None:
+                    ok = self._dials_ok[dialer.name] = self.metrics.tally(
+                        self.metrics.dials, dialer.name, "ok")
+                ok.n += 1
                 if s.meta.target is None:
                     s.meta.target = f"{dest.name}:{req.target_port}"
                 return s
@@ -611,8 +652,10 @@ class Gateway:
         rec = StreamRecord(listener, client.meta, upstream.meta, on_end=self._on_relay_end,
                            then=then)
         self.streams[client.meta.id] = rec
-        m = self.metrics
-        m.tally(m.streams_active, listener).n += 1
+        t = self._relay_tallies.get(listener)
+        if t is None:
+            t = self._relay_tallies[listener] = _RelayTallies(self.metrics, listener)
+        t.active.n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_opened.get_hookimpls():
             hooks.ugate_stream_opened(gateway=self, record=rec)
@@ -623,19 +666,24 @@ class Gateway:
 
     def _relay_ended(self, rec: StreamRecord) -> None:
         self.streams.pop(rec.client.id, None)
-        m = self.metrics
         listener = rec.listener
-        m.tally(m.streams_active, listener).n -= 1
+        t = self._relay_tallies[listener]  # made by start_relay
+        t.active.n -= 1
         st = rec.stats
-        m.tally(m.bytes, listener, "up").n += st.up
-        m.tally(m.bytes, listener, "down").n += st.down
-        m.tally(m.streams, listener, st.end or "cancelled").n += 1
+        up, down, end = st.up, st.down, st.end or "cancelled"
+        t.up.n += up
+        t.down.n += down
+        te = t.ends.get(end)
+        if te is None:
+            te = t.ends[end] = self.metrics.tally(self.metrics.streams, listener, end)
+        te.n += 1
         hooks = self.pm.hook
         if hooks.ugate_stream_closed.get_hookimpls():
             hooks.ugate_stream_closed(gateway=self, record=rec)
-        log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
-                 "age=%.3f", listener, peer_str(rec.client), rec.client.target, st.up,
-                 st.down, st.end, time.monotonic() - rec.started)
+        if log.isEnabledFor(logging.INFO):  # no formatting per connection when it is off
+            log.info("stream_closed listener=%s client=%s target=%s up=%d down=%d end=%s "
+                     "age=%.3f", listener, peer_str(rec.client), rec.client.target, up, down,
+                     st.end, time.monotonic() - rec.started)
         rec.relay = None
         then, rec.then = rec.then, None
         if then is not None:

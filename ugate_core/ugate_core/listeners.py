@@ -21,6 +21,7 @@ from .types import ListenerContext
 
 if TYPE_CHECKING:
     from .config import ListenerConfig
+    from .metrics import Tally
     from .types import ListenerType
 
 log = logging.getLogger("ugate")
@@ -116,6 +117,8 @@ class Listener:
         #: the one address this listener is bound to (every accepted stream's ``meta.local``,
         #: shared, so no getsockname per connection); None for wildcard or several
         self.local: tuple[str, int] | None = None
+        #: ``ugate_connections`` by protocol, looked up once
+        self._connections: dict[str, Tally] = {}
 
     @property
     def active(self) -> int:
@@ -131,40 +134,42 @@ class Listener:
         return [s.getsockname()[:2] for s in self.server.sockets]
 
     async def handle(self, stream: TcpStream) -> None:
+        # one coroutine from accept to the protocol's serve (this runs per connection)
         gw, cfg = self.gw, self.cfg
-        stream.meta.listener = cfg.name
+        meta = stream.meta
+        meta.listener = cfg.name
         try:
-            with gw.guard(cfg.name, stream.meta):
-                await self._serve(stream)
+            with gw.guard(cfg.name, meta):
+                if self.sniffing:
+                    res = await sniff_stream(
+                        stream,
+                        self.types,
+                        timeout=cfg.sniff_timeout,
+                        max_bytes=cfg.sniff_max,
+                        default=self.default,
+                    )
+                    lt = res.listener
+                    if lt is None:
+                        gw.reject(cfg.name, f"sniff_{res.reason}",
+                                  f"first bytes {res.prefix[:16]!r}", meta)
+                        stream.abort()
+                        return
+                else:
+                    lt = self.types[0]
+                meta.protocol = lt.name
+                t = self._connections.get(lt.name)
+                if t is None:
+                    t = self._connections[lt.name] = gw.metrics.tally(
+                        gw.metrics.connections, cfg.name, lt.name)
+                t.n += 1
+                assert lt.serve is not None
+                await lt.serve(stream, self.ctx)
         except asyncio.CancelledError:
             stream.abort()
             raise
         finally:
             if not stream.is_closing() and not stream.relaying:
                 stream.close()
-
-    async def _serve(self, stream: TcpStream) -> None:
-        gw, cfg = self.gw, self.cfg
-        if self.sniffing:
-            res = await sniff_stream(
-                stream,
-                self.types,
-                timeout=cfg.sniff_timeout,
-                max_bytes=cfg.sniff_max,
-                default=self.default,
-            )
-            lt = res.listener
-            if lt is None:
-                gw.reject(cfg.name, f"sniff_{res.reason}", f"first bytes {res.prefix[:16]!r}",
-                          stream.meta)
-                stream.abort()
-                return
-        else:
-            lt = self.types[0]
-        stream.meta.protocol = lt.name
-        gw.metrics.tally(gw.metrics.connections, cfg.name, lt.name).n += 1
-        assert lt.serve is not None
-        await lt.serve(stream, self.ctx)
 
 
 class _Accepted(TcpStream):

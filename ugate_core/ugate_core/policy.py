@@ -315,6 +315,10 @@ class Verdict:
     why: str = ""
 
 
+#: the verdict for every client of a local proxy (frozen: one for all)
+_LOCAL_CLIENT = Verdict(True, local=True, explicit=True, why="local client")
+
+
 def who(meta: StreamMeta) -> str:
     """The client as the policy saw it, for logs and errors."""
     parts = []
@@ -349,7 +353,7 @@ class Policy:
         loopback or not; ``None``: no listener — the embedding program) to reach ``name`` on
         ``port``, whose known addresses are ``ips``."""
         if local_proxy(loopback, allow):
-            return Verdict(True, local=True, explicit=True, why="local client")
+            return _LOCAL_CLIENT
         for t in allow:
             if t.matches(name, port, ips):
                 return Verdict(True, local=bool(loopback), explicit=t.explicit,

@@ -22,7 +22,6 @@ runs per chunk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -185,7 +184,8 @@ class Relay:
         self.spliced = 0
         self.seen = 0  # idle sweeper: byte count last seen, and when it last moved
         self.moved = 0.0
-        self.idle: float | None = None
+        #: the idle sweeper this relay is registered with (``idle_timeout``)
+        self.idle: _IdleSweeper | None = None
         self.total_handle: asyncio.TimerHandle | None = None
         self.pipes = (_Pipe(a, b, self, None), _Pipe(b, a, self, None))
 
@@ -217,28 +217,33 @@ class Relay:
         if st.end:
             return
         st.end = why
-        if self.idle:
-            _IdleSweeper.discard(self.loop, self.idle, self)
+        sw = self.idle
+        if sw is not None:
+            self.idle = None
+            sw.discard(self)
         if self.total_handle is not None:
             self.total_handle.cancel()
             self.total_handle = None
         ab, ba = self.pipes
         st._up, st._down, st._pipes = ab.total, ba.total, None
         st.spliced = self.spliced
-        self.stop_splicing()
+        if self.socks is not None or ab.spl is not None or ba.spl is not None:
+            self.stop_splicing()
         a, b = self.a, self.b
         a.set_receiver(None)
         b.set_receiver(None)
         a.on_resume_writing = None
         b.on_resume_writing = None
         a.relayed_by = b.relayed_by = None
-        with contextlib.suppress(Exception):
+        try:  # not contextlib.suppress: no object per relay
             if why == "done":
                 a.close()
                 b.close()
             else:  # cut short: each peer must see a reset (TCP RST, RST_STREAM), not an end
                 a.reset()
                 b.reset()
+        except Exception:
+            pass
         cb, self.on_done = self.on_done, None
         if cb is not None:
             try:
@@ -347,20 +352,16 @@ class _IdleSweeper:
         if sw is None or sw.loop is not loop:
             sw = cls._all[(id(loop), timeout)] = cls(loop, timeout)
         r.seen, r.moved = 0, loop.time()
+        r.idle = sw
         sw.relays.add(r)
         if sw.handle is None:
             sw.handle = loop.call_later(sw.period, sw.sweep)
 
-    @classmethod
-    def discard(cls, loop: asyncio.AbstractEventLoop, timeout: float, r: Relay) -> None:
-        sw = cls._all.get((id(loop), timeout))
-        if sw is None or sw.loop is not loop:
-            return
-        sw.relays.discard(r)
-        if not sw.relays:
-            if sw.handle is not None:
-                sw.handle.cancel()
-            del cls._all[sw.key]
+    def discard(self, r: Relay) -> None:
+        """``r`` ended (the relay keeps its sweeper: no lookup per relay). The sweeper stays
+        when its last relay ended: the next sweep drops it if no relay came meanwhile, so
+        connections one after the other do not make and cancel a sweeper and timer each."""
+        self.relays.discard(r)
 
     def sweep(self) -> None:
         self.handle = None
@@ -373,6 +374,8 @@ class _IdleSweeper:
                 r.finish("idle")
         if self.relays:
             self.handle = self.loop.call_later(self.period, self.sweep)
+        elif self._all.get(self.key) is self:
+            del self._all[self.key]
 
 
 def start_relay(
@@ -400,7 +403,6 @@ def start_relay(
     if total_timeout:
         r.total_handle = loop.call_later(total_timeout, r.finish, "timeout")
     if idle_timeout:
-        r.idle = idle_timeout
         _IdleSweeper.add(loop, idle_timeout, r)
     # handing over buffered bytes and an EOF may end the relay right here
     a.relayed_by = b.relayed_by = r

@@ -112,6 +112,8 @@ class Router:
         # keyed by (name, port): DANE/TLSA and SRV answers depend on the port
         self._cache: dict[tuple[str, int], tuple[float, Destination | None]] = {}
         self._inflight: dict[tuple[str, int], asyncio.Future[Destination | None]] = {}
+        self._cached_tally = metrics.tally(metrics.discovery, "cache", "cached")
+        self._direct: dict[str, Destination] = {}
 
     def invalidate(self, name: str | None = None) -> None:
         if name is None:
@@ -136,6 +138,32 @@ class Router:
             )
         return out
 
+    def cached(self, name: str, port: int) -> Destination | None:
+        """The destination of a normalized ``name`` when a fresh cache entry names one (counted
+        as a cache hit, as :meth:`resolve` counts it); else None and :meth:`resolve` decides.
+        Lets a dial skip a coroutine for the common case."""
+        hit = self._cache.get((name, port))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        dest = hit[1]
+        if dest is None:  # nobody knows it: dialed directly, or resolve() refuses it
+            if not self.config.routing.direct:
+                return None
+            dest = self._direct_to(name)
+        self._cached_tally.n += 1
+        return dest
+
+    def _direct_to(self, name: str) -> Destination:
+        """The destination of a name no discovery knows (``[routing] direct``); one per name,
+        kept like the discoveries' cached answers (a frozen dataclass is slow to make)."""
+        dest = self._direct.get(name)
+        if dest is None:
+            if len(self._direct) > 10_000:
+                self._direct.clear()
+            dest = self._direct[name] = Destination(name=name, endpoints=(Endpoint(name),),
+                                                    source="direct", ttl=0)
+        return dest
+
     async def resolve(self, host: str, port: int) -> Destination:
         """The destination for ``host``.
 
@@ -148,7 +176,7 @@ class Router:
         hit = self._cache.get(key)
         dest: Destination | None
         if hit is not None and hit[0] > now:
-            self.metrics.tally(self.metrics.discovery, "cache", "cached").n += 1
+            self._cached_tally.n += 1
             dest = hit[1]
         else:
             fut = self._inflight.get(key)
@@ -169,7 +197,7 @@ class Router:
         if dest is not None:
             return dest
         if self.config.routing.direct:
-            return Destination(name=name, endpoints=(Endpoint(name),), source="direct", ttl=0)
+            return self._direct_to(name)
         raise DialError("no_route", f"no route to {name!r}: no discovery knows it")
 
     async def _lookup(self, name: str, port: int) -> Destination | None:

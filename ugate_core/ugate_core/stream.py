@@ -20,8 +20,9 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
+from .deadline import Deadline
 from .errors import ProtocolError
 
 _ids = itertools.count(1)
@@ -50,7 +51,7 @@ class StreamMeta:
     user: str | None = None
     #: Requested destination as the client named it (``host:port``).
     target: str | None = None
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_ids.__next__)  # no lambda frame per stream
     _extra: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -378,9 +379,9 @@ class Stream:
             if left <= 0:
                 break
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for starts a task a loop turn
-                # later, and bytes arriving in between would wake nobody
-                async with asyncio.timeout(left):
+                # a deadline (asyncio.timeout's job), not wait_for: on 3.11 wait_for starts a
+                # task a loop turn later, and bytes arriving in between would wake nobody
+                with Deadline(left):
                     await self._wait()
             except TimeoutError:
                 break
@@ -476,16 +477,17 @@ class TcpStream(Stream, asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.write_high)
+        # an asyncio.Transport (uvloop's are not subclasses); no typing.cast call per stream
+        t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = t
+        t.set_write_buffer_limits(high=self.write_high)
         # TCP_NODELAY: asyncio and uvloop set it on every TCP transport themselves.
         # Addresses already known (a dialer knows whom it dialed, a listener bound to one
         # address knows its own) are not asked of the kernel: on uvloop each ask builds a
         # socket object and makes a syscall, per connection. ``local_address()`` asks late.
         meta = self.meta
         if meta.remote is None:
-            peer = transport.get_extra_info("peername")
+            peer = t.get_extra_info("peername")
             # an IPv4 (host, port) is kept as is; IPv6 has flow info and scope id
             if isinstance(peer, tuple):
                 meta.remote = peer if len(peer) == 2 else (str(peer[0]), int(peer[1]))
