@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +45,13 @@ from ugate_core import options as opt
 
 from .alpn import AlpnHandler, AlpnSession, collect_alpn
 from .certs import BrowserCerts, browser_certs
-from .lib import StreamCredit, send_buffered, use_identity
+from .lib import (
+    StreamCredit,
+    peer_address,
+    send_buffered,
+    set_max_datagram_size,
+    use_identity,
+)
 from .qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.quic")
@@ -64,14 +72,18 @@ ERR_HANDSHAKE_TIMEOUT = 0x102
 
 #: the largest UDP payload QUIC may send on any path (RFC 9000 14); aioquic's default
 MIN_DATAGRAM = 1200
-#: what a datagram may be at most here: aioquic fails above it (its 3-datagram build buffer)
+#: what a datagram may be at most here: aioquic writes a STREAM frame's length in two bytes
+#: (< 16384), and a larger datagram's frames do not parse on the other side
 MAX_DATAGRAM = 16384
+#: kernel buffers of each UDP socket (capped by net.core.rmem_max / wmem_max): the default
+#: ~208 KiB drops a burst of a 1 MiB window, and every drop costs a loss recovery
+SOCKET_BUFFER = 4 << 20
 
 OPTION_KEYS = frozenset({"max_connections", "max_streams", "retry", "idle_timeout",
                         "browser_certs", "max_datagram_size"})
 DEFAULTS: dict[str, Any] = {"max_connections": 1000, "max_streams": 256, "retry": False,
                             "idle_timeout": 60.0, "browser_certs": True,
-                            "max_datagram_size": MIN_DATAGRAM}
+                            "max_datagram_size": 0}  # 0: automatic (docs/quic.md)
 
 
 def check_options(options: Mapping[str, Any], path: str) -> None:
@@ -85,10 +97,13 @@ def check_options(options: Mapping[str, Any], path: str) -> None:
 
 
 def check_section(gw: GatewayAPI) -> int:
-    """``[quic]``: ``max_datagram_size`` (the dialer's, returned) and ``shared_port``."""
+    """``[quic]``: ``max_datagram_size`` (the dialer's, returned; 0 when not set: automatic)
+    and ``shared_port``."""
     t = gw.config.section("quic")
     opt.check_keys(t, {"max_datagram_size", "shared_port"}, "quic")
     opt.boolean(t, "shared_port", "quic", True)
+    if "max_datagram_size" not in t:
+        return 0
     return opt.integer(t, "max_datagram_size", "quic", MIN_DATAGRAM, lo=MIN_DATAGRAM,
                        hi=MAX_DATAGRAM)
 
@@ -97,6 +112,27 @@ def shared_port_enabled(gw: GatewayAPI) -> bool:
     """``[quic] shared_port`` (default true): UDP beside every shared TCP port."""
     check_section(gw)
     return bool(gw.config.section("quic").get("shared_port", True))
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and an IPv4-mapped loopback address (a dual-stack socket's)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def grow_socket_buffers(transport: asyncio.BaseTransport | None) -> None:
+    """Ask for :data:`SOCKET_BUFFER` bytes of kernel buffer each way on a UDP socket."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for name in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, name, SOCKET_BUFFER)
 
 
 def option(ctx: ListenerContext, key: str) -> Any:
@@ -122,8 +158,10 @@ class QuicPeer(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, stream_handler: Any = None, *,
                  ctx: ListenerContext | None = None, meta: StreamMeta | None = None,
                  handlers: Mapping[str, AlpnHandler] | None = None,
-                 endpoint: QuicEndpoint | None = None) -> None:
+                 endpoint: QuicEndpoint | None = None, auto_datagram: bool = False) -> None:
         super().__init__(quic)
+        #: a listener's automatic datagram size: raised for a mesh peer on loopback
+        self._auto_datagram = auto_datagram
         self.credit = StreamCredit(quic, quic.configuration.max_stream_data)
         self._ctx = ctx
         self._meta = meta if meta is not None else StreamMeta(protocol="quic")
@@ -263,6 +301,11 @@ class QuicPeer(QuicConnectionProtocol):
                                     self._meta)
                     self.close(ERR_REFUSED, f"no protocol for ALPN {event.alpn_protocol!r}")
                 return
+            if (self._auto_datagram and h.big_datagrams
+                    and is_loopback(peer_address(self._quic)[0])):
+                # another ugate on this host: loopback's MTU (64 KiB) carries the largest
+                # datagram aioquic builds; 1200-byte ones cost ~13x the packets
+                set_max_datagram_size(self._quic, MAX_DATAGRAM)
             self.session = h.open(self)
             return
         if isinstance(event, ConnectionTerminated):
@@ -305,7 +348,8 @@ class QuicEndpoint:
             log.info("browser_certificate_rotated listener=%s sha256=%s", self.ctx.name,
                      self.certs.current.sha256)
         meta = StreamMeta(protocol="quic", listener=self.ctx.name)
-        peer = QuicPeer(quic, ctx=self.ctx, meta=meta, handlers=self.handlers, endpoint=self)
+        peer = QuicPeer(quic, ctx=self.ctx, meta=meta, handlers=self.handlers, endpoint=self,
+                        auto_datagram=not option(self.ctx, "max_datagram_size"))
         if len(self.connections) >= option(self.ctx, "max_connections"):
             self.ctx.reject("max_connections", "too many QUIC connections", meta)
             asyncio.get_running_loop().call_soon(peer.close, ERR_REFUSED, "too many connections")
@@ -318,7 +362,8 @@ class QuicEndpoint:
         gw = self.ctx.gateway
         cfg = base_configuration(gw, is_client=False, alpn=list(self.handlers),
                                  idle_timeout=float(option(self.ctx, "idle_timeout")),
-                                 max_datagram_size=int(option(self.ctx, "max_datagram_size")))
+                                 max_datagram_size=int(option(self.ctx, "max_datagram_size"))
+                                 or MIN_DATAGRAM)
         if option(self.ctx, "browser_certs"):
             self.certs = browser_certs(gw)
             if self.certs is not None:  # the workload key, in a certificate browsers pin
@@ -331,6 +376,7 @@ class QuicEndpoint:
         except OSError as e:
             raise ConfigError(f"{lc.path}.listen", f"cannot listen on UDP "
                               f"{self.host}:{self.port}: {e}") from None
+        grow_socket_buffers(self.server._transport)
         log.info("listening listener=%s address=%s protocols=quic(udp) alpn=%s", lc.name,
                  ",".join(f"{h}:{p}" for h, p in self.addresses()), ",".join(self.handlers))
 
