@@ -86,14 +86,26 @@ DEFAULTS: dict[str, Any] = {"max_connections": 1000, "max_streams": 256, "retry"
                             "max_datagram_size": 0}  # 0: automatic (docs/quic.md)
 
 
-def check_options(options: Mapping[str, Any], path: str) -> None:
+#: the largest datagram a listener that serves browsers may send: Chromium reads ~1450
+#: bytes of a datagram (an IPv6 path's 1500-byte MTU less its headers is 1452)
+BROWSER_MAX_DATAGRAM = 1452
+
+
+def check_options(options: Mapping[str, Any], path: str,
+                  max_datagram: int = MAX_DATAGRAM) -> None:
     for k in ("max_connections", "max_streams"):
         opt.integer(options, k, path, DEFAULTS[k], lo=1)
     opt.boolean(options, "retry", path, DEFAULTS["retry"])
     opt.seconds(options, "idle_timeout", path, DEFAULTS["idle_timeout"])
     opt.boolean(options, "browser_certs", path, DEFAULTS["browser_certs"])
     opt.integer(options, "max_datagram_size", path, MIN_DATAGRAM, lo=MIN_DATAGRAM,
-                hi=MAX_DATAGRAM)
+                hi=max_datagram)
+
+
+def check_browser_options(options: Mapping[str, Any], path: str) -> None:
+    """A listener for browsers only: ``max_datagram_size`` at most
+    :data:`BROWSER_MAX_DATAGRAM`."""
+    check_options(options, path, BROWSER_MAX_DATAGRAM)
 
 
 def check_section(gw: GatewayAPI) -> int:
@@ -393,8 +405,10 @@ class QuicEndpoint:
             self.server.close()
 
 
-async def start_quic_listener(cfg: ListenerConfig, gw: GatewayAPI,
-                              own: list[AlpnHandler]) -> RunningListener:
-    ep = QuicEndpoint(cfg, gw, collect_alpn(gw, own))
+async def start_quic_listener(cfg: ListenerConfig, gw: GatewayAPI, own: list[AlpnHandler],
+                              *, only: bool = False) -> RunningListener:
+    """An endpoint serving ``own`` and (unless ``only``) every installed plugin's ALPNs."""
+    handlers = {h.alpn: h for h in own} if only else collect_alpn(gw, own)
+    ep = QuicEndpoint(cfg, gw, handlers)
     await ep.start()
     return ep
