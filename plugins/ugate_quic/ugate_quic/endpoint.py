@@ -17,11 +17,11 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
@@ -147,6 +147,70 @@ def grow_socket_buffers(transport: asyncio.BaseTransport | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, name, SOCKET_BUFFER)
 
 
+#: datagrams read from a UDP socket per wakeup at most (asyncio reads one)
+BATCH = 64
+_Address = Any  # what recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
+
+
+class Batch:
+    """What else is queued on a UDP socket once asyncio delivered one datagram: read in the
+    same callback (Python has no ``recvmmsg``: ``recvfrom`` on a non-blocking duplicate of
+    the socket until it would block), so that the connections it touched transmit once for
+    the batch, not once per datagram (aioquic builds and checks a packet on every transmit)."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        ts = transport.get_extra_info("socket")
+        self._sock: socket.socket | None = None if ts is None else ts.dup()
+        if self._sock is not None:
+            self._sock.setblocking(False)
+
+    def more(self) -> Iterator[tuple[bytes, _Address]]:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(BATCH - 1):
+            try:
+                yield sock.recvfrom(65536)
+            except OSError:  # nothing more (EAGAIN), or an ICMP error asyncio will report
+                return
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class BatchingServer(QuicServer):
+    """aioquic's server protocol (routes datagrams to connections by connection id), reading
+    a batch per wakeup (:class:`Batch`) and transmitting once per connection after it."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.touched: set[QuicPeer] | None = None
+        self._batch: Batch | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._batch = Batch(transport)
+
+    def datagram_received(self, data: bytes | str, addr: _Address) -> None:
+        touched: set[QuicPeer] = set()
+        self.touched = touched
+        try:
+            super().datagram_received(data, addr)
+            if self._batch is not None:
+                for d, a in self._batch.more():
+                    super().datagram_received(d, a)
+        finally:
+            self.touched = None
+        for peer in touched:
+            peer.transmit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._batch is not None:
+            self._batch.close()
+
+
 def option(ctx: ListenerContext, key: str) -> Any:
     return ctx.options.get(key, DEFAULTS[key])
 
@@ -185,6 +249,8 @@ class QuicPeer(QuicConnectionProtocol):
         self.closed_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._highest_bidi = -1
+        #: a dialer's own socket, read in batches (a listener's server reads for all)
+        self.batch: Batch | None = None
 
     # --------------------------------------------------------------- QuicConn
     @property
@@ -289,6 +355,23 @@ class QuicPeer(QuicConnectionProtocol):
         return False
 
     # --------------------------------------------------------------- events
+    def datagram_received(self, data: bytes | str, addr: _Address) -> None:
+        now = self._loop.time()
+        self._quic.receive_datagram(cast(bytes, data), addr, now=now)
+        if self.batch is not None:
+            for d, a in self.batch.more():
+                self._quic.receive_datagram(d, a, now=now)
+        self._process_events()
+        server = None if self.endpoint is None else self.endpoint.server
+        if server is not None and server.touched is not None:
+            server.touched.add(self)  # the server transmits once for its batch
+            return
+        self.transmit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.batch is not None:
+            self.batch.close()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._ctx is not None and self._deadline is None:
@@ -350,7 +433,7 @@ class QuicEndpoint:
         self.port = cfg.port if port is None else port
         self.handlers = handlers
         self.connections: set[QuicPeer] = set()
-        self.server: QuicServer | None = None
+        self.server: BatchingServer | None = None
         self.cfg: QuicConfiguration | None = None
         self.certs: BrowserCerts | None = None
 
@@ -382,9 +465,10 @@ class QuicEndpoint:
                 cfg.certificate, cfg.certificate_chain = self.certs.current.cert, []
         self.cfg = cfg
         try:
-            self.server = await serve(self.host, self.port, configuration=cfg,
-                                      create_protocol=self._make,
-                                      retry=bool(option(self.ctx, "retry")))
+            _, self.server = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: BatchingServer(configuration=cfg, create_protocol=self._make,
+                                       retry=bool(option(self.ctx, "retry"))),
+                local_addr=(self.host, self.port))
         except OSError as e:
             raise ConfigError(f"{lc.path}.listen", f"cannot listen on UDP "
                               f"{self.host}:{self.port}: {e}") from None

@@ -60,6 +60,7 @@ from .endpoint import (
     ERR_REFUSED,
     MAX_DATAGRAM,
     MIN_DATAGRAM,
+    Batch,
     QuicPeer,
     base_configuration,
     check_section,
@@ -286,6 +287,7 @@ async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity
         lambda: QuicPeer(QuicConnection(configuration=cfg), meta=meta, handlers=handlers),
         local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     grow_socket_buffers(transport)
+    proto.batch = Batch(transport)
     peer = proto
     name = f"{req.destination.name} at {req.endpoint}"
     try:
