@@ -41,3 +41,36 @@ async function bench(url, hash, pre, n, streams, opens) {
   wt.close();
   return { bulk, multi, rate };
 }
+// The same page over ugate-ws: one WebSocket per stream to /.well-known/ugate/ws/<pre>, binary
+// messages carry the bytes, an empty one is the half-close (both ways).
+function wsEcho(base, pre, n) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${base}/.well-known/ugate/ws/${pre}`);
+    ws.binaryType = 'arraybuffer';
+    let got = 0;
+    ws.onerror = () => reject(new Error('websocket error'));
+    ws.onclose = (ev) => { if (got !== n || !ev.wasClean) reject(new Error(`closed ${ev.code}, echoed ${got} of ${n}`)); };
+    ws.onmessage = (ev) => {
+      const len = ev.data.byteLength;
+      if (len === 0) { if (got === n) { resolve(); ws.close(1000); } else reject(new Error(`echoed ${got} of ${n}`)); return; }
+      got += len;
+    };
+    ws.onopen = async () => {
+      const chunk = new Uint8Array(65536);
+      for (let i = 0; i < n; i += chunk.length) {
+        while (ws.bufferedAmount > (1 << 20)) await new Promise(r => setTimeout(r, 1));
+        ws.send(chunk.subarray(0, Math.min(chunk.length, n - i)));
+      }
+      ws.send(new Uint8Array(0));
+    };
+  });
+}
+async function benchWs(base, pre, n, streams, opens) {
+  await wsEcho(base, pre, 65536);  // warm
+  let t = performance.now(); await wsEcho(base, pre, n); const bulk = n / 1048576 / ((performance.now() - t) / 1000);
+  t = performance.now(); await Promise.all(Array.from({ length: streams }, () => wsEcho(base, pre, n / streams)));
+  const multi = n / 1048576 / ((performance.now() - t) / 1000);
+  t = performance.now(); for (let i = 0; i < opens; i++) await wsEcho(base, pre, 1);
+  const rate = opens / ((performance.now() - t) / 1000);
+  return { bulk, multi, rate };
+}

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """WebTransport with headless Chromium as the client: ugate vs a bare echo server on the same
-QUIC library (aioquic), same run.
+QUIC library (aioquic), and vs the same page over ugate-ws, same run.
 
     page ══WebTransport══► ugate (preamble → TCP echo origin)          ugate row
     page ══WebTransport══► bare aioquic WebTransport echo server        library floor
+    page ══WebSocket═════► ugate-ws, same gateway (→ same TCP origin)   ugate-ws row
 
 Scenarios (in the page, timed there): ``bulk`` (one stream, N MiB echoed: MiB/s each way),
 ``4 streams`` (four at once, aggregate MiB/s), ``streams/s`` (sequential streams, 1-byte echo
-each). Rounds are interleaved; the median and the ratio ugate / bare are printed (goal: bulk
->= 0.8x). The same page over ugate-ws is not measured here: ugate-ws is not in this tree yet.
+each). Rounds are interleaved; the median and the ratios ugate / bare (goal: bulk >= 0.8x)
+and WebTransport / WebSocket through the same gateway are printed.
 
     .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py   # ~1.5 min, 16 MiB
     .venv/bin/python plugins/ugate_webtransport/bench_webtransport.py --quick
@@ -119,16 +120,27 @@ class EchoOrigin(threading.Thread):
         asyncio.run(main())
 
 
-def start_ugate(tmp: Path, origin: int) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_ugate(tmp: Path, origin: int) -> tuple[subprocess.Popen[bytes], int, int, str]:
+    """ugate with a ``webtransport`` listener (UDP) and a shared port (TCP: ugate-ws)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        tcp = s.getsockname()[1]
     (tmp / "wt.toml").write_text(f"""
 [admin]
 listen = ""
+[quic]
+shared_port = false
 [listeners.quic]
 listen = "127.0.0.1:{port}"
-protocols = ["quic"]
+protocols = ["webtransport"]
+[listeners.main]
+listen = "127.0.0.1:{tcp}"
+protocols = ["*"]
+[ws]
+origins = ["*"]     # the bench page's origin is a random port
 [hosts."echo.test"]
 endpoints = ["127.0.0.1:{origin}"]
 """)
@@ -149,7 +161,7 @@ endpoints = ["127.0.0.1:{origin}"]
     if got.returncode != 0:
         raise SystemExit(f"gtlsclient: {got.stderr.decode()[-500:]}")
     doc = json.loads((tmp / "wt-hashes").read_text())
-    return p, port, str(doc["hashes"][0])
+    return p, port, tcp, str(doc["hashes"][0])
 
 
 async def page(url: str, hsh: str, pre: str, n: int, opens: int) -> dict[str, float]:
@@ -157,6 +169,15 @@ async def page(url: str, hsh: str, pre: str, n: int, opens: int) -> dict[str, fl
 
     script = PAGE + f"return await bench({json.dumps(url)}, {json.dumps(hsh)}, " \
                     f"{json.dumps(pre)}, {n}, 4, {opens});"
+    res: dict[str, float] = await browser_run(script, timeout=120)
+    return res
+
+
+async def ws_page(base: str, pre: str, n: int, opens: int) -> dict[str, float]:
+    from ugate_core.testing import browser_run
+
+    script = PAGE + f"return await benchWs({json.dumps(base)}, {json.dumps(pre)}, {n}, 4, " \
+                    f"{opens});"
     res: dict[str, float] = await browser_run(script, timeout=120)
     return res
 
@@ -180,8 +201,9 @@ def main() -> None:
                                 stdout=subprocess.PIPE)
         assert bare.stdout is not None
         bport, bhash = bare.stdout.readline().decode().split()
-        ug, uport, uhash = start_ugate(tmp, origin.port)
-        rows: dict[str, list[dict[str, float]]] = {"ugate": [], "bare aioquic": []}
+        ug, uport, tport, uhash = start_ugate(tmp, origin.port)
+        rows: dict[str, list[dict[str, float]]] = {"ugate": [], "bare aioquic": [],
+                                                   "ugate-ws": []}
         try:
             for _ in range(1 if args.quick else 3):
                 rows["ugate"].append(asyncio.run(page(
@@ -189,19 +211,25 @@ def main() -> None:
                     n, opens)))
                 rows["bare aioquic"].append(asyncio.run(page(
                     f"https://127.0.0.1:{bport}/", bhash, "", n, opens)))
+                rows["ugate-ws"].append(asyncio.run(ws_page(
+                    f"ws://127.0.0.1:{tport}", "echo.test:7", n, opens)))
         finally:
             for p in (ug, bare):
                 p.terminate()
                 p.wait(20)
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("bulk", "multi", "rate")}
            for k, v in rows.items()}
-    print(f"WebTransport, headless Chromium client, {n // MiB} MiB echoed per scenario")
+    print(f"headless Chromium client, {n // MiB} MiB echoed per scenario; ugate and bare: "
+          "WebTransport, ugate-ws: the same page over a WebSocket per stream")
     print(f"{'server':<14} {'bulk MiB/s':>11} {'4 streams MiB/s':>16} {'streams/s':>10}")
     for k, m in med.items():
         print(f"{k:<14} {m['bulk']:>11.1f} {m['multi']:>16.1f} {m['rate']:>10.1f}")
     u, b = med["ugate"], med["bare aioquic"]
     print(f"ratio ugate/bare: bulk {u['bulk'] / b['bulk']:.2f}x (goal >= 0.8x), 4 streams "
           f"{u['multi'] / b['multi']:.2f}x, streams/s {u['rate'] / b['rate']:.2f}x")
+    w = med["ugate-ws"]
+    print(f"ratio WebTransport/WebSocket (both ugate): bulk {u['bulk'] / w['bulk']:.2f}x, "
+          f"4 streams {u['multi'] / w['multi']:.2f}x, streams/s {u['rate'] / w['rate']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ugate_quic.lib import (
     new_stream_id,
+    peer_address,
     peer_certificates,
     presented_certificate,
     send_buffered,
+    set_max_datagram_size,
 )
 
 from .test_attacks import self_signed
@@ -60,3 +62,31 @@ def test_helpers_against_installed_aioquic() -> None:
                 c.handle_timer(now=step * 0.05)
         _pump(client, server, step * 0.05)
     assert send_buffered(client, sid) < 200_000  # acknowledged bytes are released
+
+
+def test_set_max_datagram_size_on_an_established_connection() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    scfg = QuicConfiguration(is_client=False, alpn_protocols=["t"])
+    scfg.certificate, scfg.private_key = self_signed(key, "lib"), key
+    client = QuicConnection(configuration=QuicConfiguration(
+        is_client=True, alpn_protocols=["t"], verify_mode=0))
+    client.connect(_SERVER, now=0.0)
+    server = QuicConnection(
+        configuration=scfg,
+        original_destination_connection_id=client.original_destination_connection_id)
+    _pump(client, server, 0.0)
+    assert peer_address(server) == _CLIENT and peer_address(client) == _SERVER
+    set_max_datagram_size(client, 16384)
+    assert client._loss._pacer._max_datagram_size == 16384
+    assert client._loss._cc._max_datagram_size == 16384  # type: ignore[attr-defined]
+    sid = new_stream_id(client, False)
+    client.send_stream_data(sid, bytes(range(256)) * 40, end_stream=True)
+    sizes, got = [], bytearray()
+    for data, _addr in client.datagrams_to_send(now=0.1):
+        sizes.append(len(data))
+        server.receive_datagram(data, _CLIENT, now=0.1)
+    while (ev := server.next_event()) is not None:
+        if getattr(ev, "stream_id", None) == sid:
+            got += ev.data  # type: ignore[attr-defined]
+    assert got == bytes(range(256)) * 40  # 10240 bytes, in one datagram
+    assert len(sizes) == 1 and 10240 < sizes[0] <= 16384, sizes

@@ -123,3 +123,39 @@ listen = "127.0.0.1:0"
 protocols = ["*"]
 """)
     assert shared_endpoints(off) == []
+
+
+def record_sizes(transport: object) -> list[int]:
+    """Wrap a datagram transport's ``sendto``: the size of every datagram sent from now."""
+    sizes: list[int] = []
+    send = transport.sendto  # type: ignore[attr-defined]
+
+    def sendto(data: bytes, addr: object = None) -> None:
+        sizes.append(len(data))
+        send(data, addr)
+
+    transport.sendto = sendto  # type: ignore[attr-defined]
+    return sizes
+
+
+@pytest.mark.parametrize(("b_extra", "a_extra", "largest"), [
+    ("", "", 16384),  # automatic: a mesh peer on loopback gets aioquic's largest
+    ("max_datagram_size = 1200", "[quic]\nmax_datagram_size = 1200", 1200),
+    ("max_datagram_size = 4000", "[quic]\nmax_datagram_size = 3000", 4000),
+])
+async def test_datagram_size_on_loopback(start_gateway: StartGateway,
+                                         echo_server: tuple[str, int], b_extra: str,
+                                         a_extra: str, largest: int) -> None:
+    b = await start_gateway(gateway_b(f"{echo_server[0]}:{echo_server[1]}", b_extra))
+    a = await start_gateway(gateway_a(b, b.identity.id, a_extra))
+    s = await a.dial("svc.test:7")
+    (peer,) = pool_of(a).peers.values()
+    sent_a = record_sizes(peer._transport)
+    sent_b = record_sizes(b.running["quic"].server._transport)  # type: ignore[attr-defined]
+    s2 = await a.dial("svc.test:7")  # both ways: B's answers carry bulk too
+    blob = pattern(3 * MiB, seed=7)
+    got = await asyncio.gather(echo_through(s, blob), echo_through(s2, blob[::-1]))
+    assert got == [blob, blob[::-1]]
+    a_largest = 3000 if largest == 4000 else largest
+    assert max(sent_a) == a_largest, (max(sent_a), a_largest)
+    assert max(sent_b) == largest, (max(sent_b), largest)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
-from collections.abc import Mapping
-from typing import Any
+import socket
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
@@ -43,7 +45,13 @@ from ugate_core import options as opt
 
 from .alpn import AlpnHandler, AlpnSession, collect_alpn
 from .certs import BrowserCerts, browser_certs
-from .lib import StreamCredit, send_buffered, use_identity
+from .lib import (
+    StreamCredit,
+    peer_address,
+    send_buffered,
+    set_max_datagram_size,
+    use_identity,
+)
 from .qstream import RESET_CODE, QuicStream
 
 log = logging.getLogger("ugate.quic")
@@ -64,31 +72,50 @@ ERR_HANDSHAKE_TIMEOUT = 0x102
 
 #: the largest UDP payload QUIC may send on any path (RFC 9000 14); aioquic's default
 MIN_DATAGRAM = 1200
-#: what a datagram may be at most here: aioquic fails above it (its 3-datagram build buffer)
+#: what a datagram may be at most here: aioquic writes a STREAM frame's length in two bytes
+#: (< 16384), and a larger datagram's frames do not parse on the other side
 MAX_DATAGRAM = 16384
+#: kernel buffers of each UDP socket (capped by net.core.rmem_max / wmem_max): the default
+#: ~208 KiB drops a burst of a 1 MiB window, and every drop costs a loss recovery
+SOCKET_BUFFER = 4 << 20
 
 OPTION_KEYS = frozenset({"max_connections", "max_streams", "retry", "idle_timeout",
                         "browser_certs", "max_datagram_size"})
 DEFAULTS: dict[str, Any] = {"max_connections": 1000, "max_streams": 256, "retry": False,
                             "idle_timeout": 60.0, "browser_certs": True,
-                            "max_datagram_size": MIN_DATAGRAM}
+                            "max_datagram_size": 0}  # 0: automatic (docs/quic.md)
 
 
-def check_options(options: Mapping[str, Any], path: str) -> None:
+#: the largest datagram a listener that serves browsers may send: Chromium reads ~1450
+#: bytes of a datagram (an IPv6 path's 1500-byte MTU less its headers is 1452)
+BROWSER_MAX_DATAGRAM = 1452
+
+
+def check_options(options: Mapping[str, Any], path: str,
+                  max_datagram: int = MAX_DATAGRAM) -> None:
     for k in ("max_connections", "max_streams"):
         opt.integer(options, k, path, DEFAULTS[k], lo=1)
     opt.boolean(options, "retry", path, DEFAULTS["retry"])
     opt.seconds(options, "idle_timeout", path, DEFAULTS["idle_timeout"])
     opt.boolean(options, "browser_certs", path, DEFAULTS["browser_certs"])
     opt.integer(options, "max_datagram_size", path, MIN_DATAGRAM, lo=MIN_DATAGRAM,
-                hi=MAX_DATAGRAM)
+                hi=max_datagram)
+
+
+def check_browser_options(options: Mapping[str, Any], path: str) -> None:
+    """A listener for browsers only: ``max_datagram_size`` at most
+    :data:`BROWSER_MAX_DATAGRAM`."""
+    check_options(options, path, BROWSER_MAX_DATAGRAM)
 
 
 def check_section(gw: GatewayAPI) -> int:
-    """``[quic]``: ``max_datagram_size`` (the dialer's, returned) and ``shared_port``."""
+    """``[quic]``: ``max_datagram_size`` (the dialer's, returned; 0 when not set: automatic)
+    and ``shared_port``."""
     t = gw.config.section("quic")
     opt.check_keys(t, {"max_datagram_size", "shared_port"}, "quic")
     opt.boolean(t, "shared_port", "quic", True)
+    if "max_datagram_size" not in t:
+        return 0
     return opt.integer(t, "max_datagram_size", "quic", MIN_DATAGRAM, lo=MIN_DATAGRAM,
                        hi=MAX_DATAGRAM)
 
@@ -97,6 +124,91 @@ def shared_port_enabled(gw: GatewayAPI) -> bool:
     """``[quic] shared_port`` (default true): UDP beside every shared TCP port."""
     check_section(gw)
     return bool(gw.config.section("quic").get("shared_port", True))
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and an IPv4-mapped loopback address (a dual-stack socket's)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def grow_socket_buffers(transport: asyncio.BaseTransport | None) -> None:
+    """Ask for :data:`SOCKET_BUFFER` bytes of kernel buffer each way on a UDP socket."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for name in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, name, SOCKET_BUFFER)
+
+
+#: datagrams read from a UDP socket per wakeup at most (asyncio reads one)
+BATCH = 64
+_Address = Any  # what recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
+
+
+class Batch:
+    """What else is queued on a UDP socket once asyncio delivered one datagram: read in the
+    same callback (Python has no ``recvmmsg``: ``recvfrom`` on a non-blocking duplicate of
+    the socket until it would block), so that the connections it touched transmit once for
+    the batch, not once per datagram (aioquic builds and checks a packet on every transmit)."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        ts = transport.get_extra_info("socket")
+        self._sock: socket.socket | None = None if ts is None else ts.dup()
+        if self._sock is not None:
+            self._sock.setblocking(False)
+
+    def more(self) -> Iterator[tuple[bytes, _Address]]:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(BATCH - 1):
+            try:
+                yield sock.recvfrom(65536)
+            except OSError:  # nothing more (EAGAIN), or an ICMP error asyncio will report
+                return
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class BatchingServer(QuicServer):
+    """aioquic's server protocol (routes datagrams to connections by connection id), reading
+    a batch per wakeup (:class:`Batch`) and transmitting once per connection after it."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.touched: set[QuicPeer] | None = None
+        self._batch: Batch | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._batch = Batch(transport)
+
+    def datagram_received(self, data: bytes | str, addr: _Address) -> None:
+        touched: set[QuicPeer] = set()
+        self.touched = touched
+        try:
+            super().datagram_received(data, addr)
+            if self._batch is not None:
+                for d, a in self._batch.more():
+                    super().datagram_received(d, a)
+        finally:
+            self.touched = None
+        for peer in touched:
+            peer.transmit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._batch is not None:
+            self._batch.close()
 
 
 def option(ctx: ListenerContext, key: str) -> Any:
@@ -122,8 +234,10 @@ class QuicPeer(QuicConnectionProtocol):
     def __init__(self, quic: QuicConnection, stream_handler: Any = None, *,
                  ctx: ListenerContext | None = None, meta: StreamMeta | None = None,
                  handlers: Mapping[str, AlpnHandler] | None = None,
-                 endpoint: QuicEndpoint | None = None) -> None:
+                 endpoint: QuicEndpoint | None = None, auto_datagram: bool = False) -> None:
         super().__init__(quic)
+        #: a listener's automatic datagram size: raised for a mesh peer on loopback
+        self._auto_datagram = auto_datagram
         self.credit = StreamCredit(quic, quic.configuration.max_stream_data)
         self._ctx = ctx
         self._meta = meta if meta is not None else StreamMeta(protocol="quic")
@@ -135,6 +249,8 @@ class QuicPeer(QuicConnectionProtocol):
         self.closed_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._highest_bidi = -1
+        #: a dialer's own socket, read in batches (a listener's server reads for all)
+        self.batch: Batch | None = None
 
     # --------------------------------------------------------------- QuicConn
     @property
@@ -239,6 +355,23 @@ class QuicPeer(QuicConnectionProtocol):
         return False
 
     # --------------------------------------------------------------- events
+    def datagram_received(self, data: bytes | str, addr: _Address) -> None:
+        now = self._loop.time()
+        self._quic.receive_datagram(cast(bytes, data), addr, now=now)
+        if self.batch is not None:
+            for d, a in self.batch.more():
+                self._quic.receive_datagram(d, a, now=now)
+        self._process_events()
+        server = None if self.endpoint is None else self.endpoint.server
+        if server is not None and server.touched is not None:
+            server.touched.add(self)  # the server transmits once for its batch
+            return
+        self.transmit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.batch is not None:
+            self.batch.close()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._ctx is not None and self._deadline is None:
@@ -263,6 +396,11 @@ class QuicPeer(QuicConnectionProtocol):
                                     self._meta)
                     self.close(ERR_REFUSED, f"no protocol for ALPN {event.alpn_protocol!r}")
                 return
+            if (self._auto_datagram and h.big_datagrams
+                    and is_loopback(peer_address(self._quic)[0])):
+                # another ugate on this host: loopback's MTU (64 KiB) carries the largest
+                # datagram aioquic builds; 1200-byte ones cost ~13x the packets
+                set_max_datagram_size(self._quic, MAX_DATAGRAM)
             self.session = h.open(self)
             return
         if isinstance(event, ConnectionTerminated):
@@ -295,7 +433,7 @@ class QuicEndpoint:
         self.port = cfg.port if port is None else port
         self.handlers = handlers
         self.connections: set[QuicPeer] = set()
-        self.server: QuicServer | None = None
+        self.server: BatchingServer | None = None
         self.cfg: QuicConfiguration | None = None
         self.certs: BrowserCerts | None = None
 
@@ -305,7 +443,8 @@ class QuicEndpoint:
             log.info("browser_certificate_rotated listener=%s sha256=%s", self.ctx.name,
                      self.certs.current.sha256)
         meta = StreamMeta(protocol="quic", listener=self.ctx.name)
-        peer = QuicPeer(quic, ctx=self.ctx, meta=meta, handlers=self.handlers, endpoint=self)
+        peer = QuicPeer(quic, ctx=self.ctx, meta=meta, handlers=self.handlers, endpoint=self,
+                        auto_datagram=not option(self.ctx, "max_datagram_size"))
         if len(self.connections) >= option(self.ctx, "max_connections"):
             self.ctx.reject("max_connections", "too many QUIC connections", meta)
             asyncio.get_running_loop().call_soon(peer.close, ERR_REFUSED, "too many connections")
@@ -318,19 +457,22 @@ class QuicEndpoint:
         gw = self.ctx.gateway
         cfg = base_configuration(gw, is_client=False, alpn=list(self.handlers),
                                  idle_timeout=float(option(self.ctx, "idle_timeout")),
-                                 max_datagram_size=int(option(self.ctx, "max_datagram_size")))
+                                 max_datagram_size=int(option(self.ctx, "max_datagram_size"))
+                                 or MIN_DATAGRAM)
         if option(self.ctx, "browser_certs"):
             self.certs = browser_certs(gw)
             if self.certs is not None:  # the workload key, in a certificate browsers pin
                 cfg.certificate, cfg.certificate_chain = self.certs.current.cert, []
         self.cfg = cfg
         try:
-            self.server = await serve(self.host, self.port, configuration=cfg,
-                                      create_protocol=self._make,
-                                      retry=bool(option(self.ctx, "retry")))
+            _, self.server = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: BatchingServer(configuration=cfg, create_protocol=self._make,
+                                       retry=bool(option(self.ctx, "retry"))),
+                local_addr=(self.host, self.port))
         except OSError as e:
             raise ConfigError(f"{lc.path}.listen", f"cannot listen on UDP "
                               f"{self.host}:{self.port}: {e}") from None
+        grow_socket_buffers(self.server._transport)
         log.info("listening listener=%s address=%s protocols=quic(udp) alpn=%s", lc.name,
                  ",".join(f"{h}:{p}" for h, p in self.addresses()), ",".join(self.handlers))
 
@@ -347,8 +489,10 @@ class QuicEndpoint:
             self.server.close()
 
 
-async def start_quic_listener(cfg: ListenerConfig, gw: GatewayAPI,
-                              own: list[AlpnHandler]) -> RunningListener:
-    ep = QuicEndpoint(cfg, gw, collect_alpn(gw, own))
+async def start_quic_listener(cfg: ListenerConfig, gw: GatewayAPI, own: list[AlpnHandler],
+                              *, only: bool = False) -> RunningListener:
+    """An endpoint serving ``own`` and (unless ``only``) every installed plugin's ALPNs."""
+    handlers = {h.alpn: h for h in own} if only else collect_alpn(gw, own)
+    ep = QuicEndpoint(cfg, gw, handlers)
     await ep.start()
     return ep

@@ -48,6 +48,25 @@ def peer_certificates(quic: QuicConnection) -> tuple[bytes | None, list[bytes]]:
             [c.public_bytes(_DER) for c in chain])
 
 
+def set_max_datagram_size(quic: QuicConnection, size: int) -> None:
+    """Change the largest datagram an established connection sends: the packet builder's
+    size, and the unit the congestion controller (window growth) and pacer count in."""
+    quic._max_datagram_size = size
+    loss = quic._loss
+    loss._pacer._max_datagram_size = size
+    cc = loss._cc
+    if hasattr(cc, "_max_datagram_size"):  # reno and cubic keep one (aioquic 1.x)
+        cc._max_datagram_size = size
+    if hasattr(cc, "additive_increase_factor"):  # cubic's
+        cc.additive_increase_factor = size
+
+
+def peer_address(quic: QuicConnection) -> tuple[str, int]:
+    """The address the connection's packets go to (its active network path)."""
+    addr = quic._network_paths[0].addr
+    return str(addr[0]), int(addr[1])
+
+
 def use_identity(cfg: QuicConfiguration, ident: Identity) -> None:
     """Present the workload's certificate chain and key."""
     chain = ident.cert_chain()

@@ -56,7 +56,18 @@ from ugate_core import (
 )
 
 from .alpn import AlpnHandler, QuicConn
-from .endpoint import ERR_REFUSED, QuicPeer, base_configuration, check_section, option
+from .endpoint import (
+    ERR_REFUSED,
+    MAX_DATAGRAM,
+    MIN_DATAGRAM,
+    Batch,
+    QuicPeer,
+    base_configuration,
+    check_section,
+    grow_socket_buffers,
+    is_loopback,
+    option,
+)
 from .lib import new_stream_id, peer_certificates, presented_certificate
 from .qstream import RESET_CODE, QuicStream
 
@@ -215,7 +226,8 @@ def open_server_session(conn: QuicConn) -> MeshServerSession:
 
 
 def alpn_handler() -> AlpnHandler:
-    return AlpnHandler(ALPN, open_server_session, "mesh streams: preamble per stream")
+    return AlpnHandler(ALPN, open_server_session, "mesh streams: preamble per stream",
+                       big_datagrams=True)
 
 
 # ------------------------------------------------------------------------------ dialer
@@ -265,15 +277,17 @@ async def _connect(req: DialRequest, host: str, expected: tuple[ExpectedIdentity
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, req.target_port, type=socket.SOCK_DGRAM)
     family, _, _, _, addr = infos[0]
-    cfg = base_configuration(gw, is_client=True, alpn=[ALPN],
-                             max_datagram_size=check_section(gw))
+    mds = check_section(gw) or (MAX_DATAGRAM if is_loopback(str(addr[0])) else MIN_DATAGRAM)
+    cfg = base_configuration(gw, is_client=True, alpn=[ALPN], max_datagram_size=mds)
     cfg.verify_mode = ssl.CERT_NONE  # the mesh identity is checked below, like core's tls
     cfg.server_name = sni
     handlers = {ALPN: AlpnHandler(ALPN, MeshClientSession)}
     meta = StreamMeta(protocol="quic", remote=(str(addr[0]), int(addr[1])))
-    _, proto = await loop.create_datagram_endpoint(
+    transport, proto = await loop.create_datagram_endpoint(
         lambda: QuicPeer(QuicConnection(configuration=cfg), meta=meta, handlers=handlers),
         local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+    grow_socket_buffers(transport)
+    proto.batch = Batch(transport)
     peer = proto
     name = f"{req.destination.name} at {req.endpoint}"
     try:

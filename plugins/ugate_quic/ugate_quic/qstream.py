@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from .endpoint import QuicPeer
 
 #: bytes queued on one stream before the writer is paused, and below which it resumes
-HIGH = 256 * 1024
-LOW = 64 * 1024
+HIGH = 1024 * 1024
+LOW = 512 * 1024
 #: application error code of a reset: the stream was cut short (HTTP/3's H3_REQUEST_CANCELLED
 #: value, 0x10c, so a WebTransport peer reads it as "cancelled" too)
 RESET_CODE = 0x10C

@@ -8,6 +8,7 @@ import json
 import ssl
 from pathlib import Path
 
+import pytest
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3Connection
@@ -15,7 +16,7 @@ from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamDataReceived, StreamReset
 
-from ugate_core import PreambleOpener
+from ugate_core import ConfigError, DialError, Gateway, PreambleOpener, loads
 from ugate_core.testing import StartGateway, metric, require_peer, run
 from ugate_quic.certs import browser_certs
 
@@ -153,3 +154,49 @@ to = ["echo.test:7"]
                                                                  f"{echo_server[1]}"))
         assert no == b"\x01\x0a403 denied"
     assert metric(gw, "ugate_dial_errors_total", reason="denied") == 1
+
+
+WT_LISTENER = """
+[admin]
+listen = ""
+[listeners.browsers]
+listen = "127.0.0.1:0"
+protocols = ["webtransport"]
+[hosts."svc.test"]
+endpoints = ["127.0.0.1:{port}"]
+protocol = "quic"
+identity = ["id:{id}"]
+"""
+
+
+async def test_webtransport_listener_serves_h3_and_no_mesh_streams(
+        start_gateway: StartGateway) -> None:
+    """``protocols = ["webtransport"]``: a UDP listener for browsers, HTTP/3 only; a mesh
+    client (ALPN ugate/1) fails its handshake there."""
+    b = await start_gateway(WT_LISTENER.format(port=1, id="x" * 52))
+    port = b.port("browsers")
+    assert await _session_status(port, "/.well-known/ugate/wt") == b"200"
+    a = await start_gateway(WT_LISTENER.format(port=port, id=b.identity.id)
+                            .replace("[listeners.browsers]", "[listeners.unused]"))
+    try:
+        await a.dial("svc.test:7")
+    except DialError as e:
+        assert e.reason == "unreachable", e
+    else:
+        raise AssertionError("a mesh stream was served on a webtransport listener")
+    # "No common ALPN protocols" (the dialer may try twice)
+    assert metric(b, "ugate_rejections_total", listener="browsers", reason="handshake") >= 1
+
+
+def test_webtransport_listener_refuses_datagrams_browsers_cannot_read(tmp_path: Path) -> None:
+    for size, ok in ((1452, True), (1453, False)):
+        cfg = WT_LISTENER.format(port=1, id="x").replace(
+            'protocols = ["webtransport"]', f'protocols = ["webtransport"]\n'
+                                           f'max_datagram_size = {size}')
+        gw = Gateway(loads(cfg, "t"), state_dir=tmp_path)
+        if ok:
+            gw.check()
+            continue
+        with pytest.raises(ConfigError) as e:
+            gw.check()
+        assert "max_datagram_size" in str(e.value), e.value
