@@ -25,6 +25,7 @@ from ugate_core import (
     AuthError,
     DialError,
     GatewayAPI,
+    ListenerContext,
     MessageStream,
     ProtocolError,
     StashKey,
@@ -33,6 +34,7 @@ from ugate_core import (
 )
 
 from .path import query_param, target_of
+from .services import Service, service_for
 from .settings import audience_of, settings_of
 from .token import verify_token
 from .transport import WsTransport, message_stream
@@ -165,9 +167,13 @@ def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]],
 async def serve_exchange(ex: Exchange, gw: GatewayAPI) -> None:
     """The route handler: check, authenticate, dial, upgrade, relay."""
     meta = websocket_meta(ex.meta)
+    service = service_for(gw, ex.path)
     with gw.guard(meta.listener, meta):
         try:
-            await _serve(ex, gw, meta)
+            if service is not None:
+                await _serve_protocol(ex, gw, meta, service)
+            else:
+                await _serve(ex, gw, meta)
         except Refused as r:
             body = f"{r.status} {r.error}\n".encode()
             await ex.respond(r.status, [("content-type", "text/plain; charset=utf-8"),
@@ -215,6 +221,52 @@ async def _serve(ex: Exchange, gw: GatewayAPI, meta: StreamMeta) -> None:
               meta.listener, target, ex.http_version, meta.user, meta.peer_id)
     ws = open_server(stream, gw, meta)
     gw.start_relay(ws, up)
+
+
+def select_subprotocol(ex: Exchange, service: Service, out: list[tuple[str, str]]) -> None:
+    """A client that offers subprotocols must offer the served protocol's name (selected)."""
+    offered = _offered(ex)
+    if not offered:
+        return
+    for p in offered:
+        if p in service.subprotocols:
+            out.append(("sec-websocket-protocol", p))
+            return
+    raise Refused(400, ProtocolError(
+        f"Sec-WebSocket-Protocol {[p[:40] for p in offered[:8]]!r}: path "
+        f"{service.path} carries {service.protocol!r}, offer "
+        f"{' or '.join(repr(p) for p in service.subprotocols)}", "bad_subprotocol"))
+
+
+async def _serve_protocol(ex: Exchange, gw: GatewayAPI, meta: StreamMeta,
+                          service: Service) -> None:
+    """A WebSocket on a served path: upgrade, then hand the stream to the protocol's
+    ``serve`` with the context of the listener it arrived on. The protocol authenticates,
+    authorizes (through core's policy) and refuses in its own words (MQTT: a CONNACK)."""
+    out = check_handshake(ex)
+    check_origin(ex, gw)
+    select_subprotocol(ex, service, out)
+    lc = next((c for c in gw.config.listeners if c.name == meta.listener), None)
+    if lc is None:  # a WebSocket from no configured listener: nothing to take options from
+        raise Refused(404, ProtocolError(f"path {service.path}: listener {meta.listener!r} "
+                                         "is not configured", "bad_target"))
+    serve = service.listener_type.serve
+    assert serve is not None  # services.servable
+    stream = await ex.accept(out)
+    WsMetrics.of(gw).upgrades.labels(meta.listener, ex.http_version).inc()
+    meta.extra["http_version"] = ex.http_version
+    meta.extra["ws_serves"] = service.protocol
+    log.debug("ws_accepted listener=%s path=%s protocol=%s http_version=%s", meta.listener,
+              service.path, service.protocol, ex.http_version)
+    ws = open_server(stream, gw, meta)
+    try:
+        await serve(ws, ListenerContext(gw, lc))
+    except BaseException:
+        if not ws.is_closing() and not ws.relaying:
+            ws.close()  # after what the protocol wrote (its refusal)
+        raise
+    if not ws.is_closing() and not ws.relaying:
+        ws.close()
 
 
 def open_server(stream: Stream, gw: GatewayAPI, meta: StreamMeta | None = None

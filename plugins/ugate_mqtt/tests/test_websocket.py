@@ -1,0 +1,280 @@
+"""MQTT over WebSocket through ugate-ws (``ws://host:port/mqtt``, subprotocol ``mqtt``): mqtt.js
+in Node and in headless Chromium to a real mosquitto, mosquitto_sub over plain TCP at the same
+broker, refusals as CONNACK codes, and the WebSocket-level refusals (Origin, subprotocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ugate_core import id_of_public_key
+from ugate_core.testing import (
+    StartGateway,
+    browser_run,
+    js_dir,
+    metric,
+    node_run,
+    pattern,
+)
+from ugate_mqtt.token import mint
+
+from .conftest import Broker, Sub
+
+pytest.importorskip("ugate_ws")
+
+#: every byte value, then a pattern: what each message carries (topic suffix varies)
+PAYLOAD = bytes(range(256)) + pattern(3000, seed=7)
+
+
+def config(broker: str, *, listener: str = "main", options: str = "", extra: str = "",
+           ws: str = "") -> str:
+    """A shared-port listener (ugate-http answers the WebSocket, mqtt's keys apply)."""
+    return f"""
+[admin]
+listen = ""
+[gateway]
+handshake_timeout = 3.0
+[listeners.{listener}]
+listen = "127.0.0.1:0"
+protocols = ["*"]
+broker = "broker.test"
+{options}
+[hosts."broker.test"]
+endpoints = ["{broker}"]
+[ws]
+{ws}
+{extra}
+"""
+
+
+# mqtt.js in Node: subscribe to t/#, publish PAYLOAD at QoS 0 and 1, print what came back
+NODE_PUBSUB = r"""
+const mqtt = require("mqtt");
+const [url, version, payloadHex] = process.argv.slice(2);
+const payload = Buffer.from(payloadHex, "hex");
+const c = mqtt.connect(url, { protocolVersion: Number(version), reconnectPeriod: 0,
+                              connectTimeout: 5000, clientId: "js-" + version });
+const got = [];
+const timer = setTimeout(() => { console.log(JSON.stringify({ error: "timeout", got })); process.exit(2); }, 15000);
+c.on("error", (e) => { console.log(JSON.stringify({ error: e.message, code: e.code })); process.exit(1); });
+c.on("message", (topic, msg, packet) => {
+  got.push({ topic, qos: packet.qos, hex: msg.toString("hex") });
+  if (got.length === 2) {
+    clearTimeout(timer);
+    c.end(false, () => { console.log(JSON.stringify({ got })); });
+  }
+});
+c.on("connect", () => {
+  c.subscribe("t/#", { qos: 1 }, (err) => {
+    if (err) { console.log(JSON.stringify({ error: String(err) })); process.exit(1); }
+    c.publish("t/q0", payload, { qos: 0 });
+    c.publish("t/q1", payload, { qos: 1 }, (e) => { if (e) console.error(e); });
+  });
+});
+"""
+
+# mqtt.js in Node: connect and report the CONNACK refusal
+NODE_REFUSED = r"""
+const mqtt = require("mqtt");
+const [url, version, username, password] = process.argv.slice(2);
+const opts = { protocolVersion: Number(version), reconnectPeriod: 0, connectTimeout: 5000,
+               clientId: "refused" };
+if (username) { opts.username = username; opts.password = password; }
+const c = mqtt.connect(url, opts);
+setTimeout(() => { console.log(JSON.stringify({ error: "timeout" })); process.exit(2); }, 15000);
+c.on("connect", () => { console.log(JSON.stringify({ connected: true })); process.exit(0); });
+c.on("error", (e) => { console.log(JSON.stringify({ code: e.code, message: e.message })); process.exit(0); });
+"""
+
+
+async def node_json(code: str, *args: str) -> dict[str, object]:
+    res = await node_run(code, *args, timeout=30)
+    lines = [ln for ln in res.stdout.decode().splitlines() if ln.startswith("{")]
+    assert lines, (res.returncode, res.stderr.decode()[-2000:])
+    out: dict[str, object] = json.loads(lines[-1])
+    return out
+
+
+@pytest.mark.parametrize("version", ["4", "5"])
+async def test_mqttjs_over_websocket_meets_mosquitto_sub_over_tcp(
+        start_gateway: StartGateway, mosquitto: Broker, subs: list[Sub], version: str) -> None:
+    gw = await start_gateway(config(mosquitto.address))
+    port = gw.port("main")
+    # plain MQTT over TCP, through the same port: both paths meet at one broker
+    s = await Sub.start(port, "t/#", "31", qos=1)  # MQTT 3.1: counted apart
+    subs.append(s)
+    out = await node_json(NODE_PUBSUB, f"ws://127.0.0.1:{port}/mqtt", version, PAYLOAD.hex())
+    assert "error" not in out, out
+    got = sorted(out["got"], key=lambda m: m["topic"])  # type: ignore[arg-type,index]
+    assert got == [{"topic": "t/q0", "qos": 0, "hex": PAYLOAD.hex()},
+                   {"topic": "t/q1", "qos": 1, "hex": PAYLOAD.hex()}]
+    tcp = sorted(await s.messages(2), key=lambda m: m[1])
+    assert tcp == [(False, 0, PAYLOAD), (False, 1, PAYLOAD)]
+    level = {"4": "3.1.1", "5": "5.0"}[version]
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version=level,
+                  result="ok") == 1
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1",
+                  result="ok") == 1
+    assert metric(gw, "ugate_ws_upgrades_total", listener="main", http_version="1.1") == 1
+
+
+@pytest.mark.parametrize(("version", "code"), [("4", 3), ("5", 0x88)])
+async def test_no_route_is_a_connack_mqttjs_reports(start_gateway: StartGateway,
+                                                    version: str, code: int) -> None:
+    # no broker, no route, and a WebSocket has no SNI: "server unavailable"
+    text = config("127.0.0.1:1").replace('broker = "broker.test"\n', "")
+    gw = await start_gateway(text)
+    out = await node_json(NODE_REFUSED, f"ws://127.0.0.1:{gw.port('main')}/mqtt", version)
+    assert out["code"] == code, out
+    level = {"4": "3.1.1", "5": "5.0"}[version]
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version=level,
+                  result="unavailable") == 1
+
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.mark.parametrize(("version", "code"), [("4", 5), ("5", 0x87)])
+async def test_fresh_mesh_token_without_a_rule_is_not_authorized(
+        start_gateway: StartGateway, mosquitto: Broker, version: str, code: int) -> None:
+    # an allow list makes the loopback listener judge its clients (not the local user's
+    # proxy); the rule names one device, not the fresh key below
+    rules = f"""
+[[rules]]
+listeners = ["main"]
+clients = ["id:{id_of_public_key(KEY)}"]
+to = ["broker.test:1883"]
+"""
+    gw = await start_gateway(config(mosquitto.address, options='allow = ["nothing.test:1"]',
+                                    extra=rules))
+    url = f"ws://127.0.0.1:{gw.port('main')}/mqtt"
+    fresh = ec.generate_private_key(ec.SECP256R1())  # verifies, but no rule names it
+    user, pw = mint(fresh)
+    out = await node_json(NODE_REFUSED, url, version, user, pw)
+    assert out["code"] == code, out
+    # the device the rule names gets through, over the same path
+    user, pw = mint(KEY)
+    assert await node_json(NODE_REFUSED, url, version, user, pw) == {"connected": True}
+    level = {"4": "3.1.1", "5": "5.0"}[version]
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version=level,
+                  result="not_authorized") == 1
+    assert metric(gw, "ugate_dial_errors_total", reason="denied") == 1
+
+
+async def raw_upgrade(port: int, path: str, extra: str = "") -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n".encode())
+        async with asyncio.timeout(5):
+            return await r.readuntil(b"\r\n\r\n")
+    finally:
+        w.close()
+
+
+async def test_websocket_refusals_before_mqtt(start_gateway: StartGateway,
+                                              mosquitto: Broker) -> None:
+    gw = await start_gateway(config(mosquitto.address,
+                                    ws='origins = ["https://app.example"]'))
+    port = gw.port("main")
+    # another site's page: refused before the upgrade
+    head = await raw_upgrade(port, "/mqtt", "Origin: https://evil.example\r\n"
+                             "Sec-WebSocket-Protocol: mqtt\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ")
+    # a client that offers only another subprotocol
+    head = await raw_upgrade(port, "/mqtt", "Sec-WebSocket-Protocol: ugate, chat\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="origin") == 1
+    assert metric(gw, "ugate_rejections_total", listener="main",
+                  reason="bad_subprotocol") == 1
+    # the allowed origin, offering mqtt beside another: mqtt is selected
+    head = await raw_upgrade(port, "/mqtt", "Origin: https://app.example\r\n"
+                             "Sec-WebSocket-Protocol: chat, mqtt\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"\r\nsec-websocket-protocol: mqtt\r\n" in head.lower()
+    # MQTT 3.1 clients offer mqttv3.1
+    head = await raw_upgrade(port, "/mqtt", "Sec-WebSocket-Protocol: mqttv3.1\r\n")
+    assert b"\r\nsec-websocket-protocol: mqttv3.1\r\n" in head.lower()
+
+
+BROWSER = r"""
+const payload = new Uint8Array(%(n)d);
+for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + 3) %% 256;
+const c = mqtt.connect(%(url)s, { protocolVersion: 4, reconnectPeriod: 0,
+                                  connectTimeout: 5000, clientId: "chromium" });
+const got = await new Promise((resolve, reject) => {
+  const out = [];
+  const timer = setTimeout(() => reject(new Error("timeout, got " + out.length)), 20000);
+  c.on("error", (e) => { clearTimeout(timer); reject(e); });
+  c.on("message", (topic, msg, packet) => {
+    const same = msg.length === payload.length && msg.every((b, i) => b === payload[i]);
+    out.push({ topic, qos: packet.qos, n: msg.length, same });
+    if (out.length === 2) { clearTimeout(timer); resolve(out); }
+  });
+  c.on("connect", () => {
+    c.subscribe("b/#", { qos: 1 }, (err) => {
+      if (err) { reject(err); return; }
+      c.publish("b/q0", payload, { qos: 0 });
+      c.publish("b/q1", payload, { qos: 1 });
+    });
+  });
+});
+await new Promise((resolve) => c.end(false, resolve));
+got.sort((a, b) => a.topic < b.topic ? -1 : 1);
+return got;
+"""
+
+
+@pytest.fixture
+async def page_server() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP server for one page: (its port, the page to set)."""
+    page: list[bytes] = [b""]
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (len(page[0]), page[0]))
+            await w.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], page
+    finally:
+        server.close()
+
+
+async def test_mqttjs_in_chromium(start_gateway: StartGateway, mosquitto: Broker,
+                                  subs: list[Sub], tmp_path: Path,
+                                  page_server: tuple[int, list[bytes]]) -> None:
+    page_port, page = page_server
+    origin = f"http://127.0.0.1:{page_port}"
+    gw = await start_gateway(config(mosquitto.address, ws=f'origins = ["{origin}"]'))
+    port = gw.port("main")
+    s = await Sub.start(port, "b/#", "5", qos=1)
+    subs.append(s)
+    bundle = (js_dir() / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").read_bytes()
+    assert b"</script" not in bundle
+    page[0] = (b"<!doctype html><meta charset=utf-8><title>mqtt.js</title><script>"
+               + bundle + b"</script><body>mqtt.js</body>")
+    n = 30000
+    url = json.dumps(f"ws://127.0.0.1:{port}/mqtt")
+    got = await browser_run(BROWSER % {"n": n, "url": url}, url=origin + "/", timeout=40)
+    assert got == [{"topic": "b/q0", "qos": 0, "n": n, "same": True},
+                   {"topic": "b/q1", "qos": 1, "n": n, "same": True}]
+    expect = bytes((i * 7 + 3) % 256 for i in range(n))
+    assert sorted(await s.messages(2), key=lambda m: m[1]) == [(False, 0, expect),
+                                                               (False, 1, expect)]
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1.1",
+                  result="ok") == 1
