@@ -60,8 +60,9 @@ const payload = Buffer.from(payloadHex, "hex");
 const c = mqtt.connect(url, { protocolVersion: Number(version), reconnectPeriod: 0,
                               connectTimeout: 5000, clientId: "js-" + version });
 const got = [];
-const timer = setTimeout(() => { console.log(JSON.stringify({ error: "timeout", got })); process.exit(2); }, 15000);
-c.on("error", (e) => { console.log(JSON.stringify({ error: e.message, code: e.code })); process.exit(1); });
+const say = (o, rc) => { console.log(JSON.stringify(o)); if (rc !== undefined) process.exit(rc); };
+const timer = setTimeout(() => say({ error: "timeout", got }, 2), 15000);
+c.on("error", (e) => say({ error: e.message, code: e.code }, 1));
 c.on("message", (topic, msg, packet) => {
   got.push({ topic, qos: packet.qos, hex: msg.toString("hex") });
   if (got.length === 2) {
@@ -88,7 +89,10 @@ if (username) { opts.username = username; opts.password = password; }
 const c = mqtt.connect(url, opts);
 setTimeout(() => { console.log(JSON.stringify({ error: "timeout" })); process.exit(2); }, 15000);
 c.on("connect", () => { console.log(JSON.stringify({ connected: true })); process.exit(0); });
-c.on("error", (e) => { console.log(JSON.stringify({ code: e.code, message: e.message })); process.exit(0); });
+c.on("error", (e) => {
+  console.log(JSON.stringify({ code: e.code, message: e.message }));
+  process.exit(0);
+});
 """
 
 

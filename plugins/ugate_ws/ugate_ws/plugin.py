@@ -51,6 +51,7 @@ def ugate_listener_types() -> list[ListenerType]:
 @hookimpl
 def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
     settings_of(gateway)  # validates [ws] when plugins load
+    services_of(gateway)  # [ws] serve against the listener types (collected before dialers)
     return [
         DialerType("ws", dial_ws, "WebSocket to a peer gateway (or websockify): the stream is "
                    f"the peer's {PREFIX}/<name>:<port>, optionally through an HTTP proxy"),

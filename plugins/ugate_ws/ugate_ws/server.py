@@ -247,9 +247,11 @@ async def _serve_protocol(ex: Exchange, gw: GatewayAPI, meta: StreamMeta,
     check_origin(ex, gw)
     select_subprotocol(ex, service, out)
     lc = next((c for c in gw.config.listeners if c.name == meta.listener), None)
-    if lc is None:  # a WebSocket from no configured listener: nothing to take options from
-        raise Refused(404, ProtocolError(f"path {service.path}: listener {meta.listener!r} "
-                                         "is not configured", "bad_target"))
+    if lc is None or not (lc.protocols == ("*",) or service.protocol in lc.protocols):
+        # a listener serves the protocols it lists (and takes their options) and no other
+        raise Refused(404, ProtocolError(
+            f"path {service.path} carries {service.protocol!r}, which listener "
+            f"{meta.listener!r} does not serve (add it to its protocols)", "not_served"))
     serve = service.listener_type.serve
     assert serve is not None  # services.servable
     stream = await ex.accept(out)

@@ -2,6 +2,11 @@
 each WebSocket opened on it one byte stream handed to an installed listener protocol's
 ``serve``, as if it had arrived on the listener the WebSocket came in on — with that
 listener's options (``broker = ...`` for ``mqtt``) and name (rules naming the listener apply).
+Only a listener that serves the protocol itself (``protocols = ["*"]``, or a list naming it:
+``["http", "mqtt"]``) serves it over WebSocket; elsewhere the path answers 404
+(``not_served``). So a listener's ``protocols`` still bound what it speaks, and the keys the
+protocol reads are accepted on it by core's strict config check. (The dedicated ``ws``/``wss``
+listeners serve no protocol this way: they cannot share their port with another.)
 
 Which protocols may be served this way: those that serve a byte stream (``ListenerType.serve``)
 and relay (``relays = True``). A relaying protocol dials every destination for its client
