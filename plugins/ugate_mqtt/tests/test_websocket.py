@@ -5,14 +5,17 @@ broker, refusals as CONNACK codes, and the WebSocket-level refusals (Origin, sub
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ugate_core import id_of_public_key
+from ugate_core import Gateway, GatewayAPI, hookimpl, id_of_public_key, loads
 from ugate_core.testing import (
     StartGateway,
     browser_run,
@@ -207,6 +210,42 @@ async def test_websocket_refusals_before_mqtt(start_gateway: StartGateway,
     assert b"\r\nsec-websocket-protocol: mqttv3.1\r\n" in head.lower()
 
 
+async def test_stalled_and_garbage_connects_over_websocket(start_gateway: StartGateway,
+                                                          mosquitto: Broker) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    gw = await start_gateway(config(mosquitto.address).replace(
+        "handshake_timeout = 3.0", "handshake_timeout = 0.5"))
+    url = f"ws://127.0.0.1:{gw.port('main')}/mqtt"
+    # upgraded, then no CONNECT: closed at the handshake deadline, as over TCP
+    async with connect(url, subprotocols=["mqtt"], open_timeout=5) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "mqtt"
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await ws.recv()
+        assert asyncio.get_running_loop().time() - t0 < 3
+    # garbage after 0x10 (protocol name "MQTX"): MQTT 3.x gets no CONNACK, just the close
+    async with connect(url, subprotocols=["mqtt"], open_timeout=5) as ws:  # type: ignore[list-item]
+        await ws.send(b"\x10\x0c\x00\x04MQTX\x04\x02\x00\x3c\x00\x00")
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                assert await ws.recv() == b"", "no CONNACK expected"
+    assert metric(gw, "ugate_rejections_total", listener="main",
+                  reason="handshake_timeout") == 1
+    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="unknown",
+                  result="timeout") == 1
+    for _ in range(100):  # counted once the server side saw the close handshake end
+        if metric(gw, "ugate_rejections_total", listener="main", reason="malformed"):
+            break
+        await asyncio.sleep(0.02)
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="malformed") == 1
+    # both closed with a close handshake: no WebSocket-level error
+    assert metric(gw, "ugate_rejections_total", listener="main",
+                  reason="ws_protocol_error") == 0
+
+
 BROWSER = r"""
 const payload = new Uint8Array(%(n)d);
 for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + 3) %% 256;
@@ -259,6 +298,14 @@ async def page_server() -> AsyncIterator[tuple[int, list[bytes]]]:
         server.close()
 
 
+def mqttjs_page() -> bytes:
+    """A page with mqtt.js's browser bundle inline (it defines the global ``mqtt``)."""
+    bundle = (js_dir() / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").read_bytes()
+    assert b"</script" not in bundle
+    return (b"<!doctype html><meta charset=utf-8><title>mqtt.js</title><script>"
+            + bundle + b"</script><body>mqtt.js</body>")
+
+
 async def test_mqttjs_in_chromium(start_gateway: StartGateway, mosquitto: Broker,
                                   subs: list[Sub], tmp_path: Path,
                                   page_server: tuple[int, list[bytes]]) -> None:
@@ -268,10 +315,7 @@ async def test_mqttjs_in_chromium(start_gateway: StartGateway, mosquitto: Broker
     port = gw.port("main")
     s = await Sub.start(port, "b/#", "5", qos=1)
     subs.append(s)
-    bundle = (js_dir() / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").read_bytes()
-    assert b"</script" not in bundle
-    page[0] = (b"<!doctype html><meta charset=utf-8><title>mqtt.js</title><script>"
-               + bundle + b"</script><body>mqtt.js</body>")
+    page[0] = mqttjs_page()
     n = 30000
     url = json.dumps(f"ws://127.0.0.1:{port}/mqtt")
     got = await browser_run(BROWSER % {"n": n, "url": url}, url=origin + "/", timeout=40)
@@ -282,3 +326,42 @@ async def test_mqttjs_in_chromium(start_gateway: StartGateway, mosquitto: Broker
                                                                (False, 1, expect)]
     assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1.1",
                   result="ok") == 1
+
+
+class PagePlugin:
+    """The mqtt.js page served by the gateway itself (``/page``), so that Chromium opens the
+    WebSocket on the same HTTP/2 connection (RFC 8441 extended CONNECT)."""
+
+    @hookimpl
+    def ugate_http_routes(self, gateway: GatewayAPI) -> list[object]:
+        from ugate_http.routes import Exchange, HttpRoute
+
+        body = mqttjs_page()
+
+        async def page(ex: Exchange) -> None:
+            await ex.respond(200, [("content-type", "text/html; charset=utf-8")], body)
+
+        return [HttpRoute("/page", page, methods=frozenset({"GET"}))]
+
+
+async def test_mqttjs_in_chromium_wss_over_http2(tmp_path: Path, mosquitto: Broker) -> None:
+    gw = Gateway(loads(config(mosquitto.address)), state_dir=tmp_path / "state")
+    gw.pm.register(PagePlugin(), name="page-test")
+    await gw.start()
+    try:
+        port = gw.port("main")
+        spki = gw.identity.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+        n = 20000
+        got = await browser_run(
+            BROWSER % {"n": n, "url": json.dumps(f"wss://127.0.0.1:{port}/mqtt")},
+            url=f"https://127.0.0.1:{port}/page", timeout=40,
+            flags=(f"--ignore-certificate-errors-spki-list={pin}",))
+        assert got == [{"topic": "b/q0", "qos": 0, "n": n, "same": True},
+                       {"topic": "b/q1", "qos": 1, "n": n, "same": True}]
+        assert metric(gw, "ugate_ws_upgrades_total", listener="main", http_version="2") == 1
+        assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1.1",
+                      result="ok") == 1
+    finally:
+        await gw.shutdown(0.5)

@@ -15,7 +15,7 @@ from ugate_core import ConfigError, Gateway, loads
 from ugate_core.testing import StartGateway, metric, pattern
 from ugate_ws.services import services_of
 
-from .conftest import BASE
+from .conftest import BASE, port_of, raw_request, upgrade_head, ws_listener
 
 
 def listener(extra: str = "", protocols: str = '["*"]') -> str:
@@ -104,3 +104,12 @@ async def test_a_listener_serves_only_the_protocols_it_lists(start_gateway: Star
         assert ws.subprotocol is None  # none offered, none selected
         await ws.send(b"\x05\x01\x00")
         assert await ws.recv() == b"\x05\x00"
+
+
+async def test_the_dedicated_ws_listener_serves_no_protocol(start_gateway: StartGateway) -> None:
+    pytest.importorskip("ugate_mqtt")
+    gw = await start_gateway(BASE + ws_listener())
+    head = await raw_request(port_of(gw), upgrade_head("/mqtt",
+                                                       extra="Sec-WebSocket-Protocol: mqtt\r\n"))
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert b"path /mqtt carries 'mqtt', which listener 'ws' does not serve" in head

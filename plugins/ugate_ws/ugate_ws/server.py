@@ -11,6 +11,7 @@ destination already connected is answered ``101``/``200``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -37,7 +38,7 @@ from .path import query_param, target_of
 from .services import Service, service_for
 from .settings import audience_of, settings_of
 from .token import verify_token
-from .transport import WsTransport, message_stream
+from .transport import CLOSE_TIMEOUT, WsTransport, message_stream
 
 if TYPE_CHECKING:
     from ugate_http.routes import Exchange
@@ -263,12 +264,21 @@ async def _serve_protocol(ex: Exchange, gw: GatewayAPI, meta: StreamMeta,
     ws = open_server(stream, gw, meta)
     try:
         await serve(ws, ListenerContext(gw, lc))
-    except BaseException:
-        if not ws.is_closing() and not ws.relaying:
-            ws.close()  # after what the protocol wrote (its refusal)
+    except asyncio.CancelledError:
+        ws.abort()
         raise
-    if not ws.is_closing() and not ws.relaying:
-        ws.close()
+    except BaseException:
+        await _finish(ws)
+        raise
+    await _finish(ws)
+
+
+async def _finish(ws: MessageStream) -> None:
+    """A served protocol's stream it did not hand to a relay (a refusal): close it after what
+    the protocol wrote, and wait for the close handshake (the connection below is closed
+    when the handler returns)."""
+    if not ws.relaying:
+        await ws.aclose(CLOSE_TIMEOUT + 1.0)
 
 
 def open_server(stream: Stream, gw: GatewayAPI, meta: StreamMeta | None = None
