@@ -8,7 +8,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from ugate_core.testing import (
 )
 from ugate_mqtt.token import mint
 
-from .conftest import Broker, Sub
+from .conftest import Broker, Sub, gateway_config
 
 pytest.importorskip("ugate_ws")
 
@@ -34,25 +33,11 @@ pytest.importorskip("ugate_ws")
 PAYLOAD = bytes(range(256)) + pattern(3000, seed=7)
 
 
-def config(broker: str, *, listener: str = "main", options: str = "", extra: str = "",
-           ws: str = "") -> str:
-    """A shared-port listener (ugate-http answers the WebSocket, mqtt's keys apply)."""
-    return f"""
-[admin]
-listen = ""
-[gateway]
-handshake_timeout = 3.0
-[listeners.{listener}]
-listen = "127.0.0.1:0"
-protocols = ["*"]
-broker = "broker.test"
-{options}
-[hosts."broker.test"]
-endpoints = ["{broker}"]
-[ws]
-{ws}
-{extra}
-"""
+def config(broker: str, *, options: str = "", extra: str = "", ws: str = "") -> str:
+    """A shared-port listener ``main`` (ugate-http answers the WebSocket, mqtt's keys
+    apply) in front of ``broker``."""
+    return gateway_config(broker, listener="main", protocols='["*"]', options=options,
+                          extra=f"{extra}\n[ws]\n{ws}\n")
 
 
 # mqtt.js in Node: subscribe to t/#, publish PAYLOAD at QoS 0 and 1, print what came back
@@ -274,30 +259,6 @@ return got;
 """
 
 
-@pytest.fixture
-async def page_server() -> AsyncIterator[tuple[int, list[bytes]]]:
-    """An HTTP server for one page: (its port, the page to set)."""
-    page: list[bytes] = [b""]
-
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            await r.readuntil(b"\r\n\r\n")
-            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                    % (len(page[0]), page[0]))
-            await w.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            w.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], page
-    finally:
-        server.close()
-
-
 def mqttjs_page() -> bytes:
     """A page with mqtt.js's browser bundle inline (it defines the global ``mqtt``)."""
     bundle = (js_dir() / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").read_bytes()
@@ -306,31 +267,10 @@ def mqttjs_page() -> bytes:
             + bundle + b"</script><body>mqtt.js</body>")
 
 
-async def test_mqttjs_in_chromium(start_gateway: StartGateway, mosquitto: Broker,
-                                  subs: list[Sub], tmp_path: Path,
-                                  page_server: tuple[int, list[bytes]]) -> None:
-    page_port, page = page_server
-    origin = f"http://127.0.0.1:{page_port}"
-    gw = await start_gateway(config(mosquitto.address, ws=f'origins = ["{origin}"]'))
-    port = gw.port("main")
-    s = await Sub.start(port, "b/#", "5", qos=1)
-    subs.append(s)
-    page[0] = mqttjs_page()
-    n = 30000
-    url = json.dumps(f"ws://127.0.0.1:{port}/mqtt")
-    got = await browser_run(BROWSER % {"n": n, "url": url}, url=origin + "/", timeout=40)
-    assert got == [{"topic": "b/q0", "qos": 0, "n": n, "same": True},
-                   {"topic": "b/q1", "qos": 1, "n": n, "same": True}]
-    expect = bytes((i * 7 + 3) % 256 for i in range(n))
-    assert sorted(await s.messages(2), key=lambda m: m[1]) == [(False, 0, expect),
-                                                               (False, 1, expect)]
-    assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1.1",
-                  result="ok") == 1
-
-
 class PagePlugin:
-    """The mqtt.js page served by the gateway itself (``/page``), so that Chromium opens the
-    WebSocket on the same HTTP/2 connection (RFC 8441 extended CONNECT)."""
+    """The mqtt.js page served by the gateway itself (``/page``): the WebSocket is then
+    same-origin, and over HTTPS Chromium opens it on the page's HTTP/2 connection (RFC 8441
+    extended CONNECT)."""
 
     @hookimpl
     def ugate_http_routes(self, gateway: GatewayAPI) -> list[object]:
@@ -344,23 +284,33 @@ class PagePlugin:
         return [HttpRoute("/page", page, methods=frozenset({"GET"}))]
 
 
-async def test_mqttjs_in_chromium_wss_over_http2(tmp_path: Path, mosquitto: Broker) -> None:
+@pytest.mark.parametrize(("scheme", "http_version"), [("http", "1.1"), ("https", "2")])
+async def test_mqttjs_in_chromium(tmp_path: Path, mosquitto: Broker, subs: list[Sub],
+                                  scheme: str, http_version: str) -> None:
     gw = Gateway(loads(config(mosquitto.address)), state_dir=tmp_path / "state")
     gw.pm.register(PagePlugin(), name="page-test")
     await gw.start()
     try:
         port = gw.port("main")
+        # plain MQTT over TCP through the same port, at the same broker
+        s = await Sub.start(port, "b/#", "5", qos=1)
+        subs.append(s)
         spki = gw.identity.key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-        n = 20000
+        n = 30000
+        ws = "wss" if scheme == "https" else "ws"
         got = await browser_run(
-            BROWSER % {"n": n, "url": json.dumps(f"wss://127.0.0.1:{port}/mqtt")},
-            url=f"https://127.0.0.1:{port}/page", timeout=40,
+            BROWSER % {"n": n, "url": json.dumps(f"{ws}://127.0.0.1:{port}/mqtt")},
+            url=f"{scheme}://127.0.0.1:{port}/page", timeout=40,
             flags=(f"--ignore-certificate-errors-spki-list={pin}",))
         assert got == [{"topic": "b/q0", "qos": 0, "n": n, "same": True},
                        {"topic": "b/q1", "qos": 1, "n": n, "same": True}]
-        assert metric(gw, "ugate_ws_upgrades_total", listener="main", http_version="2") == 1
+        expect = bytes((i * 7 + 3) % 256 for i in range(n))
+        assert sorted(await s.messages(2), key=lambda m: m[1]) == [(False, 0, expect),
+                                                                   (False, 1, expect)]
+        assert metric(gw, "ugate_ws_upgrades_total", listener="main",
+                      http_version=http_version) == 1
         assert metric(gw, "ugate_mqtt_connects_total", listener="main", version="3.1.1",
                       result="ok") == 1
     finally:
