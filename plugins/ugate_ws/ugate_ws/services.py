@@ -18,8 +18,14 @@ start-up, as are ``ws``/``wss`` themselves. The Origin check applies as on every
 
 The subprotocol: a client that offers ``Sec-WebSocket-Protocol`` values must offer the
 protocol's name (``mqtt``, what mqtt.js offers; MQTT 3.1 clients' ``mqttv3.1`` too); it is
-selected. A client that offers none is
-served without one. Anything else is refused before the upgrade (400 ``bad_subprotocol``).
+selected. A client that offers none is served without one. Anything else is refused before the
+upgrade (400 ``bad_subprotocol``).
+
+Why the default ``/mqtt`` is declared here and not by ugate-mqtt: core refuses to load a plugin
+that implements a hook no loaded plugin specifies, so a hook of ugate-ws implemented by
+ugate-mqtt would break ugate-mqtt wherever ugate-ws is not installed or is disabled. The
+default is a fact about MQTT's WebSocket clients (their default path), applied only when the
+``mqtt`` protocol is installed.
 """
 
 from __future__ import annotations

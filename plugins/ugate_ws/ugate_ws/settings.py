@@ -9,7 +9,8 @@
     idle_timeout = 300.0        # close a WebSocket with no frame either way for this long
     proxy = ""                  # dialer: an HTTP proxy (host:port) reached with CONNECT
     origins = []                # browser pages (Origin) allowed besides the same origin; "*": any
-    serve = { "/mqtt" = "mqtt" } # paths whose WebSockets carry an installed listener protocol
+    serve = {}                  # path -> listener protocol its WebSockets carry, besides the
+                                # default "/mqtt" = "mqtt" ("" removes a path)
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 SECTION = "ws"
 KEYS = ("token_keys", "token_audience", "token_max_lifetime", "max_message", "idle_timeout",
         "proxy", "origins", "serve")
-#: ``serve`` when the config gives none: the path MQTT's WebSocket clients (mqtt.js, Paho JS)
-#: use by default; it applies only when that protocol is installed
+#: the served paths before ``serve``'s own entries (which add to them; ``""`` removes one):
+#: the path MQTT's WebSocket clients (mqtt.js, Paho) use by default, applied only when the
+#: ``mqtt`` protocol is installed (:mod:`ugate_ws.services`)
 DEFAULT_SERVE = {"/mqtt": "mqtt"}
 _SERVE_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
