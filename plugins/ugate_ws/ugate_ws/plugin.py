@@ -10,6 +10,7 @@ from . import h1
 from .dialer import dial_ws, dial_wss
 from .path import PREFIX
 from .server import serve_exchange
+from .services import services_of
 from .settings import SECTION, settings_of
 
 
@@ -18,7 +19,10 @@ def ugate_http_routes(gateway: GatewayAPI) -> list[HttpRoute]:
     async def handle(ex: object) -> None:
         await serve_exchange(ex, gateway)  # type: ignore[arg-type]
 
-    return [HttpRoute(PREFIX, handle, protocols=frozenset({"websocket"}), name="ws")]
+    ws = frozenset({"websocket"})
+    return [HttpRoute(PREFIX, handle, protocols=ws, name="ws"),
+            *(HttpRoute(path, handle, protocols=ws, name=f"ws:{s.protocol}")
+              for path, s in sorted(services_of(gateway).items()))]
 
 
 @hookimpl
@@ -47,6 +51,7 @@ def ugate_listener_types() -> list[ListenerType]:
 @hookimpl
 def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
     settings_of(gateway)  # validates [ws] when plugins load
+    services_of(gateway)  # [ws] serve against the listener types (collected before dialers)
     return [
         DialerType("ws", dial_ws, "WebSocket to a peer gateway (or websockify): the stream is "
                    f"the peer's {PREFIX}/<name>:<port>, optionally through an HTTP proxy"),
@@ -64,3 +69,4 @@ def ugate_config_sections() -> list[str]:
 @hookimpl
 def ugate_startup(gateway: GatewayAPI) -> None:
     settings_of(gateway)
+    services_of(gateway)

@@ -11,6 +11,7 @@ destination already connected is answered ``101``/``200``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -25,6 +26,7 @@ from ugate_core import (
     AuthError,
     DialError,
     GatewayAPI,
+    ListenerContext,
     MessageStream,
     ProtocolError,
     StashKey,
@@ -33,9 +35,10 @@ from ugate_core import (
 )
 
 from .path import query_param, target_of
+from .services import Service, service_for
 from .settings import audience_of, settings_of
 from .token import verify_token
-from .transport import WsTransport, message_stream
+from .transport import CLOSE_TIMEOUT, WsTransport, message_stream
 
 if TYPE_CHECKING:
     from ugate_http.routes import Exchange
@@ -165,9 +168,13 @@ def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]],
 async def serve_exchange(ex: Exchange, gw: GatewayAPI) -> None:
     """The route handler: check, authenticate, dial, upgrade, relay."""
     meta = websocket_meta(ex.meta)
+    service = service_for(gw, ex.path)
     with gw.guard(meta.listener, meta):
         try:
-            await _serve(ex, gw, meta)
+            if service is not None:
+                await _serve_protocol(ex, gw, meta, service)
+            else:
+                await _serve(ex, gw, meta)
         except Refused as r:
             body = f"{r.status} {r.error}\n".encode()
             await ex.respond(r.status, [("content-type", "text/plain; charset=utf-8"),
@@ -215,6 +222,63 @@ async def _serve(ex: Exchange, gw: GatewayAPI, meta: StreamMeta) -> None:
               meta.listener, target, ex.http_version, meta.user, meta.peer_id)
     ws = open_server(stream, gw, meta)
     gw.start_relay(ws, up)
+
+
+def select_subprotocol(ex: Exchange, service: Service, out: list[tuple[str, str]]) -> None:
+    """A client that offers subprotocols must offer the served protocol's name (selected)."""
+    offered = _offered(ex)
+    if not offered:
+        return
+    for p in offered:
+        if p in service.subprotocols:
+            out.append(("sec-websocket-protocol", p))
+            return
+    raise Refused(400, ProtocolError(
+        f"Sec-WebSocket-Protocol {[p[:40] for p in offered[:8]]!r}: path "
+        f"{service.path} carries {service.protocol!r}, offer "
+        f"{' or '.join(repr(p) for p in service.subprotocols)}", "bad_subprotocol"))
+
+
+async def _serve_protocol(ex: Exchange, gw: GatewayAPI, meta: StreamMeta,
+                          service: Service) -> None:
+    """A WebSocket on a served path: upgrade, then hand the stream to the protocol's
+    ``serve`` with the context of the listener it arrived on. The protocol authenticates,
+    authorizes (through core's policy) and refuses in its own words (MQTT: a CONNACK)."""
+    out = check_handshake(ex)
+    check_origin(ex, gw)
+    select_subprotocol(ex, service, out)
+    lc = next((c for c in gw.config.listeners if c.name == meta.listener), None)
+    if lc is None or not (lc.protocols == ("*",) or service.protocol in lc.protocols):
+        # a listener serves the protocols it lists (and takes their options) and no other
+        raise Refused(404, ProtocolError(
+            f"path {service.path} carries {service.protocol!r}, which listener "
+            f"{meta.listener!r} does not serve (add it to its protocols)", "not_served"))
+    serve = service.listener_type.serve
+    assert serve is not None  # services.servable
+    stream = await ex.accept(out)
+    WsMetrics.of(gw).upgrades.labels(meta.listener, ex.http_version).inc()
+    meta.extra["http_version"] = ex.http_version
+    meta.extra["ws_serves"] = service.protocol
+    log.debug("ws_accepted listener=%s path=%s protocol=%s http_version=%s", meta.listener,
+              service.path, service.protocol, ex.http_version)
+    ws = open_server(stream, gw, meta)
+    try:
+        await serve(ws, ListenerContext(gw, lc))
+    except asyncio.CancelledError:
+        ws.abort()
+        raise
+    except BaseException:
+        await _finish(ws)
+        raise
+    await _finish(ws)
+
+
+async def _finish(ws: MessageStream) -> None:
+    """A served protocol's stream it did not hand to a relay (a refusal): close it after what
+    the protocol wrote, and wait for the close handshake (the connection below is closed
+    when the handler returns)."""
+    if not ws.relaying:
+        await ws.aclose(CLOSE_TIMEOUT + 1.0)
 
 
 def open_server(stream: Stream, gw: GatewayAPI, meta: StreamMeta | None = None

@@ -9,6 +9,8 @@
     idle_timeout = 300.0        # close a WebSocket with no frame either way for this long
     proxy = ""                  # dialer: an HTTP proxy (host:port) reached with CONNECT
     origins = []                # browser pages (Origin) allowed besides the same origin; "*": any
+    serve = {}                  # path -> listener protocol its WebSockets carry, besides the
+                                # default "/mqtt" = "mqtt" ("" removes a path)
 """
 
 from __future__ import annotations
@@ -29,12 +31,19 @@ from cryptography.hazmat.primitives.serialization import (
 from ugate_core import ConfigError, StashKey
 from ugate_core import options as opt
 
+from .path import PREFIX
+
 if TYPE_CHECKING:
     from ugate_core import GatewayAPI
 
 SECTION = "ws"
 KEYS = ("token_keys", "token_audience", "token_max_lifetime", "max_message", "idle_timeout",
-        "proxy", "origins")
+        "proxy", "origins", "serve")
+#: the served paths before ``serve``'s own entries (which add to them; ``""`` removes one):
+#: the path MQTT's WebSocket clients (mqtt.js, Paho) use by default, applied only when the
+#: ``mqtt`` protocol is installed (:mod:`ugate_ws.services`)
+DEFAULT_SERVE = {"/mqtt": "mqtt"}
+_SERVE_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class WsSettings:
     idle_timeout: float = 300.0
     proxy: tuple[str, int] | None = None
     origins: tuple[str, ...] = ()
+    #: the config's path -> listener protocol entries (``""``: none), over ``DEFAULT_SERVE``
+    serve: Mapping[str, str] = field(default_factory=dict)
     #: key id (the signer's mesh ID) -> public key
     token_keys: Mapping[str, ed25519.Ed25519PublicKey] = field(default_factory=dict, repr=False)
 
@@ -91,7 +102,30 @@ def parse_settings(t: Mapping[str, Any]) -> WsSettings:
         origins=tuple(o.rstrip("/").lower() for o in opt.strings(
             t, "origins", SECTION, expect="a list of origins (https://app.example)")),
         token_keys=keys,
+        serve=parse_serve(t),
     )
+
+
+def parse_serve(t: Mapping[str, Any]) -> dict[str, str]:
+    """``serve``: a table of path -> protocol name (``""`` takes a default path out)."""
+    v = t.get("serve", {})
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{SECTION}.serve", f"{v!r} is not a table of paths to protocols "
+                          '({ "/mqtt" = "mqtt" })')
+    out: dict[str, str] = {}
+    for path, proto in v.items():
+        kp = f'{SECTION}.serve."{path}"'
+        if not isinstance(proto, str):
+            raise ConfigError(kp, f"{proto!r} is not a protocol name")
+        norm = path.rstrip("/") or "/"
+        if not _SERVE_PATH.fullmatch(path) or norm == "/":
+            raise ConfigError(kp, "not a path: '/' then a name (\"/mqtt\"), no query")
+        if norm == PREFIX or norm.startswith(PREFIX + "/") or PREFIX.startswith(norm + "/"):
+            raise ConfigError(kp, f"overlaps the destination paths {PREFIX}/<host>:<port>")
+        if norm in out:
+            raise ConfigError(kp, f"{norm!r} is given twice")
+        out[norm] = proto
+    return out
 
 
 _SETTINGS: StashKey[WsSettings] = StashKey("ugate_ws.settings")
