@@ -1,0 +1,37 @@
+"""ugate-webrtc hooks: the signaling route on ugate-http's listeners, the ``webrtc`` dialer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from ugate_core import hookimpl
+from ugate_http.routes import HttpRoute
+
+from .options import PATH, SECTION
+from .session import state_of
+from .signaling import Signaling
+
+if TYPE_CHECKING:
+    from ugate_core import GatewayAPI
+
+
+@hookimpl
+def ugate_http_routes(gateway: GatewayAPI) -> list[HttpRoute]:
+    return [HttpRoute(PATH, Signaling(gateway), methods=frozenset({"POST", "DELETE", "OPTIONS"}),
+                      name="webrtc")]
+
+
+@hookimpl
+def ugate_config_sections() -> list[str]:
+    return [SECTION]
+
+
+@hookimpl
+def ugate_startup(gateway: GatewayAPI) -> None:
+    state_of(gateway)  # parse [webrtc] now: a bad value stops the start, naming the key
+
+
+@hookimpl
+def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None] | None:
+    return state_of(gateway).close_all()
