@@ -72,6 +72,8 @@ class H2Limits:
     max_header_list: int = 1 << 17
     #: the peer's resets and cheap frames allowed (core's ``[gateway] h2_max_*``)
     flood: H2FloodLimits = field(default_factory=H2FloodLimits)
+    #: server side: offer RFC 8441 extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL = 1)
+    connect_protocol: bool = False
 
 
 #: core's one mapping of RST_STREAM and GOAWAY to errors (:mod:`ugate_core.h2`), under the
@@ -335,6 +337,8 @@ class H2Conn(H2Endpoint[H2Exchange]):
             H2Setting.MAX_FRAME_SIZE: limits.max_frame_size,
             H2Setting.MAX_HEADER_LIST_SIZE: limits.max_header_list,
             H2Setting.MAX_CONCURRENT_STREAMS: 0 if client else limits.max_streams,
+            **({H2Setting.ENABLE_CONNECT_PROTOCOL: 1} if limits.connect_protocol
+               and not client else {}),
         }, connection_window=limits.connection_window,
             name=name or f"{'client' if client else 'server'}-{transport.meta.id}",
             limits=limits.flood)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from ugate_core import DialError, H2ErrorCode, ListenerContext, Stream
+from ugate_core import DialError, H2ErrorCode, ListenerContext, ProtocolError, Stream, StreamMeta
 
 from .client import OutgoingRequest, Reply, _allowed
 from .forwarding import (
@@ -33,6 +33,8 @@ from .h2express import H2Express
 from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
 from .options import HttpOptions
 from .rewrite import address_of
+from .routes import HttpRoute, RouteTable
+from .routing import H2Tunnel, answer_fields, serve_route
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
@@ -41,6 +43,9 @@ log = logging.getLogger("ugate.http")
 #: connection-specific ones): nothing, or the Authorization this gateway checked
 _NONE: frozenset[str] = frozenset()
 _AUTHZ = frozenset({"authorization"})
+#: a refused route request: how long / how much of its body to read and drop
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 16
 
 
 async def serve_h2(
@@ -120,6 +125,7 @@ class H2Front:
             # client that ignores the advertised limit) the connection is closed
             max_header_list=max(2 * opts.max_header_bytes, 1 << 16),
             flood=self.gw.config.gateway.h2_limits,
+            connect_protocol=bool(state.routes.protocols),
         )
         self.conn = H2Conn(stream, limits, client=False, on_request=self._on_request,
                            name=f"{ctx.name}-{stream.meta.id}")
@@ -143,6 +149,8 @@ class H2Front:
         self._seen: dict[tuple[Header, ...], _Seen] = {}
         #: the addresses the policy allowed this connection (client._allowed's set)
         self._allowed: set[str] | None = None
+        #: other plugins' paths (routes.py), None when there are none
+        self.routes: RouteTable | None = state.routes or None
         stream.meta.extra["http_version"] = "2"
 
     # ------------------------------------------------------------------ connection
@@ -208,6 +216,13 @@ class H2Front:
             self._timer.cancel()
             self._timer = None
         opts = self.opts
+        if self.routes is not None:
+            route = self._route_of(ex)
+            if route is not None:
+                task = self.loop.create_task(self._route(ex, route))
+                ex.task = task
+                self.tasks[ex.sid] = task
+                return
         if opts.mode == "forward":
             self._spawn(ex, lambda: self._serve(ex, None, None))
             return
@@ -235,6 +250,42 @@ class H2Front:
         task = self.loop.create_task(self._run_step(ex, step))
         ex.task = task
         self.tasks[ex.sid] = task
+
+    # ------------------------------------------------------------------ routes
+    def _route_of(self, ex: H2Exchange) -> HttpRoute | None:
+        """The plugin route a request's ``:path`` goes to (routes.py), if any."""
+        assert self.routes is not None
+        for name, value in ex.headers:
+            if name == b":path":
+                return self.routes.match(value.decode("latin-1"))
+            if name[:1] != b":":
+                break
+        return None
+
+    async def _route(self, ex: H2Exchange, route: HttpRoute) -> None:
+        """Run a plugin route's handler on this stream; an accepted stream is the handler's
+        (or its relay's) from then on."""
+        x = H2Route(self, ex, route)
+        t0 = self.loop.time()
+        try:
+            await serve_route(x, x, route, self.ctx.name)
+        except (StreamResetError, asyncio.CancelledError):
+            pass  # the client reset the stream or the connection ended
+        except Exception as e:
+            log.warning("h2_request_error listener=%s client=%s stream=%d error=%r",
+                        self.ctx.name, self.peer, ex.sid, e)
+        finally:
+            self.tasks.pop(ex.sid, None)
+            tunnel = x.tunnel
+            if tunnel is None:
+                ex.finish()
+            else:
+                ex.task = None
+                if not tunnel.relaying:
+                    tunnel.close()
+        log.debug("http_route listener=%s client=%s version=2 route=%s method=%s target=%s "
+                  "status=%d ms=%.1f", self.ctx.name, self.peer, route.name, x.method,
+                  x.path[:200], x.status, (self.loop.time() - t0) * 1000)
 
     # ------------------------------------------------------------------ express lane
     def _express(self, ex: H2Exchange, req: H2Request, seen: _Seen) -> bool:
@@ -451,6 +502,142 @@ class H2Front:
                   "target=%s status=%d up=%d down=%d reused=%s ms=%.1f", self.ctx.name,
                   self.peer, meta.user or "-", req.method, address, req.path[:200],
                   head.status, up, resp.received, resp.reused, (self.loop.time() - t0) * 1000)
+
+
+class H2Route:
+    """A request to a plugin's route over HTTP/2 (:class:`~ugate_http.routes.Exchange`); an
+    RFC 8441 extended CONNECT is accepted as an :class:`~ugate_http.routing.H2Tunnel`."""
+
+    def __init__(self, front: H2Front, ex: H2Exchange, route: HttpRoute) -> None:
+        self.front = front
+        self.ex = ex
+        self.route = route
+        self.answered = False
+        self.status = 0
+        self.tunnel: H2Tunnel | None = None
+        self.method = self.path = ""
+        self.protocol: str | None = None
+        authority: str | None = None
+        fields: list[tuple[str, str]] = []
+        for name, value in ex.headers:
+            if name[:1] == b":":
+                v = value.decode("latin-1")
+                if name == b":method":
+                    self.method = v
+                elif name == b":path":
+                    self.path = v
+                elif name == b":authority":
+                    authority = v
+                elif name == b":protocol":
+                    self.protocol = v.lower()
+            else:
+                fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        if authority is not None and not any(k == "host" for k, _ in fields):
+            fields.insert(0, ("host", authority))
+        self.headers = fields
+
+    @property
+    def http_version(self) -> str:
+        return "2"
+
+    @property
+    def meta(self) -> StreamMeta:
+        return self.front.stream.meta
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k == name]
+        return ", ".join(values) if values else None
+
+    async def body(self, limit: int) -> bytes:
+        declared = self.header("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(limit)
+        ex = self.ex
+        idle = self.front.idle
+        parts: list[bytes] = []
+        n = 0
+        while True:
+            try:
+                data = await ex.read(idle)
+            except TimeoutError:
+                raise HttpError(f"client sent no request body bytes for {idle:g}s",
+                                "body_timeout", 408) from None
+            if not data:
+                return b"".join(parts)
+            n += len(data)
+            if n > limit:
+                await self._too_large(limit)
+            parts.append(data)
+
+    async def _too_large(self, limit: int) -> None:
+        if not self.answered:
+            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
+                              f"{limit} bytes")
+        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+
+    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"") -> None:
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        if not 200 <= status <= 999:
+            raise ValueError(f"status {status}: a final answer's status is 200-999")
+        head: list[Header] = [(b":status", str(status).encode())]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        if status not in (204, 304):
+            head.append((b"content-length", str(len(body)).encode()))
+        self._sent(status)
+        ex = self.ex
+        if not body or self.method == "HEAD" or status in (204, 304):
+            ex.send_headers(head, end=True)
+            return
+        ex.send_headers(head)
+        await ex.send_data(body, end=True, timeout=self.front.idle)
+
+    async def accept(self, headers: Iterable[tuple[str, str]] = ()) -> Stream:
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        p = self.protocol
+        if self.method != "CONNECT" or p is None or p not in self.route.protocols:
+            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an extended "
+                              "CONNECT for a protocol this path accepts")
+            raise ProtocolError("not an extended CONNECT this route accepts", "bad_upgrade")
+        head: list[Header] = [(b":status", b"200")]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        self._sent(200)
+        self.ex.send_headers(head)
+        t = self.tunnel = H2Tunnel(self.ex, self.front.stream.meta)
+        return t
+
+    def _sent(self, status: int) -> None:
+        self.answered = True
+        self.status = status
+        self.front.count(status)
+
+    # RouteAnswer
+    async def refuse(self, status: int, reason: str, message: str,
+                     extra: list[tuple[str, str]] | None = None) -> None:
+        self.answered = True
+        self.status = status
+        if self.ex.local_ended:
+            return
+        ex = self.ex
+        await self.front.fail(ex, status, reason, message,
+                              [(k.encode(), v.encode()) for k, v in extra or ()])
+        # a short body still on its way is read and dropped, so the client sees its stream
+        # end instead of a reset in the middle of its upload (bounded, as HTTP/1.1 lingers)
+        n = 0
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while n <= LINGER_BYTES and (data := await ex.read()):
+                    n += len(data)
+        except (TimeoutError, StreamResetError):
+            pass
+
+    def cut(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.reset()
+        else:
+            self.ex.reset(H2ErrorCode.INTERNAL_ERROR)
 
 
 class _Interim:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from ugate_core import DialError, ListenerContext, Sniff, Stream
+from ugate_core import DialError, ListenerContext, ProtocolError, Sniff, Stream, StreamMeta
 
 from .client import OutgoingRequest, Reply, _allowed, _Conn
 from .express import Exchange, Handoff, close_step
@@ -56,6 +56,7 @@ from .rewrite import (
     DIAL_STATUS,
     FRAMING,
     HOP_BY_HOP,
+    REASONS,
     address_of,
     end_to_end,
     error_response,
@@ -64,6 +65,8 @@ from .rewrite import (
     split_absolute,
     split_authority,
 )
+from .routes import Header, HttpRoute, RouteTable
+from .routing import answer_fields, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -207,6 +210,8 @@ class _Session:
         self._declined: Request | None = None
         #: the raw lane's routes: Host as sent → (address, the lines this gateway adds)
         self._raw_routes: dict[bytes, tuple[str, bytes]] = {}
+        #: other plugins' paths (routes.py), None when there are none
+        self.routes: RouteTable | None = state.routes or None
         if opts.express and not opts.users:
             self.reader.hook = self._on_client_events
             self.reader.whole = self._express_whole
@@ -303,6 +308,8 @@ class _Session:
         if parts is None:
             return False
         method, target, host, rest, length = parts
+        if self.routes is not None and self.routes.match(target.decode("latin-1")):
+            return False  # a plugin's path: the task answers it
         route = self._raw_routes.get(host)
         if route is None:
             route = self._raw_route(host)
@@ -377,7 +384,8 @@ class _Session:
         target = req.target
         try:
             if target[:1] == "/":
-                if opts.mode == "forward":
+                if opts.mode == "forward" or (self.routes is not None
+                                              and self.routes.match(target)):
                     return False
                 f = self._fields(req, None)  # finds Host too
                 if f.hosts != 1:
@@ -519,6 +527,10 @@ class _Session:
         """Answer one request; True if the connection stays open for the next."""
         mode = self.opts.mode
         t = req.target
+        if self.routes is not None and t[:1] == "/":
+            route = self.routes.match(t)
+            if route is not None:
+                return await self._serve_route(req, route)
         try:
             if req.method == "CONNECT":
                 if mode == "reverse":
@@ -608,6 +620,18 @@ class _Session:
         if not proxy:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
+
+    # ------------------------------------------------------------------------ routes
+    async def _serve_route(self, req: Request, route: HttpRoute) -> bool:
+        """A plugin's path (routes.py): its handler answers, before any proxy credential
+        check; True if the connection stays open."""
+        ex = H1Route(self, req, route)
+        t0 = self.loop.time()
+        await serve_route(ex, ex, route, self.lname)
+        log.debug("http_route listener=%s client=%s route=%s method=%s target=%s status=%d "
+                  "ms=%.1f", self.lname, peer(self.stream.meta), route.name, req.method,
+                  req.target[:200], ex.status, (self.loop.time() - t0) * 1000)
+        return ex.keep
 
     # ------------------------------------------------------------------------ CONNECT
     async def _connect(self, req: Request, address: str) -> bool:
@@ -737,6 +761,142 @@ class _Session:
                   meta.user or "-", req.method, address, target[:200], head.status, up_bytes,
                   resp.received, resp.reused, (self.loop.time() - t0) * 1000)
         return keep and (body is None or body.done)
+
+
+class H1Route:
+    """A request to a plugin's route over HTTP/1.1 (:class:`~ugate_http.routes.Exchange`)."""
+
+    def __init__(self, session: _Session, req: Request, route: HttpRoute) -> None:
+        self.s = session
+        self.req = req
+        self.route = route
+        self.answered = False
+        self.status = 0
+        #: the connection goes on with the next request
+        self.keep = False
+        self._headers: list[Header] | None = None
+        self._protocol = _upgrade_of(req)
+
+    @property
+    def method(self) -> str:
+        return self.req.method
+
+    @property
+    def path(self) -> str:
+        return self.req.target
+
+    @property
+    def headers(self) -> list[Header]:
+        h = self._headers
+        if h is None:
+            h = self._headers = [(k.lower(), v) for k, v in self.req.headers]
+        return h
+
+    @property
+    def protocol(self) -> str | None:
+        return self._protocol
+
+    @property
+    def http_version(self) -> str:
+        return "1.1"
+
+    @property
+    def meta(self) -> StreamMeta:
+        return self.s.stream.meta
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k == name]
+        return ", ".join(values) if values else None
+
+    def _body_done(self) -> bool:
+        b = self.s.body
+        return self.req.framing is Framing.NONE or (b is not None and b.done)
+
+    async def body(self, limit: int) -> bytes:
+        req = self.req
+        if req.framing is Framing.NONE:
+            return b""
+        if req.framing is Framing.LENGTH and req.length > limit:
+            await self._too_large(limit)
+        s = self.s
+        b = s.body
+        if b is None:
+            expect = req.get("expect")
+            b = s.body = _ClientBody(s, expect is not None
+                                     and expect.strip().lower() == "100-continue")
+        parts: list[bytes] = []
+        n = 0
+        while data := await b.read():
+            n += len(data)
+            if n > limit:
+                await self._too_large(limit)
+            parts.append(data)
+        return b"".join(parts)
+
+    async def _too_large(self, limit: int) -> None:
+        if not self.answered:
+            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
+                              f"{limit} bytes")
+        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+
+    async def respond(self, status: int, headers: Iterable[Header] = (),
+                      body: bytes = b"") -> None:
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        if not 200 <= status <= 999:
+            raise ValueError(f"status {status}: a final answer's status is 200-999")
+        fields = answer_fields(headers)
+        if status not in (204, 304):
+            fields.append(("content-length", str(len(body))))
+        self.keep = self.req.keep_alive and self._body_done()
+        if not self.keep:
+            fields.append(("connection", "close"))
+        self._sent(status)
+        head = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", fields)
+        await self.s._write(head if self.req.method == "HEAD" or status in (204, 304)
+                            else head + body)
+
+    async def accept(self, headers: Iterable[Header] = ()) -> Stream:
+        p = self._protocol
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        if p is None or p not in self.route.protocols or self.req.framing is not Framing.NONE:
+            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an upgrade to "
+                              f"{' or '.join(sorted(self.route.protocols)) or 'a protocol'}")
+            raise ProtocolError("not an upgrade this route accepts", "bad_upgrade")
+        fields = [("Connection", "Upgrade"), ("Upgrade", p), *answer_fields(headers)]
+        self._sent(101)
+        s = self.s
+        await s._write(encode_head("HTTP/1.1 101 Switching Protocols", fields))
+        s.reader.detach()  # the bytes after the head stay in the stream, in front
+        return s.stream
+
+    def _sent(self, status: int) -> None:
+        self.answered = True
+        self.status = status
+        self.s.count(status)
+
+    # RouteAnswer
+    async def refuse(self, status: int, reason: str, message: str,
+                     extra: list[Header] | None = None) -> None:
+        self.answered = True
+        self.status = status
+        self.keep = False
+        await self.s.fail(status, reason, message, extra)
+
+    def cut(self) -> None:
+        self.keep = False
+        self.s.stream.reset()
+
+
+def _upgrade_of(req: Request) -> str | None:
+    """The protocol an HTTP/1.1 request asks to switch to (``Connection: upgrade``)."""
+    if "upgrade" not in req.connection:
+        return None
+    value = req.get("upgrade")
+    if not value:
+        return None
+    return value.split(",", 1)[0].strip().lower() or None
 
 
 def _client(session: _Session) -> ClientForwarding:

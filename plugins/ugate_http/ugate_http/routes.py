@@ -116,7 +116,9 @@ class HttpRoute:
     """``/`` followed by the path it owns (``/.well-known/ugate/ws``)."""
     handle: Handler
     methods: frozenset[str] = frozenset()
-    """Methods it answers (empty: any); others get 405 without reaching the handler."""
+    """Methods it answers (empty: any); others get 405 without reaching the handler. An
+    HTTP/2 extended CONNECT is let through when its ``:protocol`` is in :attr:`protocols`
+    (it is HTTP/2's form of an HTTP/1.1 ``GET`` with ``Upgrade``), refused with 400 when not."""
     protocols: frozenset[str] = frozenset()
     """Protocols it accepts through :meth:`Exchange.accept` (``websocket``). A non-empty set
     makes the HTTP/2 front offer RFC 8441 extended CONNECT (``SETTINGS_ENABLE_CONNECT_PROTOCOL``)
