@@ -21,7 +21,7 @@ PATH = "/.well-known/ugate/webrtc"
 KEYS = frozenset({
     "host_addresses", "ice_servers", "token_secret_file", "allow_origins", "max_sdp",
     "rate", "burst", "connect_timeout", "max_sessions", "max_channels", "max_message",
-    "dial_token", "dial_path",
+    "idle_timeout", "dial_token", "dial_path",
 })
 
 
@@ -52,6 +52,10 @@ class WebRtcOptions:
     burst: int = 20
     #: seconds from the answer until ICE, DTLS and SCTP must be up, else the session is freed
     connect_timeout: float = 15.0
+    #: seconds a connected session may have no open data channel before it is freed (a
+    #: closed page sends nothing a gateway can rely on; ICE consent checks notice it only
+    #: after about 30 s)
+    idle_timeout: float = 30.0
     max_sessions: int = 256
     #: data channels per session (each is one stream)
     max_channels: int = 256
@@ -106,6 +110,7 @@ def parse(t: Mapping[str, Any], path: str = SECTION) -> WebRtcOptions:
         rate=opt.number(t, "rate", path, 5.0, positive=True),
         burst=opt.integer(t, "burst", path, 20, lo=1),
         connect_timeout=opt.seconds(t, "connect_timeout", path, 15.0, lo=0.1, hi=600),
+        idle_timeout=opt.seconds(t, "idle_timeout", path, 30.0, lo=0.1, hi=86400),
         max_sessions=opt.integer(t, "max_sessions", path, 256, lo=1),
         max_channels=opt.integer(t, "max_channels", path, 256, lo=1, hi=65534),
         max_message=opt.integer(t, "max_message", path, 64 * 1024, lo=1024,

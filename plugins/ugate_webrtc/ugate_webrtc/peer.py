@@ -14,6 +14,11 @@
   ``.local`` candidates are dropped (:func:`check_offer` counts them) and the browser's checks to
   the gateway's candidates are learnt as peer-reflexive candidates (RFC 8445 7.3.1.3), which is
   how every ICE agent meets a peer whose candidates it cannot use.
+* **One fingerprint**: aiortc lists its certificate's SHA-256, SHA-384 and SHA-512
+  fingerprints; libdatachannel (node-datachannel 0.33) then fails about half of the DTLS
+  handshakes with "unknown ca" (seen here: 5 of 8 to 10 of 10 after keeping only SHA-256).
+  Answers and offers keep only the SHA-256 line (:func:`one_fingerprint`), the one every
+  browser sends; RFC 8122 allows any one of them.
 * **STUN/TURN**: none unless configured (aiortc's default is a public STUN server: an empty
   list is passed explicitly, so no packet leaves without configuration).
 """
@@ -64,6 +69,15 @@ def check_offer(sdp: str) -> Offer:
             continue
         kept.append(ln)
     return Offer("\r\n".join(kept), dropped)
+
+
+def one_fingerprint(sdp: str) -> str:
+    """``sdp`` with only its ``sha-256`` fingerprint lines (when it has one)."""
+    lines = sdp.split("\r\n")
+    if not any(ln.startswith("a=fingerprint:sha-256 ") for ln in lines):
+        return sdp
+    return "\r\n".join(ln for ln in lines if not ln.startswith("a=fingerprint:")
+                        or ln.startswith("a=fingerprint:sha-256 "))
 
 
 def new_peer(o: WebRtcOptions) -> RTCPeerConnection:

@@ -26,7 +26,7 @@ from ugate_core import options as opt
 
 from .channel import channel_stream
 from .options import SECTION, WebRtcOptions, parse
-from .peer import Offer, new_peer, prepare_gathering
+from .peer import Offer, new_peer, one_fingerprint, prepare_gathering
 from .tokens import SecretFile
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class Session:
         self.opened = 0
         self.closed = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -113,7 +114,7 @@ class Session:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._deadline = asyncio.get_running_loop().call_later(
             st.options.connect_timeout, self._check_connected)
-        return str(self.pc.localDescription.sdp)
+        return one_fingerprint(str(self.pc.localDescription.sdp))
 
     def _check_connected(self) -> None:
         if self.pc.connectionState != "connected" and not self.closed:
@@ -128,9 +129,21 @@ class Session:
         if s in ("failed", "closed") and not self.closed:
             self.st.gateway.spawn(self.close("ice_failed" if s == "failed" else "peer_closed"))
         elif s == "connected":
+            if not self.streams:
+                self._arm_idle()
             sctp = self.pc.sctp
             if sctp is not None:  # a closed page: DTLS close_notify or SCTP abort
                 sctp.transport.on("statechange", self._on_dtls_state)
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(self.st.options.idle_timeout,
+                                                            self._check_idle)
+
+    def _check_idle(self) -> None:
+        if not self.streams and not self.closed:
+            self.st.gateway.spawn(self.close("idle"))
 
     def _on_dtls_state(self) -> None:
         sctp = self.pc.sctp
@@ -189,6 +202,8 @@ class Session:
         if stream in self.streams:
             self.streams.discard(stream)
             self.st.channels_gauge.dec()
+            if not self.streams and not self.closed:
+                self._arm_idle()
 
     # ------------------------------------------------------------------ end
     async def close(self, reason: str) -> None:
@@ -196,8 +211,9 @@ class Session:
             return
         self.closed = True
         st = self.st
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._idle):
+            if timer is not None:
+                timer.cancel()
         if st.sessions.pop(self.id, None) is not None:
             st.sessions_gauge.dec()
         st.ended.labels(reason).inc()
