@@ -40,6 +40,8 @@ protocols = ["http"]
 [[rules]]
 clients = ["id:{ALLOWED}"]
 to = ["{host}:{port}"]
+[admin]
+listen = "127.0.0.1:0"
 [webrtc]
 host_addresses = ["127.0.0.1"]
 """)
@@ -104,7 +106,7 @@ async def test_a_stalled_channel_holds_a_bounded_amount(start_gateway) -> None: 
 
     srv = await asyncio.start_server(firehose, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
-    gw = await start_gateway('[listeners.main]\nlisten = "127.0.0.1:0"\nprotocols = ["http"]\n')
+    gw = await start_gateway('[admin]\nlisten = "127.0.0.1:0"\n[listeners.main]\nlisten = "127.0.0.1:0"\nprotocols = ["http"]\n')
     ch = StalledChannel()
     stream = channel_stream(ch, StreamMeta(protocol="webrtc", listener="main"), 65536)
     up = await gw.dial(f"127.0.0.1:{port}")

@@ -19,6 +19,8 @@ CONFIG = """
 [listeners.main]
 listen = "127.0.0.1:0"
 protocols = ["http"]
+[admin]
+listen = "127.0.0.1:0"
 [webrtc]
 host_addresses = ["127.0.0.1"]
 connect_timeout = 5

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from ugate_core import hookimpl
+from ugate_core import DialerType, hookimpl
 from ugate_http.routes import HttpRoute
 
+from .dialer import POOL, Pool, dialer_type
 from .options import PATH, SECTION
 from .session import state_of
 from .signaling import Signaling
@@ -23,6 +24,11 @@ def ugate_http_routes(gateway: GatewayAPI) -> list[HttpRoute]:
 
 
 @hookimpl
+def ugate_dialer_types() -> list[DialerType]:
+    return [dialer_type()]
+
+
+@hookimpl
 def ugate_config_sections() -> list[str]:
     return [SECTION]
 
@@ -34,4 +40,9 @@ def ugate_startup(gateway: GatewayAPI) -> None:
 
 @hookimpl
 def ugate_shutdown(gateway: GatewayAPI) -> Awaitable[None] | None:
-    return state_of(gateway).close_all()
+    return _shutdown(gateway)
+
+
+async def _shutdown(gateway: GatewayAPI) -> None:
+    await gateway.stash.get_or_create(POOL, Pool).close()
+    await state_of(gateway).close_all()
