@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ugate_core.testing import js_dir, metric, pattern
+from ugate_core.testing import StartGateway, js_dir, metric, pattern
 
 HERE = Path(__file__).parent
 
@@ -33,7 +33,8 @@ async def ndc_answer() -> AsyncIterator[int]:
         await p.wait()
 
 
-async def test_dialer_reaches_node_datachannel_and_reuses_the_peer(start_gateway, ndc_answer) -> None:  # type: ignore[no-untyped-def]
+async def test_dialer_reaches_node_datachannel_and_reuses_the_peer(start_gateway: StartGateway,
+        ndc_answer: int) -> None:
     gw = await start_gateway(f"""
 [admin]
 listen = "127.0.0.1:0"
@@ -65,7 +66,8 @@ protocol = "webrtc"
     assert pool is not None and len(pool.peers) == 1  # three channels on one peer connection
 
 
-async def test_gateway_to_gateway(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
+async def test_gateway_to_gateway(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
     host, port = echo_server
     far = await start_gateway("""
 [listeners.web]

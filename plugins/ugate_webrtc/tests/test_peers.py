@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ugate_core.testing import admin_get, browser_run, metric, node_run, require_peer
+from ugate_core.testing import StartGateway, admin_get, browser_run, metric, node_run, require_peer
 from ugate_webrtc.options import PATH
 
 HERE = Path(__file__).parent
@@ -27,7 +27,8 @@ def _node_pattern(n: int, seed: int) -> bytes:
     return bytes((i * 7 + seed * 13 + (i >> 8)) & 0xFF for i in range(n))
 
 
-async def test_node_datachannel_offers_two_channels(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
+async def test_node_datachannel_offers_two_channels(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
     require_peer("node", apt="nodejs")
     gw = await start_gateway(CONFIG)
     host, port = echo_server
@@ -53,7 +54,8 @@ async def test_node_datachannel_offers_two_channels(start_gateway, echo_server) 
     assert metric(gw, "ugate_webrtc_signaling_total", method="POST", code="201") == 1
 
 
-async def test_chromium_two_channels_4mib_then_page_close_frees(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
+async def test_chromium_two_channels_4mib_then_page_close_frees(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
     gw = await start_gateway(CONFIG + 'allow_origins = ["*"]\nidle_timeout = 1\n')
     host, port = echo_server
     url = f"http://127.0.0.1:{gw.port('main')}{PATH}"

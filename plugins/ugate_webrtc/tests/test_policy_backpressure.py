@@ -9,7 +9,7 @@ from typing import Any
 from webrtc_testlib import Collector, FakeExchange, client_offer, finish
 
 from ugate_core import StreamMeta
-from ugate_core.testing import metric
+from ugate_core.testing import StartGateway, metric
 from ugate_webrtc.channel import channel_stream
 from ugate_webrtc.options import PATH
 from ugate_webrtc.signaling import Signaling
@@ -31,7 +31,8 @@ async def _signal(gw: Any, labels: list[str], peer_id: str
     return pc, chans, [Collector(c) for c in chans]
 
 
-async def test_a_verified_key_reaches_only_what_rules_allow(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
+async def test_a_verified_key_reaches_only_what_rules_allow(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
     host, port = echo_server
     gw = await start_gateway(f"""
 [listeners.main]
@@ -92,7 +93,7 @@ class StalledChannel:
         self.handlers["bufferedamountlow"]()
 
 
-async def test_a_stalled_channel_holds_a_bounded_amount(start_gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stalled_channel_holds_a_bounded_amount(start_gateway: StartGateway) -> None:
     async def firehose(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         chunk = b"x" * 65536
         try:
@@ -106,7 +107,8 @@ async def test_a_stalled_channel_holds_a_bounded_amount(start_gateway) -> None: 
 
     srv = await asyncio.start_server(firehose, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
-    gw = await start_gateway('[admin]\nlisten = "127.0.0.1:0"\n[listeners.main]\nlisten = "127.0.0.1:0"\nprotocols = ["http"]\n')
+    gw = await start_gateway('[admin]\nlisten = "127.0.0.1:0"\n[listeners.main]\n'
+                             'listen = "127.0.0.1:0"\nprotocols = ["http"]\n')
     ch = StalledChannel()
     stream = channel_stream(ch, StreamMeta(protocol="webrtc", listener="main"), 65536)
     up = await gw.dial(f"127.0.0.1:{port}")

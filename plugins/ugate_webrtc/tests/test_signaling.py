@@ -6,10 +6,10 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from webrtc_testlib import Collector, FakeExchange, client_offer, finish
 
-from ugate_core.testing import metric, pattern
+from ugate_core import Gateway
+from ugate_core.testing import StartGateway, metric, pattern
 from ugate_webrtc.options import PATH
 from ugate_webrtc.session import state_of
 from ugate_webrtc.signaling import Signaling
@@ -30,11 +30,12 @@ connect_timeout = 5
 SDP = [("content-type", "application/sdp")]
 
 
-async def _gw(start_gateway, extra: str = ""):  # type: ignore[no-untyped-def]
+async def _gw(start_gateway: StartGateway, extra: str = "") -> Gateway:
     return await start_gateway(CONFIG.format(extra=extra))
 
 
-async def test_two_channels_echo_and_half_close(start_gateway, echo_server) -> None:
+async def test_two_channels_echo_and_half_close(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
     gw = await _gw(start_gateway)
     host, port = echo_server
     pc, chans, offer = await client_offer([f"{host}:{port}", f"localhost:{port}"])
@@ -69,7 +70,7 @@ async def test_two_channels_echo_and_half_close(start_gateway, echo_server) -> N
     assert metric(gw, "ugate_webrtc_channels") == 0
 
 
-async def test_bad_offers_are_clear_4xx_and_counted(start_gateway) -> None:
+async def test_bad_offers_are_clear_4xx_and_counted(start_gateway: StartGateway) -> None:
     gw = await _gw(start_gateway, "max_sdp = 2048")
     sig = Signaling(gw)
     _, _, good = await client_offer(["a.test:1"])
@@ -92,7 +93,8 @@ async def test_bad_offers_are_clear_4xx_and_counted(start_gateway) -> None:
     assert state_of(gw).sessions == {}
 
 
-async def test_beyond_loopback_needs_a_valid_token(start_gateway, tmp_path: Path) -> None:
+async def test_beyond_loopback_needs_a_valid_token(start_gateway: StartGateway,
+        tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(b"s3cret-key-for-tests")
     gw = await _gw(start_gateway, f'token_secret_file = "{secret}"')
@@ -124,7 +126,7 @@ async def test_beyond_loopback_needs_a_valid_token(start_gateway, tmp_path: Path
     assert session.meta.remote == far
 
 
-async def test_signaling_flood_is_bounded(start_gateway) -> None:
+async def test_signaling_flood_is_bounded(start_gateway: StartGateway) -> None:
     gw = await _gw(start_gateway, "rate = 1\nburst = 3")
     sig = Signaling(gw)
     codes = []

@@ -25,7 +25,7 @@ from .session import state_of
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
-    from ugate_core import DialRequest, GatewayAPI
+    from ugate_core import DialRequest
 
 log = logging.getLogger("ugate.webrtc")
 
@@ -98,8 +98,13 @@ async def _open(ch: Any, timeout: float, what: str) -> None:
         return
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[bool] = loop.create_future()
-    ch.on("open", lambda: fut.done() or fut.set_result(True))
-    ch.on("close", lambda: fut.done() or fut.set_result(False))
+
+    def settle(ok: bool) -> None:
+        if not fut.done():
+            fut.set_result(ok)
+
+    ch.on("open", lambda: settle(True))
+    ch.on("close", lambda: settle(False))
     try:
         ok = await asyncio.wait_for(fut, timeout)
     except TimeoutError:

@@ -94,7 +94,10 @@ async def prepare_gathering(pc: RTCPeerConnection, addresses: tuple[str, ...]) -
     configured addresses."""
     if not addresses:
         return
-    conn: Any = pc.sctp.transport.transport.iceGatherer._connection  # see module docstring
+    sctp = pc.sctp
+    if sctp is None:
+        raise ValueError("prepare_gathering: the peer connection has no SCTP transport yet")
+    conn: Any = sctp.transport.transport.iceGatherer._connection  # see module docstring
     if conn._local_candidates_start:
         return
     conn._local_candidates_start = True

@@ -67,7 +67,7 @@ def _token(ex: Exchange) -> str | None:
         return ""  # present but not a bearer token: refused, never ignored
     _, _, query = ex.path.partition("?")
     got = parse_qs(query).get("token")
-    return got[0] if got else None
+    return str(got[0]) if got else None
 
 
 class Signaling:
