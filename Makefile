@@ -42,6 +42,7 @@ bench: setup
 	$(PY) plugins/ugate_ssh/bench_ssh.py
 	$(PY) plugins/ugate_http/bench/bench_http.py
 	$(PY) plugins/ugate_hbone/bench_hbone.py
+	$(PY) plugins/ugate_webrtc/bench_webrtc.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick
