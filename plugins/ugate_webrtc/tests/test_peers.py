@@ -7,20 +7,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from webrtc_testlib import CONFIG
+
 from ugate_core.testing import StartGateway, admin_get, browser_run, metric, node_run, require_peer
 from ugate_webrtc.options import PATH
 
 HERE = Path(__file__).parent
-
-CONFIG = """
-[listeners.main]
-listen = "127.0.0.1:0"
-protocols = ["http"]
-[admin]
-listen = "127.0.0.1:0"
-[webrtc]
-host_addresses = ["127.0.0.1"]
-"""
 
 
 def _node_pattern(n: int, seed: int) -> bytes:

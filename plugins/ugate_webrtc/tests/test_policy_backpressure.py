@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from webrtc_testlib import Collector, FakeExchange, client_offer, finish
+from webrtc_testlib import SDP, Collector, FakeExchange, client_offer, finish
 
 from ugate_core import StreamMeta
 from ugate_core.testing import StartGateway, metric
@@ -14,7 +14,6 @@ from ugate_webrtc.channel import channel_stream
 from ugate_webrtc.options import PATH
 from ugate_webrtc.signaling import Signaling
 
-SDP = [("content-type", "application/sdp")]
 ALLOWED = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 FRESH = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
 

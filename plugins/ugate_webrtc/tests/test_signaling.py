@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from webrtc_testlib import Collector, FakeExchange, client_offer, finish
+from webrtc_testlib import CONFIG, SDP, Collector, FakeExchange, client_offer, finish
 
 from ugate_core import Gateway
 from ugate_core.testing import StartGateway, metric, pattern
@@ -15,23 +15,9 @@ from ugate_webrtc.session import state_of
 from ugate_webrtc.signaling import Signaling
 from ugate_webrtc.tokens import make_token
 
-CONFIG = """
-[listeners.main]
-listen = "127.0.0.1:0"
-protocols = ["http"]
-[admin]
-listen = "127.0.0.1:0"
-[webrtc]
-host_addresses = ["127.0.0.1"]
-connect_timeout = 5
-{extra}
-"""
-
-SDP = [("content-type", "application/sdp")]
-
 
 async def _gw(start_gateway: StartGateway, extra: str = "") -> Gateway:
-    return await start_gateway(CONFIG.format(extra=extra))
+    return await start_gateway(CONFIG + "connect_timeout = 5\n" + extra + "\n")
 
 
 async def test_two_channels_echo_and_half_close(start_gateway: StartGateway,

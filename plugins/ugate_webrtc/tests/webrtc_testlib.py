@@ -11,6 +11,19 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from ugate_core import ProtocolError, Stream, StreamMeta
 from ugate_webrtc.peer import prepare_gathering
 
+#: a gateway with an http listener ``main`` on loopback, gathering on 127.0.0.1; ``[webrtc]``
+#: is the last table, so a test appends its own keys
+CONFIG = """
+[admin]
+listen = "127.0.0.1:0"
+[listeners.main]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+[webrtc]
+host_addresses = ["127.0.0.1"]
+"""
+SDP = [("content-type", "application/sdp")]
+
 
 class FakeExchange:
     """What ugate-http hands a route's handler, in memory."""
