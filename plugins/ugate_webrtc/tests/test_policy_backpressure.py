@@ -124,3 +124,40 @@ async def test_a_stalled_channel_holds_a_bounded_amount(start_gateway: StartGate
     stream.close()
     up.close()
     srv.close()
+
+
+async def test_a_peer_sending_to_a_stalled_destination_is_cut_off() -> None:
+    ch = StalledChannel()
+    stream = channel_stream(ch, StreamMeta(protocol="webrtc", listener="main"), 65536)
+    ended: list[BaseException | None] = []
+
+    class Sink:
+        def data_received(self, data: bytes) -> None:
+            pass
+
+        def eof_received(self) -> None:
+            pass
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            ended.append(exc)
+
+    stream.set_receiver(Sink())
+    stream.pause_reading()  # what the relay does while the destination does not keep up
+    msg = b"m" * 65536
+    for _ in range(64):  # exactly the limit: still open
+        ch.handlers["message"](msg)
+    assert ch.readyState == "open"
+    ch.handlers["message"](msg)
+    assert ch.readyState == "closed"
+    ch.handlers["close"]()  # aiortc's close event
+    assert len(ended) == 1 and isinstance(ended[0], ConnectionResetError)
+    assert "overrun" in str(ended[0])
+    # reading again resets the count
+    ch2 = StalledChannel()
+    s2 = channel_stream(ch2, StreamMeta(protocol="webrtc"), 65536)
+    s2.set_receiver(Sink())
+    for _ in range(100):
+        s2.pause_reading()
+        ch2.handlers["message"](msg)
+        s2.resume_reading()
+    assert ch2.readyState == "open"

@@ -9,8 +9,12 @@ backpressure from ``buffered_amount``); this adapter only maps the calls:
   so what a stalled peer leaves in the gateway is this number plus one congestion window;
 * ``bufferedamountlow`` (threshold = the stream's low water) → the drain callback.
 
-aiortc delivers a channel's messages as SCTP hands them over and has no per-channel pause:
-``pause_reading`` does nothing here (the peer's sending is bounded by SCTP's receive window).
+aiortc delivers a channel's messages as SCTP hands them over and cannot pause one channel (nor
+shrink its receive window): while the stream's reader is paused (its destination does not keep
+up), the messages that still arrive are counted, and past ``paused_limit`` bytes (``[webrtc]
+max_unread``, default :data:`PAUSED_LIMIT`) the channel is
+closed as cut short (reason ``overrun`` in the log). So a peer that keeps sending to a stalled
+destination holds at most that much in the gateway, per channel.
 """
 
 from __future__ import annotations
@@ -20,16 +24,24 @@ from typing import Any
 
 from ugate_core import MessageStream, StreamMeta
 
+#: bytes a channel may deliver while its stream's reader is paused, before it is closed
+PAUSED_LIMIT = 4 * 1024 * 1024
+
 
 class ChannelTransport:
     """One data channel (see the module docstring)."""
 
-    __slots__ = ("_closed", "_error", "_on_close", "channel")
+    __slots__ = ("_closed", "_error", "_on_close", "_paused", "channel", "overrun",
+                 "paused_limit")
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, paused_limit: int = PAUSED_LIMIT) -> None:
         self.channel = channel
+        self.paused_limit = paused_limit
         self._closed = False
         self._error: str | None = None
+        #: bytes received while paused (``None``: reading)
+        self._paused: int | None = None
+        self.overrun = False
         self._on_close: Callable[[BaseException | None], None] = lambda _e: None
 
     def send(self, message: bytes) -> None:
@@ -63,7 +75,15 @@ class ChannelTransport:
         self._on_close = on_close
 
         def message(m: bytes | str) -> None:
-            on_message(m.encode() if isinstance(m, str) else m)
+            b = m.encode() if isinstance(m, str) else m
+            if self._paused is not None:
+                self._paused += len(b)
+                if self._paused > self.paused_limit and not self._closed:
+                    self.overrun = True
+                    self.close(f"overrun: over {self.paused_limit} bytes while the destination "
+                               "was not reading")
+                    return
+            on_message(b)
 
         ch.on("message", message)
         ch.on("close", self._report)
@@ -71,12 +91,14 @@ class ChannelTransport:
         ch.on("bufferedamountlow", on_drain)
 
     def pause_reading(self) -> None:
-        pass
+        if self._paused is None:
+            self._paused = 0
 
     def resume_reading(self) -> None:
-        pass
+        self._paused = None
 
 
-def channel_stream(channel: Any, meta: StreamMeta, max_message: int) -> MessageStream:
+def channel_stream(channel: Any, meta: StreamMeta, max_message: int,
+                   paused_limit: int = PAUSED_LIMIT) -> MessageStream:
     """A :class:`MessageStream` over ``channel``; high water 256 KiB, low water 64 KiB."""
-    return MessageStream(ChannelTransport(channel), meta, max_message=max_message)
+    return MessageStream(ChannelTransport(channel, paused_limit), meta, max_message=max_message)

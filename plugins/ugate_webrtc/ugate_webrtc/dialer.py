@@ -135,7 +135,7 @@ async def dial(req: DialRequest) -> Stream:
             pool.peers[url] = far
     await _open(ch, req.timeout, what)
     meta = StreamMeta(protocol="webrtc", target=label, remote=(host, port))
-    return channel_stream(ch, meta, o.max_message)
+    return channel_stream(ch, meta, o.max_message, o.max_unread)
 
 
 async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[FarPeer, Any]:

@@ -21,7 +21,7 @@ PATH = "/.well-known/ugate/webrtc"
 KEYS = frozenset({
     "host_addresses", "ice_servers", "token_secret_file", "allow_origins", "max_sdp",
     "rate", "burst", "connect_timeout", "max_sessions", "max_channels", "max_message",
-    "idle_timeout", "dial_token", "dial_path",
+    "max_unread", "idle_timeout", "dial_token", "dial_path",
 })
 
 
@@ -61,6 +61,9 @@ class WebRtcOptions:
     max_channels: int = 256
     #: the largest data-channel message sent or accepted (a larger write is split)
     max_message: int = 64 * 1024
+    #: bytes a channel may deliver while its destination does not read, before it is cut
+    #: (aiortc cannot pause one channel's sender: see :mod:`ugate_webrtc.channel`)
+    max_unread: int = 4 * 1024 * 1024
     #: the bearer token the ``webrtc`` dialer sends to the far gateway's signaling
     dial_token: str = ""
     #: the path the ``webrtc`` dialer posts its offers to
@@ -115,6 +118,7 @@ def parse(t: Mapping[str, Any], path: str = SECTION) -> WebRtcOptions:
         max_channels=opt.integer(t, "max_channels", path, 256, lo=1, hi=65534),
         max_message=opt.integer(t, "max_message", path, 64 * 1024, lo=1024,
                                 hi=256 * 1024),
+        max_unread=opt.integer(t, "max_unread", path, 4 * 1024 * 1024, lo=64 * 1024),
         dial_token=opt.string(t, "dial_token", path, ""),
         dial_path=sdp_path,
     )

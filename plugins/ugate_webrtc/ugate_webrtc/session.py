@@ -173,7 +173,7 @@ class Session:
                           local=self.meta.local, remote=self.meta.remote,
                           peer_id=self.meta.peer_id, user=self.meta.user,
                           target=label).copy_extra(self.meta)
-        stream = channel_stream(ch, meta, st.options.max_message)
+        stream = channel_stream(ch, meta, st.options.max_message, st.options.max_unread)
         self.streams.add(stream)
         self.opened += 1
         st.channels_gauge.inc()
