@@ -128,3 +128,33 @@ async def test_signaling_flood_is_bounded(start_gateway: StartGateway) -> None:
     other = FakeExchange("POST", PATH, b"x", SDP, remote=("192.0.2.10", 1))
     await sig(other)
     assert other.status == 401
+
+
+async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
+        start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
+    gw = await _gw(start_gateway, "rate = 1000\nburst = 1000\nmax_sdp = 4096")
+    sig = Signaling(gw)
+    host, port = echo_server
+    pc, (ch,), offer = await client_offer([f"{host}:{port}"])
+    ex = FakeExchange("POST", PATH, offer.encode(), SDP)
+    await sig(ex)
+    assert ex.status == 201
+    await finish(pc, ex.resp_body)
+    col = Collector(ch)
+    await asyncio.wait_for(col.opened.wait(), 10)
+    ch.send(b"before ")
+    bad = [b"not sdp", b"v=0\r\n" + b"a=x\r\n" * 2000, offer.replace("webrtc-datachannel",
+                                                                       "x").encode()]
+    codes: dict[int, int] = {}
+    for i in range(300):
+        fx = FakeExchange("POST", PATH, bad[i % 3], SDP, remote=("127.0.0.1", 50000 + i))
+        await sig(fx)
+        assert fx.status is not None
+        codes[fx.status] = codes.get(fx.status, 0) + 1
+    assert codes == {400: 200, 413: 100}
+    assert len(state_of(gw).sessions) == 1  # the flood made no session
+    ch.send(b"after")
+    ch.send(b"")
+    await asyncio.wait_for(col.fin.wait(), 10)
+    assert bytes(col.data) == b"before after"
+    await pc.close()
