@@ -78,7 +78,7 @@ from .preamble_io import AcceptedPreamble, accept_preamble, open_preamble, serve
 from .records import StreamRecord
 from .redact import redact
 from .relay import Relay, RelayStats, relay, start_relay
-from .roundtrip import BytesBody, HttpRequest, HttpResponse, RoundTripper
+from .roundtrip import Body, BytesBody, HttpRequest, HttpResponse, RoundTripper
 from .router import is_ip, match_name, split_address
 from .sniff import choose as sniff_choose
 from .stash import Stash, StashKey
@@ -115,6 +115,7 @@ __all__ = [
     "AcceptedPreamble",
     "Admission",
     "AuthError",
+    "Body",
     "BytesBody",
     "Config",
     "ConfigError",

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 
 class Body(Protocol):
+    """A message body read piecewise: ``read()`` returns ``b""`` at the end."""
+
     async def read(self) -> bytes: ...
 
 

@@ -131,7 +131,7 @@ async def test_chunked_upload_and_keepalive_sequence(
 
 
 def state_pool(gw: Gateway):  # type: ignore[no-untyped-def]
-    from ugate_http.proxy import state_for
+    from ugate_http.h1front import state_for
 
     return state_for(gw).pools["proxy"]
 

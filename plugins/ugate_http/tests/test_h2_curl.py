@@ -434,7 +434,7 @@ async def test_h2_auth_and_loop(start_gateway: StartGateway, origin: Origin) -> 
     assert "authorization" not in origin.requests[-1][2]
     assert rejections(gw, "auth_required") == 1
     gw2 = await start_gateway(config(origin.port))
-    from ugate_http.proxy import state_for
+    from ugate_http.h1front import state_for
 
     token = state_for(gw2).via
     _, code, body, _ = await curl2("-H", f"via: 1.1 {token}", *url(gw2, "/"))
@@ -527,7 +527,7 @@ labels = {{ http = "h2" }}
                         "-m", "50", "-H", ":authority: h2.test",
                         f"http://127.0.0.1:{gw.port('web')}/big", timeout=60)
         assert "200 succeeded" in res.stdout.decode(), res.stdout.decode()
-        from ugate_http.proxy import state_for
+        from ugate_http.h1front import state_for
 
         assert state_for(gw).h2pools["web"].dialed <= 2
     finally:

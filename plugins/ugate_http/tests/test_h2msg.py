@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ugate_core import (
+    BytesBody,
     Gateway,
     ListenerContext,
     ProtocolError,
@@ -23,8 +24,9 @@ from ugate_core import (
     loads,
     stream_pair,
 )
-from ugate_http.client import BytesBody, OutgoingRequest
+from ugate_http.client import OutgoingRequest
 from ugate_http.h1 import Framing, HttpError, Request, Response
+from ugate_http.h1front import serve
 from ugate_http.h2client import request_headers
 from ugate_http.h2conn import PREFACE
 from ugate_http.h2msg import (
@@ -36,7 +38,6 @@ from ugate_http.h2msg import (
     response_from_h2,
     response_headers,
 )
-from ugate_http.proxy import serve
 
 BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"svc.test:8080"),
         (b":path", b"/a?b=c")]

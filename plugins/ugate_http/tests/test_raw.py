@@ -1,7 +1,7 @@
 """The raw lane's byte rewriting (raw.py) against the parsing path, byte for byte.
 
 Whatever ``request_parts``/``request_head`` and ``response_head`` accept, the parser plus the
-session's field rewriting (``_Session._fields``, ``encode_head``) and ``rewrite.response_head``
+session's field rewriting (``H1Front._fields``, ``encode_head``) and ``rewrite.response_head``
 must turn into exactly the same bytes; what they refuse is left to that path. Heads are built
 from pieces that sit on both sides of every rule (name case, separators, whitespace around
 values, bare LF, the fields the proxy acts on, lengths that do not match the body).
@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from ugate_http.forwarding import response_head as parsed_response_head
 from ugate_http.h1 import (
     HttpError,
     Request,
@@ -23,11 +24,10 @@ from ugate_http.h1 import (
     ResponseParser,
     encode_head,
 )
+from ugate_http.h1front import H1Front
 from ugate_http.h2msg import response_headers
-from ugate_http.proxy import _Session
 from ugate_http.raw import request_head, request_parts, response_fields, response_head
 from ugate_http.rewrite import address_of, split_authority
-from ugate_http.rewrite import response_head as parsed_response_head
 
 NEUTRAL = ["Accept", "User-Agent", "X-A", "Tea", "Hostx", "Forwarded", "Date", "Server",
            "Content-Lengthy"]
@@ -78,13 +78,13 @@ def heads(draw: Any, first: str, key: str, values: list[str]) -> bytes:
 
 
 def fake_session() -> Any:
-    """What ``_Session._fields`` and ``_raw_route`` use of a session."""
+    """What ``H1Front._fields`` and ``_raw_route`` use of a session."""
     s = SimpleNamespace(
-        consumed="", _forwarded=None, _raw_routes={},
+        consumed="", _forwarded=None, _raw_routes={}, scheme="http",
         opts=SimpleNamespace(forwarded=True, default_port=80),
         state=SimpleNamespace(via="ugate-test"),
         stream=SimpleNamespace(meta=SimpleNamespace(remote=("127.0.0.7", 4321))))
-    s._forwarded_for = lambda host: _Session._forwarded_for(s, host)  # type: ignore[arg-type]
+    s._forwarded_for = lambda host: H1Front._forwarded_for(s, host)  # type: ignore[arg-type]
     return s
 
 
@@ -129,12 +129,12 @@ def test_raw_request_is_the_parsing_path(head: bytes, body: bytes, length: str) 
     assert got is not None, data
     req, rbody = got
     s = fake_session()
-    f = _Session._fields(s, req, None)
+    f = H1Front._fields(s, req, None)
     # nothing the parsing lanes act on: one Host, no hop-by-hop, Expect or Via
     assert f.hosts == 1 and not (f.loop or f.expect or f.upgrade_field)
     assert req.version == "1.1" and req.connection <= {"keep-alive"} and req.keep_alive
     assert req.method != "CONNECT"
-    route = _Session._raw_route(s, parts[2])
+    route = H1Front._raw_route(s, parts[2])
     if route is None:  # a Host that is no authority: the task answers 400
         return
     assert route[0] == address_of(*split_authority(f.host, 80))  # where the task sends it

@@ -319,7 +319,7 @@ async def test_pipelined_requests_and_keepalive_timeout(start_gateway: StartGate
 
 async def test_pool_idle_expiry(start_gateway: StartGateway, origin: Origin) -> None:
     gw = await start_gateway(config(origin.port, "pool_idle_timeout = 0.3"))
-    from ugate_http.proxy import state_for
+    from ugate_http.h1front import state_for
 
     pool = state_for(gw).pools
     code, _, _ = await curl(*url(gw, "/1"))
@@ -339,7 +339,8 @@ async def test_pool_idle_expiry(start_gateway: StartGateway, origin: Origin) -> 
 
 async def test_round_trip_api(start_gateway: StartGateway, origin: Origin) -> None:
     """The pool on its own, as an HTTP/2 front end or the RoundTrip API would use it."""
-    from ugate_http.client import BytesBody, OutgoingRequest, UpstreamPool
+    from ugate_core import BytesBody
+    from ugate_http.client import OutgoingRequest, UpstreamPool
 
     gw = await start_gateway(config(origin.port))
     pool = UpstreamPool(gw, response_timeout=5)

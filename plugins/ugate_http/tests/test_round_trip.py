@@ -176,7 +176,7 @@ labels = {{ http = "h2" }}
     resp = await a.round_trip(HttpRequest(method="GET", authority="via-b.test:80",
                                           target="/bytes/0"))
     assert (resp.status, await resp.read_all()) == (200, b"")
-    from ugate_http.proxy import state_for
+    from ugate_http.h1front import state_for
 
     pool = state_for(a).h2pools["round_trip"]
     assert (pool.dialed, pool.reused) == (1, 3)

@@ -60,9 +60,18 @@ async def raises(ex: Exchange) -> None:
 
 
 class RoutesPlugin:
+    def __init__(self) -> None:
+        #: where /t/relay relays an accepted stream to (an echo server the test starts)
+        self.echo_address = ""
+
     @hookimpl
     def ugate_http_routes(self, gateway: GatewayAPI) -> list[HttpRoute]:
+        async def relay(ex: Exchange) -> None:
+            up = await gateway.dial(self.echo_address, source=ex.meta)
+            await gateway.relay(await ex.accept(), up)
+
         return [
+            HttpRoute("/t/relay", relay, protocols=frozenset({"x-test"})),
             HttpRoute("/t/hello", hello, methods=frozenset({"GET", "HEAD"})),
             HttpRoute("/t/echo", echo_body, methods=frozenset({"POST"})),
             HttpRoute("/t/up", echo_stream, protocols=frozenset({"x-test"})),
@@ -85,6 +94,11 @@ mode = "reverse"
 listen = "127.0.0.1:0"
 protocols = ["*"]
 mode = "auto"
+[listeners.short]
+listen = "127.0.0.1:0"
+protocols = ["http"]
+mode = "reverse"
+keepalive_timeout = 0.3
 [listeners.auth]
 listen = "127.0.0.1:0"
 protocols = ["http"]
@@ -95,15 +109,26 @@ endpoints = ["127.0.0.1:{origin_port}"]
 """
 
 
+async def _echo_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    while data := await r.read(65536):
+        w.write(data)
+        await w.drain()
+    w.close()
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path, origin: Origin) -> AsyncIterator[Gateway]:
+    echo = await asyncio.start_server(_echo_conn, "127.0.0.1", 0)
+    plugin = RoutesPlugin()
+    plugin.echo_address = f"127.0.0.1:{echo.sockets[0].getsockname()[1]}"
     gw = Gateway(loads(config(origin.port), "<routes test>"), state_dir=tmp_path / "state")
-    gw.pm.register(RoutesPlugin(), name="routes-test")
+    gw.pm.register(plugin, name="routes-test")
     await gw.start()
     try:
         yield gw
     finally:
         await gw.shutdown(0.5)
+        echo.close()
 
 
 async def curl(*args: str, timeout: float = 30) -> tuple[str, int, bytes]:
@@ -221,14 +246,17 @@ async def test_keep_alive_and_the_express_lanes(gateway: Gateway, origin: Origin
     w.close()
 
 
-async def test_h1_upgrade_becomes_an_echo_stream(gateway: Gateway) -> None:
+@pytest.mark.parametrize("path", [b"/t/up", b"/t/relay"])
+async def test_h1_upgrade_becomes_an_echo_stream(gateway: Gateway, path: bytes) -> None:
+    """The handler echoes itself (/t/up), or relays to an echo server (/t/relay)."""
     r, w = await asyncio.open_connection("127.0.0.1", gateway.port("web"))
     # the first stream bytes come in the same write as the head: they must come first
-    w.write(b"GET /t/up HTTP/1.1\r\nHost: svc.test\r\nConnection: Upgrade\r\n"
-            b"Upgrade: X-Test\r\n\r\nearly-bytes|")
+    w.write(b"GET %b HTTP/1.1\r\nHost: svc.test\r\nConnection: Upgrade\r\n"
+            b"Upgrade: X-Test\r\n\r\nearly-bytes|" % path)
     head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
     assert head == (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-                    b"Upgrade: x-test\r\nx-accepted: x-test\r\n\r\n")
+                    b"Upgrade: x-test\r\n" + (b"x-accepted: x-test\r\n" if path == b"/t/up"
+                                                else b"") + b"\r\n")
     assert await asyncio.wait_for(r.readexactly(12), 5) == b"early-bytes|"
     payload = bytes(range(256)) * 512
     w.write(payload)
@@ -278,17 +306,21 @@ async def _h2_events(conn: h2.connection.H2Connection, r: asyncio.StreamReader,
             return got
 
 
-async def test_h2_extended_connect_becomes_an_echo_stream(gateway: Gateway) -> None:
+@pytest.mark.parametrize("path", ["/t/up", "/t/relay"])
+async def test_h2_extended_connect_becomes_an_echo_stream(gateway: Gateway, path: str) -> None:
+    """The handler echoes itself (/t/up: pull mode), or relays to an echo server (/t/relay:
+    the relay takes the stream in push mode)."""
     conn, r, w, settings = await _h2_client(gateway.port("web"))
     assert settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
     conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "x-test"),
-                          (":scheme", "http"), (":path", "/t/up"),
+                          (":scheme", "http"), (":path", path),
                           (":authority", "svc.test")])
     w.write(conn.data_to_send())
     evs = await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.ResponseReceived))
     resp = next(e for e in evs if isinstance(e, h2.events.ResponseReceived))
-    assert resp.headers == [(b":status", b"200"), (b"x-accepted", b"x-test")]
-    payload = bytes(range(256)) * 1024  # beyond the default 64 KiB windows: flow control
+    assert resp.headers == [(b":status", b"200")] + (
+        [(b"x-accepted", b"x-test")] if path == "/t/up" else [])
+    payload = bytes(range(256)) * 4096  # beyond the default 64 KiB windows: flow control
     conn.send_data(1, payload[:16000])
     w.write(conn.data_to_send())
     echoed = b""
@@ -315,6 +347,23 @@ async def test_h2_extended_connect_becomes_an_echo_stream(gateway: Gateway) -> N
                            and e.stream_id == 3)
     body = b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived))
     assert body == b"hello 2 GET /t/hello host=svc.test\n"
+    w.close()
+
+
+async def test_h2_connection_idles_out_after_a_tunnel_ended(gateway: Gateway) -> None:
+    """A tunnel that ended both ways is forgotten by its connection, which then closes
+    when idle (GOAWAY after keepalive_timeout) as after any other stream."""
+    conn, r, w, _ = await _h2_client(gateway.port("short"))
+    conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "x-test"),
+                          (":scheme", "http"), (":path", "/t/up"),
+                          (":authority", "svc.test")])
+    conn.send_data(1, b"ping", end_stream=True)
+    w.write(conn.data_to_send())
+    evs = await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.StreamEnded))
+    assert b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived)) == b"ping"
+    evs = await _h2_events(conn, r, w, lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    end = next(e for e in evs if isinstance(e, h2.events.ConnectionTerminated))
+    assert end.error_code == 0 and end.last_stream_id == 1
     w.close()
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ugate_core import Gateway, ListenerContext, ProtocolError, StreamMeta, loads, stream_pair
-from ugate_http.proxy import serve
+from ugate_http.h1front import serve
 
 PIECES = [
     b"GET ", b"POST ", b"CONNECT ", b"PUT ", b"http://a.test/", b"http://[::1]:1/", b"/",

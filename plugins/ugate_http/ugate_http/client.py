@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ugate_core import DialError, Stream, StreamMeta
+from ugate_core import Body, DialError, Stream, StreamMeta
 
 from .h1 import (
     DEFAULT_MAX_HEADER_BYTES,
@@ -52,23 +52,6 @@ BODY_GRACE = 2.0
 MAX_IDLE_TOTAL = 1024
 
 
-class Body(Protocol):
-    """A message body read piecewise: ``read()`` returns ``b""`` at the end."""
-
-    async def read(self) -> bytes: ...
-
-
-class BytesBody:
-    """A body held in memory."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    async def read(self) -> bytes:
-        data, self._data = self._data, None
-        return data or b""
-
-
 @dataclass(frozen=True, kw_only=True)
 class OutgoingRequest:
     """One request to send upstream.
@@ -91,7 +74,7 @@ class OutgoingRequest:
     secure: bool = False
 
 
-class _Conn:
+class PooledConn:
     """One kept-alive HTTP/1.1 connection to an upstream."""
 
     __slots__ = ("address", "idle_since", "on_eof", "parser", "reader", "requests", "stream")
@@ -108,8 +91,8 @@ class _Conn:
         self.on_eof: Callable[[], None] | None = None
 
     def usable(self) -> bool:
-        r = self.reader  # (the stream is in push mode: its bytes and its end go to the reader)
-        return not (r._eof or r._events or r.parser._buf or self.stream.is_closing())
+        # (the stream is in push mode: its bytes and its end go to the reader)
+        return self.reader.quiet() and not self.stream.is_closing()
 
     def close(self) -> None:
         self.stream.close()
@@ -118,7 +101,7 @@ class _Conn:
         self.stream.abort()
 
 
-def _allowed(source: StreamMeta) -> set[str]:
+def allowed_addresses(source: StreamMeta) -> set[str]:
     """Addresses the policy already allowed for this client connection (bounded)."""
     allowed: set[str] | None = source.extra.get(_ALLOWED_KEY)
     if allowed is None or len(allowed) > 64:
@@ -139,7 +122,7 @@ async def authorize_reuse(gateway: GatewayAPI, address: str, source: StreamMeta)
     opened for a local client to an address this one may not reach (a name resolving to
     127.0.0.1), so such a client dials anew and the dial screens the resolved addresses."""
     source.target = address
-    allowed = _allowed(source)
+    allowed = allowed_addresses(source)
     if address in allowed:
         return True
     dest, port = await gateway.resolve(address)
@@ -198,7 +181,7 @@ class UpstreamResponse:
     """A response head from upstream; read its body with :meth:`read`, then :meth:`release`."""
 
     def __init__(
-        self, pool: UpstreamPool, conn: _Conn, head: Response, pump: asyncio.Task[None] | None,
+        self, pool: UpstreamPool, conn: PooledConn, head: Response, pump: asyncio.Task[None] | None,
         reused: bool,
     ) -> None:
         self.pool = pool
@@ -206,7 +189,7 @@ class UpstreamResponse:
         self.reused = reused
         self.trailers: Headers = ()
         self.received = 0
-        self._conn: _Conn | None = conn
+        self._conn: PooledConn | None = conn
         self._pump = pump
         self._done = head.framing in (Framing.NONE, Framing.TUNNEL)
 
@@ -315,7 +298,7 @@ class UpstreamPool:
             gateway.config.gateway.idle_timeout if body_timeout is None else body_timeout
         )
         self.max_header_bytes = max_header_bytes
-        self._idle: dict[str, list[_Conn]] = {}
+        self._idle: dict[str, list[PooledConn]] = {}
         self._idle_total = 0
         #: one timer per pool closes connections idle longer than pool_idle_timeout (a timer
         #: per pooled connection was set and cancelled on every request)
@@ -336,7 +319,7 @@ class UpstreamPool:
     async def _authorize(self, address: str, source: StreamMeta) -> bool:
         return await authorize_reuse(self.gateway, address, source)
 
-    async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[_Conn, bool]:
+    async def _acquire(self, address: str, source: StreamMeta | None) -> tuple[PooledConn, bool]:
         # the check first, also before a dial: it remembers the address for this client, so
         # its next requests can take the express lanes
         reuse = source is None or await self._authorize(address, source)
@@ -346,9 +329,9 @@ class UpstreamPool:
                 return conn, True
         stream = await self.gateway.dial(address, source=source)
         self.dialed += 1
-        return _Conn(address, stream, self.max_header_bytes), False
+        return PooledConn(address, stream, self.max_header_bytes), False
 
-    def take_reusable(self, address: str) -> _Conn | None:
+    def take_reusable(self, address: str) -> PooledConn | None:
         """An idle connection to ``address`` that is still good to use (the caller made the
         policy check), or None."""
         if address not in self._idle:
@@ -361,7 +344,7 @@ class UpstreamPool:
             conn.close()
         return None
 
-    def _take_idle(self, address: str, conn: _Conn | None = None) -> _Conn | None:
+    def _take_idle(self, address: str, conn: PooledConn | None = None) -> PooledConn | None:
         """Remove ``conn`` (or the newest idle connection) to ``address`` from the pool."""
         lst = self._idle.get(address)
         if not lst:
@@ -378,7 +361,7 @@ class UpstreamPool:
         conn.reader.on_eof = None
         return conn
 
-    def _put(self, conn: _Conn) -> None:
+    def _put(self, conn: PooledConn) -> None:
         lst = self._idle.get(conn.address)
         if (self._closed or (lst is not None and len(lst) >= self.max_idle)
                 or self._idle_total >= MAX_IDLE_TOTAL or self.max_idle == 0):
@@ -414,7 +397,7 @@ class UpstreamPool:
             self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(),
                                                                   self._sweep)
 
-    def _expire(self, conn: _Conn) -> None:
+    def _expire(self, conn: PooledConn) -> None:
         if self._take_idle(conn.address, conn) is not None:
             conn.close()
 
@@ -464,7 +447,7 @@ class UpstreamPool:
                 raise
 
     async def _exchange(
-        self, conn: _Conn, req: OutgoingRequest, reused: bool,
+        self, conn: PooledConn, req: OutgoingRequest, reused: bool,
         on_interim: Callable[[Response], Awaitable[None]] | None,
     ) -> UpstreamResponse:
         fields = list(req.headers)
@@ -518,7 +501,7 @@ class UpstreamPool:
                 pump.cancel()
             raise
 
-    async def _pump(self, conn: _Conn, req: OutgoingRequest) -> None:
+    async def _pump(self, conn: PooledConn, req: OutgoingRequest) -> None:
         """Send the request body; on any failure the upstream connection is aborted."""
         s = conn.stream
         body = req.body

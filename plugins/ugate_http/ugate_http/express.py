@@ -1,10 +1,10 @@
 """The express lane of the HTTP/1.1 proxy: common requests answered from callbacks.
 
-A session's task (:class:`~ugate_http.proxy._Session`) awaits an event reader for every step
-of a request: the head, the upstream's answer, each body piece, the next request. Each await
-is a future, a task wake-up and a timer; with the per-request objects of a round trip this
-was ~200 µs of CPU per proxied request, where the leanest uvloop proxy needs ~30 (bench
-``floor`` row). The express lane takes the common request off that path:
+A session's task (the HTTP/1.1 front, :class:`~ugate_http.lanes.H1Lane`) awaits an event
+reader for every step of a request: the head, the upstream's answer, each body piece, the next
+request. Each await is a future, a task wake-up and a timer; with the per-request objects of a
+round trip this was ~200 µs of CPU per proxied request, where the leanest uvloop proxy needs
+~30 (bench ``floor`` row). The express lane takes the common request off that path:
 
 * a request with no body, no ``Upgrade``/``Expect``, on a listener without credentials,
   to an address this client connection was already allowed to reach, that speaks HTTP/1.1,
@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from .client import UpstreamPool, UpstreamResponse, _Conn
+from .client import PooledConn, UpstreamPool, UpstreamResponse
+from .forwarding import response_head
 from .h1 import (
     BodyReceived,
     Framing,
@@ -37,18 +38,17 @@ from .h1 import (
     HttpError,
     MessageEnded,
     Request,
+    RequestParser,
     Response,
     ResponseReceived,
     encode_chunk,
     encode_head,
     encode_last_chunk,
 )
+from .lanes import H1Lane
 from .raw import response_head as raw_response_head
 from .reader import EventReader
-from .rewrite import end_to_end, peer, response_head
-
-if TYPE_CHECKING:
-    from .proxy import _Session
+from .rewrite import end_to_end, peer
 
 log = logging.getLogger("ugate.http")
 
@@ -79,7 +79,7 @@ class UpstreamLeg:
 
     __slots__ = ("address", "conn", "deadline", "head", "pool", "progress", "received", "t0")
 
-    def __init__(self, pool: UpstreamPool, conn: _Conn, address: str, t0: float) -> None:
+    def __init__(self, pool: UpstreamPool, conn: PooledConn, address: str, t0: float) -> None:
         self.pool = pool
         self.conn = conn
         self.address = address
@@ -269,7 +269,7 @@ class Exchange(UpstreamLeg):
 
     _raw_parse = staticmethod(raw_response_head)
 
-    def __init__(self, session: _Session, req: Request | None, conn: _Conn, address: str,
+    def __init__(self, session: H1Lane, req: Request | None, conn: PooledConn, address: str,
                  target: str, t0: float, queued: bool, raw: bytes = b"", body: bytes = b""
                  ) -> None:
         super().__init__(session.pool, conn, address, t0)
@@ -296,7 +296,8 @@ class Exchange(UpstreamLeg):
     def req(self) -> Request:
         req = self._req
         if req is None:  # (the client reader's parser is a RequestParser)
-            req = self._req = cast(Request, self.s.reader.parser._parse(self.raw[:-3]))
+            parser = cast(RequestParser, self.s.reader.parser)
+            req = self._req = parser.parse_head(self.raw[:-3])
         return req
 
     # ------------------------------------------------------------------ upstream events

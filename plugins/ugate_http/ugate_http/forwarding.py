@@ -1,10 +1,15 @@
-"""Forwarding rules, written once for both fronts (HTTP/1.1 ``proxy.py``, HTTP/2
-``h2server.py``) and their lanes: pure functions, no I/O, testable without sockets.
+"""Forwarding rules, written once for both fronts (HTTP/1.1 ``h1front.py``, HTTP/2
+``h2front.py``) and their lanes: pure functions, no I/O, testable without sockets.
 
-* credentials: :func:`check_credentials` (Basic against the listener's ``users``);
+* credentials: :func:`check_credentials` (a mesh identity the client's TLS certificate
+  proves, from the listener's ``identities``, or Basic against its ``users``);
 * the fields sent upstream: :func:`request_fields` (hop-by-hop removal, ``Host``,
   ``Forwarded`` / ``X-Forwarded-For``, ``Via`` and loop detection);
-* refusals: :func:`dial_failure`, :func:`loop_refusal` → (status, reason label, message).
+* refusals: :func:`dial_failure`, :func:`loop_refusal` → (status, reason label, message);
+* answers: :func:`error_answer` (a refusal's fields and body, :func:`error_response` its
+  HTTP/1.1 bytes) and :func:`answer_fields` (the head passed on for an upstream's response,
+  :func:`response_head` its HTTP/1.1 bytes); the HTTP/2 front encodes the same fields as a
+  header list.
 
 ``Via`` (RFC 9110 7.6.3), decided once, for both versions and every lane: one ``Via`` field
 line, last, that holds the client's ``Via`` values in the order they came followed by this
@@ -21,18 +26,24 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 
-from ugate_core import DialError, StreamMeta
+from ugate_core import DialError, ExpectedIdentity, StreamMeta
 
-from .rewrite import DIAL_STATUS, basic_credentials, forwarded_for
+from .h1 import Framing, Request, Response, encode_head
+from .rewrite import DIAL_STATUS, HOP_FRAMING, REASONS, basic_credentials, forwarded_for
 
 __all__ = [
     "ClientForwarding",
     "Found",
+    "answer_fields",
     "challenge",
     "check_credentials",
     "dial_failure",
+    "error_answer",
+    "error_response",
     "loop_refusal",
+    "proven_identity",
     "request_fields",
+    "response_head",
     "via_entry",
 ]
 
@@ -46,16 +57,41 @@ def challenge(realm: str, *, proxy: bool) -> tuple[str, str]:
     return ("Proxy-Authenticate" if proxy else "WWW-Authenticate", f'Basic realm="{realm}"')
 
 
+def proven_identity(identities: Iterable[ExpectedIdentity], meta: StreamMeta) -> str | None:
+    """The listed identity the client's verified certificate proves (``id:<mesh ID>`` from
+    ``meta.peer_id``, a SPIFFE ID from ``meta.extra["spiffe"]``), or None."""
+    peer_id = meta.peer_id
+    spiffe = meta.extra.get("spiffe") if peer_id is not None else None
+    for e in identities:
+        if e.kind == "id" and peer_id is not None and peer_id.upper() == e.value:
+            return f"id:{e.value}"
+        if e.kind == "spiffe" and isinstance(spiffe, str) and spiffe == e.value:
+            return spiffe
+    return None
+
+
 def check_credentials(users: Mapping[str, str], value: str | None, meta: StreamMeta, *,
-                      proxy: bool) -> Refusal | None:
-    """Check the Basic credentials ``value`` of ``Proxy-Authorization`` (``proxy``) or
-    ``Authorization`` against ``users``: None if fine (or no users), else the refusal
-    (407 / 401). A right password names the user: ``meta.user`` and
-    ``meta.extra["user_verified"]`` (what ``[[rules]] user:<name>`` trusts)."""
-    if not users:
+                      proxy: bool, identities: Iterable[ExpectedIdentity] = ()
+                      ) -> Refusal | None:
+    """Authenticate a request on a listener with ``users`` (Basic passwords) or
+    ``identities`` (mesh identities): None if fine (or neither is set), else the refusal
+    (407 for a proxy request, else 401).
+
+    A client whose TLS client certificate proves one of ``identities`` (see
+    :func:`proven_identity`) needs no password; who it is stays ``meta.peer_id`` /
+    ``extra["spiffe"]``, what rules name as ``id:`` / ``spiffe://``. Else the Basic
+    credentials ``value`` of ``Proxy-Authorization`` (``proxy``) or ``Authorization`` are
+    checked against ``users``: a right password names the user (``meta.user`` and
+    ``meta.extra["user_verified"]``, what ``[[rules]] user:<name>`` trusts)."""
+    if identities and proven_identity(identities, meta) is not None:
         return None
-    field = "Proxy-Authorization" if proxy else "Authorization"
     status = 407 if proxy else 401
+    if not users:
+        if not identities:
+            return None
+        return status, "auth_required", "a TLS client certificate of one of the listener's " \
+            "identities is required"
+    field = "Proxy-Authorization" if proxy else "Authorization"
     if value is None:
         return status, "auth_required", f"{field} (Basic) is required"
     creds = basic_credentials(value)
@@ -85,6 +121,78 @@ def loop_refusal(token: str, address: str) -> Refusal:
     return 508, "loop", f"request came back to this gateway ({token}) on its way to {address}"
 
 
+# ---------------------------------------------------------------------------- answers
+def error_answer(status: int, message: str, extra: list[tuple[str, str]] | None = None
+                 ) -> tuple[list[tuple[str, str]], bytes]:
+    """A refusal's answer, the same over both versions: plain text that says why, and its
+    fields (``extra``: a challenge, ``Allow``; values made safe for a field line)."""
+    body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
+    fields = [("Content-Type", "text/plain; charset=utf-8"),
+              ("Content-Length", str(len(body)))]
+    for k, v in extra or ():
+        fields.append((k, v.replace("\r", " ").replace("\n", " ")))
+    return fields, body
+
+
+def error_response(status: int, message: str, extra: list[tuple[str, str]] | None = None,
+                   close: bool = True) -> bytes:
+    """:func:`error_answer` as HTTP/1.1 bytes (``close``: the connection ends after it)."""
+    fields, body = error_answer(status, message, extra)
+    if close:
+        fields.append(("Connection", "close"))
+    return encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", fields) + body
+
+
+def answer_fields(head: Response, method: str, *, lower: bool = False
+                  ) -> tuple[list[tuple[str, str]], bool]:
+    """The fields of the answer passed on for an upstream's final response ``head`` to a
+    ``method`` request, whatever either side's HTTP version: its end-to-end fields
+    (hop-by-hop, framing and ``Connection``-named ones removed, RFC 9110 7.6.1; ``lower``:
+    names lower-cased, as HTTP/2 sends them) and a ``Content-Length`` where it describes the
+    body passed on — its length; the upstream's for a ``HEAD`` or 304 answer; 0 for a
+    bodyless answer that may carry one. Second: True when the body's length is unknown
+    (chunked or close-delimited upstream): the front frames it (HTTP/1.1 chunked, HTTP/2 DATA
+    frames)."""
+    tokens = head.connection
+    drop = HOP_FRAMING | tokens if tokens else HOP_FRAMING
+    if lower:
+        fields = [(low, v) for k, v in head.headers if (low := k.lower()) not in drop]
+        length = "content-length"
+    else:
+        fields = [(k, v) for k, v in head.headers if k.lower() not in drop]
+        length = "Content-Length"
+    framing = head.framing
+    if framing is Framing.LENGTH:
+        fields.append((length, str(head.length)))
+    elif framing is Framing.NONE:
+        if method == "HEAD" or head.status == 304:
+            cl = head.get("content-length")
+            if cl is not None:
+                fields.append((length, cl.strip()))
+        elif head.status != 204:
+            fields.append((length, "0"))
+    else:
+        return fields, True
+    return fields, False
+
+
+def response_head(req: Request, head: Response) -> tuple[bytes, bool, bool]:
+    """:func:`answer_fields` as the HTTP/1.1 head for the client of ``req``: (bytes, re-chunk
+    the body?, keep the client connection?)."""
+    keep = req.keep_alive
+    fields, unknown = answer_fields(head, req.method)
+    chunked = False
+    if unknown:
+        if req.version == "1.1":
+            fields.append(("Transfer-Encoding", "chunked"))
+            chunked = True
+        else:
+            keep = False  # an HTTP/1.0 client reads to the end of the connection
+    if not keep:
+        fields.append(("Connection", "close"))
+    return encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields), chunked, keep
+
+
 # ---------------------------------------------------------------------------- fields
 def via_entry(received: str, token: str) -> str:
     """This gateway's ``Via`` value for a request received over HTTP ``received``
@@ -93,24 +201,28 @@ def via_entry(received: str, token: str) -> str:
 
 
 class ClientForwarding:
-    """One client connection's ``Forwarded`` / ``X-Forwarded-For`` elements: the
-    ``Forwarded`` value is kept for the last (host, proto) asked (clients repeat them)."""
+    """One client connection's ``Forwarded`` / ``X-Forwarded-For`` elements. ``proto`` is how
+    the client reached us (``https`` through the TLS front, else ``http``), the same for
+    every request of the connection whatever its HTTP version; the ``Forwarded`` value is
+    kept for the last host asked (clients repeat it)."""
 
-    __slots__ = ("_key", "_value", "element", "remote")
+    __slots__ = ("_key", "_value", "element", "proto", "remote")
 
-    def __init__(self, remote: tuple[str, int] | None) -> None:
+    def __init__(self, remote: tuple[str, int] | None, proto: str = "http") -> None:
         self.remote = remote
+        self.proto = proto
         #: the X-Forwarded-For element for this client
         self.element = remote[0] if remote else "unknown"
         self._key: tuple[str, str] | None = None
         self._value = ""
 
-    def forwarded(self, host: str, proto: str = "http") -> str:
-        """The ``Forwarded`` element (RFC 7239) for this client asking ``host``."""
-        key = self._key
-        if key is None or key[0] != host or key[1] != proto:
-            self._key = (host, proto)
-            self._value = forwarded_for(self.remote, host, proto)
+    def forwarded(self, host: str, proto: str | None = None) -> str:
+        """The ``Forwarded`` element (RFC 7239) for this client asking ``host`` (``proto``:
+        other than the connection's)."""
+        key = (host, proto or self.proto)
+        if self._key != key:
+            self._key = key
+            self._value = forwarded_for(self.remote, host, key[1])
         return self._value
 
 
@@ -142,7 +254,6 @@ def request_fields(
     drop: frozenset[str] | set[str],
     connection: frozenset[str] = frozenset(),
     client: ClientForwarding | None,
-    proto: str = "http",
     lower: bool = True,
 ) -> Found:
     """One pass over a request's fields: what to send upstream, with ``Host``, ``Forwarded``
@@ -191,7 +302,7 @@ def request_fields(
         host = f.host
         f.fields[0] = ("Host", host)
     if client is not None:
-        f.fields.append(("Forwarded", client.forwarded(host, proto)))
+        f.fields.append(("Forwarded", client.forwarded(host)))
         xff.append(client.element)
         f.fields.append(("X-Forwarded-For", ", ".join(xff)))
     if vias is not None:

@@ -592,6 +592,11 @@ class RequestParser(_Parser):
         self._start_body(req.framing, req.length)
         return RequestReceived(request=req)
 
+    def parse_head(self, block: bytes) -> Request:
+        """A request head taken whole elsewhere (the raw lane), without its final CRLF CRLF's
+        last three bytes, parsed as :meth:`receive_data` would (HttpError)."""
+        return self._parse(block)
+
     def _parse(self, block: bytes) -> Request:
         first, rest = _first_line(block)
         m = _REQUEST_LINE_S.fullmatch(first)

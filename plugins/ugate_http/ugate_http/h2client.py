@@ -35,7 +35,7 @@ log = logging.getLogger("ugate.http")
 
 #: streams one upstream connection carries at once, whatever the peer allows
 MAX_STREAMS_PER_CONN = 256
-_DROP = HOP_BY_HOP | FRAMING | {"host"}
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"host"}
 
 
 def request_headers(req: OutgoingRequest, scheme: str = "http") -> list[Header]:
@@ -44,7 +44,7 @@ def request_headers(req: OutgoingRequest, scheme: str = "http") -> list[Header]:
     fields: list[Header] = []
     for k, v in req.headers:
         low = k.lower()
-        if low in _DROP:
+        if low in REQUEST_DROP:
             if low == "host":
                 authority = v
             continue

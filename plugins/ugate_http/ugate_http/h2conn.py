@@ -133,6 +133,11 @@ class H2Exchange(H2Flow):
         return self._local_ended
 
     @property
+    def blocked(self) -> bool:
+        """What :meth:`write` queued has not all gone out yet (wait for ``on_writable``)."""
+        return self._tx_blocked
+
+    @property
     def ending(self) -> bool:
         """Our side ended, or ends once the queued bytes went out."""
         return self._local_ended or self._end_queued
@@ -295,6 +300,12 @@ class H2Exchange(H2Flow):
             conn.flush_soon()
         self._fail(StreamResetError(f"stream {self.sid}: reset by us "
                                     f"({h2_code_name(code)})", code))
+
+    def task_done(self) -> None:
+        """The task that answered this exchange ended, the stream lives on (a tunnel): it is
+        forgotten once both sides ended (maybe already)."""
+        self.task = None
+        self.conn._maybe_forget(self)
 
     def finish(self) -> None:
         """Done with this exchange: reset it if either side is still open (NO_ERROR when our

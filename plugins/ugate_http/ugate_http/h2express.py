@@ -1,6 +1,6 @@
 """The express lane of the HTTP/2 front: common requests answered from callbacks.
 
-A stream of the HTTP/2 front (:class:`~ugate_http.h2server.H2Front`) is normally answered by
+A stream of the HTTP/2 front (:class:`~ugate_http.lanes.H2Lane`) is normally answered by
 a task: a coroutine per request, awaiting the upstream pool's exchange, each body piece and
 the send windows. For the common request — no body, a listener without credentials, an
 address this client connection was already allowed to reach, that speaks HTTP/1.1 and to
@@ -25,19 +25,16 @@ until the head, then ``gateway.idle_timeout`` without progress).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ugate_core import H2ErrorCode
 
-from .client import UpstreamResponse, _Conn
+from .client import PooledConn, UpstreamResponse
 from .express import UpstreamLeg
 from .h1 import Framing, Headers, MessageEnded, Request, Response
 from .h2conn import H2Exchange, StreamResetError
 from .h2msg import H2Request, response_headers, trailer_headers
+from .lanes import H2Lane
 from .raw import response_fields
-
-if TYPE_CHECKING:
-    from .h2server import H2Front
 
 log = logging.getLogger("ugate.http")
 
@@ -50,7 +47,7 @@ class H2Express(UpstreamLeg):
 
     _raw_parse = staticmethod(response_fields)
 
-    def __init__(self, front: H2Front, ex: H2Exchange, req: H2Request, conn: _Conn,
+    def __init__(self, front: H2Lane, ex: H2Exchange, req: H2Request, conn: PooledConn,
                  address: str, t0: float) -> None:
         super().__init__(front.pool, conn, address, t0)
         self.front = front
@@ -112,7 +109,7 @@ class H2Express(UpstreamLeg):
         if head.framing is Framing.TUNNEL:  # unasked: the task answers 502
             self._unhook()
             resp = UpstreamResponse(front.pool, self.conn, head, None, True)
-            front.express_handoff(self, front.answer(ex, self.req, resp, self.address,
+            front.express_handoff(self.ex, front.answer(ex, self.req, resp, self.address,
                                                      None, self.t0))
             return False
         self._took_head(head, front.loop.time())
@@ -174,18 +171,18 @@ class H2Express(UpstreamLeg):
     def _finished(self) -> None:
         """The stream ended (its last frame went out, or it failed): the front's timer
         forgets it. (The upstream part, if left, ends in this same callback chain.)"""
-        self.front.express.pop(self.ex.sid, None)
+        self.front.express_forget(self.ex)
 
     # ------------------------------------------------------------------ endings
     def _retry(self) -> None:
         log.debug("upstream_retry address=%s reason=stale_keepalive", self.address)
-        self.front.express_handoff(self, self.front.proxy(self.ex, self.req))
+        self.front.express_handoff(self.ex, self.front.proxy(self.ex, self.req))
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
-        self.front.express_handoff(self, self.front.fail(self.ex, status, reason, message))
+        self.front.express_handoff(self.ex, self.front.fail(self.ex, status, reason, message))
 
     def _client_blocked(self) -> bool:
-        return self.ex._tx_blocked
+        return self.ex.blocked
 
     def _cut(self, why: str) -> None:
         """The answer had started: the stream is reset, the upstream connection dropped."""
@@ -199,7 +196,7 @@ class H2Express(UpstreamLeg):
                  "error=%r", front.ctx.name, front.peer, self.address,
                  head.status if head else 0, self.received, why)
         self.ex.on_fail = None
-        front.express.pop(self.ex.sid, None)
+        front.express_forget(self.ex)
         if not self.ex.local_ended:
             self.ex.reset(H2ErrorCode.INTERNAL_ERROR)
 
@@ -210,4 +207,4 @@ class H2Express(UpstreamLeg):
             self.done = True
             self.conn.abort()
         self.ex.on_writable = None
-        self.front.express.pop(self.ex.sid, None)
+        self.front.express_forget(self.ex)

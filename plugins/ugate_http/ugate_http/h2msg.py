@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from ugate_core import Sniff
 
+from .forwarding import answer_fields
 from .h1 import Framing, Headers, HttpError, Request, Response, field_values
 from .h2conn import PREFACE, Header
 from .rewrite import FRAMING, HOP_BY_HOP, REASONS, split_authority
@@ -35,8 +36,8 @@ _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 _LENGTH = re.compile(rb"[0-9]{1,18}")
 _B64URL = re.compile(r"[A-Za-z0-9_\-]*={0,2}")
 #: request fields the proxy consumes or that describe the h2 connection, never forwarded
-_DROP = HOP_BY_HOP | FRAMING | {"host", "expect", "http2-settings"}
-_DROP_B = frozenset(x.encode() for x in _DROP)
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"host", "expect", "http2-settings"}
+_DROP_B = frozenset(x.encode() for x in REQUEST_DROP)
 #: fields RFC 9113 8.2.2 forbids in HTTP/2
 _CONNECTION_B = frozenset({b"connection", b"proxy-connection", b"keep-alive",
                            b"transfer-encoding", b"upgrade", b"http2-settings"})
@@ -187,7 +188,7 @@ def request_from_h1(req: Request, *, default_port: int) -> H2Request:
     if _PATH_STR.fullmatch(req.target) is None:
         raise HttpError(f"bad request target {req.target[:100]!r} for an h2c upgrade")
     h, port = split_authority(hosts[0], default_port)
-    drop = _DROP | req.connection
+    drop = REQUEST_DROP | req.connection
     out = tuple((k.lower(), v) for k, v in req.headers if k.lower() not in drop)
     return H2Request(method=req.method, scheme="http", authority=hosts[0], host=h, port=port,
                      path=req.target, headers=out, length=None,
@@ -215,23 +216,11 @@ def h2c_settings(req: Request) -> bytes | None:
 
 
 def response_headers(head: Response, method: str) -> list[Header]:
-    """The h2 header list for an upstream's response head (hop-by-hop fields removed, names
-    lower-cased, ``content-length`` kept where it describes the body)."""
+    """The h2 header list for an upstream's response head (``forwarding.answer_fields``,
+    names lower-cased)."""
+    fields, _ = answer_fields(head, method, lower=True)
     out: list[Header] = [(b":status", str(head.status).encode())]
-    drop = HOP_BY_HOP | FRAMING | head.connection
-    for k, v in head.headers:
-        low = k.lower()
-        if low in drop:
-            continue
-        out.append((low.encode("latin-1"), v.encode("latin-1")))
-    if head.framing is Framing.LENGTH:
-        out.append((b"content-length", str(head.length).encode()))
-    elif head.framing is Framing.NONE:
-        cl = head.get("content-length")
-        if cl is not None and (method == "HEAD" or head.status == 304):
-            out.append((b"content-length", cl.strip().encode("latin-1")))
-        elif head.status not in (204, 304) and method != "HEAD":
-            out.append((b"content-length", b"0"))
+    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
     return out
 
 

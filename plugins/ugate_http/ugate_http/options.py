@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ugate_core import ConfigError
+from ugate_core import ConfigError, ExpectedIdentity, normalize_id, parse_identity
 from ugate_core import options as opt
 
 from .h1 import DEFAULT_MAX_HEADER_BYTES
@@ -25,6 +25,10 @@ class HttpOptions:
     #: request by its Host; ``auto``: the request's form decides
     mode: str = "forward"
     users: Mapping[str, str] = field(default_factory=dict)
+    #: mesh identities (``id:<mesh ID>``, ``spiffe://<trust domain>/<path>``) whose TLS
+    #: client certificate (the shared port's TLS front) authenticates a client without a
+    #: password
+    identities: tuple[ExpectedIdentity, ...] = ()
     realm: str = "ugate"
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     keepalive_timeout: float = 60.0
@@ -44,13 +48,43 @@ class HttpOptions:
     #: answer common requests from callbacks (express.py); false: every request in the task
     express: bool = True
 
+    @property
+    def auth(self) -> bool:
+        """Every request must authenticate (a password or a listed mesh identity)."""
+        return bool(self.users or self.identities)
+
 
 KEYS = tuple(HttpOptions.__dataclass_fields__)
 
 
 def has_auth(options: Mapping[str, Any]) -> bool:
-    """True when the listener names users: then every request must authenticate."""
-    return bool(options.get("users"))
+    """True when the listener names users or identities: then every request must
+    authenticate."""
+    return bool(options.get("users") or options.get("identities"))
+
+
+#: what a client certificate that the TLS front verified tells a request (``meta.peer_id``,
+#: ``meta.extra["spiffe"]``)
+IDENTITY_KINDS = ("id", "spiffe")
+
+
+def _identities(options: Mapping[str, Any], path: str) -> tuple[ExpectedIdentity, ...]:
+    values = opt.strings(options, "identities", path, ())
+    out = []
+    for i, v in enumerate(values):
+        where = f"{path}.identities[{i}]"
+        e = parse_identity(v, where)
+        if e.kind not in IDENTITY_KINDS:
+            raise ConfigError(where, f"{v!r}: only 'id:<mesh ID>' and "
+                              "'spiffe://<trust domain>/<path>' name a client here")
+        if e.kind == "id":
+            mesh_id = normalize_id(e.value)
+            if mesh_id is None:
+                raise ConfigError(where, f"{v!r}: {e.value!r} is not a mesh ID (52 base32 "
+                                  "characters, see 'ugate id')")
+            e = ExpectedIdentity("id", mesh_id)
+        out.append(e)
+    return tuple(out)
 
 
 def _num(options: Mapping[str, Any], key: str, path: str, default: float, lo: float) -> float:
@@ -92,6 +126,7 @@ def parse_options(options: Mapping[str, Any], path: str) -> HttpOptions:
     return HttpOptions(
         mode=mode,
         users=dict(users),
+        identities=_identities(options, path),
         realm=realm,
         max_header_bytes=_int(options, "max_header_bytes", path, d.max_header_bytes, 1024,
                               16 << 20),

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from ugate_core import ListenerType, hookimpl
 
+from .h1front import close_state, serve
 from .options import KEYS, check_options, has_auth
-from .proxy import close_state, serve
 from .roundtripper import GatewayRoundTripper
 from .routes import hookspecs
 from .sniff import sniff

@@ -13,7 +13,7 @@ returns ``None`` and takes the parsing path.
 
 Sans-IO and pure: :func:`request_parts` and :func:`response_head` only look at bytes. The
 property tests (``tests/test_raw.py``) hold them to the parsing path byte for byte: whatever
-the raw lane produces is what ``RequestParser`` + ``_Session._fields`` + ``encode_head`` (and
+the raw lane produces is what ``RequestParser`` + ``H1Front._fields`` + ``encode_head`` (and
 ``ResponseParser`` + ``rewrite.response_head``) produce for the same input.
 """
 

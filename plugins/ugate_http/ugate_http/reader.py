@@ -155,6 +155,11 @@ class EventReader:
         if self._events or self._eof or self._error is not None or self.parser.buffered():
             self._wake()
 
+    def quiet(self) -> bool:
+        """Nothing arrived: no event, no unparsed byte, no end (an idle pooled connection
+        that may carry the next request)."""
+        return not (self._eof or self._events or self.parser.buffered())
+
     def pending(self) -> bool:
         """True if events or unparsed bytes are waiting (a pipelined request)."""
         return bool(self._events) or self.parser.buffered() > 0

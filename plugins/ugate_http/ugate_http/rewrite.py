@@ -1,5 +1,6 @@
 """Pure helpers a proxy needs between parsing and sending: targets, authorities, hop-by-hop
-fields, ``Forwarded`` / ``X-Forwarded-For``, Basic credentials, error answers."""
+fields, ``Forwarded`` / ``X-Forwarded-For`` elements, Basic credentials (the rules that use
+them, answers included, are ``forwarding.py``'s)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 
 from ugate_core import format_hostport
 
-from .h1 import Framing, Headers, HttpError, Request, Response, connection_tokens, encode_head
+from .h1 import Headers, HttpError, connection_tokens
 
 #: fields that describe one connection, never forwarded (RFC 9110 7.6.1, plus legacy ones)
 HOP_BY_HOP = frozenset({
@@ -19,7 +20,8 @@ HOP_BY_HOP = frozenset({
 })
 #: framing fields: the sender sets them from the body it actually sends
 FRAMING = frozenset({"content-length", "transfer-encoding"})
-_HOP_FRAMING = HOP_BY_HOP | FRAMING
+#: both: what never passes a proxy as it came
+HOP_FRAMING = HOP_BY_HOP | FRAMING
 
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::([0-9]{0,5}))?")
 _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(#.*)?")
@@ -87,7 +89,7 @@ def end_to_end(headers: Headers, *, keep: frozenset[str] = frozenset(),
     lower-case names to let through anyway)."""
     if tokens is None:
         tokens = connection_tokens(headers)
-    drop = (_HOP_FRAMING | tokens) - keep if tokens or keep else _HOP_FRAMING
+    drop = (HOP_FRAMING | tokens) - keep if tokens or keep else HOP_FRAMING
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
@@ -114,47 +116,6 @@ def basic_credentials(value: str) -> tuple[str, str] | None:
     text = raw.decode("utf-8", "replace")
     user, sep, pw = text.partition(":")
     return (user, pw) if sep else None
-
-
-def error_response(status: int, message: str, extra: list[tuple[str, str]] | None = None,
-                   close: bool = True) -> bytes:
-    """A complete plain-text answer that says why."""
-    body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
-    fields = [("Content-Type", "text/plain; charset=utf-8"),
-              ("Content-Length", str(len(body))), *(extra or [])]
-    if close:
-        fields.append(("Connection", "close"))
-    line = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"
-    return encode_head(line, _safe(fields)) + body
-
-
-def _safe(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v.replace("\r", " ").replace("\n", " ")) for k, v in fields]
-
-
-def response_head(req: Request, head: Response) -> tuple[bytes, bool, bool]:
-    """The head to send the client for the upstream's final response ``head`` to ``req``:
-    (bytes, re-chunk the body?, keep the client connection?)."""
-    keep = req.keep_alive
-    fields = end_to_end(head.headers, tokens=head.connection)
-    chunked = False
-    if head.framing is Framing.LENGTH:
-        fields.append(("Content-Length", str(head.length)))
-    elif head.framing is Framing.NONE:
-        cl = head.get("content-length")
-        if req.method == "HEAD" or head.status == 304:
-            if cl is not None:
-                fields.append(("Content-Length", cl.strip()))
-        elif head.status != 204:
-            fields.append(("Content-Length", "0"))
-    elif req.version == "1.1":
-        fields.append(("Transfer-Encoding", "chunked"))
-        chunked = True
-    else:
-        keep = False  # an HTTP/1.0 client reads to the end of the connection
-    if not keep:
-        fields.append(("Connection", "close"))
-    return encode_head(f"HTTP/1.1 {head.status} {head.reason}", fields), chunked, keep
 
 
 def peer(meta: object) -> str:

@@ -37,7 +37,7 @@ _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(r"/[\x21-\x7e]*|\*")
 _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[^\x00\r\n]*")
-_DROP = HOP_BY_HOP | FRAMING | {"host"}
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"host"}
 #: what ``close()`` reads of an unread body to keep the connection, before giving it up
 DRAIN_BYTES = 1 << 20
 DRAIN_SECONDS = 5.0
@@ -161,7 +161,7 @@ def _outgoing(request: HttpRequest, default_port: int, secure: bool) -> Outgoing
     for k, v in request.headers:
         if _NAME.fullmatch(k) is None or _VALUE.fullmatch(v) is None:
             raise HttpError(f"header {k[:40]!r}: bad name, or CR/LF/NUL in the value")
-        if k.lower() not in _DROP:
+        if k.lower() not in REQUEST_DROP:
             fields.append((k, v.strip()))
     length = request.length
     if request.body is None and length:

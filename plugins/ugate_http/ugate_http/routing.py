@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from ugate_core import H2ErrorCode, ProtocolError, Stream, StreamMeta
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ugate.http")
 
-__all__ = ["H2Tunnel", "RouteAnswer", "answer_fields", "serve_route"]
+__all__ = ["H2Tunnel", "RouteAnswer", "RouteExchange", "handler_fields", "serve_route"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
@@ -33,7 +33,7 @@ RESERVED = frozenset({"content-length", "transfer-encoding", "connection", "keep
                       "upgrade", "proxy-connection", "te", "trailer"})
 
 
-def answer_fields(headers: Iterable[Header]) -> list[Header]:
+def handler_fields(headers: Iterable[Header]) -> list[Header]:
     """A handler's answer fields, checked (names lower-case); ``ValueError`` for a name that is
     not a token, a value with CR, LF or NUL, or a field the front sets itself."""
     out: list[Header] = []
@@ -45,6 +45,66 @@ def answer_fields(headers: Iterable[Header]) -> list[Header]:
             raise ValueError(f"answer field {name!r} is the front's to set")
         out.append((low, value))
     return out
+
+
+class RouteExchange:
+    """What both fronts' :class:`~ugate_http.routes.Exchange` classes share: the answer's
+    bookkeeping (one answer, counted), field lookup, and reading a body within a limit."""
+
+    def __init__(self, route: HttpRoute) -> None:
+        self.route = route
+        #: a head (final answer or switch of protocols) was sent
+        self.answered = False
+        self.status = 0
+        self.headers: list[Header] = []
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k == name]
+        return ", ".join(values) if values else None
+
+    def _count(self, status: int) -> None:
+        raise NotImplementedError
+
+    async def refuse(self, status: int, reason: str, message: str,
+                     extra: list[Header] | None = None) -> None:
+        raise NotImplementedError
+
+    def _answering(self, status: int, *, final: bool = True) -> None:
+        """The handler answers ``status`` now (a second answer is its bug: ProtocolError)."""
+        if self.answered:
+            raise ProtocolError("the exchange was answered already", "answered")
+        if final and not 200 <= status <= 999:
+            raise ValueError(f"status {status}: a final answer's status is 200-999")
+        self.answered = True
+        self.status = status
+        self._count(status)
+
+    async def _read_within(self, read: Callable[[], Awaitable[bytes]], limit: int,
+                           declared: int | None) -> bytes:
+        """The body ``read()`` gives until ``b""``; over ``limit`` bytes (or ``declared`` so)
+        answers 413 and raises ProtocolError."""
+        if declared is not None and declared > limit:
+            await self._too_large(limit)
+        parts: list[bytes] = []
+        n = 0
+        while data := await read():
+            n += len(data)
+            if n > limit:
+                await self._too_large(limit)
+            parts.append(data)
+        return b"".join(parts)
+
+    async def _too_large(self, limit: int) -> NoReturn:
+        if not self.answered:
+            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
+                              f"{limit} bytes")
+        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+
+    async def _not_accepted(self, what: str) -> NoReturn:
+        """``accept()`` on a request that does not switch to one of the route's protocols:
+        400, and ProtocolError for the handler."""
+        await self.refuse(400, "bad_upgrade", f"{self.route.name}: not {what}")
+        raise ProtocolError(f"not {what}", "bad_upgrade")
 
 
 class RouteAnswer(Protocol):

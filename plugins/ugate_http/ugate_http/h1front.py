@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ugate_core import DialError, ListenerContext, ProtocolError, Sniff, Stream, StreamMeta
 
-from .client import OutgoingRequest, Reply, _allowed, _Conn
+from .client import OutgoingRequest, PooledConn, Reply, allowed_addresses
 from .express import Exchange, Handoff, close_step
 from .forwarding import (
     ClientForwarding,
@@ -30,8 +30,10 @@ from .forwarding import (
     challenge,
     check_credentials,
     dial_failure,
+    error_response,
     loop_refusal,
     request_fields,
+    response_head,
     via_entry,
 )
 from .h1 import (
@@ -47,8 +49,9 @@ from .h1 import (
     encode_head,
     encode_last_chunk,
 )
+from .h2front import serve_h2
 from .h2msg import h2c_settings, preface_match
-from .h2server import serve_h2
+from .lanes import RequestBody
 from .options import HttpOptions, parse_options
 from .raw import request_head, request_parts
 from .reader import EventReader
@@ -59,14 +62,12 @@ from .rewrite import (
     REASONS,
     address_of,
     end_to_end,
-    error_response,
     peer,
-    response_head,
     split_absolute,
     split_authority,
 )
 from .routes import Header, HttpRoute, RouteTable
-from .routing import answer_fields, serve_route
+from .routing import RouteExchange, handler_fields, serve_route
 from .state import PluginState, close_state, state_for
 
 log = logging.getLogger("ugate.http")
@@ -82,7 +83,7 @@ WHOLE_BODY = 64 * 1024
 #: _read_head: the wait ended because the express lane answered requests meanwhile
 _AGAIN = object()
 #: request fields never forwarded as they came
-_DROP = HOP_BY_HOP | FRAMING | {"host", "expect"}
+REQUEST_DROP = HOP_BY_HOP | FRAMING | {"host", "expect"}
 
 __all__ = ["DIAL_STATUS", "PluginState", "close_state", "serve", "state_for"]
 
@@ -110,7 +111,7 @@ async def serve(stream: Stream, ctx: ListenerContext) -> None:
         if await _h2_preface(stream, deadline):
             await serve_h2(stream, ctx, opts, state, tls=False)
             return
-    session = _Session(stream, ctx, opts, state)
+    session = H1Front(stream, ctx, opts, state)
     session.first_deadline = deadline
     await session.run()
 
@@ -138,7 +139,7 @@ async def _h2_preface(stream: Stream, deadline: float) -> bool:
 class _ClientBody:
     """The client's request body as the pool reads it; sends ``100 Continue`` on first read."""
 
-    def __init__(self, session: _Session, expect_continue: bool) -> None:
+    def __init__(self, session: H1Front, expect_continue: bool) -> None:
         self.s = session
         self.expect_continue = expect_continue
         self.done = False
@@ -167,7 +168,7 @@ class _ClientBody:
                         "client_closed", 400)
 
 
-class _Session:
+class H1Front:
     """One client connection: a loop of requests."""
 
     def __init__(
@@ -181,6 +182,8 @@ class _Session:
         self.reader = EventReader(stream, RequestParser(max_header_bytes=opts.max_header_bytes))
         #: the listener's name (a property of ctx: asked per request)
         self.lname = ctx.name
+        #: how the client reached us: ``Forwarded: proto=``
+        self.scheme = "https" if _in_tls(stream) else "http"
         self.pool = state.pool(ctx.name, opts)
         self.idle: float | None = self.gw.config.gateway.idle_timeout or None
         self.loop = asyncio.get_running_loop()
@@ -200,7 +203,7 @@ class _Session:
         #: the express exchanges' deadlines: one timer, re-armed only when it fires
         self._ex_timer: asyncio.TimerHandle | None = None
         self._ex_timer_at = 0.0
-        #: the addresses the policy allowed this connection (client._allowed's set)
+        #: the addresses the policy allowed this connection (client.allowed_addresses's set)
         self._allowed: set[str] | None = None
         #: this client's Forwarded / X-Forwarded-For elements (made when first asked)
         self._forwarded: ClientForwarding | None = None
@@ -212,7 +215,7 @@ class _Session:
         self._raw_routes: dict[bytes, tuple[str, bytes]] = {}
         #: other plugins' paths (routes.py), None when there are none
         self.routes: RouteTable | None = state.routes or None
-        if opts.express and not opts.users:
+        if opts.express and not opts.auth:
             self.reader.hook = self._on_client_events
             self.reader.whole = self._express_whole
             if opts.mode != "forward":
@@ -318,7 +321,7 @@ class _Session:
         address, extra = route
         allowed = self._allowed
         if allowed is None or len(allowed) > 64:
-            allowed = self._allowed = _allowed(self.stream.meta)
+            allowed = self._allowed = allowed_addresses(self.stream.meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -411,7 +414,7 @@ class _Session:
         meta = self.stream.meta
         allowed = self._allowed
         if allowed is None or len(allowed) > 64:
-            allowed = self._allowed = _allowed(meta)
+            allowed = self._allowed = allowed_addresses(meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -429,7 +432,7 @@ class _Session:
         self._express_started(ex, conn, req.method)
         return True
 
-    def _express_started(self, ex: Exchange, conn: _Conn, method: str) -> None:
+    def _express_started(self, ex: Exchange, conn: PooledConn, method: str) -> None:
         """Both lanes, once the request went upstream: count it, arm the timer, and take
         what the upstream may have sent already."""
         self.expressed += 1
@@ -608,16 +611,19 @@ class _Session:
         return await self.fail(*dial_failure(e, address))
 
     async def _auth(self, req: Request, *, proxy: bool) -> bool:
-        """Check Basic credentials if the listener has users; answer 407/401 if they fail."""
-        users = self.opts.users
-        if not users:
+        """Authenticate the request if the listener asks (``users``, ``identities``); answer
+        407/401 if it fails."""
+        opts = self.opts
+        if not opts.auth:
             return True
+        users = opts.users
         refusal = check_credentials(
             users, req.get("Proxy-Authorization" if proxy else "Authorization"),
-            self.stream.meta, proxy=proxy)
+            self.stream.meta, proxy=proxy, identities=opts.identities)
         if refusal is not None:
-            return await self.fail(*refusal, [challenge(self.opts.realm, proxy=proxy)])
-        if not proxy:
+            return await self.fail(*refusal, [challenge(opts.realm, proxy=proxy)]
+                                   if users else None)
+        if not proxy and users:
             self.consumed = "authorization"  # ours, not the upstream's
         return True
 
@@ -667,7 +673,7 @@ class _Session:
     def _fields(self, req: Request, host: str | None) -> Found:
         """The fields to forward and what this gateway acts on (forwarding.request_fields).
         ``host`` None: the request's own ``Host`` (``f.hosts`` says how many it has)."""
-        drop = _DROP
+        drop = REQUEST_DROP
         if req.connection or self.consumed:
             drop = drop | req.connection | {self.consumed}
         token = self.state.via
@@ -708,7 +714,7 @@ class _Session:
             raise
 
     async def answer(self, req: Request, resp: Reply, address: str, target: str,
-                     body: _ClientBody | None, upgrade: str | None, t0: float) -> bool:
+                     body: RequestBody | None, upgrade: str | None, t0: float) -> bool:
         """Pass the upstream's response to the client; True if the connection stays open."""
         meta = self.stream.meta
         head = resp.head
@@ -763,117 +769,68 @@ class _Session:
         return keep and (body is None or body.done)
 
 
-class H1Route:
+class H1Route(RouteExchange):
     """A request to a plugin's route over HTTP/1.1 (:class:`~ugate_http.routes.Exchange`)."""
 
-    def __init__(self, session: _Session, req: Request, route: HttpRoute) -> None:
+    def __init__(self, session: H1Front, req: Request, route: HttpRoute) -> None:
+        super().__init__(route)
         self.s = session
         self.req = req
-        self.route = route
-        self.answered = False
-        self.status = 0
+        self.method = req.method
+        self.path = req.target
+        self.headers = [(k.lower(), v) for k, v in req.headers]
+        self.protocol = _upgrade_of(req)
+        self.http_version = "1.1"
         #: the connection goes on with the next request
         self.keep = False
-        self._headers: list[Header] | None = None
-        self._protocol = _upgrade_of(req)
-
-    @property
-    def method(self) -> str:
-        return self.req.method
-
-    @property
-    def path(self) -> str:
-        return self.req.target
-
-    @property
-    def headers(self) -> list[Header]:
-        h = self._headers
-        if h is None:
-            h = self._headers = [(k.lower(), v) for k, v in self.req.headers]
-        return h
-
-    @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def http_version(self) -> str:
-        return "1.1"
 
     @property
     def meta(self) -> StreamMeta:
         return self.s.stream.meta
 
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else None
-
-    def _body_done(self) -> bool:
-        b = self.s.body
-        return self.req.framing is Framing.NONE or (b is not None and b.done)
-
     async def body(self, limit: int) -> bytes:
         req = self.req
         if req.framing is Framing.NONE:
             return b""
-        if req.framing is Framing.LENGTH and req.length > limit:
-            await self._too_large(limit)
         s = self.s
         b = s.body
         if b is None:
             expect = req.get("expect")
             b = s.body = _ClientBody(s, expect is not None
                                      and expect.strip().lower() == "100-continue")
-        parts: list[bytes] = []
-        n = 0
-        while data := await b.read():
-            n += len(data)
-            if n > limit:
-                await self._too_large(limit)
-            parts.append(data)
-        return b"".join(parts)
-
-    async def _too_large(self, limit: int) -> None:
-        if not self.answered:
-            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
-                              f"{limit} bytes")
-        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+        return await self._read_within(
+            b.read, limit, req.length if req.framing is Framing.LENGTH else None)
 
     async def respond(self, status: int, headers: Iterable[Header] = (),
                       body: bytes = b"") -> None:
-        if self.answered:
-            raise ProtocolError("the exchange was answered already", "answered")
-        if not 200 <= status <= 999:
-            raise ValueError(f"status {status}: a final answer's status is 200-999")
-        fields = answer_fields(headers)
+        fields = handler_fields(headers)
+        self._answering(status)
         if status not in (204, 304):
             fields.append(("content-length", str(len(body))))
-        self.keep = self.req.keep_alive and self._body_done()
+        b = self.s.body
+        self.keep = self.req.keep_alive and (self.req.framing is Framing.NONE
+                                             or (b is not None and b.done))
         if not self.keep:
             fields.append(("connection", "close"))
-        self._sent(status)
         head = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", fields)
         await self.s._write(head if self.req.method == "HEAD" or status in (204, 304)
                             else head + body)
 
     async def accept(self, headers: Iterable[Header] = ()) -> Stream:
-        p = self._protocol
+        p = self.protocol
         if self.answered:
             raise ProtocolError("the exchange was answered already", "answered")
         if p is None or p not in self.route.protocols or self.req.framing is not Framing.NONE:
-            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an upgrade to "
-                              f"{' or '.join(sorted(self.route.protocols)) or 'a protocol'}")
-            raise ProtocolError("not an upgrade this route accepts", "bad_upgrade")
-        fields = [("Connection", "Upgrade"), ("Upgrade", p), *answer_fields(headers)]
-        self._sent(101)
+            await self._not_accepted("an upgrade to " + (
+                " or ".join(sorted(self.route.protocols)) or "a protocol"))
+        fields = [("Connection", "Upgrade"), ("Upgrade", p), *handler_fields(headers)]
+        self._answering(101, final=False)
         s = self.s
         await s._write(encode_head("HTTP/1.1 101 Switching Protocols", fields))
         s.reader.detach()  # the bytes after the head stay in the stream, in front
         return s.stream
 
-    def _sent(self, status: int) -> None:
-        self.answered = True
-        self.status = status
+    def _count(self, status: int) -> None:
         self.s.count(status)
 
     # RouteAnswer
@@ -899,9 +856,9 @@ def _upgrade_of(req: Request) -> str | None:
     return value.split(",", 1)[0].strip().lower() or None
 
 
-def _client(session: _Session) -> ClientForwarding:
+def _client(session: H1Front) -> ClientForwarding:
     """A session's Forwarded / X-Forwarded-For elements (made when first asked)."""
     fw = session._forwarded
     if fw is None:
-        fw = session._forwarded = ClientForwarding(session.stream.meta.remote)
+        fw = session._forwarded = ClientForwarding(session.stream.meta.remote, session.scheme)
     return fw

@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ugate_core import DialError, H2ErrorCode, ListenerContext, ProtocolError, Stream, StreamMeta
 
-from .client import OutgoingRequest, Reply, _allowed
+from .client import OutgoingRequest, Reply, allowed_addresses
 from .forwarding import (
     ClientForwarding,
     Found,
     challenge,
     check_credentials,
     dial_failure,
+    error_answer,
     loop_refusal,
     request_fields,
     via_entry,
@@ -31,10 +32,11 @@ from .h1 import Framing, HttpError, Request, Response, encode_head
 from .h2conn import H2Conn, H2Exchange, H2Limits, Header, StreamResetError
 from .h2express import H2Express
 from .h2msg import H2Request, parse_request, request_from_h1, response_headers, trailer_headers
+from .lanes import RequestBody
 from .options import HttpOptions
 from .rewrite import address_of
 from .routes import HttpRoute, RouteTable
-from .routing import H2Tunnel, answer_fields, serve_route
+from .routing import H2Tunnel, RouteExchange, handler_fields, serve_route
 from .state import PluginState
 
 log = logging.getLogger("ugate.http")
@@ -136,18 +138,18 @@ class H2Front:
         self._timer: asyncio.TimerHandle | None = None
         self.pool = state.pool(ctx.name, opts)
         #: the express lane (h2express.py): its streams by id, and their deadlines' timer
-        self._lane = opts.express and not opts.users
+        self._lane = opts.express and not opts.auth
         self.express: dict[int, H2Express] = {}
         self._xp_timer: asyncio.TimerHandle | None = None
         self.peer = _peer(stream)
         self._via = via_entry("2", state.via)
         #: this client's Forwarded / X-Forwarded-For elements
-        self._client = ClientForwarding(stream.meta.remote)
+        self._client = ClientForwarding(stream.meta.remote, self.scheme)
         #: header lists seen on this connection → [the parsed request, the express lane's
         #: (address, upstream head) once made]: clients repeat their heads, and both are
         #: pure functions of the list and this connection
         self._seen: dict[tuple[Header, ...], _Seen] = {}
-        #: the addresses the policy allowed this connection (client._allowed's set)
+        #: the addresses the policy allowed this connection (client.allowed_addresses's set)
         self._allowed: set[str] | None = None
         #: other plugins' paths (routes.py), None when there are none
         self.routes: RouteTable | None = state.routes or None
@@ -280,7 +282,7 @@ class H2Front:
             if tunnel is None:
                 ex.finish()
             else:
-                ex.task = None
+                ex.task_done()
                 if not tunnel.relaying:
                     tunnel.close()
         log.debug("http_route listener=%s client=%s version=2 route=%s method=%s target=%s "
@@ -305,8 +307,8 @@ class H2Front:
         address, head = prep
         meta = self.stream.meta
         allowed = self._allowed
-        if allowed is None or len(allowed) > 64:  # (client._allowed starts a new set then)
-            allowed = self._allowed = _allowed(meta)
+        if allowed is None or len(allowed) > 64:  # (client.allowed_addresses starts a new set then)
+            allowed = self._allowed = allowed_addresses(meta)
         if address not in allowed or not self.state.speaks_h1(address):
             return False
         conn = self.pool.take_reusable(address)
@@ -339,9 +341,12 @@ class H2Front:
             if first != float("inf"):
                 self._xp_timer = self.loop.call_at(first, self._express_tick)
 
-    def express_handoff(self, xp: H2Express, step: Awaitable[None]) -> None:
-        """Give an express stream to a task, which runs ``step`` for it."""
-        ex = xp.ex
+    def express_forget(self, ex: H2Exchange) -> None:
+        """Stream ``ex`` left the express lane (lane contract)."""
+        self.express.pop(ex.sid, None)
+
+    def express_handoff(self, ex: H2Exchange, step: Awaitable[None]) -> None:
+        """Give an express stream to a task, which runs ``step`` for it (lane contract)."""
         self.express.pop(ex.sid, None)
         ex.on_fail = ex.on_writable = ex.on_finish = None
 
@@ -387,17 +392,13 @@ class H2Front:
         self.state.count(self.ctx.name, status)
 
     async def fail(self, ex: H2Exchange, status: int, reason: str, message: str,
-                   extra: list[Header] | None = None) -> None:
-        """Count and log a refusal and answer it on the stream."""
+                   extra: list[tuple[str, str]] | None = None) -> None:
+        """Count and log a refusal and answer it on the stream (lane contract)."""
         self.ctx.reject(reason, message, self.stream.meta)
         self.count(status)
-        body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
-        head: list[Header] = [
-            (b":status", str(status).encode()),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            *(extra or []),
-        ]
+        fields, body = error_answer(status, message, extra)
+        head: list[Header] = [(b":status", str(status).encode())]
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in fields]
         ex.send_headers(head)
         await ex.send_data(body, end=True, timeout=self.idle)
 
@@ -407,21 +408,22 @@ class H2Front:
         return request_fields(req.headers, req.authority, token=self.state.via, via=self._via,
                               drop=_AUTHZ if consumed else _NONE,
                               client=self._client if self.opts.forwarded else None,
-                              proto=req.scheme, lower=False)
+                              lower=False)
 
     async def proxy(self, ex: H2Exchange, req: H2Request) -> None:
         """Route ``req`` (credentials, fields, upstream) and answer it on its stream."""
         meta = self.stream.meta
         opts = self.opts
         consumed = ""
-        if opts.users:
+        if opts.auth:
             value = next((v for k, v in req.headers if k == "authorization"), None)
-            refusal = check_credentials(opts.users, value, meta, proxy=False)
+            refusal = check_credentials(opts.users, value, meta, proxy=False,
+                                        identities=opts.identities)
             if refusal is not None:
-                name, text = challenge(opts.realm, proxy=False)
-                await self.fail(ex, *refusal, extra=[(name.lower().encode(), text.encode())])
+                await self.fail(ex, *refusal, extra=[challenge(opts.realm, proxy=False)]
+                                if opts.users else None)
                 return
-            consumed = "authorization"
+            consumed = "authorization" if opts.users else ""
         address = address_of(req.host, req.port)
         f = self._fields(req, consumed)
         if f.loop:
@@ -460,7 +462,7 @@ class H2Front:
         return _Interim(ex)
 
     async def answer(self, ex: H2Exchange, req: H2Request, resp: Reply, address: str,
-                     body: _H2Body | None, t0: float) -> None:
+                     body: RequestBody | None, t0: float) -> None:
         head = resp.head
         if head.framing is Framing.TUNNEL:
             resp.abort()
@@ -504,21 +506,20 @@ class H2Front:
                   head.status, up, resp.received, resp.reused, (self.loop.time() - t0) * 1000)
 
 
-class H2Route:
+class H2Route(RouteExchange):
     """A request to a plugin's route over HTTP/2 (:class:`~ugate_http.routes.Exchange`); an
     RFC 8441 extended CONNECT is accepted as an :class:`~ugate_http.routing.H2Tunnel`."""
 
     def __init__(self, front: H2Front, ex: H2Exchange, route: HttpRoute) -> None:
+        super().__init__(route)
         self.front = front
         self.ex = ex
-        self.route = route
-        self.answered = False
-        self.status = 0
         self.tunnel: H2Tunnel | None = None
         self.method = self.path = ""
         self.protocol: str | None = None
+        self.http_version = "2"
         authority: str | None = None
-        fields: list[tuple[str, str]] = []
+        fields = self.headers
         for name, value in ex.headers:
             if name[:1] == b":":
                 v = value.decode("latin-1")
@@ -534,58 +535,33 @@ class H2Route:
                 fields.append((name.decode("latin-1"), value.decode("latin-1")))
         if authority is not None and not any(k == "host" for k, _ in fields):
             fields.insert(0, ("host", authority))
-        self.headers = fields
-
-    @property
-    def http_version(self) -> str:
-        return "2"
 
     @property
     def meta(self) -> StreamMeta:
         return self.front.stream.meta
 
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else None
-
     async def body(self, limit: int) -> bytes:
-        declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._too_large(limit)
         ex = self.ex
         idle = self.front.idle
-        parts: list[bytes] = []
-        n = 0
-        while True:
+
+        async def read() -> bytes:
             try:
-                data = await ex.read(idle)
+                return await ex.read(idle)
             except TimeoutError:
                 raise HttpError(f"client sent no request body bytes for {idle:g}s",
                                 "body_timeout", 408) from None
-            if not data:
-                return b"".join(parts)
-            n += len(data)
-            if n > limit:
-                await self._too_large(limit)
-            parts.append(data)
 
-    async def _too_large(self, limit: int) -> None:
-        if not self.answered:
-            await self.refuse(413, "body_too_large", f"{self.route.name}: request body over "
-                              f"{limit} bytes")
-        raise ProtocolError(f"request body over {limit} bytes", "body_too_large")
+        declared = self.header("content-length")
+        return await self._read_within(read, limit, int(declared) if declared is not None
+                                       and declared.isdigit() else None)
 
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (),
                       body: bytes = b"") -> None:
-        if self.answered:
-            raise ProtocolError("the exchange was answered already", "answered")
-        if not 200 <= status <= 999:
-            raise ValueError(f"status {status}: a final answer's status is 200-999")
         head: list[Header] = [(b":status", str(status).encode())]
-        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in handler_fields(headers)]
+        self._answering(status)
         if status not in (204, 304):
             head.append((b"content-length", str(len(body)).encode()))
-        self._sent(status)
         ex = self.ex
         if not body or self.method == "HEAD" or status in (204, 304):
             ex.send_headers(head, end=True)
@@ -598,19 +574,15 @@ class H2Route:
             raise ProtocolError("the exchange was answered already", "answered")
         p = self.protocol
         if self.method != "CONNECT" or p is None or p not in self.route.protocols:
-            await self.refuse(400, "bad_upgrade", f"{self.route.name}: not an extended "
-                              "CONNECT for a protocol this path accepts")
-            raise ProtocolError("not an extended CONNECT this route accepts", "bad_upgrade")
+            await self._not_accepted("an extended CONNECT for a protocol this path accepts")
         head: list[Header] = [(b":status", b"200")]
-        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer_fields(headers)]
-        self._sent(200)
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in handler_fields(headers)]
+        self._answering(200)
         self.ex.send_headers(head)
         t = self.tunnel = H2Tunnel(self.ex, self.front.stream.meta)
         return t
 
-    def _sent(self, status: int) -> None:
-        self.answered = True
-        self.status = status
+    def _count(self, status: int) -> None:
         self.front.count(status)
 
     # RouteAnswer
@@ -621,8 +593,7 @@ class H2Route:
         if self.ex.local_ended:
             return
         ex = self.ex
-        await self.front.fail(ex, status, reason, message,
-                              [(k.encode(), v.encode()) for k, v in extra or ()])
+        await self.front.fail(ex, status, reason, message, extra)
         # a short body still on its way is read and dropped, so the client sees its stream
         # end instead of a reset in the middle of its upload (bounded, as HTTP/1.1 lingers)
         n = 0
