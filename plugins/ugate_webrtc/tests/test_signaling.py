@@ -158,3 +158,27 @@ async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
     await asyncio.wait_for(col.fin.wait(), 10)
     assert bytes(col.data) == b"before after"
     await pc.close()
+
+
+async def test_ice_deadline_and_session_cap(start_gateway: StartGateway) -> None:
+    gw = await start_gateway(CONFIG + "connect_timeout = 0.5\nmax_sessions = 1\n")
+    sig = Signaling(gw)
+    pcs = []
+    statuses = []
+    for _ in range(2):
+        pc, _, offer = await client_offer(["a.test:1"])
+        pcs.append(pc)  # never given the answer: ICE never completes
+        ex = FakeExchange("POST", PATH, offer.encode(), SDP)
+        await sig(ex)
+        statuses.append(ex.status)
+    assert statuses == [201, 503]
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="too_many_sessions") == 1
+    for _ in range(40):
+        if not state_of(gw).sessions:
+            break
+        await asyncio.sleep(0.05)
+    assert state_of(gw).sessions == {}
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="ice_timeout") == 1
+    assert metric(gw, "ugate_webrtc_sessions_ended_total", reason="ice_timeout") == 1
+    for pc in pcs:
+        await pc.close()
