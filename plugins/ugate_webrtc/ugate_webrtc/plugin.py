@@ -9,7 +9,7 @@ from ugate_core import DialerType, hookimpl
 from ugate_http.routes import HttpRoute
 
 from .dialer import POOL, Pool, dialer_type
-from .options import PATH, SECTION
+from .options import PATH, SECTION, parse
 from .session import state_of
 from .signaling import Signaling
 
@@ -29,7 +29,8 @@ def ugate_dialer_types() -> list[DialerType]:
 
 
 @hookimpl
-def ugate_config_sections() -> list[str]:
+def ugate_config_sections(gateway: GatewayAPI) -> list[str]:
+    parse(gateway.config.section(SECTION))  # `ugate config check` names a bad key or value
     return [SECTION]
 
 
