@@ -66,6 +66,21 @@ async def node(mode: str, url: str, target: str, total: int, chans: int,
     return res
 
 
+async def chromium(mode: str, url: str, target: str, total: int, chans: int,
+                   opens: int) -> dict[str, Any]:
+    from ugate_core.testing import browser_run
+
+    spec = json.dumps({"mode": mode, "url": url, "target": target, "total": total,
+                       "chans": chans, "opens": opens})
+    try:
+        res: dict[str, Any] = await browser_run(
+            f"const SPEC = {spec};\n" + (HERE / "bench_page.js").read_text(), timeout=30)
+    except AssertionError as e:
+        print(f"  chromium {mode} x{chans}: {str(e)[:200]}", file=sys.stderr)
+        return {"stalled": True}
+    return res
+
+
 async def main(args: argparse.Namespace) -> None:
     from ugate_core import Gateway, loads
 
@@ -73,7 +88,8 @@ async def main(args: argparse.Namespace) -> None:
     target = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
     with tempfile.TemporaryDirectory() as tmp:
         gw = Gateway(loads('[admin]\nlisten = ""\n[listeners.web]\nlisten = "127.0.0.1:0"\n'
-                           'protocols = ["http"]\n[webrtc]\nhost_addresses = ["127.0.0.1"]\n',
+                           'protocols = ["http"]\n[webrtc]\nhost_addresses = ["127.0.0.1"]\n'
+                           'allow_origins = ["*"]\n',
                            "<bench>"), state_dir=Path(tmp))
         await gw.start()
         url = f"http://127.0.0.1:{gw.port('web')}/.well-known/ugate/webrtc"
@@ -83,22 +99,26 @@ async def main(args: argparse.Namespace) -> None:
         rows: dict[str, dict[str, list[float]]] = {}
         prof = cProfile.Profile() if args.profile else None
         stalls: dict[str, int] = {}
+        clients = ["node"] + (["chromium"] if os.path.exists("/usr/bin/chromium")
+                              and not args.no_chromium else [])
         for _ in range(args.rounds):
-            for mode in ("anchor", "ugate"):
+            for client, mode in ((c, m) for c in clients for m in ("anchor", "ugate")):
                 for chans in (1, 8):
                     if prof is not None and mode == "ugate":
                         prof.enable()
-                    r = await node(mode, url, target, size[mode], chans, args.opens)
+                    run = node if client == "node" else chromium
+                    r = await run(mode, url, target, size[mode], chans, args.opens)
+                    mode_name = mode if client == "node" else f"chromium-{mode}"
                     if prof is not None:
                         prof.disable()
                     if r.get("stalled"):
-                        print(f"  {mode} x{chans}: stalled (no end within 30 s), left out",
-                              file=sys.stderr)
-                        stalls[mode] = stalls.get(mode, 0) + 1
+                        print(f"  {mode_name} x{chans}: stalled (no end within 30 s), left "
+                              "out", file=sys.stderr)
+                        stalls[mode_name] = stalls.get(mode_name, 0) + 1
                         continue
-                    print(f"  {mode} x{chans}: {r['bytes'] / MiB / r['bulk_s']:.1f} MiB/s, open "
+                    print(f"  {mode_name} x{chans}: {r['bytes'] / MiB / r['bulk_s']:.1f} MiB/s, open "
                           f"{statistics.median(r['open_ms']):.2f} ms", file=sys.stderr)
-                    d = rows.setdefault(mode, {})
+                    d = rows.setdefault(mode_name, {})
                     d.setdefault(f"bulk{chans}", []).append(r["bytes"] / MiB / r["bulk_s"])
                     d.setdefault("open", []).extend(r["open_ms"])
         await gw.shutdown(1.0)
@@ -110,6 +130,14 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{k:8} {u:9.1f} MiB/s {a:9.1f} MiB/s {u / a:7.2f}x  >= 0.3x")
     u, a = med["ugate"]["open"], med["anchor"]["open"]
     print(f"{'open':8} {u:9.2f} ms    {a:9.2f} ms    {u / a:7.2f}x  <= 2x (ugate/node-dc latency)")
+    if "chromium-anchor" in med:
+        cu, ca = med.get("chromium-ugate", {}), med["chromium-anchor"]
+        print("Chromium as the client (second anchor: Chromium <-> Chromium in one page)")
+        for k in ("bulk1", "bulk8"):
+            u, a = cu.get(k, float("nan")), ca.get(k, float("nan"))
+            print(f"{k:8} {u:9.1f} MiB/s {a:9.1f} MiB/s {u / a:7.2f}x")
+        u, a = cu.get("open", float("nan")), ca.get("open", float("nan"))
+        print(f"{'open':8} {u:9.2f} ms    {a:9.2f} ms    {u / a:7.2f}x")
     if stalls:
         print(f"stalled runs (left out): {stalls}")
     if prof is not None:
@@ -123,6 +151,7 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--opens", type=int, default=20)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-chromium", action="store_true", help="node-datachannel rows only")
     a = ap.parse_args()
     try:  # the loop `ugate run` uses with ugate-core[fast]
         import uvloop
