@@ -99,8 +99,7 @@ async def main(args: argparse.Namespace) -> None:
         rows: dict[str, dict[str, list[float]]] = {}
         prof = cProfile.Profile() if args.profile else None
         stalls: dict[str, int] = {}
-        clients = ["node"] + (["chromium"] if os.path.exists("/usr/bin/chromium")
-                              and not args.no_chromium else [])
+        clients = ["node"] + ([] if args.no_chromium else ["chromium"])
         for _ in range(args.rounds):
             for client, mode in ((c, m) for c in clients for m in ("anchor", "ugate")):
                 for chans in (1, 8):
@@ -116,7 +115,8 @@ async def main(args: argparse.Namespace) -> None:
                               "out", file=sys.stderr)
                         stalls[mode_name] = stalls.get(mode_name, 0) + 1
                         continue
-                    print(f"  {mode_name} x{chans}: {r['bytes'] / MiB / r['bulk_s']:.1f} MiB/s, open "
+                    rate = r["bytes"] / MiB / r["bulk_s"]
+                    print(f"  {mode_name} x{chans}: {rate:.1f} MiB/s, open "
                           f"{statistics.median(r['open_ms']):.2f} ms", file=sys.stderr)
                     d = rows.setdefault(mode_name, {})
                     d.setdefault(f"bulk{chans}", []).append(r["bytes"] / MiB / r["bulk_s"])
@@ -153,6 +153,8 @@ if __name__ == "__main__":
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-chromium", action="store_true", help="node-datachannel rows only")
     a = ap.parse_args()
+    a.no_chromium = a.no_chromium or not os.path.exists(
+        os.environ.get("UGATE_CHROMIUM", "/usr/bin/chromium"))
     try:  # the loop `ugate run` uses with ugate-core[fast]
         import uvloop
         uvloop.install()
