@@ -7,9 +7,17 @@ import hashlib
 import json
 from pathlib import Path
 
-from webrtc_testlib import CONFIG
+from webrtc_testlib import CONFIG, Collector, client_offer, finish
 
-from ugate_core.testing import StartGateway, admin_get, browser_run, metric, node_run, require_peer
+from ugate_core.testing import (
+    StartGateway,
+    admin_get,
+    browser_run,
+    metric,
+    node_run,
+    require_peer,
+    run,
+)
 from ugate_webrtc.options import PATH
 
 HERE = Path(__file__).parent
@@ -73,3 +81,31 @@ async def test_chromium_two_channels_4mib_then_page_close_frees(start_gateway: S
     assert status == 200
     assert b"ugate_webrtc_sessions 0.0" in body, [ln for ln in body.split(b"\n") if b"webrtc" in ln]
     assert b"ugate_webrtc_channels 0.0" in body
+
+
+async def test_signaling_over_h2c_with_curl(start_gateway: StartGateway,
+                                            echo_server: tuple[str, int],
+                                            tmp_path: Path) -> None:
+    curl = require_peer("curl")
+    # h2c prior knowledge is served on a dedicated port in reverse or auto mode
+    gw = await start_gateway(CONFIG.replace('protocols = ["http"]',
+                                            'protocols = ["http"]\nmode = "auto"'))
+    host, port = echo_server
+    pc, (ch,), offer = await client_offer([f"{host}:{port}"])
+    (tmp_path / "offer.sdp").write_text(offer)
+    url = f"http://127.0.0.1:{gw.port('main')}{PATH}"
+    res = await run(curl, "-sS", "--http2-prior-knowledge", "-D", str(tmp_path / "head"),
+                    "-H", "content-type: application/sdp", "--data-binary",
+                    f"@{tmp_path / 'offer.sdp'}", url, timeout=20)
+    head = (tmp_path / "head").read_text().lower()
+    assert res.returncode == 0, res.stderr
+    assert head.startswith("http/2 201"), head
+    assert f"location: {PATH}/" in head
+    await finish(pc, res.stdout)
+    col = Collector(ch)
+    await asyncio.wait_for(col.opened.wait(), 10)
+    ch.send(b"over h2c")
+    ch.send(b"")
+    await asyncio.wait_for(col.fin.wait(), 10)
+    assert bytes(col.data) == b"over h2c"
+    await pc.close()
