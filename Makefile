@@ -46,6 +46,7 @@ bench: setup
 	$(PY) plugins/ugate_ws/bench_ws.py
 	$(PY) plugins/ugate_quic/bench_quic.py
 	$(PY) plugins/ugate_webtransport/bench_webtransport.py
+	$(PY) plugins/ugate_webrtc/bench_webrtc.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick

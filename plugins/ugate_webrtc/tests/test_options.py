@@ -1,0 +1,67 @@
+"""[webrtc] validation, tokens, offer checks: pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from ugate_core import ConfigError, ProtocolError
+from ugate_webrtc.options import parse
+from ugate_webrtc.peer import check_offer, one_fingerprint
+from ugate_webrtc.tokens import check_token, make_token
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ({"host_adresses": []}, "webrtc.host_adresses: unknown key"),
+    ({"host_addresses": ["localhost"]}, "'localhost' is not an IP address"),
+    ({"ice_servers": ["http://x"]}, "not a stun:, turn: or turns: URL"),
+    ({"max_sdp": 10}, "webrtc.max_sdp: 10 is not an integer"),
+    ({"dial_path": "x"}, "must start with '/'"),
+])
+def test_bad_values_name_the_key(table: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse(table)
+
+
+def test_defaults_use_no_ice_server() -> None:
+    o = parse({})
+    assert o.ice_servers == () and o.host_addresses == ()
+    s = parse({"ice_servers": ["stun:127.0.0.1:3478",
+                               {"urls": "turn:127.0.0.1:3478", "username": "u",
+                                "credential": "p"}]})
+    assert [x.urls for x in s.ice_servers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
+
+
+def test_tokens() -> None:
+    key = b"k" * 32
+    t = make_token(key, "alice", 60, now=1000)
+    assert check_token(key, t, now=1059) == ("alice", "")
+    assert check_token(key, t, now=1061) == (None, "expired_token")
+    assert check_token(b"other", t, now=1000) == (None, "bad_token")
+    forged = t.replace(".alice.", ".admin.")
+    assert check_token(key, forged, now=1000) == (None, "bad_token")
+    assert check_token(key, "ugw1.a.b", now=1000) == (None, "bad_token")
+    assert check_token(b"", t, now=1000) == (None, "bad_token")  # no secret: nothing verifies
+    with pytest.raises(ValueError):
+        make_token(key, "a b", 1)
+
+
+OFFER = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+         "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n"
+         "a=fingerprint:sha-256 AA\r\na=fingerprint:sha-512 BB\r\n"
+         "a=candidate:1 1 udp 2122260223 9b36eaac-bb2e-49bb-bb78-21c41c499900.local 50000 typ "
+         "host\r\na=candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host\r\n")
+
+
+def test_offer_checks_and_mdns_candidates() -> None:
+    o = check_offer(OFFER)
+    assert o.mdns_dropped == 1
+    assert ".local" not in o.sdp and "127.0.0.1 50001" in o.sdp
+    assert one_fingerprint(o.sdp).count("a=fingerprint:") == 1
+    assert "sha-256 AA" in one_fingerprint(o.sdp)
+    for bad, reason in [("x", "bad_sdp"), (OFFER.replace("webrtc-datachannel", "x"),
+                                           "no_datachannel"),
+                        (OFFER.replace("a=ice-pwd:p\r\n", ""), "bad_sdp"),
+                        (OFFER + "garbage\r\n", "bad_sdp")]:
+        with pytest.raises(ProtocolError) as e:
+            check_offer(bad)
+        assert e.value.reason == reason

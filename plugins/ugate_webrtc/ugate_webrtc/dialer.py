@@ -1,0 +1,181 @@
+"""The ``webrtc`` dialer: reach a gateway (or any WHIP-style data-channel answerer) through ICE.
+
+A destination with ``protocol = "webrtc"`` names the far side's signaling address as its
+endpoint (``host:port`` of its HTTP listener; ``labels.webrtc_url`` overrides the whole URL).
+The first stream offers a peer connection there (``POST`` of the offer, ``201`` with the
+answer); every later stream to the same URL is one more data channel on it, so a stream costs
+one DCEP round trip, not an ICE and DTLS handshake. The channel's label is the destination as
+the client asked for it (``name:port``): the far gateway dials it through its own discovery
+and policy. ``[webrtc] dial_token`` is sent as the bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ugate_core import DialError, DialerType, StashKey, Stream, StreamMeta, format_hostport
+
+from .channel import channel_stream
+from .peer import new_peer, one_fingerprint, prepare_gathering
+from .session import state_of
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
+    from ugate_core import DialRequest
+
+log = logging.getLogger("ugate.webrtc")
+
+_MAX_ANSWER = 64 * 1024
+
+
+class FarPeer:
+    """One peer connection to one signaling URL, shared by the streams dialed there."""
+
+    def __init__(self, url: str, pc: RTCPeerConnection) -> None:
+        self.url = url
+        self.pc = pc
+        self.location: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.pc.connectionState in ("new", "connecting", "connected")
+
+
+class Pool:
+    def __init__(self) -> None:
+        self.peers: dict[str, FarPeer] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def close(self) -> None:
+        for p in list(self.peers.values()):
+            await p.pc.close()
+        self.peers.clear()
+
+
+POOL: StashKey[Pool] = StashKey("webrtc.dialer")
+
+
+async def _post(host: str, port: int, path: str, authority: str, sdp: str, token: str,
+                timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 ``POST`` of an offer; (status, headers, body)."""
+    r, w = await asyncio.open_connection(host, port)
+    try:
+        body = sdp.encode()
+        head = [f"POST {path} HTTP/1.1", f"Host: {authority}",
+                "Content-Type: application/sdp", f"Content-Length: {len(body)}",
+                "Connection: close"]
+        if token:
+            head.append(f"Authorization: Bearer {token}")
+        w.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        raw = await asyncio.wait_for(r.read(_MAX_ANSWER + 8192), timeout)
+        while len(raw) < _MAX_ANSWER + 8192 and not r.at_eof():
+            more = await asyncio.wait_for(r.read(_MAX_ANSWER), timeout)
+            if not more:
+                break
+            raw += more
+    finally:
+        w.close()
+    head_b, sep, rest = raw.partition(b"\r\n\r\n")
+    lines = head_b.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2) if lines else []
+    if not sep or len(parts) < 2 or not parts[1].isdigit():
+        raise DialError("refused", f"webrtc signaling at {authority}{path}: not an HTTP "
+                        "answer")
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = headers.get("content-length")
+    return int(parts[1]), headers, rest[: int(n)] if n and n.isdigit() else rest
+
+
+async def _open(ch: Any, timeout: float, what: str) -> None:
+    if ch.readyState == "open":
+        return
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bool] = loop.create_future()
+
+    def settle(ok: bool) -> None:
+        if not fut.done():
+            fut.set_result(ok)
+
+    ch.on("open", lambda: settle(True))
+    ch.on("close", lambda: settle(False))
+    try:
+        ok = await asyncio.wait_for(fut, timeout)
+    except TimeoutError:
+        ch.close()
+        raise DialError("timeout", f"{what}: data channel not open within {timeout:g}s") \
+            from None
+    if not ok:
+        raise DialError("refused", f"{what}: the far side closed the data channel")
+
+
+async def dial(req: DialRequest) -> Stream:
+    gw = req.gateway
+    st = state_of(gw)
+    o = st.options
+    pool = gw.stash.get_or_create(POOL, Pool)
+    host, port = req.host, req.target_port
+    url = req.destination.labels.get("webrtc_url") or \
+        f"http://{format_hostport(host, port)}{o.dial_path}"
+    label = f"{req.destination.name}:{req.port}"
+    what = f"webrtc {label} via {url}"
+    lock = pool.locks.setdefault(url, asyncio.Lock())
+    async with lock:
+        far = pool.peers.get(url)
+        if far is not None and far.usable:
+            ch = far.pc.createDataChannel(label, ordered=True)
+        else:
+            far, ch = await _connect(req, url, label, what)
+            pool.peers[url] = far
+    await _open(ch, req.timeout, what)
+    meta = StreamMeta(protocol="webrtc", target=label, remote=(host, port))
+    return channel_stream(ch, meta, o.max_message, o.max_unread)
+
+
+async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[FarPeer, Any]:
+    o = state_of(req.gateway).options
+    u = urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        raise DialError("bad_address", f"{what}: only http:// signaling URLs are dialed")
+    addrs = await req.gateway.screen_addresses(req) if u.hostname == req.host else [u.hostname]
+    if not addrs:
+        raise DialError("denied", f"{what}: no address may be dialed")
+    pc = new_peer(o)
+    ch = pc.createDataChannel(label, ordered=True)
+    try:
+        await prepare_gathering(pc, o.host_addresses)
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = one_fingerprint(str(pc.localDescription.sdp))
+        path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        try:
+            status, headers, body = await _post(addrs[0], u.port or 80, path, u.netloc, offer,
+                                                o.dial_token, req.timeout)
+        except (OSError, TimeoutError) as e:
+            raise DialError("unreachable", f"{what}: signaling: {e or type(e).__name__}") \
+                from None
+        if status != 201:
+            text = body[:200].decode(errors="replace").strip()
+            raise DialError("denied" if status in (401, 403) else "refused",
+                            f"{what}: signaling answered {status}: {text}")
+        from aiortc import RTCSessionDescription
+
+        await pc.setRemoteDescription(RTCSessionDescription(body.decode(), "answer"))
+    except BaseException:
+        await pc.close()
+        raise
+    far = FarPeer(url, pc)
+    far.location = headers.get("location")
+    log.info("webrtc_dialed url=%s location=%s", url, far.location)
+    return far, ch
+
+
+def dialer_type() -> DialerType:
+    return DialerType(name="webrtc", dial=dial,
+                      description="WebRTC data channel to a gateway's WHIP-style signaling "
+                      "(one peer connection per far side, one channel per stream)")
