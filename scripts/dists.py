@@ -223,7 +223,8 @@ def clean_env(state: Path) -> dict[str, str]:
 # modules that need an optional extra, by the extra that brings what they import
 NEEDS_EXTRA = {"ugate_core.testing": "testing", "ugate_webtransport.http_route": "http"}
 # core's own extras, installed wherever every wheel is (a plugin's extra names one of our wheels)
-CORE_EXTRAS = ",".join(["fast", *(e for m, e in NEEDS_EXTRA.items() if m.startswith("ugate_core."))])
+CORE_EXTRAS = ",".join(["fast", *(e for m, e in NEEDS_EXTRA.items()
+                                   if m.startswith("ugate_core."))])
 IMPORT_ALL = r"""
 import importlib, pkgutil, sys
 skip = set(sys.argv[2:])
