@@ -362,7 +362,8 @@ def test_backpressure_stalled_reader_bounds_memory(loop_name: str, mode: str,
             up.close()
         assert not up.errors
         assert pushed == [total]  # the stalled side counted every byte
-        assert st.end == "done" and (st.up if direction == "up" else st.down) == total
+        assert st.end == "done", (st.end, st.up, st.down)
+        assert (st.up if direction == "up" else st.down) == total, (st.up, st.down)
         assert peak - base < 32 * MiB, f"RSS grew {(peak - base) / MiB:.1f} MiB while stalled"
 
     run_on(loop_name, scenario())
