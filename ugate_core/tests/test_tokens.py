@@ -142,6 +142,20 @@ def test_parser_raises_only_auth_error(text: str) -> None:
         raise AssertionError(f"accepted {text!r}")
 
 
+SIGNER = ed25519.Ed25519PrivateKey.generate()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400), st.integers(min_value=0, max_value=230))
+def test_a_good_token_spliced_with_noise_raises_only_auth_error(noise: str, cut: int) -> None:
+    good = make_token(SIGNER, "alice", "aud", 60, now=NOW)
+    for tok in (noise, good[:cut] + noise, noise + good[cut:]):
+        try:
+            assert verify(tok, keys_of(SIGNER), "aud", 3600, now=NOW) == "alice"
+        except AuthError as e:
+            assert e.reason.startswith("token_")
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
                     lambda c: st.lists(c, max_size=4)

@@ -4,7 +4,7 @@ The public API is what this module exports (``__all__``) and these documented mo
 
 * ``ugate_core.options`` — option validators (``number``, ``integer``, ``seconds``,
   ``boolean``, ``string``, ``strings``, ``one_of``, ``hostport``, ``existing_file``,
-  ``check_keys``) raising :class:`ConfigError` with the key path;
+  ``check_keys``, ``moved``) raising :class:`ConfigError` with the key path;
 * ``ugate_core.tokens`` — signed tokens that name browser clients (``make_token``,
   ``verify_token``, the ``[tokens]`` table); a plugin verifies one with
   :meth:`GatewayAPI.verify_token`;
