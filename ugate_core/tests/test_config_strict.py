@@ -69,7 +69,7 @@ def test_dedicated_listener_error_lists_core_keys_too(core_only: None) -> None:
 def test_typoed_top_level_table_is_an_error(core_only: None) -> None:
     msg = check_error('[identty]\nkey_type = "ed25519"\n')
     assert msg.startswith("identty: unknown table (known: admin, discovery, gateway, hosts, "
-                          "identity, listeners, plugins, routing, rules)")
+                          "identity, listeners, plugins, routing, rules, tokens)")
     assert msg.endswith("; did you mean 'identity'?")
     Gateway(loads('[identity]\nkey_type = "ed25519"\n')).check()
 

@@ -14,7 +14,7 @@ import ugate_core
 
 ROOT = Path(__file__).resolve().parents[2]
 #: core modules a plugin may import besides ``ugate_core`` itself
-PUBLIC_MODULES = frozenset({"ugate_core.options", "ugate_core.testing"})
+PUBLIC_MODULES = frozenset({"ugate_core.options", "ugate_core.testing", "ugate_core.tokens"})
 
 
 def plugin_sources() -> list[Path]:

@@ -4,7 +4,10 @@ The public API is what this module exports (``__all__``) and these documented mo
 
 * ``ugate_core.options`` — option validators (``number``, ``integer``, ``seconds``,
   ``boolean``, ``string``, ``strings``, ``one_of``, ``hostport``, ``existing_file``,
-  ``check_keys``) raising :class:`ConfigError` with the key path;
+  ``check_keys``, ``moved``) raising :class:`ConfigError` with the key path;
+* ``ugate_core.tokens`` — signed tokens that name browser clients (``make_token``,
+  ``verify_token``, the ``[tokens]`` table); a plugin verifies one with
+  :meth:`GatewayAPI.verify_token`;
 * ``ugate_core.testing`` — the pytest plugin with shared fixtures (tests only).
 
 Plugins import only from these (``from ugate_core import options as opt`` is the form for the
@@ -94,6 +97,7 @@ from .stream import (
     stream_pair,
 )
 from .tls import TlsListener, TlsStream, count_identity_failure, tls_dial_error
+from .tokens import make_token, verify_token
 from .types import (
     IDENTITY_KINDS,
     Destination,
@@ -200,6 +204,7 @@ __all__ = [
     "load_default",
     "load_pem_bundle",
     "loads",
+    "make_token",
     "match_name",
     "mesh_fqdns",
     "message_stream_pair",
@@ -221,5 +226,6 @@ __all__ = [
     "tls_dial_error",
     "verified_spiffe",
     "verify_peer",
+    "verify_token",
     "vip_of_public_key",
 ]

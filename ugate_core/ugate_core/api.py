@@ -88,6 +88,16 @@ class GatewayAPI(Protocol):
         when the spec names it; an unknown name is an ``AttributeError``."""
         ...
 
+    # -- who a client is -------------------------------------------------------------------
+    def verify_token(self, token: str, now: float | None = None) -> str:
+        """The subject of a signed token (:mod:`ugate_core.tokens`): signed by a ``[tokens]
+        trusted_keys`` key, for this gateway's audience, not expired, not valid longer than
+        ``max_lifetime``. Otherwise :class:`~ugate_core.AuthError` with a ``reason``
+        (``token_expired``, ``token_audience``, ...) and a message that never holds the
+        token. A listener makes the subject the client's verified user (``meta.user``,
+        ``extra["user_verified"]``), which ``[[rules]]`` name ``user:<sub>``."""
+        ...
+
     # -- routing, policy, dialing --------------------------------------------------------
     async def resolve(self, address: str) -> tuple[Destination, int]:
         """Discovery only: ``name:port`` → (Destination, port)."""

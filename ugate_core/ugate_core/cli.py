@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: core modules add subcommands here (identity adds ``id``)
+#: core modules add subcommands here (``identity_cli`` adds ``id``, ``token_cli`` ``token``)
 _cli_extensions: list[Callable[[Any, Callable[[argparse.ArgumentParser], None]], None]] = []
 
 
@@ -197,7 +197,7 @@ def _quiet_library_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import identity_cli  # noqa: F401  (registers 'ugate id')
+    from . import identity_cli, token_cli  # noqa: F401  (register 'ugate id', 'ugate token')
 
     _quiet_library_warnings()
 

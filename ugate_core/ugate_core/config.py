@@ -27,6 +27,8 @@ from .errors import ConfigError
 from .h2.flood import FloodLimits
 from .options import parse_hostport
 from .policy import Rule, Target, parse_rules, targets
+from .tokens import TokenSettings
+from .tokens import parse_settings as _tokens
 from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
 
 
@@ -148,6 +150,8 @@ class Config:
     hosts: tuple[HostConfig, ...] = ()
     #: ``[[rules]]``: which clients may reach which destinations (:mod:`ugate_core.policy`)
     rules: tuple[Rule, ...] = ()
+    #: ``[tokens]``: whose signed tokens name browser clients (:mod:`ugate_core.tokens`)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
     #: top-level tables not known to core: plugin settings (``[ssh]``, ``[dns]``, ...)
     sections: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<embedded default>"
@@ -298,6 +302,7 @@ def _admin(a: Mapping[str, Any]) -> AdminConfig:
 #: top-level tables core reads; any other table must belong to a loaded plugin
 CORE_SECTIONS = frozenset({
     "gateway", "admin", "routing", "discovery", "plugins", "listeners", "hosts", "rules",
+    "tokens",
 })
 
 
@@ -365,6 +370,7 @@ def parse(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         listeners=listeners,
         hosts=hosts,
         rules=rules,
+        tokens=_tokens(_table(data.get("tokens", {}), "tokens")),
         sections={k: v for k, v in data.items() if k not in CORE_SECTIONS},
         source=source,
         raw=dict(data),

@@ -40,6 +40,7 @@ from .router import Router, is_ip, split_address
 from .stash import Stash
 from .stream import Stream, StreamMeta
 from .tls import tls_dial_error
+from .tokens import TokenKey, load_trusted_keys, verify_token
 from .types import (
     Destination,
     DialerType,
@@ -127,6 +128,7 @@ class Gateway:
         self.discoveries: list[Discovery] = []
         self.router: Router | None = None
         self._identity: Identity | None = None
+        self._token_keys: dict[str, TokenKey] | None = None
         self.listeners: dict[str, Listener] = {}
         self.running: dict[str, RunningListener] = {}
         self.streams: dict[int, StreamRecord] = {}
@@ -190,6 +192,25 @@ class Gateway:
     def identity(self, value: Identity) -> None:
         self._identity = value
 
+    # ---------------------------------------------------------------------- tokens
+    @property
+    def token_keys(self) -> dict[str, TokenKey]:
+        """``[tokens] trusted_keys`` by key id, read once (``check`` reads them first)."""
+        if self._token_keys is None:
+            self._token_keys = load_trusted_keys(self.config.tokens)
+        return self._token_keys
+
+    @property
+    def token_audience(self) -> str:
+        """What tokens must name as ``aud`` here: ``[tokens] audience`` or our mesh ID."""
+        return self.config.tokens.audience or self.identity.id
+
+    def verify_token(self, token: str, now: float | None = None) -> str:
+        """The subject of a token signed by a trusted key for this gateway, else
+        ``AuthError`` (:mod:`ugate_core.tokens`)."""
+        t = self.config.tokens
+        return verify_token(token, self.token_keys, self.token_audience, t.max_lifetime, now)
+
     def _types_for(self, lc: ListenerConfig) -> list[ListenerType]:
         return _registry.types_for(lc, self.listener_types)
 
@@ -200,6 +221,7 @@ class Gateway:
                                   bool(self.pm.hook.ugate_authorize.get_hookimpls()))
         _registry.check_sections(self.pm, self, self.config, self.plugins)
         self.pm.hook.ugate_identity(gateway=self)  # validates [identity]; creates no key
+        _ = self.token_keys  # [tokens] trusted_keys can be read and are mesh keys
         from .admin import check as check_admin
 
         check_admin(self.config.admin)  # the token file can be read

@@ -34,6 +34,7 @@ __all__ = [
     "hostport",
     "integer",
     "key_path",
+    "moved",
     "near_miss",
     "number",
     "one_of",
@@ -69,6 +70,14 @@ def check_keys(t: Mapping[str, Any], known: Iterable[str], path: str) -> None:
         if k not in allowed:
             raise ConfigError(key_path(path, k), f"unknown key (known: "
                               f"{', '.join(sorted(allowed))}){did_you_mean(k, allowed)}")
+
+
+def moved(t: Mapping[str, Any], where: Mapping[str, str], path: str) -> None:
+    """A key of ``t`` that now lives elsewhere is an error saying where (``where``: old key
+    -> its new home, ``"[tokens] trusted_keys"``), before it could pass for a typo."""
+    for k, new in where.items():
+        if k in t:
+            raise ConfigError(key_path(path, k), f"moved to {new}")
 
 
 def _range(lo: float, hi: float | None, positive: bool, fmt: str) -> str:

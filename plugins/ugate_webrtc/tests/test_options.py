@@ -1,4 +1,4 @@
-"""[webrtc] validation, tokens, offer checks: pure functions."""
+"""[webrtc] validation, offer checks: pure functions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from ugate_core import ConfigError, ProtocolError
 from ugate_webrtc.options import parse
 from ugate_webrtc.peer import check_offer, one_fingerprint
-from ugate_webrtc.tokens import check_token, make_token
 
 
 @pytest.mark.parametrize(("table", "words"), [
@@ -31,18 +30,11 @@ def test_defaults_use_no_ice_server() -> None:
     assert [x.urls for x in s.ice_servers] == ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]
 
 
-def test_tokens() -> None:
-    key = b"k" * 32
-    t = make_token(key, "alice", 60, now=1000)
-    assert check_token(key, t, now=1059) == ("alice", "")
-    assert check_token(key, t, now=1061) == (None, "expired_token")
-    assert check_token(b"other", t, now=1000) == (None, "bad_token")
-    forged = t.replace(".alice.", ".admin.")
-    assert check_token(key, forged, now=1000) == (None, "bad_token")
-    assert check_token(key, "ugw1.a.b", now=1000) == (None, "bad_token")
-    assert check_token(b"", t, now=1000) == (None, "bad_token")  # no secret: nothing verifies
-    with pytest.raises(ValueError):
-        make_token(key, "a b", 1)
+def test_token_secret_file_moved_to_core() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse({"token_secret_file": "/etc/ugate/webrtc-secret"})
+    assert str(ei.value) == ("webrtc.token_secret_file: moved to [tokens] trusted_keys (signed "
+                             "tokens: 'ugate token')")
 
 
 OFFER = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"

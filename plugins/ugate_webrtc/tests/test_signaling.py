@@ -6,14 +6,15 @@ import asyncio
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from webrtc_testlib import CONFIG, SDP, Collector, FakeExchange, client_offer, finish
 
-from ugate_core import Gateway
+from ugate_core import Gateway, id_of_public_key, make_token
 from ugate_core.testing import StartGateway, metric, pattern
 from ugate_webrtc.options import PATH
 from ugate_webrtc.session import state_of
 from ugate_webrtc.signaling import Signaling
-from ugate_webrtc.tokens import make_token
 
 
 async def _gw(start_gateway: StartGateway, extra: str = "") -> Gateway:
@@ -81,19 +82,23 @@ async def test_bad_offers_are_clear_4xx_and_counted(start_gateway: StartGateway)
 
 async def test_beyond_loopback_needs_a_valid_token(start_gateway: StartGateway,
         tmp_path: Path) -> None:
-    secret = tmp_path / "secret"
-    secret.write_bytes(b"s3cret-key-for-tests")
-    gw = await _gw(start_gateway, f'token_secret_file = "{secret}"')
+    key, stranger = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    pub = tmp_path / "signer.pub"
+    pub.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    gw = await _gw(start_gateway, f'[tokens]\ntrusted_keys = ["{pub}"]\naudience = "gw"')
     sig = Signaling(gw)
     far = ("192.0.2.7", 50000)
     _, _, offer = await client_offer(["a.test:1"])
-    good = make_token(b"s3cret-key-for-tests", "alice", 60)
-    expired = make_token(b"s3cret-key-for-tests", "alice", -1)
-    forged = make_token(b"another-key", "alice", 60)
+    good = make_token(key, "alice", "gw", 60)
+    expired = make_token(key, "alice", "gw", -1)
+    forged = make_token(stranger, "alice", "gw", 60)  # a fresh key nobody trusts
+    elsewhere = make_token(key, "alice", "other-gw", 60)
     for headers, path, reason in [
         ([], PATH, b"no_token"),
         ([("authorization", f"Bearer {expired}")], PATH, b"expired_token"),
         ([("authorization", f"Bearer {forged}")], PATH, b"bad_token"),
+        ([("authorization", f"Bearer {elsewhere}")], PATH, b"bad_token"),
         ([("authorization", "Basic YTpi")], PATH, b"bad_token"),
         ([], f"{PATH}?token={forged}", b"bad_token"),
     ]:
@@ -101,9 +106,12 @@ async def test_beyond_loopback_needs_a_valid_token(start_gateway: StartGateway,
         await sig(ex)
         assert (ex.status, ex.resp_body.split(b":")[0]) == (401, reason)
         assert ex.resp_header("www-authenticate", ) is not None
+    assert ex.resp_body == (f"bad_token: token signed by {id_of_public_key(stranger)[:16]!r}, "
+                            "not a key in [tokens] trusted_keys\n").encode()
     assert state_of(gw).sessions == {}  # refused before any ICE work
     assert metric(gw, "ugate_rejections_total", listener="main", reason="no_token") == 1
-    assert metric(gw, "ugate_rejections_total", listener="main", reason="bad_token") == 3
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="bad_token") == 4
+    assert metric(gw, "ugate_rejections_total", listener="main", reason="expired_token") == 1
     ok = FakeExchange("POST", f"{PATH}?token={good}", offer.encode(), SDP, remote=far)
     await sig(ok)
     assert ok.status == 201

@@ -1,4 +1,5 @@
-"""The ``[webrtc]`` table: signaling limits, ICE, tokens, the dialer's credentials.
+"""The ``[webrtc]`` table: signaling limits, ICE, the dialer's credentials (browser tokens are
+core's ``[tokens]``, :mod:`ugate_core.tokens`).
 
 Read once per gateway (:func:`parse`) and validated by ``ugate config check`` through the
 ``ugate_config_sections`` hook, so a typo is a start-up error naming the key.
@@ -19,10 +20,12 @@ SECTION = "webrtc"
 PATH = "/.well-known/ugate/webrtc"
 
 KEYS = frozenset({
-    "host_addresses", "ice_servers", "token_secret_file", "allow_origins", "max_sdp",
+    "host_addresses", "ice_servers", "allow_origins", "max_sdp",
     "rate", "burst", "connect_timeout", "max_sessions", "max_channels", "max_message",
     "max_unread", "idle_timeout", "dial_token", "dial_path",
 })
+#: keys that moved to core's ``[tokens]`` (one table for every plugin's browser tokens)
+MOVED = {"token_secret_file": "[tokens] trusted_keys (signed tokens: 'ugate token')"}
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,6 @@ class WebRtcOptions:
     host_addresses: tuple[str, ...] = ()
     #: STUN/TURN servers; none by default, so no packet leaves unless configured
     ice_servers: tuple[IceServer, ...] = ()
-    #: the HMAC key of browser tokens (:mod:`ugate_webrtc.tokens`); empty: no tokens accepted
-    token_secret_file: str = ""
     #: page origins allowed to signal from another origin (CORS); ``"*"``: any
     allow_origins: tuple[str, ...] = ()
     #: the largest SDP offer accepted, bytes
@@ -64,7 +65,8 @@ class WebRtcOptions:
     #: bytes a channel may deliver while its destination does not read, before it is cut
     #: (aiortc cannot pause one channel's sender: see :mod:`ugate_webrtc.channel`)
     max_unread: int = 4 * 1024 * 1024
-    #: the bearer token the ``webrtc`` dialer sends to the far gateway's signaling
+    #: the bearer token the ``webrtc`` dialer sends to the far gateway's signaling (a core
+    #: token the far gateway trusts: ``ugate token``)
     dial_token: str = ""
     #: the path the ``webrtc`` dialer posts its offers to
     dial_path: str = PATH
@@ -94,6 +96,7 @@ def _ice_servers(t: Mapping[str, Any], path: str) -> tuple[IceServer, ...]:
 
 def parse(t: Mapping[str, Any], path: str = SECTION) -> WebRtcOptions:
     """Check the ``[webrtc]`` table and return it typed."""
+    opt.moved(t, MOVED, path)
     opt.check_keys(t, KEYS, path)
     hosts = opt.strings(t, "host_addresses", path, expect="a list of IP addresses")
     for h in hosts:
@@ -107,7 +110,6 @@ def parse(t: Mapping[str, Any], path: str = SECTION) -> WebRtcOptions:
     return WebRtcOptions(
         host_addresses=hosts,
         ice_servers=_ice_servers(t, path),
-        token_secret_file=opt.existing_file(t, "token_secret_file", path),
         allow_origins=opt.strings(t, "allow_origins", path),
         max_sdp=opt.integer(t, "max_sdp", path, 16 * 1024, lo=1024, hi=1024 * 1024),
         rate=opt.number(t, "rate", path, 5.0, positive=True),

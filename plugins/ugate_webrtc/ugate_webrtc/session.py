@@ -27,7 +27,6 @@ from ugate_core import options as opt
 from .channel import channel_stream
 from .options import SECTION, WebRtcOptions, parse
 from .peer import Offer, new_peer, one_fingerprint, prepare_gathering
-from .tokens import SecretFile
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -43,7 +42,6 @@ class WebRtcState:
     def __init__(self, gateway: GatewayAPI) -> None:
         self.gateway = gateway
         self.options: WebRtcOptions = parse(gateway.config.section(SECTION))
-        self.secret = SecretFile(self.options.token_secret_file)
         self.sessions: dict[str, Session] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         r = gateway.metrics.registry

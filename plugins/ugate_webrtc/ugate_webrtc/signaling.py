@@ -9,7 +9,8 @@ Every refusal is an HTTP status before any ICE work, counted as
 
 =====  =========================================================================
  429   over ``[webrtc] rate`` requests per second (``burst``) from the address
- 401   no credential beyond loopback (``no_token``), a bad or expired token
+ 401   no credential beyond loopback (``no_token``), a bad (``bad_token``) or expired
+       (``expired_token``) token
  415   not ``application/sdp``
  413   over ``max_sdp`` bytes
  400   not SDP, no data channel section, or refused by aiortc
@@ -17,10 +18,11 @@ Every refusal is an HTTP status before any ICE work, counted as
  404   ``DELETE`` of an unknown session
 =====  =========================================================================
 
-Who may signal: a bearer token (``Authorization: Bearer`` or ``?token=``, see
-:mod:`ugate_webrtc.tokens`), or a verified mesh identity (a client certificate on the TLS
-front: ``meta.peer_id``), or — only from a loopback address — anybody (the local user, like a
-loopback proxy). A token that is present but wrong is refused even from loopback.
+Who may signal: a bearer token (``Authorization: Bearer`` or ``?token=``: core's signed
+token, :mod:`ugate_core.tokens`, whose subject becomes the session's ``user:<sub>``), or a
+verified mesh identity (a client certificate on the TLS front: ``meta.peer_id``), or — only
+from a loopback address — anybody (the local user, like a loopback proxy). A token that is
+present but wrong is refused even from loopback.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from ugate_core import ProtocolError, StreamMeta
+from ugate_core import AuthError, ProtocolError, StreamMeta
 
 from .options import PATH
 from .peer import check_offer
 from .session import Session, WebRtcState, state_of
-from .tokens import check_token
 
 if TYPE_CHECKING:
     from ugate_core import GatewayAPI
@@ -126,16 +127,18 @@ class Signaling:
 
     async def _authenticate(self, ex: Exchange) -> StreamMeta | None:
         """The session's client: who signaled, from where, on which listener."""
-        st = self.st
         meta = StreamMeta(protocol="webrtc", listener=ex.meta.listener, local=ex.meta.local,
                           remote=ex.meta.remote, peer_id=ex.meta.peer_id,
                           user=None).copy_extra(ex.meta)
         token = _token(ex)
         if token is not None:
-            user, why = check_token(st.secret.get(), token)
-            if user is None:
-                await self._refuse(ex, 401, why, "the bearer token does not verify"
-                                   if why == "bad_token" else "the bearer token expired",
+            try:
+                if not token:
+                    raise AuthError("the Authorization header is not a bearer token")
+                user = self.gateway.verify_token(token)
+            except AuthError as e:  # counted as before core's tokens: expired, or bad
+                await self._refuse(ex, 401, "expired_token" if e.reason == "token_expired"
+                                   else "bad_token", str(e),
                                    [("www-authenticate", 'Bearer error="invalid_token"')])
                 return None
             meta.user = user

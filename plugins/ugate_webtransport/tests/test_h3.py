@@ -15,10 +15,18 @@ from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamDataReceived, StreamReset
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ugate_core import ConfigError, DialError, Gateway, PreambleOpener, loads
+from ugate_core import ConfigError, DialError, Gateway, PreambleOpener, loads, make_token
 from ugate_core.testing import StartGateway, metric, require_peer, run
 from ugate_quic.certs import browser_certs
+
+#: the key that signs the tests' tokens, and the ``[tokens]`` table trusting it
+SIGNER = ed25519.Ed25519PrivateKey.generate()
+TOKENS = ('[tokens]\ntrusted_keys = ["' + SIGNER.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    .split("-----")[2].replace("\n", "") + '"]\naudience = "wt-test"\n')
 
 
 def config(extra: str = "", listen: str = "127.0.0.1:0") -> str:
@@ -109,16 +117,29 @@ async def _session_status(port: int, path: str) -> bytes:
         return (await c.connect_wt(path))[b":status"]
 
 
-async def test_session_needs_a_known_token_once_tokens_are_configured(
+async def test_session_needs_a_valid_token_once_tokens_are_configured(
         start_gateway: StartGateway) -> None:
-    gw = await start_gateway(config('[webtransport.tokens]\nalice = "0123456789abcdef-alice"'))
+    gw = await start_gateway(config(TOKENS))
     port = gw.port("quic")
+    wt = "/.well-known/ugate/wt?token="
+    good = make_token(SIGNER, "alice", "wt-test", 60)
     assert await _session_status(port, "/.well-known/ugate/wt") == b"401"
-    assert await _session_status(port, "/.well-known/ugate/wt?token=guess-guess-guess") == b"403"
-    assert await _session_status(port, "/.well-known/ugate/wt?token=0123456789abcdef-alice") \
-        == b"200"
-    assert await _session_status(port, "/elsewhere?token=0123456789abcdef-alice") == b"404"
-    assert metric(gw, "ugate_rejections_total", listener="quic", reason="denied") == 2
+    for bad in ("guess-guess-guess",
+                make_token(SIGNER, "alice", "wt-test", -10),               # expired
+                make_token(SIGNER, "alice", "other-gw", 60),               # wrong audience
+                make_token(ed25519.Ed25519PrivateKey.generate(), "alice", "wt-test", 60)):
+        assert await _session_status(port, wt + bad) == b"403"      # a fresh key nobody trusts
+    assert await _session_status(port, wt + good) == b"200"
+    assert await _session_status(port, "/elsewhere?token=" + good) == b"404"
+    assert metric(gw, "ugate_rejections_total", listener="quic", reason="denied") == 5
+
+
+def test_old_tokens_table_says_where_it_moved(tmp_path: Path) -> None:
+    cfg = loads(config('[webtransport.tokens]\nalice = "0123456789abcdef-alice"'))
+    with pytest.raises(ConfigError) as ei:
+        Gateway(cfg, state_dir=tmp_path).check()
+    assert str(ei.value) == ("webtransport.tokens: moved to [tokens] trusted_keys (signed "
+                             "tokens: 'ugate token')")
 
 
 async def test_loopback_listener_without_tokens_is_the_local_proxy(
@@ -133,8 +154,7 @@ async def test_every_stream_goes_through_policy_as_the_token_user(
     user:alice lets her reach echo.test:7, and nothing else (403 on the stream)."""
     gw = await start_gateway(config(f"""
 allow = ["status.test:9"]
-[webtransport.tokens]
-alice = "0123456789abcdef-alice"
+{TOKENS}
 [hosts."echo.test"]
 endpoints = ["{echo_server[0]}:{echo_server[1]}"]
 [[rules]]
@@ -146,7 +166,8 @@ to = ["echo.test:7"]
     async with connect("127.0.0.1", gw.port("quic"), configuration=cfg,
                        create_protocol=_Client) as c:
         assert isinstance(c, _Client)
-        head = await c.connect_wt("/.well-known/ugate/wt?token=0123456789abcdef-alice")
+        head = await c.connect_wt("/.well-known/ugate/wt?token="
+                                  + make_token(SIGNER, "alice", "wt-test", 60))
         assert head[b":status"] == b"200"
         ok = await c.stream(c.session, PreambleOpener().request("echo.test:7") + b"hi alice")
         assert ok == b"\x01\x03200hi alice"

@@ -38,7 +38,8 @@ def ugate_listener_types() -> list[ListenerType]:
 
 
 @hookimpl
-def ugate_config_sections() -> list[str]:
+def ugate_config_sections(gateway: GatewayAPI) -> list[str]:
+    settings_of(gateway)  # `ugate config check` names a bad key
     return ["webtransport"]
 
 

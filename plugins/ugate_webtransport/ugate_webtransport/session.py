@@ -9,28 +9,28 @@ status, docs/preamble.md), then payload, through ``gateway.dial(target, source=m
 rules, protected addresses and ``ugate_authorize`` decide every stream.
 
 **Who the page is.** Browsers cannot set headers on a WebTransport request, so the token is
-in the query. ``[webtransport] tokens`` maps user names to tokens; a session with a known
-token runs as ``user:<name>`` (rules name it). Without a token the session is refused (403)
-before any stream — except on a loopback listener with no tokens configured, which is the
-local user's proxy like every loopback listener (docs/security.md). Anything but the session
+in the query: core's signed token (:mod:`ugate_core.tokens`, ``[tokens]``); a session with a
+valid one runs as ``user:<sub>`` (rules name it), a bad one is refused (403). Without a token
+the session is refused (401) before any stream — except on a loopback listener while no
+``[tokens] trusted_keys`` are configured, which is the local user's proxy like every
+loopback listener (docs/security.md). Anything but the session
 path gets a plain 404; a GET of ``/`` a one-line 200, so HTTP/3 clients can check the server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
-from ugate_core import ConfigError, GatewayAPI, StashKey, StreamMeta, serve_preamble
+from ugate_core import AuthError, GatewayAPI, StreamMeta, serve_preamble
+from ugate_core import options as opt
 from ugate_quic.alpn import QuicConn
 from ugate_quic.certs import browser_certs
 from ugate_quic.endpoint import QuicPeer, option
@@ -50,29 +50,15 @@ def hashes_json(gw: GatewayAPI) -> bytes:
     certs = browser_certs(gw)
     doc = certs.as_json() if certs is not None else {"algorithm": "sha-256", "hashes": []}
     return json.dumps(doc).encode()
-_SETTINGS: StashKey[dict[str, str]] = StashKey()
+#: keys that moved to core's ``[tokens]`` (one table for every plugin's browser tokens)
+MOVED = {"tokens": "[tokens] trusted_keys (signed tokens: 'ugate token')"}
 
 
-def settings_of(gw: GatewayAPI) -> dict[str, str]:
-    """``[webtransport] tokens``: user name → token (validated once, kept in the stash)."""
-    got = gw.stash.get(_SETTINGS, None)
-    if got is not None:
-        return got
+def settings_of(gw: GatewayAPI) -> None:
+    """Check ``[webtransport]``: it has no keys of its own (tokens are core's ``[tokens]``)."""
     t = gw.config.section("webtransport")
-    for k in t:
-        if k != "tokens":
-            raise ConfigError(f"webtransport.{k}", "unknown key (known: tokens)")
-    tokens = t.get("tokens", {})
-    if not isinstance(tokens, Mapping):
-        raise ConfigError("webtransport.tokens", f"{tokens!r} is not a table of name = token")
-    out: dict[str, str] = {}
-    for name, tok in tokens.items():
-        if not isinstance(tok, str) or len(tok) < 16:
-            raise ConfigError(f"webtransport.tokens.{name}", "not a string of at least 16 "
-                              "characters")
-        out[str(name)] = tok
-    gw.stash[_SETTINGS] = out
-    return out
+    opt.moved(t, MOVED, "webtransport")
+    opt.check_keys(t, (), "webtransport")
 
 
 def _loopback(host: str) -> bool:
@@ -91,7 +77,6 @@ class WebTransportSession:
         self.ctx = conn.ctx
         self.gw = conn.ctx.gateway
         self.h3 = H3Connection(conn.quic, enable_webtransport=True)
-        self.tokens = settings_of(self.gw)
         self.sessions: dict[int, StreamMeta] = {}
         self._max_streams = int(option(self.ctx, "max_streams"))
         self._refused: set[int] = set()
@@ -153,15 +138,17 @@ class WebTransportSession:
             self._respond(stream_id, 404, b"no WebTransport session at this path\n")
             return
         token = (parse_qs(query).get("token") or [""])[0]
-        user = next((n for n, t in self.tokens.items()
-                     if hmac.compare_digest(t.encode(), token.encode())), None) if token else None
-        if user is not None:
-            meta.user = user
+        if token:
+            try:
+                meta.user = self.gw.verify_token(token)
+            except AuthError as e:
+                self.ctx.reject("denied", f"WebTransport session: {e}", meta)
+                self._respond(stream_id, 403, f"{e}\n".encode())
+                return
             meta.extra["user_verified"] = True
-        elif token or self.tokens or not _loopback(self.ctx.config.host):
-            why = "unknown token" if token else "no token"
-            self.ctx.reject("denied", f"WebTransport session: {why}", meta)
-            self._respond(stream_id, 403 if token else 401, f"{why}\n".encode())
+        elif self.gw.config.tokens.trusted_keys or not _loopback(self.ctx.config.host):
+            self.ctx.reject("denied", "WebTransport session: no token", meta)
+            self._respond(stream_id, 401, b"no token\n")
             return
         self.sessions[stream_id] = meta
         self._respond(stream_id, 200, extra=[(b"sec-webtransport-http3-draft", b"draft02")])

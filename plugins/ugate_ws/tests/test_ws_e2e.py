@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ugate_core import make_token
 from ugate_core.testing import StartGateway, browser_run, metric, node_run, pattern
-from ugate_ws import make_token
 
 from .conftest import BASE, MIB, port_of, raw_request, upgrade_head, write_public_key, ws_listener
 
@@ -150,9 +150,9 @@ async def test_tokens_and_rules(start_gateway: StartGateway, echo_server: tuple[
     echo = f"127.0.0.1:{echo_server[1]}"
     # allow names something else: this listener's clients are not the local user
     gw = await start_gateway(BASE + f"""
-[ws]
-token_keys = ["{pub}"]
-token_audience = "gw-test"
+[tokens]
+trusted_keys = ["{pub}"]
+audience = "gw-test"
 {ws_listener(extra='allow = ["status.invalid:80"]')}
 [[rules]]
 clients = ["user:alice"]

@@ -4,17 +4,14 @@
 
 from .path import PREFIX, path_for, target_of
 from .server import accept_key, open_server, serve_exchange
-from .token import make_token, verify_token
 from .transport import WsTransport
 
 __all__ = [
     "PREFIX",
     "WsTransport",
     "accept_key",
-    "make_token",
     "open_server",
     "path_for",
     "serve_exchange",
     "target_of",
-    "verify_token",
 ]

@@ -62,7 +62,8 @@ def ugate_dialer_types(gateway: GatewayAPI) -> list[DialerType]:
 
 
 @hookimpl
-def ugate_config_sections() -> list[str]:
+def ugate_config_sections(gateway: GatewayAPI) -> list[str]:
+    settings_of(gateway)  # `ugate config check` names a bad key or value
     return [SECTION]
 
 

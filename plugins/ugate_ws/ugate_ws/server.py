@@ -36,8 +36,7 @@ from ugate_core import (
 
 from .path import query_param, target_of
 from .services import Service, service_for
-from .settings import audience_of, settings_of
-from .token import verify_token
+from .settings import settings_of
 from .transport import CLOSE_TIMEOUT, WsTransport, message_stream
 
 if TYPE_CHECKING:
@@ -156,9 +155,8 @@ def authenticate(ex: Exchange, gw: GatewayAPI, out: list[tuple[str, str]],
         out.append(("sec-websocket-protocol", SUBPROTOCOL))
     if token is None:
         return
-    s = settings_of(gw)
     try:
-        sub = verify_token(token, s.token_keys, audience_of(gw), s.token_max_lifetime)
+        sub = gw.verify_token(token)
     except AuthError as e:
         raise Refused(401, e, (("www-authenticate", 'Bearer realm="ugate-ws"'),)) from None
     meta.user = sub

@@ -12,9 +12,10 @@ Which protocols may be served this way: those that serve a byte stream (``Listen
 and relay (``relays = True``). A relaying protocol dials every destination for its client
 through core (``dial``/``admit``: discovery, rules, protected addresses), so it authenticates
 and authorizes each client itself (MQTT: a mesh token or a client certificate, then the rules)
-and core demands rules for it beyond loopback; ugate-ws's own destination tokens do not apply
-to these paths. A protocol that does not relay (``tcp``: a fixed target; ``tls``) is refused at
-start-up, as are ``ws``/``wss`` themselves. The Origin check applies as on every WebSocket.
+and core demands rules for it beyond loopback; the browser tokens ugate-ws reads on
+destination paths (core's ``[tokens]``) are not read on these paths. A protocol that does not
+relay (``tcp``: a fixed target; ``tls``) is refused at start-up, as are ``ws``/``wss``
+themselves. The Origin check applies as on every WebSocket.
 
 The subprotocol: a client that offers ``Sec-WebSocket-Protocol`` values must offer the
 protocol's name (``mqtt``, what mqtt.js offers; MQTT 3.1 clients' ``mqttv3.1`` too); it is
