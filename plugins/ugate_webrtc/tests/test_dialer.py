@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ugate_core import DialError, Gateway
 from ugate_core.testing import StartGateway, js_dir, metric, pattern
 
 HERE = Path(__file__).parent
@@ -66,29 +67,50 @@ protocol = "webrtc"
     assert pool is not None and len(pool.peers) == 1  # three channels on one peer connection
 
 
-async def test_gateway_to_gateway(start_gateway: StartGateway,
-        echo_server: tuple[str, int]) -> None:
-    host, port = echo_server
-    far = await start_gateway("""
-[listeners.web]
-listen = "127.0.0.1:0"
-protocols = ["http"]
+def _far(echo_port: int, allowed_id: str) -> str:
+    # an allow list makes the loopback listener a policy-checked one (not the local proxy)
+    return f"""
 [admin]
 listen = "127.0.0.1:0"
+[listeners.web]
+listen = "127.0.0.1:0"
+protocols = ["tls", "http"]
+allow = ["status.test:9"]
 [webrtc]
 host_addresses = ["127.0.0.1"]
 [hosts."echo.far"]
 endpoints = ["127.0.0.1"]
-""")
-    near = await start_gateway(f"""
+[[rules]]
+clients = ["id:{allowed_id}"]
+to = ["echo.far:{echo_port}"]
+"""
+
+
+def _near(far: Gateway, expect: str, url: str = "") -> str:
+    label = f'labels = {{ webrtc_url = "{url}" }}' if url else ""
+    return f"""
 [admin]
-listen = "127.0.0.1:0"
+listen = ""
 [webrtc]
 host_addresses = ["127.0.0.1"]
 [hosts."echo.far"]
 endpoints = ["127.0.0.1:{far.port('web')}"]
 protocol = "webrtc"
-""")
+identity = ["id:{expect}"]
+{label}
+"""
+
+
+async def test_gateway_to_gateway_signals_over_verified_tls(start_gateway: StartGateway,
+        echo_server: tuple[str, int]) -> None:
+    """The offer goes over https through the tls dialer: the far gateway proves the ID the
+    destination names, the near one presents its own, and the far side's rule names it; a
+    fresh key no rule names is refused, an impostor never sees the offer, and http:// is
+    never used where an identity is expected."""
+    _, port = echo_server
+    ident = await start_gateway('[admin]\nlisten = ""')  # the near gateway's key, its ID
+    far = await start_gateway(_far(port, ident.identity.id))
+    near = await start_gateway(_near(far, far.identity.id), state_dir=ident.state_dir)
     s = await near.dial(f"echo.far:{port}")
     d = pattern(1 << 20)
     s.write(d)
@@ -98,4 +120,32 @@ protocol = "webrtc"
         got += chunk
     assert bytes(got) == d
     assert metric(far, "ugate_webrtc_signaling_total", method="POST", code="201") == 1
-    assert host == "127.0.0.1"
+    assert metric(near, "ugate_dials_total", dialer="webrtc", result="ok") == 1
+
+    # a fresh key: the far side answers its offer (a verified peer may signal) but its rule
+    # names another ID, so the channel is closed without data (DCEP has no status)
+    stranger = await start_gateway(_near(far, far.identity.id))
+    s = await stranger.dial(f"echo.far:{port}")
+    s.write(b"ping")
+    assert await asyncio.wait_for(s.read(65536), 10) == b""
+    s.close()
+    assert metric(far, "ugate_dials_total", dialer="tcp", result="ok") == 1  # the first only
+    assert metric(far, "ugate_dial_errors_total", reason="denied") == 1
+
+    # an impostor: the destination expects an ID the far gateway cannot prove
+    impostor = await start_gateway('[admin]\nlisten = ""')
+    wrong = await start_gateway(_near(far, impostor.identity.id))
+    posts = metric(far, "ugate_webrtc_signaling_total", method="POST", code="201")
+    with pytest.raises(DialError) as e:
+        await wrong.dial(f"echo.far:{port}")
+    assert e.value.reason == "identity", e.value
+    assert metric(far, "ugate_webrtc_signaling_total", method="POST", code="201") == posts
+
+    # http:// where an identity is expected: refused before anything is sent
+    plain = await start_gateway(_near(
+        far, far.identity.id, f"http://127.0.0.1:{far.port('web')}/.well-known/ugate/webrtc"),
+        state_dir=ident.state_dir)
+    with pytest.raises(DialError) as e:
+        await plain.dial(f"echo.far:{port}")
+    assert e.value.reason == "identity"
+    assert "http:// signaling proves none" in str(e.value)

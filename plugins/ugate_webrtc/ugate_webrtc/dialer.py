@@ -6,17 +6,39 @@ The first stream offers a peer connection there (``POST`` of the offer, ``201`` 
 answer); every later stream to the same URL is one more data channel on it, so a stream costs
 one DCEP round trip, not an ICE and DTLS handshake. The channel's label is the destination as
 the client asked for it (``name:port``): the far gateway dials it through its own discovery
-and policy. ``[webrtc] dial_token`` is sent as the bearer token.
+and policy.
+
+**Who answers.** The answer carries the DTLS fingerprint the data channels are then bound to,
+so the signaling exchange decides who the channels reach. When the destination expects an
+identity (``identity = [...]`` in its ``hosts`` entry, or a mesh name such as ``<id>.m``) the
+offer goes over ``https://`` through core's ``tls`` dialer: the far gateway proves that
+identity before it sees the offer, and this gateway presents its own workload certificate, so
+the far side's rules can name it (``id:<ID>``) with no token at all. ``http://`` (a
+destination that expects no identity, or an explicit ``webrtc_url``) is dialed with the
+``tcp`` dialer and proves nothing, like any ``tcp`` destination; a destination that expects an
+identity is never signaled over it. ``[webrtc] dial_token`` is sent as the bearer token when
+set (a far side that wants a token rather than a certificate).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ugate_core import DialError, DialerType, StashKey, Stream, StreamMeta, format_hostport
+from ugate_core import (
+    IDENTITY_KINDS,
+    DialError,
+    DialerType,
+    Endpoint,
+    StashKey,
+    Stream,
+    StreamMeta,
+    expected_identities_for,
+    format_hostport,
+)
 
 from .channel import channel_stream
 from .peer import new_peer, one_fingerprint, prepare_gathering
@@ -59,10 +81,9 @@ class Pool:
 POOL: StashKey[Pool] = StashKey("webrtc.dialer")
 
 
-async def _post(host: str, port: int, path: str, authority: str, sdp: str, token: str,
+async def _post(stream: Stream, path: str, authority: str, sdp: str, token: str,
                 timeout: float) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 ``POST`` of an offer; (status, headers, body)."""
-    r, w = await asyncio.open_connection(host, port)
+    """One HTTP/1.1 ``POST`` of an offer on ``stream``; (status, headers, body)."""
     try:
         body = sdp.encode()
         head = [f"POST {path} HTTP/1.1", f"Host: {authority}",
@@ -70,15 +91,16 @@ async def _post(host: str, port: int, path: str, authority: str, sdp: str, token
                 "Connection: close"]
         if token:
             head.append(f"Authorization: Bearer {token}")
-        w.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        raw = await asyncio.wait_for(r.read(_MAX_ANSWER + 8192), timeout)
-        while len(raw) < _MAX_ANSWER + 8192 and not r.at_eof():
-            more = await asyncio.wait_for(r.read(_MAX_ANSWER), timeout)
-            if not more:
-                break
-            raw += more
+        stream.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        raw = b""
+        async with asyncio.timeout(timeout):
+            while len(raw) < _MAX_ANSWER + 8192:
+                more = await stream.read(_MAX_ANSWER)
+                if not more:
+                    break
+                raw += more
     finally:
-        w.close()
+        stream.close()
     head_b, sep, rest = raw.partition(b"\r\n\r\n")
     lines = head_b.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2) if lines else []
@@ -91,6 +113,34 @@ async def _post(host: str, port: int, path: str, authority: str, sdp: str, token
         headers[k.strip().lower()] = v.strip()
     n = headers.get("content-length")
     return int(parts[1]), headers, rest[: int(n)] if n and n.isdigit() else rest
+
+
+def _expects_identity(req: DialRequest) -> bool:
+    dest = req.destination
+    return bool(dest.identities or expected_identities_for(dest.name))
+
+
+async def _signaling_stream(req: DialRequest, url: str, what: str) -> Stream:
+    """A stream to the signaling URL's host: through core's ``tls`` dialer (the far side
+    proves the destination's identity, this gateway presents its own) for ``https://``, the
+    ``tcp`` dialer for ``http://``."""
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise DialError("bad_address", f"{what}: signaling URLs are http:// or https://")
+    secure = u.scheme == "https"
+    if not secure and _expects_identity(req):
+        raise DialError("identity", f"{what}: the destination expects an identity and "
+                        "http:// signaling proves none (use https://)")
+    port = u.port or (443 if secure else 80)
+    # the hop is to the far gateway, not to the destination: named by the URL's host (its SNI,
+    # none for an address), expected to prove the identity the destination names
+    dest = req.destination
+    hop = dataclasses.replace(
+        dest, name=u.hostname,
+        identities=tuple(dest.identities or expected_identities_for(dest.name)))
+    sreq = dataclasses.replace(req, destination=hop, endpoint=Endpoint(u.hostname, port))
+    dialer = req.gateway.dialer_types["tls" if secure else "tcp"]
+    return await dialer.dial(sreq)
 
 
 async def _open(ch: Any, timeout: float, what: str) -> None:
@@ -121,8 +171,9 @@ async def dial(req: DialRequest) -> Stream:
     o = st.options
     pool = gw.stash.get_or_create(POOL, Pool)
     host, port = req.host, req.target_port
+    scheme = "https" if _expects_identity(req) else "http"
     url = req.destination.labels.get("webrtc_url") or \
-        f"http://{format_hostport(host, port)}{o.dial_path}"
+        f"{scheme}://{format_hostport(host, port)}{o.dial_path}"
     label = f"{req.destination.name}:{req.port}"
     what = f"webrtc {label} via {url}"
     lock = pool.locks.setdefault(url, asyncio.Lock())
@@ -141,12 +192,12 @@ async def dial(req: DialRequest) -> Stream:
 async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[FarPeer, Any]:
     o = state_of(req.gateway).options
     u = urlsplit(url)
-    if u.scheme != "http" or not u.hostname:
-        raise DialError("bad_address", f"{what}: only http:// signaling URLs are dialed")
-    addrs = await req.gateway.screen_addresses(req) if u.hostname == req.host else [u.hostname]
-    if not addrs:
-        raise DialError("denied", f"{what}: no address may be dialed")
-    pc = new_peer(o)
+    stream = await _signaling_stream(req, url, what)
+    try:
+        pc = new_peer(o)
+    except BaseException:
+        stream.abort()
+        raise
     ch = pc.createDataChannel(label, ordered=True)
     try:
         await prepare_gathering(pc, o.host_addresses)
@@ -154,8 +205,8 @@ async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[F
         offer = one_fingerprint(str(pc.localDescription.sdp))
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         try:
-            status, headers, body = await _post(addrs[0], u.port or 80, path, u.netloc, offer,
-                                                o.dial_token, req.timeout)
+            status, headers, body = await _post(stream, path, u.netloc, offer, o.dial_token,
+                                                req.timeout)
         except (OSError, TimeoutError) as e:
             raise DialError("unreachable", f"{what}: signaling: {e or type(e).__name__}") \
                 from None
@@ -167,15 +218,21 @@ async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[F
 
         await pc.setRemoteDescription(RTCSessionDescription(body.decode(), "answer"))
     except BaseException:
+        stream.abort()
         await pc.close()
         raise
     far = FarPeer(url, pc)
     far.location = headers.get("location")
-    log.info("webrtc_dialed url=%s location=%s", url, far.location)
+    log.info("webrtc_dialed url=%s location=%s peer=%s", url, far.location,
+             stream.meta.peer_id or "-")
     return far, ch
 
 
 def dialer_type() -> DialerType:
     return DialerType(name="webrtc", dial=dial,
                       description="WebRTC data channel to a gateway's WHIP-style signaling "
-                      "(one peer connection per far side, one channel per stream)")
+                      "(one peer connection per far side, one channel per stream; https "
+                      "signaling proves the far side's identity)",
+                      # through the tls dialer, whose verification it is; the data channels
+                      # are bound to the DTLS fingerprint of the answer it carried
+                      verifies=frozenset(IDENTITY_KINDS))
