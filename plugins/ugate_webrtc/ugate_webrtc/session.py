@@ -27,6 +27,7 @@ from ugate_core import options as opt
 from .channel import channel_stream
 from .options import SECTION, WebRtcOptions, parse
 from .peer import Offer, new_peer, one_fingerprint, prepare_gathering
+from .sctp import coalesce_sacks
 from .tokens import SecretFile
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class Session:
         st.sessions[self.id] = self
         st.sessions_gauge.inc()
         await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+        if self.pc.sctp is not None:
+            coalesce_sacks(self.pc.sctp)
         await prepare_gathering(self.pc, st.options.host_addresses)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._deadline = asyncio.get_running_loop().call_later(
