@@ -24,8 +24,8 @@ Only the transports of this plugin's peer connections are switched to the subcla
 users in the process keep aiortc's behaviour. The subclass overrides three private methods of
 aiortc (``_handle_data``, ``_receive_chunk``, ``_send_sack``) and reads its SACK state
 (``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``): ``pyproject.toml`` pins aiortc
-to the releases checked, and ``tests/test_sctp.py`` fails when those names or signatures
-change.
+to the releases checked (1.9 to 1.16 have the same three methods), and ``tests/test_sctp.py``
+fails when those names or signatures change.
 """
 
 from __future__ import annotations
@@ -106,6 +106,12 @@ class CoalescingSctpTransport(RTCSctpTransport):
     async def _ug_flush_sack(self) -> None:
         """The end-of-batch SACK, when the packets before it left one to send."""
         try:
+            # wait for the receive path to go quiet for one loop iteration: uvloop reads every
+            # queued datagram in one wake-up, asyncio's own loop one per iteration
+            seen = -1
+            while seen != self.data_packets:
+                seen = self.data_packets
+                await asyncio.sleep(0)
             if self._sack_needed:
                 await self._ug_send_sack_now()
         except ConnectionError:  # DTLS closed under it: nothing left to acknowledge
