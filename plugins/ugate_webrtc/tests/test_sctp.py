@@ -13,17 +13,20 @@ import pytest
 from aiortc.rtcsctptransport import (
     DataChunk,
     ForwardTsnChunk,
+    InboundStream,
     RTCSctpTransport,
     SackChunk,
     parse_packet,
     serialize_packet,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from webrtc_testlib import CONFIG
 
 import ugate_webrtc.session
 from ugate_core.testing import StartGateway, node_run, require_peer
 from ugate_webrtc.options import PATH
-from ugate_webrtc.sctp import SACK_EVERY, CoalescingSctpTransport, coalesce_sacks
+from ugate_webrtc.sctp import SACK_EVERY, CoalescingSctpTransport, _InboundStream, coalesce_sacks
 
 HERE = Path(__file__).parent
 BASE = 1000  # the last TSN received before each in-memory test
@@ -44,8 +47,19 @@ async def test_aiortc_internals_the_override_relies_on() -> None:
     src = inspect.getsource(RTCSctpTransport._handle_data)
     assert "self._receive_chunk(" in src and "self._send_sack()" in src
     assert "self._sack_needed" in src
+    # _get_inbound_stream makes aiortc's InboundStream, which _InboundStream wraps
+    for cls, name, params in ((RTCSctpTransport, "_get_inbound_stream", ["self", "stream_id"]),
+                              (InboundStream, "add_chunk", ["self", "chunk"]),
+                              (InboundStream, "pop_messages", ["self"]),
+                              (InboundStream, "prune_chunks", ["self", "tsn"])):
+        fn = getattr(cls, name, None)
+        assert fn is not None, f"aiortc {cls.__name__} has no {name} any more"
+        assert list(inspect.signature(fn).parameters) == params, (name, inspect.signature(fn))
+    assert "InboundStream()" in inspect.getsource(RTCSctpTransport._get_inbound_stream)
+    assert hasattr(InboundStream(), "reassembly") and hasattr(InboundStream(), "sequence_number")
     t = _transport()
-    for attr in ("_sack_needed", "_sack_misordered", "_sack_duplicates", "_last_received_tsn"):
+    for attr in ("_inbound_streams", "_sack_needed", "_sack_misordered", "_sack_duplicates",
+                 "_last_received_tsn"):
         assert hasattr(t, attr), f"aiortc RTCSctpTransport has no {attr} any more"
 
 
@@ -185,6 +199,90 @@ async def test_a_packet_without_data_leaves_the_pending_sack_pending() -> None:
     assert _sacks(t) == []
     await _settle()
     assert [s.cumulative_tsn for s in _sacks(t)] == [BASE + 1]
+
+
+# ---------------------------------------------------------------- reassembly shortcut
+@st.composite
+def _deliveries(draw: st.DrawFn) -> tuple[list[DataChunk], list[int], int | None]:
+    """Messages of 1-6 fragments (some unordered) on one stream, their chunks in some
+    order, and maybe a FORWARD-TSN-style prune after one of them."""
+    chunks, tsn, seq = [], BASE + 1, 0
+    for _ in range(draw(st.integers(1, 6))):
+        n, unordered = draw(st.integers(1, 6)), draw(st.booleans())
+        for k in range(n):
+            c = DataChunk(flags=(0x04 if unordered else 0) | (0x02 if k == 0 else 0)
+                          | (0x01 if k == n - 1 else 0))
+            c.tsn, c.stream_id, c.stream_seq, c.protocol = tsn, 1, 0 if unordered else seq, 53
+            c.user_data = tsn.to_bytes(4, "big")
+            chunks.append(c)
+            tsn += 1
+        seq += 0 if unordered else 1
+    order = draw(st.permutations(range(len(chunks))))
+    prune_after = draw(st.none() | st.integers(0, len(chunks) - 1))
+    return chunks, list(order), prune_after
+
+
+@settings(max_examples=300, deadline=None)
+@given(_deliveries())
+def test_reassembly_shortcut_pops_what_aiortc_pops(d: tuple[list[DataChunk], list[int],
+                                                            int | None]) -> None:
+    chunks, order, prune_after = d
+    plain, fast = InboundStream(), _InboundStream()
+    for step, i in enumerate(order):
+        for s in (plain, fast):
+            s.add_chunk(chunks[i])
+        assert list(fast.pop_messages()) == list(plain.pop_messages()), step
+        if step == prune_after:  # as aiortc does on a FORWARD TSN up to this chunk
+            c = chunks[i]
+            if not c.flags & 0x04 and c.stream_seq + 1 > plain.sequence_number:
+                plain.sequence_number = fast.sequence_number = c.stream_seq + 1
+            assert list(fast.pop_messages()) == list(plain.pop_messages())
+            assert fast.prune_chunks(c.tsn) == plain.prune_chunks(c.tsn)
+        assert [c.tsn for c in fast.reassembly] == [c.tsn for c in plain.reassembly]
+    assert list(fast.pop_messages()) == list(plain.pop_messages())
+
+
+def test_reassembly_shortcut_after_a_prune() -> None:
+    """A FORWARD TSN abandons message 0 (one fragment lost): its pruned fragment was blocking
+    message 1, which aiortc pops with the next chunk, a first fragment, and so must we."""
+    plain, fast = InboundStream(), _InboundStream()
+
+    def frag(tsn: int, seq: int, flags: int) -> DataChunk:
+        c = _data(tsn, flags)
+        c.stream_seq = seq
+        return c
+
+    for s in (plain, fast):
+        s.add_chunk(frag(BASE + 2, 0, 0x01))  # message 0's last fragment; its first is lost
+        s.add_chunk(frag(BASE + 3, 1, 0x03))  # message 1, whole
+        assert list(s.pop_messages()) == []
+        s.sequence_number = 1  # FORWARD TSN to BASE + 2, stream 1 seq 0
+        assert list(s.pop_messages()) == []
+        s.prune_chunks(BASE + 2)
+        s.add_chunk(frag(BASE + 4, 2, 0x02))  # message 2's first fragment
+    got = list(fast.pop_messages())
+    assert got == list(plain.pop_messages()) and len(got) == 1
+
+
+def test_reassembly_shortcut_skips_the_scan_in_order() -> None:
+    fast, calls = _InboundStream(), 0
+    real = InboundStream.pop_messages
+
+    def counting(self: InboundStream) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(self)
+
+    InboundStream.pop_messages = counting  # type: ignore[method-assign]
+    try:
+        for k in range(55):  # one 64 KiB message, in order: only the last fragment scans
+            c = _data(BASE + 1 + k, flags=(0x02 if k == 0 else 0) | (0x01 if k == 54 else 0))
+            c.stream_seq = 0
+            fast.add_chunk(c)
+            got = list(fast.pop_messages())
+        assert calls == 1 and len(got) == 1 and len(got[0][2]) == 55 * 100
+    finally:
+        InboundStream.pop_messages = real  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- a real transfer

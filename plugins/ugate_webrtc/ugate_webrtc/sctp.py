@@ -24,23 +24,30 @@ waits far less than 200 ms, and trades the every-second-packet rule for one SACK
   RFC 7053), or that arrives while a gap is open (the one that fills it too); the pending
   acknowledgement goes with it.
 
+The same subclass keeps aiortc's message reassembly but skips its per-chunk scan when no
+message can have completed (:class:`_InboundStream`).
+
 Only the transports of this plugin's peer connections are switched to the subclass
 (:func:`coalesce_sacks`, right after aiortc creates them, before any DATA), so other aiortc
-users in the process keep aiortc's behaviour. The subclass overrides three private methods of
-aiortc (``_handle_data``, ``_receive_chunk``, ``_send_sack``) and reads its SACK state
-(``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``): ``pyproject.toml`` pins aiortc
-to the releases checked (1.9 to 1.16 have the same three methods), and ``tests/test_sctp.py``
-fails when those names or signatures change.
+users in the process keep aiortc's behaviour. It overrides private methods of aiortc
+(``RTCSctpTransport._handle_data``, ``_receive_chunk``, ``_send_sack``,
+``_get_inbound_stream``; ``InboundStream.add_chunk``, ``pop_messages``, ``prune_chunks``)
+and reads its SACK state (``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``):
+``pyproject.toml`` pins aiortc to the releases checked (1.9 to 1.16 have the same methods),
+and ``tests/test_sctp.py`` fails when those names or signatures change.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from aiortc.rtcsctptransport import (
+    SCTP_DATA_LAST_FRAG,
     DataChunk,
     ForwardTsnChunk,
+    InboundStream,
     RTCSctpTransport,
 )
 
@@ -50,6 +57,43 @@ from aiortc.rtcsctptransport import (
 SACK_EVERY = 16
 #: the DATA chunk's I bit (RFC 7053): the sender asks for a SACK without delay
 _SACK_IMMEDIATELY = 0x08
+
+
+class _InboundStream(InboundStream):
+    """aiortc's reassembly, without its scan when nothing can have completed.
+
+    aiortc's ``pop_messages`` walks the stream's reassembly list from the start for every DATA
+    chunk, so a 64 KiB message (~55 fragments) costs ~1,500 chunk visits: ~20% of the
+    gateway's CPU in the bulk profile once the SACKs were coalesced. A message completes only
+    with its last fragment; so when the new chunk went to the end of the list, is not a last
+    fragment, and the previous ``pop_messages`` ran to its end with nothing changed since
+    (``prune_chunks``, from a FORWARD TSN, may unblock a message), there is nothing to pop.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ug_settled = True  # the last pop_messages ran to its end, nothing pruned since
+        self._ug_skip = False
+
+    def add_chunk(self, chunk: DataChunk) -> None:
+        super().add_chunk(chunk)
+        self._ug_skip = (self._ug_settled and self.reassembly[-1] is chunk
+                         and not chunk.flags & SCTP_DATA_LAST_FRAG)
+
+    def pop_messages(self) -> Iterator[tuple[int, int, bytes]]:
+        if self._ug_skip:
+            self._ug_skip = False
+            return iter(())
+        return self._ug_pop()
+
+    def _ug_pop(self) -> Iterator[tuple[int, int, bytes]]:
+        self._ug_settled = False
+        yield from super().pop_messages()
+        self._ug_settled = True
+
+    def prune_chunks(self, tsn: int) -> int:
+        self._ug_settled = self._ug_skip = False
+        return super().prune_chunks(tsn)
 
 
 class CoalescingSctpTransport(RTCSctpTransport):
@@ -68,6 +112,12 @@ class CoalescingSctpTransport(RTCSctpTransport):
     _ug_flush: asyncio.Task[None] | None = None
     sacks_sent = 0
     data_packets = 0
+
+    def _get_inbound_stream(self, stream_id: int) -> InboundStream:
+        stream = self._inbound_streams.get(stream_id)
+        if stream is None:
+            stream = self._inbound_streams[stream_id] = _InboundStream()
+        return stream
 
     async def _handle_data(self, data: bytes) -> None:
         # a packet after a gap is acknowledged at once, the one that fills it included
