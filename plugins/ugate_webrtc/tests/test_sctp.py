@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 from pathlib import Path
+from struct import pack
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ async def test_aiortc_internals_the_override_relies_on() -> None:
     """Fails loudly when an aiortc release renames or reshapes what ``sctp.py`` overrides:
     update ``CoalescingSctpTransport`` and the aiortc pin in ``pyproject.toml`` together."""
     want = {"_handle_data": ["self", "data"], "_receive_chunk": ["self", "chunk"],
-            "_send_sack": ["self"]}
+            "_send_sack": ["self"], "_send_chunk": ["self", "chunk"]}
     for name, params in want.items():
         fn = getattr(RTCSctpTransport, name, None)
         assert fn is not None, f"aiortc RTCSctpTransport has no {name} any more"
@@ -58,7 +59,8 @@ async def test_aiortc_internals_the_override_relies_on() -> None:
     assert "InboundStream()" in inspect.getsource(RTCSctpTransport._get_inbound_stream)
     assert hasattr(InboundStream(), "reassembly") and hasattr(InboundStream(), "sequence_number")
     t = _transport()
-    for attr in ("_inbound_streams", "_sack_needed", "_sack_misordered", "_sack_duplicates",
+    for attr in ("_local_port", "_remote_port", "_remote_verification_tag",
+                 "_inbound_streams", "_sack_needed", "_sack_misordered", "_sack_duplicates",
                  "_last_received_tsn"):
         assert hasattr(t, attr), f"aiortc RTCSctpTransport has no {attr} any more"
 
@@ -199,6 +201,42 @@ async def test_a_packet_without_data_leaves_the_pending_sack_pending() -> None:
     assert _sacks(t) == []
     await _settle()
     assert [s.cumulative_tsn for s in _sacks(t)] == [BASE + 1]
+
+
+def _packets(t: Any) -> list[list[str]]:
+    """The chunk types of each packet sent so far (and forget them)."""
+    out = [[type(c).__name__ for c in parse_packet(p)[3]] for p in t.transport.sent]
+    t.transport.sent.clear()
+    return out
+
+
+async def test_a_dcep_open_is_acked_with_the_sack_in_one_packet() -> None:
+    t = _transport()
+    label = b"127.0.0.1:9"
+    c = _data(BASE + 1)
+    c.protocol = 50  # WebRTC DCEP: DATA_CHANNEL_OPEN, reliable, ordered
+    c.user_data = pack("!BBHLHH", 3, 0, 0, 0, len(label), 0) + label
+    await _packet(t, c)
+    # one packet: the SACK for the OPEN ahead of the DATA chunk carrying the DCEP ACK
+    sent = list(t.transport.sent)
+    assert _packets(t) == [["SackChunk", "DataChunk"]]
+    _, _, tag, (sack, ack) = parse_packet(sent[0])  # the checksum was checked here
+    assert tag == t._remote_verification_tag and sack.cumulative_tsn == BASE + 1
+    assert (ack.protocol, ack.user_data) == (50, b"\x02")
+    await _settle()
+    assert _packets(t) == []  # nothing left to acknowledge
+    assert t.sacks_sent == 1
+
+
+async def test_only_small_data_carries_the_pending_sack() -> None:
+    t = _transport()
+    await _packet(t, _data(BASE + 1))  # a SACK is now pending
+    await t._send(1, 53, b"y" * 3000)  # fragments too large to carry it
+    assert _packets(t) == [["DataChunk"]] * 3
+    await t._send(1, 53, b"short")
+    assert _packets(t) == [["SackChunk", "DataChunk"]]
+    await _settle()
+    assert _packets(t) == []
 
 
 # ---------------------------------------------------------------- reassembly shortcut

@@ -24,15 +24,19 @@ waits far less than 200 ms, and trades the every-second-packet rule for one SACK
   RFC 7053), or that arrives while a gap is open (the one that fills it too); the pending
   acknowledgement goes with it.
 
-The same subclass keeps aiortc's message reassembly but skips its per-chunk scan when no
-message can have completed (:class:`_InboundStream`).
+A pending SACK also rides in the packet of a small outgoing DATA chunk (at most
+:data:`BUNDLE_DATA_MAX` bytes; RFC 9260 6.10 allows the bundle, the SACK goes first): the DCEP
+ACK that opens a channel carries the SACK for the OPEN, one DTLS record and one ``sendto``
+instead of two. And the subclass keeps aiortc's message reassembly but skips its per-chunk
+scan when no message can have completed (:class:`_InboundStream`).
 
 Only the transports of this plugin's peer connections are switched to the subclass
 (:func:`coalesce_sacks`, right after aiortc creates them, before any DATA), so other aiortc
 users in the process keep aiortc's behaviour. It overrides private methods of aiortc
-(``RTCSctpTransport._handle_data``, ``_receive_chunk``, ``_send_sack``,
+(``RTCSctpTransport._handle_data``, ``_receive_chunk``, ``_send_sack``, ``_send_chunk``,
 ``_get_inbound_stream``; ``InboundStream.add_chunk``, ``pop_messages``, ``prune_chunks``)
-and reads its SACK state (``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``):
+and reads its SACK state (``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``) and
+packet header fields (``_local_port``, ``_remote_port``, ``_remote_verification_tag``):
 ``pyproject.toml`` pins aiortc to the releases checked (1.9 to 1.16 have the same methods),
 and ``tests/test_sctp.py`` fails when those names or signatures change.
 """
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from struct import pack
 from typing import Any
 
 from aiortc.rtcsctptransport import (
@@ -49,12 +54,17 @@ from aiortc.rtcsctptransport import (
     ForwardTsnChunk,
     InboundStream,
     RTCSctpTransport,
+    SackChunk,
 )
+from google_crc32c import value as crc32c
 
 #: acknowledge at least every this many packets of DATA. RFC 9260's "every second packet"
 #: (2) kept half the SACKs and gave 0.25-0.29x of node-datachannel in the bench, 16 and 64 gave
 #: 0.4-0.5x; a sender's slow start grows its window per SACK (RFC 9260 7.2.1), so no more
 SACK_EVERY = 16
+#: a pending SACK rides in the packet of an outgoing DATA chunk of at most this many bytes (a
+#: DCEP ACK, a short message), which leaves room for it under any path MTU
+BUNDLE_DATA_MAX = 512
 #: the DATA chunk's I bit (RFC 7053): the sender asks for a SACK without delay
 _SACK_IMMEDIATELY = 0x08
 
@@ -110,6 +120,8 @@ class CoalescingSctpTransport(RTCSctpTransport):
     _ug_data = False
     _ug_in_packet = False
     _ug_flush: asyncio.Task[None] | None = None
+    #: chunks aiortc's _send_sack handed to _send_chunk while a SACK is built for bundling
+    _ug_capture: list[Any] | None = None
     sacks_sent = 0
     data_packets = 0
 
@@ -152,6 +164,29 @@ class CoalescingSctpTransport(RTCSctpTransport):
                         self._ug_flush_sack())
                 return
         await self._ug_send_sack_now()
+
+    async def _send_chunk(self, chunk: Any) -> None:
+        if self._ug_capture is not None:
+            self._ug_capture.append(chunk)
+            return
+        if (self._sack_needed and isinstance(chunk, DataChunk)
+                and len(chunk.user_data) <= BUNDLE_DATA_MAX):
+            # the SACK goes first (RFC 9260 6.10: control chunks ahead of DATA), one packet
+            self._ug_capture = []
+            try:
+                await self._ug_send_sack_now()
+            finally:
+                captured, self._ug_capture = self._ug_capture, None
+            if len(captured) == 1 and isinstance(captured[0], SackChunk):
+                head = pack("!HHL", self._local_port, self._remote_port,
+                            self._remote_verification_tag)
+                body = bytes(captured[0]) + bytes(chunk)
+                await self.transport._send_data(
+                    head + pack("<L", crc32c(head + b"\0\0\0\0" + body)) + body)
+                return
+            for c in captured:  # not a lone SACK: aiortc changed, send as it built them
+                await super()._send_chunk(c)
+        await super()._send_chunk(chunk)
 
     async def _ug_send_sack_now(self) -> None:
         self._ug_unacked = 0
