@@ -27,7 +27,6 @@ from ugate_core import options as opt
 from .channel import channel_stream
 from .options import SECTION, WebRtcOptions, parse
 from .peer import Offer, new_peer, one_fingerprint, prepare_gathering
-from .sctp import coalesce_sacks
 from .tokens import SecretFile
 
 if TYPE_CHECKING:
@@ -106,6 +105,8 @@ class Session:
     async def answer(self, offer: Offer) -> str:
         """Take the offer, gather, and return the answer SDP (ICE candidates included)."""
         from aiortc import RTCSessionDescription
+
+        from .sctp import coalesce_sacks
 
         st = self.st
         st.sessions[self.id] = self
