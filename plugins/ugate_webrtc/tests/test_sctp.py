@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from webrtc_testlib import CONFIG
 
-import ugate_webrtc.session
+import ugate_webrtc.sctp
 from ugate_core.testing import StartGateway, node_run, require_peer
 from ugate_webrtc.options import PATH
 from ugate_webrtc.sctp import SACK_EVERY, CoalescingSctpTransport, _InboundStream, coalesce_sacks
@@ -333,7 +333,7 @@ async def test_node_datachannel_transfer_sends_fewer_sacks(start_gateway: StartG
         coalesce_sacks(sctp)
         seen.append(sctp)
 
-    monkeypatch.setattr(ugate_webrtc.session, "coalesce_sacks", record)
+    monkeypatch.setattr(ugate_webrtc.sctp, "coalesce_sacks", record)  # answer() imports it per call
     gw = await start_gateway(CONFIG)
     host, port = echo_server
     url = f"http://127.0.0.1:{gw.port('main')}{PATH}"
