@@ -11,6 +11,8 @@ const ndc = require('node-datachannel');
 const [mode, url, target, totalS, chansS, opensS] = process.argv.slice(2);
 const TOTAL = Number(totalS), CH = Number(chansS), OPENS = Number(opensS);
 const MSG = 65536;
+// env OPEN_GAP_MS: idle this long between channel opens (0: back to back)
+const OPEN_GAP_MS = Number(process.env.OPEN_GAP_MS || 0);
 const keep = new Set();
 const cfg = { iceServers: [], bindAddress: '127.0.0.1' };
 
@@ -82,6 +84,7 @@ async function main() {
   const bulk_s = Number(process.hrtime.bigint() - t0) / 1e9;
   const open_ms = [];
   for (let i = 0; i < OPENS; i++) {
+    if (OPEN_GAP_MS) await new Promise((r) => setTimeout(r, OPEN_GAP_MS));
     const t = process.hrtime.bigint();
     const dc = await openChannel(pc, target);
     open_ms.push(Number(process.hrtime.bigint() - t) / 1e6);

@@ -14,6 +14,7 @@ are ugate / anchor for bulk (goal ≥ 0.3x) and anchor / ugate for open (goal: u
 
     .venv/bin/python plugins/ugate_webrtc/bench_webrtc.py          # ~1 min
     .venv/bin/python plugins/ugate_webrtc/bench_webrtc.py --profile  # cProfile of ugate's bulk
+    .venv/bin/python plugins/ugate_webrtc/bench_webrtc.py --open-gap-ms 5  # opens 5 ms apart
 """
 
 from __future__ import annotations
@@ -48,9 +49,14 @@ async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.close()
 
 
+#: ms the node client idles between channel opens (``--open-gap-ms``)
+OPEN_GAP_MS = 0
+
+
 async def node(mode: str, url: str, target: str, total: int, chans: int,
                opens: int) -> dict[str, Any]:
-    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "js" / "node_modules")}
+    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "js" / "node_modules"),
+           "OPEN_GAP_MS": str(OPEN_GAP_MS)}
     p = await asyncio.create_subprocess_exec(
         "node", str(HERE / "bench_webrtc.cjs"), mode, url, target, str(total), str(chans),
         str(opens), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
@@ -151,8 +157,12 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--opens", type=int, default=20)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--open-gap-ms", type=int, default=0,
+                    help="node rows: idle this long between channel opens, so an open does "
+                    "not queue behind the gateway's dial and close of the channel before it")
     ap.add_argument("--no-chromium", action="store_true", help="node-datachannel rows only")
     a = ap.parse_args()
+    OPEN_GAP_MS = a.open_gap_ms
     a.no_chromium = a.no_chromium or not os.path.exists(
         os.environ.get("UGATE_CHROMIUM", "/usr/bin/chromium"))
     try:  # the loop `ugate run` uses with ugate-core[fast]

@@ -42,6 +42,7 @@ from ugate_core import (
 
 from .channel import channel_stream
 from .peer import new_peer, one_fingerprint, prepare_gathering
+from .sctp import coalesce_sacks
 from .session import state_of
 
 if TYPE_CHECKING:
@@ -199,6 +200,8 @@ async def _connect(req: DialRequest, url: str, label: str, what: str) -> tuple[F
         stream.abort()
         raise
     ch = pc.createDataChannel(label, ordered=True)
+    if pc.sctp is not None:
+        coalesce_sacks(pc.sctp)
     try:
         await prepare_gathering(pc, o.host_addresses)
         await pc.setLocalDescription(await pc.createOffer())

@@ -104,10 +104,14 @@ class Session:
         """Take the offer, gather, and return the answer SDP (ICE candidates included)."""
         from aiortc import RTCSessionDescription
 
+        from .sctp import coalesce_sacks
+
         st = self.st
         st.sessions[self.id] = self
         st.sessions_gauge.inc()
         await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+        if self.pc.sctp is not None:
+            coalesce_sacks(self.pc.sctp)
         await prepare_gathering(self.pc, st.options.host_addresses)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._deadline = asyncio.get_running_loop().call_later(
