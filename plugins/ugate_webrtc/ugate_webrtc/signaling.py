@@ -9,8 +9,8 @@ Every refusal is an HTTP status before any ICE work, counted as
 
 =====  =========================================================================
  429   over ``[webrtc] rate`` requests per second (``burst``) from the address
- 401   no credential beyond loopback (``no_token``), a bad (``bad_token``) or expired
-       (``expired_token``) token
+ 401   no credential beyond loopback (``no_token``), or a token core refuses (its reason:
+       ``token_expired``, ``token_unknown_key``, ...)
  415   not ``application/sdp``
  413   over ``max_sdp`` bytes
  400   not SDP, no data channel section, or refused by aiortc
@@ -134,11 +134,11 @@ class Signaling:
         if token is not None:
             try:
                 if not token:
-                    raise AuthError("the Authorization header is not a bearer token")
+                    raise AuthError("the Authorization header is not a bearer token",
+                                    "token_malformed")
                 user = self.gateway.verify_token(token)
-            except AuthError as e:  # counted as before core's tokens: expired, or bad
-                await self._refuse(ex, 401, "expired_token" if e.reason == "token_expired"
-                                   else "bad_token", str(e),
+            except AuthError as e:  # counted by core's reason, as ws and webtransport do
+                await self._refuse(ex, 401, e.reason, str(e),
                                    [("www-authenticate", 'Bearer error="invalid_token"')])
                 return None
             meta.user = user

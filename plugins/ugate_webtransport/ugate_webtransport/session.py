@@ -10,7 +10,7 @@ rules, protected addresses and ``ugate_authorize`` decide every stream.
 
 **Who the page is.** Browsers cannot set headers on a WebTransport request, so the token is
 in the query: core's signed token (:mod:`ugate_core.tokens`, ``[tokens]``); a session with a
-valid one runs as ``user:<sub>`` (rules name it), a bad one is refused (403). Without a token
+valid one runs as ``user:<sub>`` (rules name it), a bad one is refused (401). Without a token
 the session is refused (401) before any stream — except on a loopback listener while no
 ``[tokens] trusted_keys`` are configured, which is the local user's proxy like every
 loopback listener (docs/security.md). Anything but the session
@@ -142,12 +142,12 @@ class WebTransportSession:
             try:
                 meta.user = self.gw.verify_token(token)
             except AuthError as e:
-                self.ctx.reject("denied", f"WebTransport session: {e}", meta)
-                self._respond(stream_id, 403, f"{e}\n".encode())
+                self.ctx.reject(e.reason, f"WebTransport session: {e}", meta)
+                self._respond(stream_id, 401, f"{e}\n".encode())
                 return
             meta.extra["user_verified"] = True
         elif self.gw.config.tokens.trusted_keys or not _loopback(self.ctx.config.host):
-            self.ctx.reject("denied", "WebTransport session: no token", meta)
+            self.ctx.reject("no_token", "WebTransport session: no token", meta)
             self._respond(stream_id, 401, b"no token\n")
             return
         self.sessions[stream_id] = meta
