@@ -40,7 +40,7 @@ from ugate_core import (
 
 from .path import path_for
 from .settings import settings_of
-from .transport import WsTransport, message_stream
+from .transport import FRAMES_LOG, WsTransport, message_stream
 
 log = logging.getLogger("ugate.ws")
 
@@ -165,7 +165,7 @@ async def _handshake(stream: TcpStream, req: DialRequest, tls: bool, max_message
     authority = format_hostport(req.endpoint.host, req.target_port)
     uri = parse_uri(f"{'wss' if tls else 'ws'}://{authority}"
                     f"{path_for(format_hostport(req.destination.name, req.port))}")
-    proto = ClientProtocol(uri, max_size=max_message)
+    proto = ClientProtocol(uri, max_size=max_message, logger=FRAMES_LOG)
     request = proto.connect()
     proto.send_request(request)
     for d in proto.data_to_send():

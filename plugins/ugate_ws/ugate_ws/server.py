@@ -37,7 +37,7 @@ from ugate_core import (
 from .path import query_param, target_of
 from .services import Service, service_for
 from .settings import settings_of
-from .transport import CLOSE_TIMEOUT, WsTransport, message_stream
+from .transport import CLOSE_TIMEOUT, FRAMES_LOG, WsTransport, message_stream
 
 if TYPE_CHECKING:
     from ugate_http.routes import Exchange
@@ -284,7 +284,7 @@ def open_server(stream: Stream, gw: GatewayAPI, meta: StreamMeta | None = None
     """The server end of an upgraded WebSocket, as a :class:`MessageStream` (``meta``: the
     WebSocket's, by default the byte stream's)."""
     s = settings_of(gw)
-    proto = Protocol(Side.SERVER, state=State.OPEN, max_size=s.max_message)
+    proto = Protocol(Side.SERVER, state=State.OPEN, max_size=s.max_message, logger=FRAMES_LOG)
     meta = meta if meta is not None else stream.meta
 
     def failed(reason: str, detail: str) -> None:

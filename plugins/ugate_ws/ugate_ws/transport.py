@@ -26,6 +26,12 @@ from websockets.protocol import Protocol, State
 from ugate_core import MessageStream, ProtocolError, Stream, StreamMeta
 
 log = logging.getLogger("ugate.ws")
+#: the websockets protocol objects' own logger: they log every connection's close at INFO,
+#: which ugate's ``stream_closed`` line already says; warnings and errors still pass
+#: (an embedding program that sets this logger's level gets the rest back)
+FRAMES_LOG = logging.getLogger("ugate.ws.frames")
+if FRAMES_LOG.level == logging.NOTSET:
+    FRAMES_LOG.setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 5.0
 #: ``buffered_amount`` of a byte stream that is write-paused but reports no buffer size
