@@ -414,6 +414,8 @@ def encode_connect(c: Connect) -> bytes:
 class ConnectParser:
     """One client's CONNECT, fed in pieces (see the module docs)."""
 
+    __slots__ = ("_buf", "_failed", "connect", "level", "max_client_id", "max_size")
+
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE,
                  max_client_id: int = DEFAULT_MAX_CLIENT_ID) -> None:
         self.max_size = max_size
