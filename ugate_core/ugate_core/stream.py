@@ -321,17 +321,16 @@ class Stream:
         elif self._reading_paused:
             self.resume_reading()
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """The future the next bytes, EOF or loss resolve (``await self._wait()``): a plain
+        function, not a coroutine, so a read that waits makes no coroutine. A waiter left
+        behind by a cancelled read is done, and :meth:`_wake` skips done waiters."""
         if self._receiver is not None:
             raise RuntimeError("read() while a receiver is set")
         if self._reading_paused and len(self._buf) <= self.read_limit:
             self.resume_reading()
-        fut = asyncio.get_running_loop().create_future()
-        self._waiter = fut
-        try:
-            await fut
-        finally:
-            self._waiter = None
+        fut = self._waiter = asyncio.get_running_loop().create_future()
+        return fut
 
     def _take(self, n: int) -> bytes:
         buf = self._buf
