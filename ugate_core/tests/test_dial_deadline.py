@@ -100,3 +100,45 @@ async def test_deadline_inside_asyncio_timeout_leaves_the_outer_one_alone() -> N
 def test_deadline_outside_a_task() -> None:
     with pytest.raises(RuntimeError), Deadline(1):
         pass
+
+
+async def test_deadlines_share_one_timer_and_an_earlier_one_still_fires_on_time() -> None:
+    from ugate_core.deadline import _Clock
+
+    loop = asyncio.get_running_loop()
+    # a long deadline arms the loop's clock; a shorter one inside must not wait for it
+    t0 = loop.time()
+    with Deadline(30), pytest.raises(TimeoutError), Deadline(0.02):
+        await asyncio.sleep(5)
+    assert loop.time() - t0 < 1.0
+    # many deadlines that end before they are due: one timer, and the heap is compacted
+    for _ in range(1000):
+        with Deadline(30) as d:
+            pass
+        assert not d.expired
+    clock = _Clock._all[id(loop)]
+    assert len(clock.heap) <= 200 and clock.handle is not None
+    # a deadline after all those still fires, and the task was not cancelled by any other
+    with pytest.raises(TimeoutError), Deadline(0.01) as d:
+        await asyncio.sleep(5)
+    assert d.expired
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_deadline_in_one_task_does_not_cancel_another() -> None:
+    async def short() -> str:
+        try:
+            with Deadline(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timeout"
+        return "done"
+
+    async def quick() -> str:
+        with Deadline(0.005):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)  # past its own deadline, outside the block
+        return "done"
+
+    assert await asyncio.gather(short(), quick(), short()) == ["timeout", "done", "timeout"]

@@ -32,7 +32,6 @@ from .tokens import parse_settings as _tokens
 from .types import IDENTITY_KINDS, Endpoint, ExpectedIdentity
 
 
-@functools.lru_cache(maxsize=4096)  # asked per connection by the authorize policy
 @functools.lru_cache(maxsize=4096)  # asked per connection (the policy: is the client local?)
 def is_loopback(host: str) -> bool:
     if host == "localhost":

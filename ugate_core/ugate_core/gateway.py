@@ -468,12 +468,13 @@ class Gateway:
             r = source.remote
             loopback = cfg.loopback and (r is None or is_loopback(r[0]))
         allow = cfg.allow_targets if cfg is not None else ()
-        ips = [ep.host for ep in dest.endpoints if is_ip(ep.host)]
+        local = local_proxy(loopback, allow)
+        # a local proxy's clients reach everything: no address of the destination is looked at
+        ips = () if local else [ep.host for ep in dest.endpoints if is_ip(ep.host)]
         hook = self.pm.hook.ugate_authorize
         # skip pluggy's call machinery on the per-connection path when nobody implements it
         res = hook(gateway=self, peer=source, destination=dest) if hook.get_hookimpls() else None
         if res is not None:
-            local = local_proxy(loopback, allow)
             v = Verdict(bool(res), local=local, explicit=local,
                         why="ugate_authorize hook " + ("allowed" if res else "denied"))
         else:

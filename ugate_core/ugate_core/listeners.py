@@ -134,39 +134,41 @@ class Listener:
         return [s.getsockname()[:2] for s in self.server.sockets]
 
     async def handle(self, stream: TcpStream) -> None:
-        # one coroutine from accept to the protocol's serve (this runs per connection)
+        # one coroutine from accept to the protocol's serve (this runs per connection); the
+        # guard's rule (Guard.__exit__) without a Guard object and its enter/exit calls
         gw, cfg = self.gw, self.cfg
         meta = stream.meta
         meta.listener = cfg.name
         try:
-            with gw.guard(cfg.name, meta):
-                if self.sniffing:
-                    res = await sniff_stream(
-                        stream,
-                        self.types,
-                        timeout=cfg.sniff_timeout,
-                        max_bytes=cfg.sniff_max,
-                        default=self.default,
-                    )
-                    lt = res.listener
-                    if lt is None:
-                        gw.reject(cfg.name, f"sniff_{res.reason}",
-                                  f"first bytes {res.prefix[:16]!r}", meta)
-                        stream.abort()
-                        return
-                else:
-                    lt = self.types[0]
-                meta.protocol = lt.name
-                t = self._connections.get(lt.name)
-                if t is None:
-                    t = self._connections[lt.name] = gw.metrics.tally(
-                        gw.metrics.connections, cfg.name, lt.name)
-                t.n += 1
-                assert lt.serve is not None
-                await lt.serve(stream, self.ctx)
+            if self.sniffing:
+                res = await sniff_stream(
+                    stream,
+                    self.types,
+                    timeout=cfg.sniff_timeout,
+                    max_bytes=cfg.sniff_max,
+                    default=self.default,
+                )
+                lt = res.listener
+                if lt is None:
+                    gw.reject(cfg.name, f"sniff_{res.reason}",
+                              f"first bytes {res.prefix[:16]!r}", meta)
+                    stream.abort()
+                    return
+            else:
+                lt = self.types[0]
+            meta.protocol = lt.name
+            t = self._connections.get(lt.name)
+            if t is None:
+                t = self._connections[lt.name] = gw.metrics.tally(
+                    gw.metrics.connections, cfg.name, lt.name)
+            t.n += 1
+            assert lt.serve is not None
+            await lt.serve(stream, self.ctx)
         except asyncio.CancelledError:
             stream.abort()
             raise
+        except Exception as e:
+            Guard(gw, cfg.name, meta).__exit__(type(e), e, e.__traceback__)
         finally:
             if not stream.is_closing() and not stream.relaying:
                 stream.close()

@@ -315,11 +315,16 @@ class Relay:
 
 def _pure_tcp(s: Stream) -> bool:
     """A TcpStream whose class leaves the bytes alone (a subclass may transform them)."""
-    if not isinstance(s, TcpStream):
-        return False
     cls = type(s)
-    return cls.data_received is TcpStream.data_received and cls._do_write is \
-        TcpStream._do_write and cls._on_data is Stream._on_data
+    pure = _PURE.get(cls)
+    if pure is None:  # asked per relay, twice: the answer is the class's
+        pure = _PURE[cls] = issubclass(cls, TcpStream) and \
+            cls.data_received is TcpStream.data_received and cls._do_write is \
+            TcpStream._do_write and cls._on_data is Stream._on_data
+    return pure
+
+
+_PURE: dict[type[Stream], bool] = {}
 
 
 def _raw_fd(s: Stream) -> int | None:

@@ -129,7 +129,8 @@ class Stream:
     def __init__(self, meta: StreamMeta | None = None) -> None:
         self.meta = meta if meta is not None else StreamMeta()
         # pull-mode buffer: the shared empty bytes until bytes wait in it (an idle relayed
-        # stream never buffers; two empty bytearrays were ~3% of its memory)
+        # stream never buffers; two empty bytearrays were ~3% of its memory); one chunk
+        # that came alone is kept as the bytes it came in, a bytearray once more arrive
         self._buf: bytearray | bytes = _EMPTY
         self._eof = False
         self._lost = False
@@ -192,10 +193,15 @@ class Stream:
             r.data_received(data)
             return
         buf = self._buf
-        if buf:
-            buf += data  # a bytearray: in place
+        if not buf:
+            # kept as it came (a handshake read takes it whole: no copy in and out); other
+            # types may be a caller's buffer that changes later
+            self._buf = buf = data if type(data) is bytes else bytearray(data)
+        elif type(buf) is bytes:
+            self._buf = buf = bytearray(buf)
+            buf += data
         else:
-            self._buf = buf = bytearray(data)
+            buf += data  # a bytearray: in place
         self._wake()
         if len(buf) > self.read_limit:
             self.pause_reading()
@@ -315,26 +321,27 @@ class Stream:
         elif self._reading_paused:
             self.resume_reading()
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """The future the next bytes, EOF or loss resolve (``await self._wait()``): a plain
+        function, not a coroutine, so a read that waits makes no coroutine. A waiter left
+        behind by a cancelled read is done, and :meth:`_wake` skips done waiters."""
         if self._receiver is not None:
             raise RuntimeError("read() while a receiver is set")
         if self._reading_paused and len(self._buf) <= self.read_limit:
             self.resume_reading()
-        fut = asyncio.get_running_loop().create_future()
-        self._waiter = fut
-        try:
-            await fut
-        finally:
-            self._waiter = None
+        fut = self._waiter = asyncio.get_running_loop().create_future()
+        return fut
 
     def _take(self, n: int) -> bytes:
         buf = self._buf
         if n >= len(buf):
-            data = bytes(buf)
+            data = bytes(buf)  # the same object when ``buf`` is bytes
             self._buf = _EMPTY  # let the bytearray (and its capacity) go
         else:
+            if type(buf) is bytes:  # the rest is taken in pieces: from a bytearray
+                self._buf = buf = bytearray(buf)
             data = bytes(buf[:n])
-            del buf[:n]  # type: ignore[union-attr]  # non-empty: a bytearray
+            del buf[:n]  # type: ignore[union-attr]  # a bytearray
         if self._reading_paused and len(self._buf) <= self.read_limit // 2:
             self.resume_reading()
         return data

@@ -46,13 +46,14 @@ class MqttState:
             "ugate_mqtt_connects", "MQTT CONNECTs by listener, protocol version and result "
             "(ok, or the refusal's reason)", ["listener", "version", "result"],
             registry=gateway.metrics.registry)
-        self._tallies: dict[tuple[str, str, str], Tally] = {}
+        self._tallies: dict[tuple[str, int | None, str], Tally] = {}
 
     def count(self, listener: str, level: int | None, result: str) -> None:
-        key = (listener, VERSION_NAMES.get(level or 0, "unknown"), result)
+        key = (listener, level, result)
         t = self._tallies.get(key)
         if t is None:
-            t = self._tallies[key] = self.gateway.metrics.tally(self.connects, *key)
+            t = self._tallies[key] = self.gateway.metrics.tally(
+                self.connects, listener, VERSION_NAMES.get(level or 0, "unknown"), result)
         t.n += 1
 
 
@@ -69,6 +70,33 @@ def options_of(ctx: ListenerContext) -> MqttOptions:
     if o is None:
         o = per[ctx.name] = parse_options(ctx.options, ctx.config.path)
     return o
+
+
+class _Listener:
+    """What every connection of one mqtt listener needs, looked up once: its name, options,
+    the gateway's counters and handshake timeout."""
+
+    __slots__ = ("gateway", "name", "options", "state", "timeout")
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        gw = ctx.gateway
+        self.gateway = gw
+        self.name = ctx.name
+        self.options = options_of(ctx)
+        self.state = state(gw)
+        self.timeout = gw.config.gateway.handshake_timeout
+
+
+_LISTENERS = StashKey[dict[str, _Listener]]("mqtt.listeners")
+
+
+def _listener(ctx: ListenerContext) -> _Listener:
+    per = ctx.gateway.stash.get_or_create(_LISTENERS, dict)
+    name = ctx.config.name
+    ls = per.get(name)
+    if ls is None:
+        ls = per[name] = _Listener(ctx)
+    return ls
 
 
 def route(c: Connect, meta: StreamMeta, o: MqttOptions) -> str | None:
@@ -158,89 +186,84 @@ class Predial:
             t.result().close()
 
 
-async def read_connect(stream: Stream, p: ConnectParser) -> Connect:
-    c = p.receive_data(b"")
-    while c is None:
-        data = await stream.read(_READ)
-        if not data:
-            raise StreamClosedError("client closed before its CONNECT was whole")
-        c = p.receive_data(data)
-    return c
+def _refuse(stream: Stream, ls: _Listener, level: int, reason: str, text: str) -> None:
+    o = ls.options
+    ref = o.server_reference if reason == "use_another_server" else ""
+    stream.write(refusal(level, reason, reason_string=text, server_reference=ref))
+    ls.state.count(ls.name, level, reason)
 
 
 async def serve(stream: Stream, ctx: ListenerContext) -> None:
     """Serve one MQTT client: CONNECT within the deadline, identity, route, dial, relay."""
-    gw = ctx.gateway
-    o = options_of(ctx)
+    # one coroutine per connection (this runs for each): no helper coroutines or closures
+    ls = _listener(ctx)
+    gw = ls.gateway
+    o = ls.options
     meta = stream.meta
     p = ConnectParser(o.max_connect_size, o.max_client_id)
     pre = Predial(gw, o.broker, meta) if o.predial else None
     try:
-        await _serve(stream, ctx, o, p, pre)
+        try:
+            with Deadline(ls.timeout):  # asyncio.timeout, cheaper
+                while True:
+                    data = await stream.read(_READ)
+                    if not data:
+                        raise StreamClosedError("client closed before its CONNECT was whole")
+                    c = p.receive_data(data)
+                    if c is not None:
+                        break
+        except MqttError as e:
+            stream.write(e.connack)
+            ls.state.count(ls.name, p.level, e.reason)
+            raise
+        except TimeoutError:
+            ls.state.count(ls.name, p.level, "timeout")
+            raise
+        meta.extra["mqtt_client_id"] = c.client_id
+        try:
+            token = authenticate(c, meta, o)
+        except TokenError as e:
+            _refuse(stream, ls, c.level, "bad_credentials", "bad user name or password")
+            raise AuthError(f"mqtt client {c.client_id[:64]!r}: {e}", "bad_token") from None
+        if o.require_identity and meta.peer_id is None:
+            _refuse(stream, ls, c.level, "not_authorized", "a mesh identity is required")
+            raise AuthError(f"mqtt client {c.client_id[:64]!r} proved no identity (neither a "
+                            f"client certificate nor a mesh token); listener {ls.name!r} "
+                            "requires one", "identity_required")
+        address = route(c, meta, o)
+        if address is None:
+            reason = "use_another_server" if o.server_reference else "unavailable"
+            _refuse(stream, ls, c.level, reason, "no broker for this client")
+            raise ProtocolError(f"mqtt client {c.client_id[:64]!r}: no route matches, "
+                                f"listener {ls.name!r} has no broker and the client sent no "
+                                "SNI", "no_route")
+        early = "off"
+        try:
+            if pre is not None and pre.usable(address, meta):
+                early = "used"
+                up = await pre.task
+            else:
+                if pre is not None:
+                    early = "discarded"
+                    pre.discard()
+                up = await dial(gw, address, c.client_id, meta)
+        except DialError as e:
+            if e.reason == "denied":
+                _refuse(stream, ls, c.level, "not_authorized", "not authorized")
+            else:
+                _refuse(stream, ls, c.level,
+                        "use_another_server" if o.server_reference else "unavailable",
+                        "broker unavailable")
+            raise
+        rest = p.leftover()
+        up.write(outgoing(c, o, token) + rest if rest else outgoing(c, o, token))
+        ls.state.count(ls.name, c.level, "ok")
+        if log.isEnabledFor(logging.DEBUG):  # no arguments made per connection when it is off
+            log.debug("mqtt_connect listener=%s version=%s client_id=%r peer=%s broker=%s "
+                      "predial=%s", ls.name, c.version, c.client_id[:64], meta.peer_id,
+                      address, early)
+        gw.start_relay(stream, up)
     except BaseException:
         if pre is not None:
             pre.discard()
         raise
-
-
-async def _serve(stream: Stream, ctx: ListenerContext, o: MqttOptions, p: ConnectParser,
-                 pre: Predial | None) -> None:
-    gw = ctx.gateway
-    st = state(gw)
-    meta = stream.meta
-
-    def refuse(level: int, reason: str, text: str) -> None:
-        ref = o.server_reference if reason == "use_another_server" else ""
-        stream.write(refusal(level, reason, reason_string=text, server_reference=ref))
-        st.count(ctx.name, level, reason)
-
-    try:
-        with Deadline(gw.config.gateway.handshake_timeout):  # asyncio.timeout, cheaper
-            c = await read_connect(stream, p)
-    except MqttError as e:
-        stream.write(e.connack)
-        st.count(ctx.name, p.level, e.reason)
-        raise
-    except TimeoutError:
-        st.count(ctx.name, p.level, "timeout")
-        raise
-    meta.extra["mqtt_client_id"] = c.client_id
-    try:
-        token = authenticate(c, meta, o)
-    except TokenError as e:
-        refuse(c.level, "bad_credentials", "bad user name or password")
-        raise AuthError(f"mqtt client {c.client_id[:64]!r}: {e}", "bad_token") from None
-    if o.require_identity and meta.peer_id is None:
-        refuse(c.level, "not_authorized", "a mesh identity is required")
-        raise AuthError(f"mqtt client {c.client_id[:64]!r} proved no identity (neither a "
-                        f"client certificate nor a mesh token); listener {ctx.name!r} "
-                        "requires one", "identity_required")
-    address = route(c, meta, o)
-    if address is None:
-        reason = "use_another_server" if o.server_reference else "unavailable"
-        refuse(c.level, reason, "no broker for this client")
-        raise ProtocolError(f"mqtt client {c.client_id[:64]!r}: no route matches, listener "
-                            f"{ctx.name!r} has no broker and the client sent no SNI",
-                            "no_route")
-    early = "off"
-    try:
-        if pre is not None and pre.usable(address, meta):
-            early = "used"
-            up = await pre.task
-        else:
-            if pre is not None:
-                early = "discarded"
-                pre.discard()
-            up = await dial(gw, address, c.client_id, meta)
-    except DialError as e:
-        if e.reason == "denied":
-            refuse(c.level, "not_authorized", "not authorized")
-        else:
-            refuse(c.level, "use_another_server" if o.server_reference else "unavailable",
-                   "broker unavailable")
-        raise
-    up.write(outgoing(c, o, token) + p.leftover())
-    st.count(ctx.name, c.level, "ok")
-    log.debug("mqtt_connect listener=%s version=%s client_id=%r peer=%s broker=%s predial=%s",
-              ctx.name, c.version, c.client_id[:64], meta.peer_id, address, early)
-    gw.start_relay(stream, up)
