@@ -136,9 +136,11 @@ def verified_spiffe(
     try:
         cert = x509.load_der_x509_certificate(cert_der)
         inter = [x509.load_der_x509_certificate(d) for d in chain]
-    except ValueError:
+        # extensions are parsed lazily: a malformed or duplicate one raises here (ValueError,
+        # DuplicateExtension), and the bytes are the peer's
+        uris = [u for u in _uris(cert) if u.startswith("spiffe://")]
+    except Exception:  # an unusable certificate proves no SPIFFE ID
         return None
-    uris = [u for u in _uris(cert) if u.startswith("spiffe://")]
     if len(uris) != 1:
         return None
     when = now if now is not None else dt.datetime.now(dt.UTC)

@@ -12,6 +12,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ugate_core import DialError, Gateway, PreambleOpener
@@ -105,6 +106,21 @@ async def test_no_key_is_401_and_an_impostor_certificate_is_cut_off(
     assert how == "connection closed: client authentication failed"
     assert metric(b, "ugate_identity_failures_total", protocol="quic", direction="accept") == 1
     assert metric(b, "ugate_rejections_total", listener="quic", reason="auth") == 1
+    # a certificate whose key type the library does not know (the EC OID, one byte changed:
+    # found by fuzz_client_auth.py, it raised UnsupportedAlgorithm past the auth check)
+    mine = auth_message(other, self_signed(other).public_bytes(Encoding.DER),
+                        b.identity.cert_der())
+    oid = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1, id-ecPublicKey
+    assert oid in mine
+    got, how = await _raw_client(b, mine.replace(oid, bytes.fromhex("2a9648ce3d0201")), req)
+    assert (got, how) == (b"", "connection closed: client authentication failed")
+    assert metric(b, "ugate_rejections_total", listener="quic", reason="auth") == 2
+    # and the endpoint serves on: the victim's own key still gets its stream through
+    ok = await start_gateway(gateway_a(b, b.identity.id), state_dir=victim.state_dir)
+    s = await ok.dial("svc.test:7")
+    s.write(b"still here")
+    s.write_eof()
+    assert await read_all(s, 10) == b"still here"
 
 
 async def test_malformed_preamble_gets_400(start_gateway: StartGateway,
