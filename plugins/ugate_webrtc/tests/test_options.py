@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ugate_core import ConfigError, ProtocolError
 from ugate_webrtc.options import parse
 from ugate_webrtc.peer import check_offer, one_fingerprint
+
+from .fuzz_offer import OFFER as BROWSER_OFFER
+from .fuzz_offer import TestOneInput
 
 
 @pytest.mark.parametrize(("table", "words"), [
@@ -57,3 +62,15 @@ def test_offer_checks_and_mdns_candidates() -> None:
         with pytest.raises(ProtocolError) as e:
             check_offer(bad)
         assert e.value.reason == reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_text_is_an_offer_or_a_clear_400(text: str) -> None:
+    """fuzz_offer.py's property under hypothesis: an Offer or ProtocolError (bad_sdp,
+    no_datachannel), never another exception, for any text and for the offer with a line
+    inserted anywhere."""
+    TestOneInput(text.encode())
+    lines = BROWSER_OFFER.split("\r\n")
+    at = len(text) % len(lines)
+    TestOneInput("\r\n".join([*lines[:at], text, *lines[at:]]).encode())
