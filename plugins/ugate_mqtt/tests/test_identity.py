@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ugate_core import id_of_public_key
 from ugate_core.testing import StartGateway, metric
@@ -38,6 +40,8 @@ from .conftest import (
     pub,
     pub_and_receive,
 )
+from .fuzz_token import DEEP, WIDE
+from .fuzz_token import TestOneInput as check_any_password
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 DEVICE = id_of_public_key(KEY)
@@ -118,6 +122,9 @@ async def test_forged_and_expired_tokens_are_bad_credentials(
         "expired": mint(KEY, now=time.time() - 4000, lifetime=300)[1].encode(),
         "too long-lived": mint(KEY, lifetime=86400 * 2)[1].encode(),
         "other audience": mint(KEY, audience="kafka")[1].encode(),
+        # inputs that once raised past the check (fuzz_token.py): a refusal, not a drop
+        "nested header": DEEP.encode(),
+        "jwk beyond ASCII": WIDE.encode(),
     }
     for name, pw in cases.items():
         c = Connect(level=level, client_id="dev1", username=DEVICE, password=pw)
@@ -127,7 +134,7 @@ async def test_forged_and_expired_tokens_are_bad_credentials(
         if level == MQTT5:  # the reason string says no more than the code
             assert props == ((P_REASON_STRING, "bad user name or password"),)
     assert fake_broker.connects == []
-    assert metric(gw, "ugate_rejections_total", listener="mqtt", reason="bad_token") == 5
+    assert metric(gw, "ugate_rejections_total", listener="mqtt", reason="bad_token") == 7
 
 
 def test_token_verify_errors_name_the_cause() -> None:
@@ -290,3 +297,11 @@ async def test_mosquitto_clients_with_a_mesh_certificate(start_gateway: StartGat
     f.write_bytes(b"x")
     res = await pub(port, "t/tls", "311", f, *tls)
     assert (res.returncode, "not authorised" in res.stderr.decode()) == (5, True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_password_is_the_id_or_a_token_error(data: bytes) -> None:
+    """fuzz_token.py's property under hypothesis, also for the bytes behind ``eyJ``."""
+    check_any_password(data)
+    check_any_password(b"eyJ" + data)

@@ -43,7 +43,10 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(s: str, what: str) -> bytes:
-    if len(s) % 4 == 1 or not s.replace("-", "").replace("_", "").isalnum():
+    # isascii first: str.isalnum() is true for letters beyond ASCII (a jwk coordinate is JSON,
+    # where "\u00e9" is one), which base64 refuses with a ValueError (fuzz_token.py)
+    if (len(s) % 4 == 1 or not s.isascii()
+            or not s.replace("-", "").replace("_", "").isalnum()):
         raise TokenError(f"{what} is not base64url")
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
@@ -77,7 +80,8 @@ def mint(key: ec.EllipticCurvePrivateKey, audience: str = "mqtt", lifetime: floa
 def _json(part: str, what: str) -> dict[str, Any]:
     try:
         v = json.loads(unb64url(part, what))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # JSON nested deep enough stops
+        # the decoder with RecursionError (a 4 KiB token holds ~1,500 levels)
         raise TokenError(f"{what} is not JSON") from None
     if not isinstance(v, dict):
         raise TokenError(f"{what} is not a JSON object")
