@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ugate_core import ConfigError
 from ugate_core import options as opt
@@ -63,3 +65,22 @@ def test_hostport_files_and_keys(tmp_path: Path) -> None:
     opt.check_keys({"allow": 1}, {"allow", "listen"}, "l")
     assert err(opt.check_keys, {"alow": 1}, {"allow", "listen"}, "l") == (
         "l.alow: unknown key (known: allow, listen); did you mean 'allow'?")
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0661\u0662", "\uff11"])
+def test_a_port_is_ascii_digits(port: str) -> None:
+    """``str.isdigit`` takes a superscript two (``int`` then raised ValueError, past every
+    ``except ConfigError``: a data channel label or a WebSocket path is a client's) and
+    Arabic-Indic or full-width digits (``int`` reads them): all are refused by name."""
+    with pytest.raises(ConfigError, match="is not a number"):
+        opt.parse_hostport(f"a.test:{port}", "label")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_hostport_gives_an_address_or_a_config_error(text: str) -> None:
+    try:
+        host, port = opt.parse_hostport(text, "x", 1)
+    except ConfigError:
+        return
+    assert 0 <= port <= 65535 and host

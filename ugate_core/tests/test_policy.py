@@ -243,3 +243,12 @@ async def test_admin_endpoint_is_one_of_the_gateways_own_addresses(
     assert gw.own_address("127.0.0.1", admin)
     assert gw.own_address("127.0.0.1", gw.port("l"))
     assert not gw.own_address("127.0.0.1", free_port())
+
+
+def test_a_rule_port_is_ascii_digits() -> None:
+    from ugate_core import ConfigError
+    from ugate_core.policy import parse_target
+
+    for bad in ("a.test:\u00b2", "a.test:1-\u00b2", "a.test:\u0661"):
+        with pytest.raises(ConfigError, match="is not N, N-M or"):
+            parse_target(bad, "rules[0].to[0]")

@@ -137,7 +137,8 @@ def _split_host(value: str) -> tuple[str, int | None] | None:
         host, sep, port_s = v.partition(":")
         rest = sep + port_s
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+        if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()) \
+                or len(rest) > 6:
             return None
         port: int | None = int(rest[1:])
     else:

@@ -180,7 +180,7 @@ def parse_hostport(value: str, path: str, default_port: int | None = None) -> tu
         if default_port is None:
             raise ConfigError(path, f"{value!r} has no port")
         return host, default_port
-    if not port_s.isdigit():
+    if not (port_s.isascii() and port_s.isdigit()):  # isdigit alone: '\u00b2', '\u0661'
         raise ConfigError(path, f"{value!r}: port {port_s!r} is not a number")
     port = int(port_s)
     if not 0 <= port <= 65535:

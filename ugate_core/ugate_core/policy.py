@@ -138,11 +138,17 @@ class Target:
         return a is not None and a == b
 
 
+def _ascii_digits(s: str) -> bool:
+    """``0-9`` only: ``str.isdigit`` also takes superscript two (which ``int`` refuses) and
+    Arabic-Indic digits (which it reads as numbers)."""
+    return s.isascii() and s.isdigit()
+
+
 def _ports(text: str, path: str, whole: str) -> tuple[int, int] | None:
     if text == "*":
         return None
     lo_s, sep, hi_s = text.partition("-")
-    if not lo_s.isdigit() or (sep and not hi_s.isdigit()):
+    if not _ascii_digits(lo_s) or (sep and not _ascii_digits(hi_s)):
         raise ConfigError(path, f"{whole!r}: port {text!r} is not N, N-M or *")
     lo, hi = int(lo_s), int(hi_s) if sep else int(lo_s)
     if not 1 <= lo <= hi <= 65535:

@@ -553,7 +553,8 @@ class H2Route(RouteExchange):
 
         declared = self.header("content-length")
         return await self._read_within(read, limit, int(declared) if declared is not None
-                                       and declared.isdigit() else None)
+                                       and declared.isascii() and declared.isdigit()
+                                       else None)
 
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (),
                       body: bytes = b"") -> None:

@@ -105,7 +105,7 @@ async def _post(stream: Stream, path: str, authority: str, sdp: str, token: str,
     head_b, sep, rest = raw.partition(b"\r\n\r\n")
     lines = head_b.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2) if lines else []
-    if not sep or len(parts) < 2 or not parts[1].isdigit():
+    if not sep or len(parts) < 2 or not (parts[1].isascii() and parts[1].isdigit()):
         raise DialError("refused", f"webrtc signaling at {authority}{path}: not an HTTP "
                         "answer")
     headers = {}
@@ -113,7 +113,7 @@ async def _post(stream: Stream, path: str, authority: str, sdp: str, token: str,
         k, _, v = ln.partition(":")
         headers[k.strip().lower()] = v.strip()
     n = headers.get("content-length")
-    return int(parts[1]), headers, rest[: int(n)] if n and n.isdigit() else rest
+    return int(parts[1]), headers, rest[: int(n)] if n and n.isascii() and n.isdigit() else rest
 
 
 def _expects_identity(req: DialRequest) -> bool:
