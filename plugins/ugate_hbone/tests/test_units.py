@@ -388,3 +388,17 @@ async def test_frame_scanner_refuses_oversized_and_non_settings_starts() -> None
     client.data_received(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     assert client.closed and "did not start with a SETTINGS frame" in client.error
     assert "HTTP/1.1 " in client.error
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"200", 200), (b"503", 503), (b"abc", None), (b"20", None), (b"2000", None),
+    (b"\xb2\xb2\xb2", None), (b"", None)])
+def test_a_peer_status_is_three_digits_or_none(raw: bytes, status: int | None) -> None:
+    """The far side's ``:status`` bytes: anything but three digits is no status (the dial
+    fails as refused), not a ValueError out of the dialer."""
+    from types import SimpleNamespace
+
+    from ugate_hbone.h2stream import H2Stream
+
+    fake = SimpleNamespace(headers=[(b":status", raw)])
+    assert H2Stream.status.fget(fake) == status  # type: ignore[attr-defined]

@@ -40,8 +40,8 @@ class H2Stream(Stream, H2Flow):
     def status(self) -> int | None:
         """The response status (client side, after the response)."""
         for k, v in self.headers:
-            if k == b":status":
-                return int(v)
+            if k == b":status":  # the peer's bytes: three digits, or no status at all
+                return int(v) if len(v) == 3 and v.isdigit() else None
         return None
 
     # ------------------------------------------------------------------ H2Flow hooks
