@@ -25,6 +25,8 @@ def test_target_of(path: str, want: str) -> None:
     "/.well-known/ugate/ws", "/.well-known/ugate/ws/", "/.well-known/ugate/ws/host",
     "/.well-known/ugate/ws/host:0", "/.well-known/ugate/ws/host:99999",
     "/.well-known/ugate/ws/a%20b:80", "/other/host:80",
+    # a port of digits beyond ASCII: a superscript two once raised ValueError (a 500)
+    "/.well-known/ugate/ws/host:%C2%B2", "/.well-known/ugate/ws/host:%D9%A1%D9%A2",
 ])
 def test_target_of_refuses(path: str) -> None:
     with pytest.raises(ProtocolError) as ei:
