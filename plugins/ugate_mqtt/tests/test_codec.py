@@ -282,3 +282,13 @@ def test_fuzz_target_short_run() -> None:
         TestOneInput(seed)
     for _ in range(3000):
         random_case(rng)
+
+
+def test_variable_byte_integers_in_their_shortest_form_only() -> None:
+    """MQTT 5 1.5.5: the minimum number of bytes. A property identifier 0x21 written as
+    ``a1 00`` parsed, and re-encoding the CONNECT gave other bytes (fuzz_connect.py); a
+    remaining length with a trailing zero byte the same."""
+    e = refused(b"\x10\x19\x00\x04MQTT\x05\x02\x00<\x0c\x15\x00\x05SCRAM\xa1\x00\x01x\x00\x00")
+    assert e.reason == "malformed" and "shortest form" in str(e)
+    e = refused(b"\x10\x8d\x00\x00\x04MQTT\x04\x02\x00<\x00\x01c")
+    assert e.reason == "malformed" and "shortest form" in str(e)

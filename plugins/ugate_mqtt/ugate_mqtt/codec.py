@@ -172,7 +172,9 @@ def encode_varint(n: int) -> bytes:
 
 
 def decode_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
-    """(value, next position), ``None`` when more bytes are needed; ValueError past 4 bytes."""
+    """(value, next position), ``None`` when more bytes are needed; ValueError past 4 bytes
+    or for more bytes than the value needs (MQTT 5 1.5.5: the minimum number of bytes; a
+    last byte of 0 after a continued one adds nothing)."""
     value = 0
     for i in range(4):
         if pos + i >= len(buf):
@@ -180,6 +182,8 @@ def decode_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
         b = buf[pos + i]
         value |= (b & 0x7F) << (7 * i)
         if not b & 0x80:
+            if b == 0 and i:
+                raise ValueError("variable byte integer not in its shortest form")
             return value, pos + i + 1
     raise ValueError("variable byte integer longer than 4 bytes")
 
@@ -260,8 +264,8 @@ class _Reader:
     def varint(self, what: str) -> int:
         try:
             r = decode_varint(self.buf, self.pos)
-        except ValueError:
-            raise _Malformed(f"{what}: variable byte integer longer than 4 bytes") from None
+        except ValueError as e:
+            raise _Malformed(f"{what}: {e}") from None
         if r is None:
             raise _Malformed(f"{what} runs past the end of the CONNECT")
         self.pos = r[1]
@@ -479,9 +483,8 @@ class ConnectParser:
         else:
             try:
                 r = decode_varint(b, 1)
-            except ValueError:
-                raise self._fail("CONNECT remaining length is longer than 4 bytes",
-                                 "malformed") from None
+            except ValueError as e:
+                raise self._fail(f"CONNECT remaining length: {e}", "malformed") from None
             if r is None:
                 return None
             remaining, start = r
