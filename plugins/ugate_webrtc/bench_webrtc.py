@@ -3,7 +3,7 @@
 
 node-datachannel offers in every row; the far side is either a node-datachannel answerer in
 the same Node process (the anchor) or ugate's signaling, whose channels are relayed to a TCP
-sink in this process (the gateway runs here too, on one asyncio loop)::
+sink in a process of its own (the gateway runs in this one, on one asyncio loop)::
 
     node-datachannel ══ICE/DTLS/SCTP══► ugate ──TCP──► sink        (ugate rows)
     node-datachannel ══ICE/DTLS/SCTP══► node-datachannel           (anchor rows)
@@ -36,7 +36,13 @@ ROOT = HERE.parent.parent
 MiB = 1 << 20
 
 
-async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+#: the TCP origin: reads to the end, answers "ok" and closes. It runs in a process of its own,
+#: as an origin does: on the gateway's loop its accepts and closes would be charged to the
+#: gateway's channel opens
+SINK = """
+import asyncio
+
+async def sink(r, w):
     try:
         while await r.read(1 << 18):
             pass
@@ -47,6 +53,18 @@ async def sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         pass  # the open-latency rows close their channels at once
     finally:
         w.close()
+
+async def main():
+    srv = await asyncio.start_server(sink, "127.0.0.1", 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
 
 
 #: ms the node client idles between channel opens (``--open-gap-ms``)
@@ -88,10 +106,20 @@ async def chromium(mode: str, url: str, target: str, total: int, chans: int,
 
 
 async def main(args: argparse.Namespace) -> None:
+    srv = await asyncio.create_subprocess_exec(sys.executable, "-c", SINK,
+                                               stdout=asyncio.subprocess.PIPE)
+    assert srv.stdout is not None
+    try:
+        target = f"127.0.0.1:{int(await asyncio.wait_for(srv.stdout.readline(), 20))}"
+        await bench(args, target)
+    finally:
+        srv.kill()
+        await srv.wait()
+
+
+async def bench(args: argparse.Namespace, target: str) -> None:
     from ugate_core import Gateway, loads
 
-    srv = await asyncio.start_server(sink, "127.0.0.1", 0)
-    target = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
     with tempfile.TemporaryDirectory() as tmp:
         gw = Gateway(loads('[admin]\nlisten = ""\n[listeners.web]\nlisten = "127.0.0.1:0"\n'
                            'protocols = ["http"]\n[webrtc]\nhost_addresses = ["127.0.0.1"]\n'
@@ -128,7 +156,6 @@ async def main(args: argparse.Namespace) -> None:
                     d.setdefault(f"bulk{chans}", []).append(r["bytes"] / MiB / r["bulk_s"])
                     d.setdefault("open", []).extend(r["open_ms"])
         await gw.shutdown(1.0)
-    srv.close()
     med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in rows.items()}
     print(f"{'row':8} {'ugate':>12} {'node-dc':>12} {'ratio':>8}  goal")
     for k in ("bulk1", "bulk8"):

@@ -83,6 +83,43 @@ async def test_chromium_two_channels_4mib_then_page_close_frees(start_gateway: S
     assert b"ugate_webrtc_channels 0.0" in body
 
 
+async def test_chromium_closes_and_reopens_channels(start_gateway: StartGateway) -> None:
+    """Chromium closes each channel and waits for its close event before opening the next: the
+    gateway answers every reset with its own in one RE-CONFIG chunk, and every channel's origin
+    connection is reset (a close before the empty message is a stream cut short)."""
+    ends: list[bytes] = []
+
+    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        got = b""
+        try:
+            while data := await r.read(1024):
+                got += data
+                w.write(data)
+        except ConnectionResetError:  # a close without the empty message first: cut short
+            ends.append(got)
+        w.close()
+
+    srv = await asyncio.start_server(origin, "127.0.0.1", 0)
+    try:
+        gw = await start_gateway(CONFIG + 'allow_origins = ["*"]\n')
+        label = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        n = 12
+        spec = json.dumps({"url": f"http://127.0.0.1:{gw.port('main')}{PATH}", "label": label,
+                           "n": n})
+        script = f"const SPEC = {spec};\n" + (HERE / "page_close_reopen.js").read_text()
+        out = await browser_run(script, timeout=60)
+        assert out["echoes"] == [f"ping {i}" for i in range(n)]
+        # Chromium takes a stream id again only once both of its directions were reset
+        assert len(out["ids"]) == n and out["state"] == "connected"
+        for _ in range(50):
+            if len(ends) == n:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(ends) == sorted(f"ping {i}".encode() for i in range(n))
+    finally:
+        srv.close()
+
+
 async def test_signaling_over_h2c_with_curl(start_gateway: StartGateway,
                                             echo_server: tuple[str, int],
                                             tmp_path: Path) -> None:

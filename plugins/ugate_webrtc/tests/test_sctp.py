@@ -15,8 +15,11 @@ from aiortc.rtcsctptransport import (
     DataChunk,
     ForwardTsnChunk,
     InboundStream,
+    ReconfigChunk,
     RTCSctpTransport,
     SackChunk,
+    StreamResetOutgoingParam,
+    StreamResetResponseParam,
     parse_packet,
     serialize_packet,
 )
@@ -38,7 +41,8 @@ async def test_aiortc_internals_the_override_relies_on() -> None:
     """Fails loudly when an aiortc release renames or reshapes what ``sctp.py`` overrides:
     update ``CoalescingSctpTransport`` and the aiortc pin in ``pyproject.toml`` together."""
     want = {"_handle_data": ["self", "data"], "_receive_chunk": ["self", "chunk"],
-            "_send_sack": ["self"], "_send_chunk": ["self", "chunk"]}
+            "_send_sack": ["self"], "_send_chunk": ["self", "chunk"],
+            "_receive_reconfig_param": ["self", "param"], "_transmit_reconfig": ["self"]}
     for name, params in want.items():
         fn = getattr(RTCSctpTransport, name, None)
         assert fn is not None, f"aiortc RTCSctpTransport has no {name} any more"
@@ -235,6 +239,81 @@ async def test_only_small_data_carries_the_pending_sack() -> None:
     assert _packets(t) == [["DataChunk"]] * 3
     await t._send(1, 53, b"short")
     assert _packets(t) == [["SackChunk", "DataChunk"]]
+    await _settle()
+    assert _packets(t) == []
+
+
+def _dcep_open(tsn: int, stream_id: int, seq: int) -> DataChunk:
+    label = b"127.0.0.1:9"
+    c = _data(tsn)
+    c.stream_id, c.stream_seq, c.protocol = stream_id, seq, 50  # WebRTC DCEP
+    c.user_data = pack("!BBHLHH", 3, 0, 0, 0, len(label), 0) + label  # OPEN, reliable
+    return c
+
+
+def _reset_request(seq: int, last_tsn: int, *streams: int) -> ReconfigChunk:
+    c = ReconfigChunk()
+    c.params.append((13, bytes(StreamResetOutgoingParam(
+        request_sequence=seq, response_sequence=0, last_tsn=last_tsn, streams=list(streams)))))
+    return c
+
+
+def _answer_and_request(chunk: Any) -> tuple[StreamResetResponseParam, StreamResetOutgoingParam]:
+    """The two parameters of a RE-CONFIG chunk that answers the peer's reset and asks for
+    ours, in that order (RFC 6525 3.1 allows the pair in one chunk)."""
+    assert isinstance(chunk, ReconfigChunk) and [t for t, _ in chunk.params] == [16, 13]
+    return (StreamResetResponseParam.parse(chunk.params[0][1]),
+            StreamResetOutgoingParam.parse(chunk.params[1][1]))
+
+
+async def test_a_peers_close_is_answered_with_our_reset_in_one_chunk_after_the_batch() -> None:
+    t = _transport()
+    await _packet(t, _dcep_open(BASE + 1, 1, 0))
+    await _settle()
+    _packets(t)
+    (ch,) = t._data_channels.values()
+    await _packet(t, _reset_request(7000, BASE + 1, 1))
+    assert t.transport.sent == []  # it waits for the end of the batch
+    await _settle()
+    (pkt,) = t.transport.sent
+    (chunk,) = parse_packet(pkt)[3]
+    answer, ours = _answer_and_request(chunk)
+    assert (answer.response_sequence, answer.result) == (7000, 1)  # success, performed
+    assert ours.streams == [1] and ours.last_tsn == t._local_tsn - 1
+    assert ch.readyState == "closing"  # until the peer answers our request
+    await _settle()
+    assert len(t.transport.sent) == 1  # aiortc's own (queued) send found nothing left
+
+
+async def test_a_close_and_an_open_in_one_batch_get_one_packet() -> None:
+    """A client that closes a channel and opens the next at once: the SACK, the RE-CONFIG
+    (answer and our reset) and the DCEP ACK go out together, one DTLS record, one sendto."""
+    t = _transport()
+    await _packet(t, _dcep_open(BASE + 1, 1, 0))
+    await _settle()
+    _packets(t)
+    await _packet(t, _reset_request(7000, BASE + 1, 1))
+    await _packet(t, _dcep_open(BASE + 2, 3, 0))  # no yield between: one batch
+    (pkt,) = t.transport.sent
+    sack, chunk, ack = parse_packet(pkt)[3]
+    assert isinstance(sack, SackChunk) and sack.cumulative_tsn == BASE + 2
+    answer, ours = _answer_and_request(chunk)
+    assert answer.response_sequence == 7000 and ours.streams == [1]
+    assert isinstance(ack, DataChunk) and (ack.stream_id, ack.protocol, ack.user_data) == (
+        3, 50, b"\x02")
+    t.transport.sent.clear()
+    await _settle()
+    assert _packets(t) == []
+
+
+async def test_a_waiting_reconfig_goes_ahead_of_large_data() -> None:
+    t = _transport()
+    await _packet(t, _dcep_open(BASE + 1, 1, 0))
+    await _settle()
+    _packets(t)
+    await _packet(t, _reset_request(7000, BASE + 1, 1))
+    await t._send(5, 53, b"y" * 3000)  # too large to carry it: the RE-CONFIG goes first
+    assert _packets(t) == [["ReconfigChunk"]] + [["DataChunk"]] * 3
     await _settle()
     assert _packets(t) == []
 

@@ -19,6 +19,7 @@ destination holds at most that much in the gateway, per channel.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -86,7 +87,9 @@ class ChannelTransport:
             on_message(b)
 
         ch.on("message", message)
-        ch.on("close", self._report)
+        # the stream's end (relay teardown, closing its destination) runs after the packets
+        # read with the close: a channel opened in the same batch gets its DCEP ACK first
+        ch.on("close", lambda: asyncio.get_running_loop().call_soon(self._report))
         ch.bufferedAmountLowThreshold = low_water
         ch.on("bufferedamountlow", on_drain)
 

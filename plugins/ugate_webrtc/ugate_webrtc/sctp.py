@@ -27,14 +27,22 @@ waits far less than 200 ms, and trades the every-second-packet rule for one SACK
 A pending SACK also rides in the packet of a small outgoing DATA chunk (at most
 :data:`BUNDLE_DATA_MAX` bytes; RFC 9260 6.10 allows the bundle, the SACK goes first): the DCEP
 ACK that opens a channel carries the SACK for the OPEN, one DTLS record and one ``sendto``
-instead of two. And the subclass keeps aiortc's message reassembly but skips its per-chunk
-scan when no message can have completed (:class:`_InboundStream`).
+instead of two. When the peer closes a channel (an Outgoing SSN Reset Request), aiortc answers
+it and sends its own reset request for the stream one loop iteration later, each in a packet of
+its own; here the response and the request share one RE-CONFIG chunk (RFC 6525 3.1 lists that
+pair among the allowed combinations), which waits like a SACK: for the end of the batch, or for
+a small DATA chunk to ride with. A client that closes a channel and opens the next at once (the
+close's RE-CONFIG and the next OPEN arrive together) gets the SACK, the RE-CONFIG and the DCEP
+ACK in one packet: one DTLS record and one ``sendto`` per channel opened and closed, where aiortc
+sent four. And the subclass keeps aiortc's message reassembly but skips its per-chunk scan when
+no message can have completed (:class:`_InboundStream`).
 
 Only the transports of this plugin's peer connections are switched to the subclass
 (:func:`coalesce_sacks`, right after aiortc creates them, before any DATA), so other aiortc
 users in the process keep aiortc's behaviour. It overrides private methods of aiortc
 (``RTCSctpTransport._handle_data``, ``_receive_chunk``, ``_send_sack``, ``_send_chunk``,
-``_get_inbound_stream``; ``InboundStream.add_chunk``, ``pop_messages``, ``prune_chunks``)
+``_get_inbound_stream``, ``_receive_reconfig_param``, and calls ``_transmit_reconfig``;
+``InboundStream.add_chunk``, ``pop_messages``, ``prune_chunks``)
 and reads its SACK state (``_sack_needed``, ``_sack_misordered``, ``_sack_duplicates``) and
 packet header fields (``_local_port``, ``_remote_port``, ``_remote_verification_tag``):
 ``pyproject.toml`` pins aiortc to the releases checked (1.9 to 1.16 have the same methods),
@@ -53,8 +61,10 @@ from aiortc.rtcsctptransport import (
     DataChunk,
     ForwardTsnChunk,
     InboundStream,
+    ReconfigChunk,
     RTCSctpTransport,
     SackChunk,
+    StreamResetOutgoingParam,
 )
 from google_crc32c import value as crc32c
 
@@ -122,6 +132,8 @@ class CoalescingSctpTransport(RTCSctpTransport):
     _ug_flush: asyncio.Task[None] | None = None
     #: chunks aiortc's _send_sack handed to _send_chunk while a SACK is built for bundling
     _ug_capture: list[Any] | None = None
+    #: a RE-CONFIG chunk waiting for the end of the batch or the next small DATA
+    _ug_ctrl: list[Any] | None = None
     sacks_sent = 0
     data_packets = 0
 
@@ -159,9 +171,7 @@ class CoalescingSctpTransport(RTCSctpTransport):
                 self._ug_unacked += 1
             # a packet without DATA (the peer's own SACK) leaves the pending SACK pending
             if self._ug_unacked < SACK_EVERY:
-                if self._ug_flush is None:
-                    self._ug_flush = asyncio.get_running_loop().create_task(
-                        self._ug_flush_sack())
+                self._ug_schedule_flush()
                 return
         await self._ug_send_sack_now()
 
@@ -169,32 +179,82 @@ class CoalescingSctpTransport(RTCSctpTransport):
         if self._ug_capture is not None:
             self._ug_capture.append(chunk)
             return
-        if (self._sack_needed and isinstance(chunk, DataChunk)
-                and len(chunk.user_data) <= BUNDLE_DATA_MAX):
-            # the SACK goes first (RFC 9260 6.10: control chunks ahead of DATA), one packet
+        if isinstance(chunk, DataChunk) and len(chunk.user_data) <= BUNDLE_DATA_MAX:
+            if self._sack_needed or self._ug_ctrl:
+                await self._ug_send_bundle(chunk)
+                return
+        elif self._ug_ctrl:  # a large or control chunk: what waits goes first, on its own
+            await self._ug_send_bundle(None)
+        await super()._send_chunk(chunk)
+
+    async def _ug_send_bundle(self, data: Any) -> None:
+        """One packet: the pending SACK, the waiting RE-CONFIG, then ``data`` (RFC 9260 6.10:
+        control chunks ahead of DATA), each part only if there is one."""
+        chunks: list[Any] = []
+        if self._sack_needed:
             self._ug_capture = []
             try:
                 await self._ug_send_sack_now()
             finally:
                 captured, self._ug_capture = self._ug_capture, None
             if len(captured) == 1 and isinstance(captured[0], SackChunk):
-                head = pack("!HHL", self._local_port, self._remote_port,
-                            self._remote_verification_tag)
-                body = bytes(captured[0]) + bytes(chunk)
-                await self.transport._send_data(
-                    head + pack("<L", crc32c(head + b"\0\0\0\0" + body)) + body)
-                return
-            for c in captured:  # not a lone SACK: aiortc changed, send as it built them
-                await super()._send_chunk(c)
-        await super()._send_chunk(chunk)
+                chunks += captured
+            else:  # not a lone SACK: aiortc changed, send as it built them
+                for c in captured:
+                    await super()._send_chunk(c)
+        ctrl, self._ug_ctrl = self._ug_ctrl, None
+        chunks += ctrl or ()
+        if data is not None:
+            chunks.append(data)
+        if len(chunks) == 1:
+            await super()._send_chunk(chunks[0])
+        elif chunks:
+            head = pack("!HHL", self._local_port, self._remote_port,
+                        self._remote_verification_tag)
+            body = b"".join(bytes(c) for c in chunks)
+            await self.transport._send_data(
+                head + pack("<L", crc32c(head + b"\0\0\0\0" + body)) + body)
+
+    async def _receive_reconfig_param(self, param: Any) -> None:
+        if not isinstance(param, StreamResetOutgoingParam) or self._ug_capture is not None:
+            await super()._receive_reconfig_param(param)
+            return
+        # the peer closed streams: aiortc answers, closes the channels and queues its own
+        # reset request (sent by a task one iteration later, which then finds nothing to do)
+        self._ug_capture = []
+        try:
+            await super()._receive_reconfig_param(param)
+            await self._transmit_reconfig()
+        finally:
+            captured, self._ug_capture = self._ug_capture, None
+        if len(captured) == 2 and all(isinstance(c, ReconfigChunk) and len(c.params) == 1
+                                      for c in captured):
+            both = ReconfigChunk()
+            both.params = [captured[0].params[0], captured[1].params[0]]
+            captured = [both]
+        if (self._ug_in_packet and len(captured) == 1
+                and isinstance(captured[0], ReconfigChunk)):
+            # it waits for the end of the batch, or for the next small DATA (the DCEP ACK of
+            # a channel opened in the same batch), to share its packet and SACK
+            if self._ug_ctrl:  # one RE-CONFIG chunk per packet: the older one goes now
+                await self._ug_send_bundle(None)
+            self._ug_ctrl = captured
+            self._ug_schedule_flush()
+            return
+        for c in captured:  # anything else goes as aiortc built it, in its order
+            await self._send_chunk(c)
 
     async def _ug_send_sack_now(self) -> None:
         self._ug_unacked = 0
         self.sacks_sent += 1
         await super()._send_sack()
 
-    async def _ug_flush_sack(self) -> None:
-        """The end-of-batch SACK, when the packets before it left one to send."""
+    def _ug_schedule_flush(self) -> None:
+        if self._ug_flush is None:
+            self._ug_flush = asyncio.get_running_loop().create_task(self._ug_flush_pending())
+
+    async def _ug_flush_pending(self) -> None:
+        """The end-of-batch packet: the SACK and the RE-CONFIG the batch left waiting."""
         try:
             # wait for the receive path to go quiet for one loop iteration: uvloop reads every
             # queued datagram in one wake-up, asyncio's own loop one per iteration
@@ -202,9 +262,9 @@ class CoalescingSctpTransport(RTCSctpTransport):
             while seen != self.data_packets:
                 seen = self.data_packets
                 await asyncio.sleep(0)
-            if self._sack_needed:
-                await self._ug_send_sack_now()
-        except ConnectionError:  # DTLS closed under it: nothing left to acknowledge
+            if self._sack_needed or self._ug_ctrl:
+                await self._ug_send_bundle(None)
+        except ConnectionError:  # DTLS closed under it: nothing left to send
             pass
         finally:
             self._ug_flush = None
