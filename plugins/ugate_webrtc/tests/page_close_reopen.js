@@ -2,12 +2,7 @@
 // times: open a channel to SPEC.label, echo one message, close it and wait for its close event.
 const pc = new RTCPeerConnection({ iceServers: [] });
 let dc = pc.createDataChannel(SPEC.label);  // the offer's m=application section
-await pc.setLocalDescription(await pc.createOffer());
-await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); }; });
-const resp = await fetch(SPEC.url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp });
-const answer = await resp.text();
-if (resp.status !== 201) throw new Error('signaling ' + resp.status + ': ' + answer);
-await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+await signal(pc, SPEC.url);  // page_signal.js
 const echoes = [], ids = [];
 for (let i = 0; i < SPEC.n; i++) {
   if (i) dc = pc.createDataChannel(SPEC.label);

@@ -38,12 +38,7 @@ const done = SPEC.labels.map((label, k) => new Promise((resolve, reject) => {
     dc.send(new Uint8Array(0));
   };
 }));
-await pc.setLocalDescription(await pc.createOffer());
-await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); }; });
-const resp = await fetch(SPEC.url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp });
-const answer = await resp.text();
-if (resp.status !== 201) throw new Error('signaling ' + resp.status + ': ' + answer);
-await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+const resp = await signal(pc, SPEC.url);  // page_signal.js
 await Promise.all(done);
 const mdns = (pc.localDescription.sdp.match(/\.local /g) || []).length;
 return { results, mdns, location: resp.headers.get('location') };

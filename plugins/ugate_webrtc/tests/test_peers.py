@@ -23,6 +23,11 @@ from ugate_webrtc.options import PATH
 HERE = Path(__file__).parent
 
 
+def _page(name: str) -> str:
+    """A test page's script, after the signaling helper it calls."""
+    return (HERE / "page_signal.js").read_text() + (HERE / name).read_text()
+
+
 def _node_pattern(n: int, seed: int) -> bytes:
     return bytes((i * 7 + seed * 13 + (i >> 8)) & 0xFF for i in range(n))
 
@@ -62,7 +67,7 @@ async def test_chromium_two_channels_4mib_then_page_close_frees(start_gateway: S
     size = 4 << 20
     labels = [f"{host}:{port}", f"localhost:{port}"]
     spec = json.dumps({"url": url, "labels": labels, "size": size})
-    script = f"const SPEC = {spec};\n" + (HERE / "page_echo.js").read_text()
+    script = f"const SPEC = {spec};\n" + _page("page_echo.js")
     out = await browser_run(script, timeout=90)
     for k, label in enumerate(labels):
         want = hashlib.sha256(_node_pattern(size, k)).hexdigest()
@@ -106,7 +111,7 @@ async def test_chromium_closes_and_reopens_channels(start_gateway: StartGateway)
         n = 12
         spec = json.dumps({"url": f"http://127.0.0.1:{gw.port('main')}{PATH}", "label": label,
                            "n": n})
-        script = f"const SPEC = {spec};\n" + (HERE / "page_close_reopen.js").read_text()
+        script = f"const SPEC = {spec};\n" + _page("page_close_reopen.js")
         out = await browser_run(script, timeout=60)
         assert out["echoes"] == [f"ping {i}" for i in range(n)]
         # Chromium takes a stream id again only once both of its directions were reset
