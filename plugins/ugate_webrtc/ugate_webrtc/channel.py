@@ -65,6 +65,12 @@ class ChannelTransport:
         if self.channel.readyState == "closed":
             self._report()
 
+    def _report_soon(self) -> None:
+        try:
+            asyncio.get_running_loop().call_soon(self._report)
+        except RuntimeError:  # no loop running (aiortc closing outside one): at once
+            self._report()
+
     def _report(self) -> None:
         cb, self._on_close = self._on_close, lambda _e: None
         cb(None if self._error is None else ConnectionResetError(self._error))
@@ -89,7 +95,7 @@ class ChannelTransport:
         ch.on("message", message)
         # the stream's end (relay teardown, closing its destination) runs after the packets
         # read with the close: a channel opened in the same batch gets its DCEP ACK first
-        ch.on("close", lambda: asyncio.get_running_loop().call_soon(self._report))
+        ch.on("close", self._report_soon)
         ch.bufferedAmountLowThreshold = low_water
         ch.on("bufferedamountlow", on_drain)
 
