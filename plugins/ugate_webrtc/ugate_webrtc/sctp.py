@@ -36,8 +36,10 @@ close's RE-CONFIG and the next OPEN arrive together) gets the SACK, the RE-CONFI
 ACK in one packet: one DTLS record and one ``sendto`` per channel opened and closed, where aiortc
 sent four. Our request is built with the answer, not an iteration later, so a channel this side
 closes in between is reset by the next request, once the peer has answered this one (one
-request outstanding, RFC 6525 5.1.1), where aiortc would have put both streams in one. And the subclass keeps aiortc's message reassembly but skips its per-chunk scan when
-no message can have completed (:class:`_InboundStream`).
+request outstanding, RFC 6525 5.1.1), where aiortc would have put both streams in one.
+
+And the subclass keeps aiortc's message reassembly but skips its per-chunk scan when no message
+can have completed (:class:`_InboundStream`).
 
 Only the transports of this plugin's peer connections are switched to the subclass
 (:func:`coalesce_sacks`, right after aiortc creates them, before any DATA), so other aiortc
