@@ -318,6 +318,19 @@ async def test_a_waiting_reconfig_goes_ahead_of_large_data() -> None:
     assert _packets(t) == []
 
 
+async def test_a_bundle_never_makes_a_larger_packet_than_aiortc() -> None:
+    t = _transport()
+    await _packet(t, _data(BASE + 1))
+    await _packet(t, _reset_request(7000, BASE + 1, 1))  # an answer waits for the batch
+    t._sack_needed = True  # and a SACK with 400 gap blocks (1,600 bytes of them)
+    t._sack_misordered = {BASE + 3 + 2 * k for k in range(400)}
+    await t._send(1, 50, b"\x02")
+    sent = [parse_packet(p)[3] for p in t.transport.sent]
+    assert [[type(c).__name__ for c in p] for p in sent] == [
+        ["SackChunk"], ["ReconfigChunk"], ["DataChunk"]]  # one packet each
+    assert all(len(p) <= 1189 for p in t.transport.sent[1:])
+
+
 # ---------------------------------------------------------------- reassembly shortcut
 @st.composite
 def _deliveries(draw: st.DrawFn) -> tuple[list[DataChunk], list[int], int | None]:

@@ -79,6 +79,9 @@ SACK_EVERY = 16
 #: a pending SACK rides in the packet of an outgoing DATA chunk of at most this many bytes (a
 #: DCEP ACK, a short message), which leaves room for it under any path MTU
 BUNDLE_DATA_MAX = 512
+#: a bundle's chunks in bytes, at most: aiortc's largest SCTP packet (1,189 bytes, what
+#: Chromium accepts) less the 12-byte common header, so a bundle is never a larger datagram
+BUNDLE_MAX = 1189 - 12
 #: the DATA chunk's I bit (RFC 7053): the sender asks for a SACK without delay
 _SACK_IMMEDIATELY = 0x08
 
@@ -210,14 +213,17 @@ class CoalescingSctpTransport(RTCSctpTransport):
         chunks += ctrl or ()
         if data is not None:
             chunks.append(data)
-        if len(chunks) == 1:
-            await super()._send_chunk(chunks[0])
-        elif chunks:
+        body = b"".join(bytes(c) for c in chunks) if len(chunks) > 1 else b""
+        if len(body) > BUNDLE_MAX:  # a SACK with many gap blocks: one packet each
+            for c in chunks:
+                await super()._send_chunk(c)
+        elif body:
             head = pack("!HHL", self._local_port, self._remote_port,
                         self._remote_verification_tag)
-            body = b"".join(bytes(c) for c in chunks)
             await self.transport._send_data(
                 head + pack("<L", crc32c(head + b"\0\0\0\0" + body)) + body)
+        elif chunks:
+            await super()._send_chunk(chunks[0])
 
     async def _receive_reconfig_param(self, param: Any) -> None:
         if not isinstance(param, StreamResetOutgoingParam) or self._ug_capture is not None:
