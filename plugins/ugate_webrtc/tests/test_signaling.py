@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from webrtc_testlib import CONFIG, SDP, Collector, FakeExchange, client_offer, finish
@@ -167,6 +171,55 @@ async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
     await asyncio.wait_for(col.fin.wait(), 10)
     assert bytes(col.data) == b"before after"
     await pc.close()
+
+
+async def _connected(sig: Signaling, label: str) -> tuple[Any, Any, Collector]:
+    pc, (ch,), offer = await client_offer([label])
+    ex = FakeExchange("POST", PATH, offer.encode(), SDP)
+    await sig(ex)
+    assert ex.status == 201
+    await finish(pc, ex.resp_body)
+    col = Collector(ch)
+    await asyncio.wait_for(col.opened.wait(), 10)
+    return pc, ch, col
+
+
+def _dcep_open(label: bytes) -> bytes:
+    return struct.pack("!BBHLHH", 3, 0, 0, 0, len(label), 0) + label  # OPEN, reliable, ordered
+
+
+async def test_a_bad_dcep_open_ends_that_session_alone(start_gateway: StartGateway,
+        echo_server: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
+    """A peer's well-formed SCTP packet that aiortc cannot take (an OPEN for a stream already
+    open, a label that is not UTF-8) ends that peer's session: counted as bad_packet, one log
+    line, no traceback; another session's channel goes on."""
+    caplog.set_level(logging.INFO)
+    gw = await _gw(start_gateway)
+    sig = Signaling(gw)
+    target = f"{echo_server[0]}:{echo_server[1]}"
+    good, good_ch, good_col = await _connected(sig, target)
+    good_ch.send(b"before ")
+    for k, (stream, label) in enumerate([(None, target.encode()), (101, b"\xff\xfe:1")]):
+        bad, ch, _ = await _connected(sig, target)
+        # the client's SCTP association sends what a hostile peer would
+        await bad.sctp._send(ch.id if stream is None else stream, 50, _dcep_open(label))
+        for _ in range(100):
+            if metric(gw, "ugate_webrtc_sessions_ended_total", reason="bad_packet") == k + 1:
+                break
+            await asyncio.sleep(0.05)
+        assert metric(gw, "ugate_webrtc_sessions_ended_total", reason="bad_packet") == k + 1
+        assert metric(gw, "ugate_rejections_total", listener="main", reason="bad_packet") == k + 1
+        await bad.close()
+    logged = [r.getMessage() for r in caplog.records if "bad_packet" in r.getMessage()]
+    assert any("AssertionError" in m for m in logged), logged
+    assert any("UnicodeDecodeError" in m for m in logged), logged
+    assert not [r for r in caplog.records if "Traceback" in r.getMessage() or r.exc_info]
+    assert len(state_of(gw).sessions) == 1
+    good_ch.send(b"after")
+    good_ch.send(b"")
+    await asyncio.wait_for(good_col.fin.wait(), 10)
+    assert bytes(good_col.data) == b"before after"
+    await good.close()
 
 
 async def test_ice_deadline_and_session_cap(start_gateway: StartGateway) -> None:

@@ -143,6 +143,8 @@ class CoalescingSctpTransport(RTCSctpTransport):
     _ug_ctrl: list[Any] | None = None
     sacks_sent = 0
     data_packets = 0
+    #: why the peer's packet ended the association (``None``: none did)
+    bad_packet: str | None = None
 
     def _get_inbound_stream(self, stream_id: int) -> InboundStream:
         stream = self._inbound_streams.get(stream_id)
@@ -157,6 +159,15 @@ class CoalescingSctpTransport(RTCSctpTransport):
         self._ug_in_packet = True
         try:
             await super()._handle_data(data)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            # aiortc trusts parts of a well-formed packet: a DCEP OPEN for a stream already
+            # open or an ACK for none fails an assert, a label that is not UTF-8 raises
+            # UnicodeDecodeError. Either ended the association with a traceback logged per
+            # packet; now it ends as a lost connection, and the session says why (one line)
+            self.bad_packet = f"{type(e).__name__}: {e}"[:200]
+            raise ConnectionError(f"bad SCTP packet from the peer: {self.bad_packet}") from None
         finally:
             self._ug_in_packet = False
 
