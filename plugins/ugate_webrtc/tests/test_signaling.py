@@ -143,18 +143,25 @@ async def test_signaling_flood_is_bounded(start_gateway: StartGateway) -> None:
     assert other.status == 401
 
 
-async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
-        start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
-    gw = await _gw(start_gateway, "rate = 1000\nburst = 1000\nmax_sdp = 4096")
-    sig = Signaling(gw)
-    host, port = echo_server
-    pc, (ch,), offer = await client_offer([f"{host}:{port}"])
+async def _connected(sig: Signaling, label: str) -> tuple[Any, Any, Collector, str]:
+    """An aiortc client signaled through ``sig``, its one channel to ``label`` open: the peer
+    connection, the channel, its collector and the offer."""
+    pc, (ch,), offer = await client_offer([label])
     ex = FakeExchange("POST", PATH, offer.encode(), SDP)
     await sig(ex)
     assert ex.status == 201
     await finish(pc, ex.resp_body)
     col = Collector(ch)
     await asyncio.wait_for(col.opened.wait(), 10)
+    return pc, ch, col, offer
+
+
+async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
+        start_gateway: StartGateway, echo_server: tuple[str, int]) -> None:
+    gw = await _gw(start_gateway, "rate = 1000\nburst = 1000\nmax_sdp = 4096")
+    sig = Signaling(gw)
+    host, port = echo_server
+    pc, ch, col, offer = await _connected(sig, f"{host}:{port}")
     ch.send(b"before ")
     bad = [b"not sdp", b"v=0\r\n" + b"a=x\r\n" * 2000, offer.replace("webrtc-datachannel",
                                                                        "x").encode()]
@@ -173,17 +180,6 @@ async def test_live_channels_are_unaffected_by_a_flood_of_bad_offers(
     await pc.close()
 
 
-async def _connected(sig: Signaling, label: str) -> tuple[Any, Any, Collector]:
-    pc, (ch,), offer = await client_offer([label])
-    ex = FakeExchange("POST", PATH, offer.encode(), SDP)
-    await sig(ex)
-    assert ex.status == 201
-    await finish(pc, ex.resp_body)
-    col = Collector(ch)
-    await asyncio.wait_for(col.opened.wait(), 10)
-    return pc, ch, col
-
-
 def _dcep_open(label: bytes) -> bytes:
     return struct.pack("!BBHLHH", 3, 0, 0, 0, len(label), 0) + label  # OPEN, reliable, ordered
 
@@ -197,10 +193,10 @@ async def test_a_bad_dcep_open_ends_that_session_alone(start_gateway: StartGatew
     gw = await _gw(start_gateway)
     sig = Signaling(gw)
     target = f"{echo_server[0]}:{echo_server[1]}"
-    good, good_ch, good_col = await _connected(sig, target)
+    good, good_ch, good_col, _ = await _connected(sig, target)
     good_ch.send(b"before ")
     for k, (stream, label) in enumerate([(None, target.encode()), (101, b"\xff\xfe:1")]):
-        bad, ch, _ = await _connected(sig, target)
+        bad, ch, _, _ = await _connected(sig, target)
         # the client's SCTP association sends what a hostile peer would
         await bad.sctp._send(ch.id if stream is None else stream, 50, _dcep_open(label))
         for _ in range(100):
