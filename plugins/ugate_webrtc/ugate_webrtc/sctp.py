@@ -140,7 +140,7 @@ class CoalescingSctpTransport(RTCSctpTransport):
     #: chunks aiortc's _send_sack handed to _send_chunk while a SACK is built for bundling
     _ug_capture: list[Any] | None = None
     #: a RE-CONFIG chunk waiting for the end of the batch or the next small DATA
-    _ug_ctrl: list[Any] | None = None
+    _ug_ctrl: ReconfigChunk | None = None
     sacks_sent = 0
     data_packets = 0
     #: why the peer's packet ended the association (``None``: none did)
@@ -198,10 +198,10 @@ class CoalescingSctpTransport(RTCSctpTransport):
             self._ug_capture.append(chunk)
             return
         if isinstance(chunk, DataChunk) and len(chunk.user_data) <= BUNDLE_DATA_MAX:
-            if self._sack_needed or self._ug_ctrl:
+            if self._sack_needed or self._ug_ctrl is not None:
                 await self._ug_send_bundle(chunk)
                 return
-        elif self._ug_ctrl:  # a large or control chunk: what waits goes first, on its own
+        elif self._ug_ctrl is not None:  # a large or control chunk: what waits goes first
             await self._ug_send_bundle(None)
         await super()._send_chunk(chunk)
 
@@ -220,8 +220,9 @@ class CoalescingSctpTransport(RTCSctpTransport):
             else:  # not a lone SACK: aiortc changed, send as it built them
                 for c in captured:
                     await super()._send_chunk(c)
-        ctrl, self._ug_ctrl = self._ug_ctrl, None
-        chunks += ctrl or ()
+        if self._ug_ctrl is not None:
+            chunks.append(self._ug_ctrl)
+            self._ug_ctrl = None
         if data is not None:
             chunks.append(data)
         body = b"".join(bytes(c) for c in chunks) if len(chunks) > 1 else b""
@@ -257,9 +258,9 @@ class CoalescingSctpTransport(RTCSctpTransport):
                 and isinstance(captured[0], ReconfigChunk)):
             # it waits for the end of the batch, or for the next small DATA (the DCEP ACK of
             # a channel opened in the same batch), to share its packet and SACK
-            if self._ug_ctrl:  # one RE-CONFIG chunk per packet: the older one goes now
+            if self._ug_ctrl is not None:  # one RE-CONFIG chunk per packet: the older goes now
                 await self._ug_send_bundle(None)
-            self._ug_ctrl = captured
+            self._ug_ctrl = captured[0]
             self._ug_schedule_flush()
             return
         for c in captured:  # anything else goes as aiortc built it, in its order
@@ -283,7 +284,7 @@ class CoalescingSctpTransport(RTCSctpTransport):
             while seen != self.data_packets:
                 seen = self.data_packets
                 await asyncio.sleep(0)
-            if self._sack_needed or self._ug_ctrl:
+            if self._sack_needed or self._ug_ctrl is not None:
                 await self._ug_send_bundle(None)
         except ConnectionError:  # DTLS closed under it: nothing left to send
             pass

@@ -152,10 +152,6 @@ class Session:
         if sctp is not None and sctp.transport.state in ("closed", "failed") and not self.closed:
             self.st.gateway.spawn(self.close("peer_closed"))
 
-    def _bad_packet(self) -> str | None:
-        """Why the peer's SCTP packet ended the association, if one did."""
-        return getattr(self.pc.sctp, "bad_packet", None)
-
     # ------------------------------------------------------------------ streams
     def _on_channel(self, ch: Any) -> None:
         st, gw = self.st, self.st.gateway
@@ -217,7 +213,8 @@ class Session:
             return
         self.closed = True
         st = self.st
-        bad = self._bad_packet() if reason == "peer_closed" else None
+        # a peer's SCTP packet that aiortc could not take ends the association as if closed
+        bad = getattr(self.pc.sctp, "bad_packet", None) if reason == "peer_closed" else None
         if bad is not None:
             reason = "bad_packet"
             st.gateway.reject(self.meta.listener, reason, f"session {self.id[:8]}: {bad}",
