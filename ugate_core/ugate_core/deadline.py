@@ -87,8 +87,7 @@ class _Clock:
             heapq.heappop(heap)
             self.dead -= 1
         if heap:
-            self.armed = heap[0][0]
-            self.handle = loop.call_at(self.armed, self.tick)
+            self.arm(heap[0][0])
         elif self._all.get(id(loop)) is self:
             del self._all[id(loop)]
 

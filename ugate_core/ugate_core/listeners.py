@@ -65,10 +65,28 @@ class Admission:
         self.active -= 1
 
 
+def refuse(gw: Any, listener: str, meta: StreamMeta, e: Exception) -> None:
+    """What a connection's handling raised, as one log line and a counted refusal."""
+    if isinstance(e, ProtocolError | AuthError):
+        gw.reject(listener, e.reason, str(e), meta)
+    elif isinstance(e, DialError):
+        gw.log_refusal(listener, e.reason,
+                       "dial_failed listener=%s client=%s target=%s reason=%s error=%r",
+                       listener, peer_str(meta), meta.target, e.reason, str(e))
+    elif isinstance(e, TimeoutError):
+        gw.reject(listener, "handshake_timeout", "", meta)
+    elif isinstance(e, StreamClosedError | ConnectionError):
+        gw.reject(listener, "client_closed", str(e), meta)
+    else:
+        gw.metrics.reject(listener, "internal")
+        log.error("listener_error listener=%s client=%s", listener, peer_str(meta),
+                  exc_info=(type(e), e, e.__traceback__))
+
+
 class Guard:
     """``with gateway.guard(listener, meta):`` around a connection's handling: the errors a
-    protocol raises become one log line and a counted refusal, never a crash (see
-    :meth:`Gateway.guard <ugate_core.Gateway.guard>`)."""
+    protocol raises become one log line and a counted refusal (:func:`refuse`), never a crash
+    (see :meth:`Gateway.guard <ugate_core.Gateway.guard>`)."""
 
     __slots__ = ("gw", "listener", "meta")
 
@@ -84,21 +102,7 @@ class Guard:
                  tb: TracebackType | None) -> bool:
         if e is None or not isinstance(e, Exception):  # CancelledError goes on
             return False
-        gw, name, meta = self.gw, self.listener, self.meta
-        if isinstance(e, ProtocolError | AuthError):
-            gw.reject(name, e.reason, str(e), meta)
-        elif isinstance(e, DialError):
-            gw.log_refusal(name, e.reason,
-                           "dial_failed listener=%s client=%s target=%s reason=%s error=%r",
-                           name, peer_str(meta), meta.target, e.reason, str(e))
-        elif isinstance(e, TimeoutError):
-            gw.reject(name, "handshake_timeout", "", meta)
-        elif isinstance(e, StreamClosedError | ConnectionError):
-            gw.reject(name, "client_closed", str(e), meta)
-        else:
-            gw.metrics.reject(name, "internal")
-            log.error("listener_error listener=%s client=%s", name, peer_str(meta),
-                      exc_info=(et or type(e), e, tb))
+        refuse(self.gw, self.listener, self.meta, e)
         return True
 
 
@@ -135,7 +139,7 @@ class Listener:
 
     async def handle(self, stream: TcpStream) -> None:
         # one coroutine from accept to the protocol's serve (this runs per connection); the
-        # guard's rule (Guard.__exit__) without a Guard object and its enter/exit calls
+        # guard's rule (refuse) without a Guard object and its enter/exit calls
         gw, cfg = self.gw, self.cfg
         meta = stream.meta
         meta.listener = cfg.name
@@ -168,7 +172,7 @@ class Listener:
             stream.abort()
             raise
         except Exception as e:
-            Guard(gw, cfg.name, meta).__exit__(type(e), e, e.__traceback__)
+            refuse(gw, cfg.name, meta, e)
         finally:
             if not stream.is_closing() and not stream.relaying:
                 stream.close()
